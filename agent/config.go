@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+// Config is the whole agent configuration as read from TOML. Load fills defaults and
+// validates it; code that receives a *Config from Load may trust every field.
+type Config struct {
+	Path      string          `toml:"-"` // file it was read from, for messages
+	Agent     AgentConfig     `toml:"agent"`
+	Sites     []SiteConfig    `toml:"site"`
+	Control   *TargetSet      `toml:"control"` // optional: targets that prove our own uplink
+	Exporters ExportersConfig `toml:"exporters"`
+}
+
+// AgentConfig holds the agent-wide settings and the defaults targets inherit.
+type AgentConfig struct {
+	Name            string            `toml:"name"`             // default: hostname
+	Interval        Duration          `toml:"interval"`         // default 1s
+	Timeout         Timeout           `toml:"timeout"`          // "auto" (default) or a duration
+	TimeoutMin      Duration          `toml:"timeout_min"`      // floor for auto, default 20ms
+	TimeoutMax      Duration          `toml:"timeout_max"`      // ceiling for auto, default min(interval, 1s)
+	ConfirmInterval Duration          `toml:"confirm_interval"` // re-probe spacing while suspect, default 100ms
+	FailThreshold   int               `toml:"fail_threshold"`   // consecutive failures to down, default 3
+	ICMPMode        probes.ICMPMode   `toml:"icmp_mode"`        // auto (default), raw, datagram
+	StateDir        string            `toml:"state_dir"`        // default /var/lib/edgeprobe
+	Labels          map[string]string `toml:"labels"`
+}
+
+// SiteConfig is one datacenter and the endpoints that live in it.
+type SiteConfig struct {
+	Name   string            `toml:"name"`
+	Labels map[string]string `toml:"labels"`
+	TargetSet
+}
+
+// TargetSet is the lists of targets by kind, shared by sites and the control set.
+type TargetSet struct {
+	ICMP []ICMPTarget `toml:"icmp"`
+	DNS  []DNSTarget  `toml:"dns"`
+	HTTP []HTTPTarget `toml:"http"`
+	TCP  []TCPTarget  `toml:"tcp"`
+}
+
+// TargetOptions are the per-target overrides every kind accepts.
+type TargetOptions struct {
+	Name     string            `toml:"name"`     // default derived from the endpoint, unique within a site
+	Interval Duration          `toml:"interval"` // default the agent's
+	Timeout  Timeout           `toml:"timeout"`  // default the agent's
+	Labels   map[string]string `toml:"labels"`
+}
+
+// ICMPTarget is an [[site.icmp]] entry.
+type ICMPTarget struct {
+	TargetOptions
+	probes.ICMPSpec
+}
+
+// DNSTarget is a [[site.dns]] entry.
+type DNSTarget struct {
+	TargetOptions
+	probes.DNSSpec
+}
+
+// HTTPTarget is a [[site.http]] entry.
+type HTTPTarget struct {
+	TargetOptions
+	probes.HTTPSpec
+}
+
+// TCPTarget is a [[site.tcp]] entry.
+type TCPTarget struct {
+	TargetOptions
+	probes.TCPSpec
+}
+
+// ExportersConfig configures where results go.
+type ExportersConfig struct {
+	Stdout *StdoutConfig `toml:"stdout"` // default: text format, changes only
+}
+
+// StdoutConfig configures the stdout exporter.
+type StdoutConfig struct {
+	Format  string   `toml:"format"`  // "text" (default) or "json"
+	Results string   `toml:"results"` // "changes" (default: state changes only) or "all" (every probe)
+	Summary Duration `toml:"summary"` // text format: one summary line this often, default 10s, "0s" off
+}
+
+// Target is one fully resolved probe target: defaults applied, ready to schedule.
+type Target struct {
+	Site     string // site name, or "" for a control target
+	Name     string // unique within its site
+	Kind     probes.Kind
+	Interval time.Duration
+	Timeout  Timeout // Auto or Fixed
+	Labels   map[string]string
+	Spec     any // probes.ICMPSpec, DNSSpec, HTTPSpec or TCPSpec (value, not pointer)
+}
+
+// Duration is a time.Duration written in TOML as a string with a unit ("250ms", "1s").
+// A bare number is an error, never nanoseconds.
+type Duration struct{ time.Duration }
+
+// Timeout is "auto" or a fixed Duration.
+type Timeout struct {
+	Auto  bool
+	Fixed time.Duration
+}

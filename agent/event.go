@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+// EventType says which part of an Event is meaningful.
+type EventType uint8
+
+// The events an agent emits, in the order data flows.
+const (
+	EventProbe  EventType = iota + 1 // one probe finished: Result is set
+	EventTarget                      // a target changed state: From/To are TargetState names
+	EventSite                        // a site changed state: From/To are SiteState names
+	EventAgent                       // the agent's self-check changed: To is "ok" or "isolated"
+)
+
+// Target states.
+const (
+	TargetUnknown = "unknown" // not probed yet
+	TargetUp      = "up"
+	TargetSuspect = "suspect" // failed at least once, fewer than fail_threshold times in a row
+	TargetDown    = "down"
+)
+
+// Site states, per agent.
+const (
+	SiteUnknown  = "unknown"  // some target not probed yet
+	SiteUp       = "up"       // every target up (suspect counts as up)
+	SiteDegraded = "degraded" // some targets down
+	SiteDown     = "down"     // every target down
+)
+
+// Agent self-check states.
+const (
+	AgentOK       = "ok"
+	AgentIsolated = "isolated" // every site down at once, or the control targets failed
+)
+
+// Event is what the agent tells its sinks. It is passed by value; sinks must not keep
+// pointers into it beyond Handle.
+type Event struct {
+	Type   EventType
+	Time   time.Time // when it happened (for EventProbe, when the probe finished)
+	Agent  string
+	Site   string // "" for EventAgent and control targets
+	Target string // target name, for EventProbe and EventTarget
+	Kind   probes.Kind
+	Result probes.Result // EventProbe only
+	From   string        // previous state (EventTarget, EventSite, EventAgent)
+	To     string        // new state
+	// Detect is, for a change to down/degraded/isolated, the time from the start of the
+	// first failed probe that led to it; for a change back up, from the first success.
+	Detect time.Duration
+	Reason probes.Reason // for target changes to suspect/down: the failure reason
+}
+
+// Sink receives events. Handle is called from the agent's goroutines, possibly
+// concurrently, and must not block: a sink that does I/O queues internally.
+type Sink interface {
+	Handle(Event)
+}

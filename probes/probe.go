@@ -1,0 +1,79 @@
+// Package probes sends one probe of one kind to one endpoint and reports what happened.
+//
+// A prober knows nothing about sites, schedules, state or exporters: it is given a
+// context whose deadline is the probe's timeout and returns a Result. Every failure is
+// reported with a Reason from one fixed vocabulary so that state machines, metrics and
+// people can group failures without parsing error strings.
+//
+// One file per kind: icmp.go, dns.go, http.go, tcp.go, each beside its _test.go.
+package probes
+
+import (
+	"context"
+	"time"
+)
+
+// Kind names a probe protocol as it appears in configuration and output.
+type Kind string
+
+// The probe kinds edgeprobe knows.
+const (
+	KindICMP Kind = "icmp"
+	KindDNS  Kind = "dns"
+	KindHTTP Kind = "http"
+	KindTCP  Kind = "tcp"
+)
+
+// Reason classifies a failed probe. The set is closed: every prober maps its errors
+// onto one of these so that output and metrics have a bounded vocabulary.
+type Reason string
+
+// The failure vocabulary. ReasonNone is the reason of a successful probe.
+const (
+	ReasonNone        Reason = ""
+	ReasonTimeout     Reason = "timeout"     // no answer before the deadline
+	ReasonRefused     Reason = "refused"     // connection refused (TCP RST, ICMP port unreachable)
+	ReasonUnreachable Reason = "unreachable" // network/host unreachable, no route, ICMP dest unreachable
+	ReasonResolve     Reason = "resolve"     // the target's host name did not resolve
+	ReasonRcode       Reason = "rcode"       // DNS answered with an rcode not accepted
+	ReasonAnswer      Reason = "answer"      // DNS answer section did not hold what was expected
+	ReasonStatus      Reason = "status"      // HTTP status code not accepted
+	ReasonBody        Reason = "body"        // HTTP body did not match, or exceeded its limit
+	ReasonTLS         Reason = "tls"         // TLS handshake or certificate verification failed
+	ReasonProtocol    Reason = "protocol"    // malformed or unexpected answer (bad DNS message, bad HTTP)
+	ReasonPermission  Reason = "permission"  // the OS refused us (ICMP socket not permitted)
+	ReasonError       Reason = "error"       // anything else; Result.Detail says what
+)
+
+// Reasons lists every failure reason, in a stable order, for metrics and docs.
+var Reasons = []Reason{
+	ReasonTimeout, ReasonRefused, ReasonUnreachable, ReasonResolve, ReasonRcode, ReasonAnswer,
+	ReasonStatus, ReasonBody, ReasonTLS, ReasonProtocol, ReasonPermission, ReasonError,
+}
+
+// Result is the outcome of one probe.
+type Result struct {
+	Start  time.Time     // when the probe was sent (wall clock with monotonic reading)
+	OK     bool          // the endpoint answered as expected
+	RTT    time.Duration // send to answer; for failures, the time spent before giving up
+	Reason Reason        // ReasonNone when OK
+	Detail string        // a short human explanation of a failure, empty when OK
+	Phases Phases        // per-phase timings where the kind has phases (HTTP, TCP+TLS, DNS)
+}
+
+// Phases are the timings of a probe's steps, zero where a step did not happen.
+// The names follow blackbox_exporter's probe_http_duration_seconds{phase=...}.
+type Phases struct {
+	Resolve    time.Duration // host name lookup
+	Connect    time.Duration // TCP connect
+	TLS        time.Duration // TLS handshake
+	Processing time.Duration // request written to first response byte
+	Transfer   time.Duration // first byte to end of body
+}
+
+// Prober probes one endpoint. Probe must return by ctx's deadline (plus scheduling
+// noise) and must be safe to call again after it returns; the scheduler never calls
+// Probe on one Prober concurrently. Probers that hold resources also implement io.Closer.
+type Prober interface {
+	Probe(ctx context.Context) Result
+}
