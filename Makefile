@@ -18,6 +18,16 @@ build:
 deps:
 	scripts/install-deps.sh
 
+# test is the README's second command: installs what the tests use, then runs every test.
+test: deps build
+	$(MAKE) vet
+	$(BIN) check --config agent.toml.example >/dev/null
+	$(GO) test -count=1 -timeout 30m ./...
+
+# demo is the README's first command: a self-contained scenario on loopback.
+demo: build
+	$(BIN) demo
+
 cross:
 	GOOS=linux GOARCH=amd64 $(GOBUILD) -o bin/edgeprobe-linux-amd64 ./cmd/edgeprobe
 	GOOS=linux GOARCH=arm64 $(GOBUILD) -o bin/edgeprobe-linux-arm64 ./cmd/edgeprobe

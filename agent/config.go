@@ -79,7 +79,43 @@ type TCPTarget struct {
 
 // ExportersConfig configures where results go.
 type ExportersConfig struct {
-	Stdout *StdoutConfig `toml:"stdout"` // default: text format, changes only
+	Stdout      *StdoutConfig       `toml:"stdout"`       // default: text format, changes only
+	Prometheus  *PrometheusConfig   `toml:"prometheus"`   // absent: no /metrics endpoint
+	RemoteWrite []RemoteWriteConfig `toml:"remote_write"` // one entry per receiver
+}
+
+// PrometheusConfig configures the /metrics endpoint.
+type PrometheusConfig struct {
+	Listen    string `toml:"listen"`     // default "127.0.0.1:9469"
+	Path      string `toml:"path"`       // default "/metrics"
+	WebConfig string `toml:"web_config"` // exporter-toolkit web config file (TLS, basic auth)
+}
+
+// RemoteWriteConfig is one Prometheus remote_write 1.0 receiver (the view, Prometheus,
+// Mimir, VictoriaMetrics, ...).
+type RemoteWriteConfig struct {
+	URL             string            `toml:"url"`
+	Name            string            `toml:"name"`              // default the URL's host:port
+	PushInterval    Duration          `toml:"push_interval"`     // snapshot/heartbeat period, default 1s
+	Timeout         Duration          `toml:"timeout"`           // per request, default 5s
+	QueueSize       int               `toml:"queue_size"`        // batches held in memory, default 1000
+	Headers         map[string]string `toml:"headers"`           // extra request headers
+	BearerTokenFile string            `toml:"bearer_token_file"` // token sent as Authorization: Bearer
+	BasicAuth       *BasicAuthConfig  `toml:"basic_auth"`
+	TLS             probes.TLSSpec    `toml:"tls"`   // enable is ignored; https URLs use TLS
+	Spool           *SpoolConfig      `toml:"spool"` // absent: memory queue only
+}
+
+// BasicAuthConfig is HTTP basic authentication with the password kept in a file.
+type BasicAuthConfig struct {
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+}
+
+// SpoolConfig bounds the on-disk spool kept under agent.state_dir while a receiver is down.
+type SpoolConfig struct {
+	MaxBytes int64    `toml:"max_bytes"` // default 64 MiB
+	MaxAge   Duration `toml:"max_age"`   // default 1h; older batches are dropped and counted
 }
 
 // StdoutConfig configures the stdout exporter.
