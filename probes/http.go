@@ -1,0 +1,271 @@
+package probes
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// httpProber sends one request and checks the status and, optionally, the body.
+type httpProber struct {
+	spec      HTTPSpec
+	url       *url.URL
+	status    []statusRange
+	bodyMatch *regexp.Regexp
+	limit     int64
+	network   string
+	resolver  *Resolver
+	dialer    net.Dialer
+	client    *http.Client
+	body      bytes.Buffer // reused between probes for body_match
+}
+
+var _ Prober = (*httpProber)(nil)
+
+// statusRange accepts codes lo..hi: "204" is 204..204, "2xx" is 200..299.
+type statusRange struct{ lo, hi int }
+
+func parseStatus(s string) (statusRange, error) {
+	if len(s) == 3 && strings.HasSuffix(strings.ToLower(s), "xx") && s[0] >= '1' && s[0] <= '5' {
+		lo := int(s[0]-'0') * 100
+		return statusRange{lo, lo + 99}, nil
+	}
+	code, err := strconv.Atoi(s)
+	if err != nil || code < 100 || code > 599 {
+		return statusRange{}, fmt.Errorf("%q, want a code (204) or a class (2xx)", s)
+	}
+	return statusRange{code, code}, nil
+}
+
+type httpTimesKey struct{}
+
+// httpTimes collects one probe's phase boundaries from httptrace and the dialer. The
+// transport may still be dialing on its own goroutine when a failed request returns, hence
+// the lock.
+type httpTimes struct {
+	mu                       sync.Mutex
+	resolve                  time.Duration
+	connectStart, connectEnd time.Time
+	tlsStart, tlsEnd         time.Time
+	wrote, firstByte         time.Time
+}
+
+func newHTTPProber(spec HTTPSpec, env *Env) (*httpProber, error) {
+	u, err := url.Parse(spec.URL)
+	switch {
+	case spec.URL == "":
+		return nil, errors.New("url: must be set")
+	case err != nil:
+		return nil, fmt.Errorf("url: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("url: %q: scheme must be http or https", spec.URL)
+	case u.Hostname() == "":
+		return nil, fmt.Errorf("url: %q has no host", spec.URL)
+	}
+	p := &httpProber{spec: spec, url: u, limit: spec.BodyLimit, resolver: env.resolver()}
+	if p.spec.Method == "" {
+		p.spec.Method = http.MethodGet
+	}
+	if strings.ContainsAny(p.spec.Method, " \t\r\n:/") {
+		return nil, fmt.Errorf("method: %q is not an HTTP method", spec.Method)
+	}
+	for name := range spec.Headers {
+		if name == "" || strings.ContainsAny(name, " \t\r\n:") {
+			return nil, fmt.Errorf("headers: %q is not a header name", name)
+		}
+	}
+	status := spec.Status
+	switch {
+	case len(status) > 0:
+	case spec.Redirects > 0:
+		status = []string{"2xx"}
+	default:
+		status = []string{"2xx", "3xx"}
+	}
+	p.spec.Status = status
+	for i, s := range status {
+		r, err := parseStatus(s)
+		if err != nil {
+			return nil, fmt.Errorf("status[%d]: %w", i, err)
+		}
+		p.status = append(p.status, r)
+	}
+	if spec.BodyMatch != "" {
+		if p.bodyMatch, err = regexp.Compile(spec.BodyMatch); err != nil {
+			return nil, fmt.Errorf("body_match: %w", err)
+		}
+	}
+	switch {
+	case p.limit == 0:
+		p.limit = DefaultBodyLimit
+	case p.limit < 0:
+		return nil, fmt.Errorf("body_limit: %d, must be positive", spec.BodyLimit)
+	}
+	if spec.Redirects < 0 {
+		return nil, fmt.Errorf("redirects: %d, must be 0 or more", spec.Redirects)
+	}
+	if p.network, err = familyNetwork(spec.Family); err != nil {
+		return nil, err
+	}
+	conf, err := tlsConfig(spec.TLS)
+	if err != nil {
+		return nil, err
+	}
+	transport := &http.Transport{
+		// Probes go to the target itself, never through an environment proxy.
+		Proxy:               nil,
+		DialContext:         p.dial,
+		TLSClientConfig:     conf,
+		DisableKeepAlives:   !spec.KeepAlive,
+		MaxIdleConnsPerHost: 1,
+		ForceAttemptHTTP2:   true,
+	}
+	p.client = &http.Client{
+		Transport: transport,
+		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+			if len(via) > spec.Redirects {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		},
+	}
+	return p, nil
+}
+
+func (p *httpProber) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	conn, resolved, err := p.resolver.dialContext(ctx, &p.dialer, network, p.network, address)
+	if t, ok := ctx.Value(httpTimesKey{}).(*httpTimes); ok {
+		t.set(func() { t.resolve += resolved })
+	}
+	return conn, err
+}
+
+// Close releases pooled connections (there are some only with KeepAlive).
+func (p *httpProber) Close() error {
+	p.client.CloseIdleConnections()
+	return nil
+}
+
+// Probe sends the request, reads the body up to the limit and checks the answer.
+func (p *httpProber) Probe(ctx context.Context) Result {
+	start := time.Now()
+	times := &httpTimes{}
+	ctx = context.WithValue(ctx, httpTimesKey{}, times)
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		ConnectStart:         func(string, string) { times.stamp(&times.connectStart) },
+		ConnectDone:          func(string, string, error) { times.stamp(&times.connectEnd) },
+		TLSHandshakeStart:    func() { times.stamp(&times.tlsStart) },
+		TLSHandshakeDone:     func(tls.ConnectionState, error) { times.stamp(&times.tlsEnd) },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { times.stamp(&times.wrote) },
+		GotFirstResponseByte: func() { times.stamp(&times.firstByte) },
+	})
+	var body io.Reader
+	if p.spec.Body != "" {
+		body = strings.NewReader(p.spec.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, p.spec.Method, p.spec.URL, body)
+	if err != nil {
+		return failure(start, ReasonError, fmt.Sprintf("build request: %v", err))
+	}
+	for name, value := range p.spec.Headers {
+		if strings.EqualFold(name, "Host") {
+			req.Host = value
+			continue
+		}
+		req.Header.Set(name, value)
+	}
+
+	resp, err := p.client.Do(req)
+	if err != nil {
+		r := failure(start, reasonOf(err), fmt.Sprintf("%s %s: %v", p.spec.Method, p.spec.URL, err))
+		r.Phases = times.phases(time.Now())
+		return r
+	}
+	defer resp.Body.Close()
+	reason, detail := p.readBody(resp.Body)
+	end := time.Now()
+	r := Result{Start: start, RTT: end.Sub(start), Phases: times.phases(end)}
+	if !p.accepts(resp.StatusCode) {
+		r.Reason = ReasonStatus
+		r.Detail = fmt.Sprintf("status %d, want %s", resp.StatusCode, strings.Join(p.spec.Status, " or "))
+		return r
+	}
+	if reason != ReasonNone {
+		r.Reason, r.Detail = reason, detail
+		return r
+	}
+	r.OK = true
+	return r
+}
+
+// readBody reads at most limit bytes of the body and applies body_match.
+func (p *httpProber) readBody(body io.Reader) (Reason, string) {
+	limited := io.LimitReader(body, p.limit+1)
+	if p.bodyMatch == nil {
+		if _, err := io.Copy(io.Discard, limited); err != nil {
+			return reasonOf(err), fmt.Sprintf("read body: %v", err)
+		}
+		return ReasonNone, ""
+	}
+	p.body.Reset()
+	n, err := p.body.ReadFrom(limited)
+	if err != nil {
+		return reasonOf(err), fmt.Sprintf("read body: %v", err)
+	}
+	if n > p.limit {
+		return ReasonBody, fmt.Sprintf("body exceeds body_limit (%d bytes)", p.limit)
+	}
+	if !p.bodyMatch.Match(p.body.Bytes()) {
+		return ReasonBody, fmt.Sprintf("body does not match %q", p.spec.BodyMatch)
+	}
+	return ReasonNone, ""
+}
+
+func (p *httpProber) accepts(code int) bool {
+	for _, r := range p.status {
+		if code >= r.lo && code <= r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *httpTimes) set(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f()
+}
+
+func (t *httpTimes) stamp(field *time.Time) {
+	now := time.Now()
+	t.set(func() { *field = now })
+}
+
+func (t *httpTimes) phases(end time.Time) Phases {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ph := Phases{Resolve: t.resolve}
+	if !t.connectStart.IsZero() && !t.connectEnd.IsZero() {
+		ph.Connect = t.connectEnd.Sub(t.connectStart)
+	}
+	if !t.tlsStart.IsZero() && !t.tlsEnd.IsZero() {
+		ph.TLS = t.tlsEnd.Sub(t.tlsStart)
+	}
+	if !t.wrote.IsZero() && !t.firstByte.IsZero() {
+		ph.Processing = t.firstByte.Sub(t.wrote)
+		ph.Transfer = end.Sub(t.firstByte)
+	}
+	return ph
+}

@@ -1,0 +1,365 @@
+package probes
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// icmpEngine returns an engine in mode that is closed when the test ends. Datagram mode
+// opens ping sockets to root's group for the test's duration.
+func icmpEngine(t testing.TB, mode ICMPMode) *ICMPEngine {
+	t.Helper()
+	requireRoot(t, "raw ICMP sockets and net.ipv4.ping_group_range")
+	if mode == ICMPDatagram {
+		setPingGroupRange(t, "0 2147483647")
+	}
+	e, err := NewICMPEngine(mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func probeOnce(t testing.TB, p Prober, timeout time.Duration) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return p.Probe(ctx)
+}
+
+func TestICMPLoopback(t *testing.T) {
+	for _, mode := range []ICMPMode{ICMPRaw, ICMPDatagram, ICMPAuto} {
+		for _, addr := range []string{"127.0.0.1", "::1", "localhost"} {
+			t.Run(fmt.Sprintf("%s/%s", mode, addr), func(t *testing.T) {
+				if addr == "::1" {
+					requireIPv6Loopback(t)
+				}
+				e := icmpEngine(t, mode)
+				p, err := New(KindICMP, ICMPSpec{Address: addr}, &Env{ICMP: e})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range 3 {
+					r := probeOnce(t, p, 2*time.Second)
+					if !r.OK || r.Reason != ReasonNone {
+						t.Fatalf("probe %d to %s: %+v", i, addr, r)
+					}
+					if r.RTT <= 0 || r.RTT > time.Second {
+						t.Errorf("probe %d to %s: RTT %v out of (0, 1s]", i, addr, r.RTT)
+					}
+				}
+				if st := e.Stats(); st.Sent != 3 || st.Matched != 3 {
+					t.Errorf("stats %+v, want 3 sent and 3 matched", st)
+				}
+			})
+		}
+	}
+}
+
+// TestICMPProBingReference pings the same loopback addresses with the engine and with
+// pro-bing: both must succeed, so a failure of either is not a quirk of the host.
+func TestICMPProBingReference(t *testing.T) {
+	for _, mode := range []ICMPMode{ICMPRaw, ICMPDatagram} {
+		for _, addr := range []string{"127.0.0.1", "::1"} {
+			t.Run(fmt.Sprintf("%s/%s", mode, addr), func(t *testing.T) {
+				if addr == "::1" {
+					requireIPv6Loopback(t)
+				}
+				e := icmpEngine(t, mode)
+				p, err := New(KindICMP, &ICMPSpec{Address: addr}, &Env{ICMP: e})
+				if err != nil {
+					t.Fatal(err)
+				}
+				engine := probeOnce(t, p, 2*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				defer cancel()
+				ref, err := Ping(ctx, addr, 1, mode)
+				if err != nil {
+					t.Fatalf("pro-bing: %v", err)
+				}
+				if !engine.OK || len(ref) != 1 || !ref[0].OK {
+					t.Fatalf("engine %+v, pro-bing %+v: both must succeed", engine, ref)
+				}
+				t.Logf("engine RTT %v, pro-bing RTT %v", engine.RTT, ref[0].RTT)
+			})
+		}
+	}
+}
+
+func TestPingCount(t *testing.T) {
+	icmpEngine(t, ICMPRaw)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	results, err := Ping(ctx, "127.0.0.1", 2, ICMPAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 || !results[0].OK || !results[1].OK {
+		t.Fatalf("got %+v, want 2 successful results", results)
+	}
+	if _, err := Ping(ctx, "127.0.0.1", 0, ICMPAuto); err == nil || !strings.Contains(err.Error(), "count") {
+		t.Errorf("count 0: error %v, want one naming count", err)
+	}
+}
+
+// TestICMPPermission forces datagram mode while ping_group_range admits nobody: the
+// probe and Ping must both say which sysctl to set.
+func TestICMPPermission(t *testing.T) {
+	setPingGroupRange(t, "1 0")
+	e, err := NewICMPEngine(ICMPDatagram)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	p, err := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `sysctl -w net.ipv4.ping_group_range="0 2147483647"`
+	r := probeOnce(t, p, time.Second)
+	if r.OK || r.Reason != ReasonPermission || !strings.Contains(r.Detail, want) {
+		t.Errorf("probe: %+v, want reason permission and a detail with %s", r, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := Ping(ctx, "127.0.0.1", 1, ICMPDatagram); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Ping: error %v, want one with %s", err, want)
+	}
+}
+
+func TestICMPPermissionErrorText(t *testing.T) {
+	denied := fmt.Errorf("socket: operation not permitted")
+	tests := []struct {
+		err  ICMPPermissionError
+		want []string
+	}{
+		{ICMPPermissionError{Mode: ICMPRaw, Family: "ip4", Raw: denied}, []string{"raw: socket", "CAP_NET_RAW", "AmbientCapabilities=CAP_NET_RAW"}},
+		{ICMPPermissionError{Mode: ICMPDatagram, Family: "ip6", Dgram: denied}, []string{"ip6", "datagram: socket", `ping_group_range="0 2147483647"`}},
+		{ICMPPermissionError{Mode: ICMPAuto, Family: "ip4", Raw: denied, Dgram: denied}, []string{"raw: ", "datagram: ", "CAP_NET_RAW", "ping_group_range"}},
+	}
+	for _, tt := range tests {
+		msg := tt.err.Error()
+		for _, w := range tt.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("mode %s: %q lacks %q", tt.err.Mode, msg, w)
+			}
+		}
+	}
+}
+
+// TestICMPConcurrent probes several loopback addresses at once through one socket: every
+// probe must get its own reply, none may be mixed up or lost.
+func TestICMPConcurrent(t *testing.T) {
+	for _, mode := range []ICMPMode{ICMPRaw, ICMPDatagram} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := icmpEngine(t, mode)
+			const targets, rounds = 8, 25
+			var wg sync.WaitGroup
+			errs := make(chan string, targets*rounds)
+			for i := range targets {
+				addr := fmt.Sprintf("127.0.0.%d", i+1)
+				p, err := New(KindICMP, ICMPSpec{Address: addr}, &Env{ICMP: e})
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() {
+					for range rounds {
+						if r := probeOnce(t, p, 2*time.Second); !r.OK {
+							errs <- fmt.Sprintf("%s: %+v", addr, r)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for msg := range errs {
+				t.Error(msg)
+			}
+			st := e.Stats()
+			if st.Sent != targets*rounds || st.Matched != st.Sent || st.WrongHost != 0 {
+				t.Errorf("stats %+v: want %d sent, all matched, none from a wrong host", st, targets*rounds)
+			}
+		})
+	}
+}
+
+// TestICMPDemultiplex feeds crafted replies to a socket's matcher: only the reply with
+// the right sequence, source, identifier and token reaches the waiting probe.
+func TestICMPDemultiplex(t *testing.T) {
+	e, err := NewICMPEngine(ICMPRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddr("127.0.0.9")
+	reply := func(id, seq uint16, token uint64) []byte {
+		b := make([]byte, 8+DefaultICMPSize)
+		b[0] = 0 // echo reply
+		binary.BigEndian.PutUint16(b[4:], id)
+		binary.BigEndian.PutUint16(b[6:], seq)
+		binary.BigEndian.PutUint64(b[8:], token)
+		return b
+	}
+	// unreachable quotes an IPv4 header to dst and our echo's first 8 bytes.
+	unreachable := func(id, seq uint16, to netip.Addr) []byte {
+		b := make([]byte, 8+20+8)
+		b[0], b[1] = 3, 1
+		ip := b[8:]
+		ip[0], ip[9] = 0x45, 1
+		copy(ip[16:20], to.AsSlice())
+		echo := ip[20:]
+		echo[0] = 8
+		binary.BigEndian.PutUint16(echo[4:], id)
+		binary.BigEndian.PutUint16(echo[6:], seq)
+		return b
+	}
+	tests := []struct {
+		name      string
+		datagram  bool
+		packet    func(seq uint16, token uint64) []byte
+		from      netip.Addr
+		delivered bool
+		unreach   bool
+		counter   func(ICMPStats) uint64
+	}{
+		{"match", false, func(s uint16, tok uint64) []byte { return reply(e.id, s, tok) }, dst, true, false, func(s ICMPStats) uint64 { return s.Matched }},
+		{"wrong host", false, func(s uint16, tok uint64) []byte { return reply(e.id, s, tok) }, netip.MustParseAddr("127.0.0.10"), false, false, func(s ICMPStats) uint64 { return s.WrongHost }},
+		{"wrong id raw", false, func(s uint16, tok uint64) []byte { return reply(e.id+1, s, tok) }, dst, false, false, func(s ICMPStats) uint64 { return s.WrongID }},
+		{"kernel-owned id datagram", true, func(s uint16, tok uint64) []byte { return reply(e.id+1, s, tok) }, dst, true, false, func(s ICMPStats) uint64 { return s.Matched }},
+		{"unknown seq", false, func(s uint16, tok uint64) []byte { return reply(e.id, s+1, tok) }, dst, false, false, func(s ICMPStats) uint64 { return s.UnknownSeq }},
+		{"stale token", false, func(s uint16, tok uint64) []byte { return reply(e.id, s, tok+1) }, dst, false, false, func(s ICMPStats) uint64 { return s.UnknownSeq }},
+		{"unreachable", false, func(s uint16, _ uint64) []byte { return unreachable(e.id, s, dst) }, netip.MustParseAddr("127.0.0.254"), true, true, func(s ICMPStats) uint64 { return s.Matched }},
+		{"unreachable for another target", false, func(s uint16, _ uint64) []byte {
+			return unreachable(e.id, s, netip.MustParseAddr("127.0.0.11"))
+		}, netip.MustParseAddr("127.0.0.254"), false, false, func(s ICMPStats) uint64 { return s.WrongHost }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &icmpSocket{engine: e, datagram: tt.datagram, waiters: map[uint16]*icmpWaiter{}}
+			w := &icmpWaiter{dst: dst, token: 42, sent: time.Now(), reply: make(chan icmpReply, 1)}
+			seq, err := s.register(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := tt.counter(e.Stats())
+			pkt := tt.packet(seq, w.token)
+			if !tt.datagram {
+				// Raw IPv4 sockets deliver the IP header too.
+				pkt = append([]byte{0x45, 19: 0}, pkt...)
+			}
+			s.handle(pkt, tt.from, time.Now())
+			if got := tt.counter(e.Stats()) - before; got != 1 {
+				t.Errorf("counter moved by %d, want 1", got)
+			}
+			select {
+			case r := <-w.reply:
+				if !tt.delivered {
+					t.Fatalf("reply %+v delivered, want it dropped", r)
+				}
+				if (r.unreachable != "") != tt.unreach {
+					t.Errorf("reply %+v, unreachable want %v", r, tt.unreach)
+				}
+			default:
+				if tt.delivered {
+					t.Fatal("reply not delivered")
+				}
+				if !s.unregister(seq, w) {
+					t.Error("dropped reply took the waiter out")
+				}
+			}
+		})
+	}
+}
+
+// TestICMPCloseLeavesNoGoroutines opens both families' sockets, closes the engine and
+// checks that the receive goroutines are gone and later probes fail cleanly.
+func TestICMPCloseLeavesNoGoroutines(t *testing.T) {
+	requireIPv6Loopback(t)
+	for _, mode := range []ICMPMode{ICMPRaw, ICMPDatagram} {
+		t.Run(string(mode), func(t *testing.T) {
+			if mode == ICMPDatagram {
+				setPingGroupRange(t, "0 2147483647")
+			}
+			requireRoot(t, "raw ICMP sockets")
+			before := runtime.NumGoroutine()
+			e, err := NewICMPEngine(mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, addr := range []string{"127.0.0.1", "::1"} {
+				p, err := New(KindICMP, ICMPSpec{Address: addr}, &Env{ICMP: e})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := probeOnce(t, p, 2*time.Second); !r.OK {
+					t.Fatalf("%s: %+v", addr, r)
+				}
+			}
+			if during := runtime.NumGoroutine(); during != before+2 {
+				t.Errorf("%d goroutines while open, want %d (one receiver per family)", during, before+2)
+			}
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if after := runtime.NumGoroutine(); after != before {
+				t.Errorf("%d goroutines after Close, want %d", after, before)
+			}
+			p, _ := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
+			if r := probeOnce(t, p, time.Second); r.OK || r.Reason != ReasonError {
+				t.Errorf("probe after Close: %+v, want reason error", r)
+			}
+		})
+	}
+}
+
+func TestICMPSpecErrors(t *testing.T) {
+	e, err := NewICMPEngine(ICMPAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		spec ICMPSpec
+		env  *Env
+		want string
+	}{
+		{ICMPSpec{}, &Env{ICMP: e}, "address: must be set"},
+		{ICMPSpec{Address: "127.0.0.1", Family: "ipx"}, &Env{ICMP: e}, `family: "ipx"`},
+		{ICMPSpec{Address: "127.0.0.1", Size: 4}, &Env{ICMP: e}, "size: 4 is out of range"},
+		{ICMPSpec{Address: "127.0.0.1"}, &Env{}, "no ICMP engine"},
+	}
+	for _, tt := range tests {
+		_, err := New(KindICMP, tt.spec, tt.env)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "icmp probe: ") {
+			t.Errorf("spec %+v: error %v, want %q", tt.spec, err, tt.want)
+		}
+	}
+	if _, err := NewICMPEngine("turbo"); err == nil || !strings.Contains(err.Error(), `"turbo"`) {
+		t.Errorf("mode turbo: error %v", err)
+	}
+}
+
+func BenchmarkICMPProbeLoopback(b *testing.B) {
+	for _, mode := range []ICMPMode{ICMPRaw, ICMPDatagram} {
+		b.Run(string(mode), func(b *testing.B) {
+			e := icmpEngine(b, mode)
+			p, err := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if r := p.Probe(ctx); !r.OK {
+					b.Fatalf("%+v", r)
+				}
+			}
+		})
+	}
+}
