@@ -1,0 +1,321 @@
+package view
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults for a view started with no config file.
+const (
+	DefaultListen       = "127.0.0.1:9470"
+	DefaultQuorum       = 2
+	DefaultMaxBodyBytes = 4 << 20
+	DefaultMaxSampleAge = time.Minute
+	defaultStaleFactor  = 3
+	minStaleAfter       = time.Second
+)
+
+// Config is view.toml. The zero value (after Defaults) is a working view on loopback
+// with a quorum of two and no authentication.
+type Config struct {
+	Listen string `toml:"listen"`
+	// Quorum is how many fresh, non-isolated witnesses must report a site down before
+	// it is lost: a number (at least 1) or "majority" of the agents that report the site.
+	Quorum Quorum `toml:"quorum"`
+	// StaleAfter fixes how long an agent stays a witness without a push. Zero means
+	// 3 x the push interval the agent announces (at least 1 s).
+	StaleAfter Duration `toml:"stale_after"`
+	// MaxSampleAge drops the state carried by pushes whose samples are older than this
+	// (a spool flushed after an outage says nothing about now). Zero disables the check.
+	MaxSampleAge Duration `toml:"max_sample_age"`
+	MaxBodyBytes int64    `toml:"max_body_bytes"`
+	// Tokens are bearer tokens any agent may present; AgentTokens bind a token to one
+	// agent name. With neither set, pushes need no token.
+	Tokens      []string     `toml:"tokens"`
+	AgentTokens []AgentToken `toml:"agent_tokens"`
+	Notifiers   Notifiers    `toml:"notifiers"`
+
+	// Path is the file the config came from, "" for defaults; used in messages.
+	Path string `toml:"-"`
+}
+
+// AgentToken binds the token read from TokenFile to the agent Agent: a push presenting
+// it may carry only that agent's series, so one agent cannot forge another's reports.
+type AgentToken struct {
+	Agent     string `toml:"agent"`
+	TokenFile string `toml:"token_file"`
+	token     string
+}
+
+// Notifiers lists where lost sites and their recoveries are announced.
+type Notifiers struct {
+	Webhook      []WebhookConfig      `toml:"webhook"`
+	Alertmanager []AlertmanagerConfig `toml:"alertmanager"`
+}
+
+// WebhookConfig is one JSON POST receiver.
+type WebhookConfig struct {
+	URL        string   `toml:"url"`
+	Timeout    Duration `toml:"timeout"`     // per attempt, default 5s
+	MaxRetries int      `toml:"max_retries"` // after the first attempt, default 5
+}
+
+// AlertmanagerConfig is one Alertmanager, spoken to with its API v2.
+type AlertmanagerConfig struct {
+	URL     string   `toml:"url"`     // base URL, e.g. http://127.0.0.1:9093
+	Timeout Duration `toml:"timeout"` // per attempt, default 5s
+	// Resend repeats firing alerts so that Alertmanager does not resolve them on its own
+	// resolve_timeout; default 1m.
+	Resend     Duration `toml:"resend"`
+	MaxRetries int      `toml:"max_retries"`
+}
+
+// Duration is a TOML string with a unit ("3s"); a bare number is rejected so that
+// nobody configures nanoseconds by accident.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler for TOML strings.
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(string(text))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want a number with a unit, e.g. \"3s\")", text)
+	}
+	if v < 0 {
+		return fmt.Errorf("invalid duration %q: negative", text)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText keeps Duration round-trippable.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Quorum is a fixed number of witnesses, or Majority.
+type Quorum struct {
+	N        int
+	Majority bool
+}
+
+// UnmarshalTOML accepts an integer >= 1 or the string "majority".
+func (q *Quorum) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 1 || x > math.MaxInt32 {
+			return fmt.Errorf("quorum %d out of range: want a number >= 1 or \"majority\"", x)
+		}
+		*q = Quorum{N: int(x)}
+	case string:
+		if x != "majority" {
+			return fmt.Errorf("quorum %q: want a number >= 1 or \"majority\"", x)
+		}
+		*q = Quorum{Majority: true}
+	default:
+		return fmt.Errorf("quorum has type %T: want a number >= 1 or \"majority\"", v)
+	}
+	return nil
+}
+
+// String is how the effective quorum is logged.
+func (q Quorum) String() string {
+	if q.Majority {
+		return "majority"
+	}
+	return fmt.Sprint(q.N)
+}
+
+// need is the quorum for a site that known agents report (stale and isolated ones
+// included, so that a majority cannot shrink by losing witnesses). A majority is never
+// less than two: one agent alone cannot tell a fire from its own trouble.
+func (q Quorum) need(known int) int {
+	if q.Majority {
+		return max(2, known/2+1)
+	}
+	return q.N
+}
+
+// Defaults fills what the file left out.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Quorum == (Quorum{}) {
+		c.Quorum = Quorum{N: DefaultQuorum}
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	for i := range c.Notifiers.Webhook {
+		w := &c.Notifiers.Webhook[i]
+		if w.Timeout == 0 {
+			w.Timeout = Duration(5 * time.Second)
+		}
+		if w.MaxRetries == 0 {
+			w.MaxRetries = 5
+		}
+	}
+	for i := range c.Notifiers.Alertmanager {
+		a := &c.Notifiers.Alertmanager[i]
+		if a.Timeout == 0 {
+			a.Timeout = Duration(5 * time.Second)
+		}
+		if a.Resend == 0 {
+			a.Resend = Duration(time.Minute)
+		}
+		if a.MaxRetries == 0 {
+			a.MaxRetries = 5
+		}
+	}
+}
+
+// DefaultConfig is the config of a view started without a file.
+func DefaultConfig() *Config {
+	c := &Config{MaxSampleAge: Duration(DefaultMaxSampleAge)}
+	c.Defaults()
+	return c
+}
+
+// ConfigError is one problem in a config file.
+type ConfigError struct {
+	Path string
+	Line int // 0 when unknown
+	Key  string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Path)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": %s", e.Key)
+	}
+	fmt.Fprintf(&b, ": %s", e.Msg)
+	return b.String()
+}
+
+// LoadConfig reads, decodes and validates a view.toml file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read view config: %w", err)
+	}
+	return ParseConfig(data, path)
+}
+
+// ParseConfig decodes and validates view.toml content; path names it in errors. On bad
+// input the error joins one *ConfigError per problem.
+func ParseConfig(data []byte, path string) (*Config, error) {
+	c := &Config{MaxSampleAge: Duration(DefaultMaxSampleAge)}
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &ConfigError{Path: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+		}
+		return nil, &ConfigError{Path: path, Msg: err.Error()}
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, &ConfigError{Path: path, Line: keyLine(data, k), Key: k.String(),
+			Msg: "unknown key (allowed: listen, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers)"})
+	}
+	c.Path = path
+	c.Defaults()
+	errs = append(errs, c.validate(data)...)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+func (c *Config) validate(data []byte) []error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &ConfigError{Path: c.Path, Line: keyLine(data, toml.Key{key}), Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("max_body_bytes", "%d is too small: want at least 1024", c.MaxBodyBytes)
+	}
+	if c.StaleAfter != 0 && time.Duration(c.StaleAfter) < 100*time.Millisecond {
+		bad("stale_after", "%s is too short: want at least 100ms", time.Duration(c.StaleAfter))
+	}
+	for i, t := range c.Tokens {
+		if strings.TrimSpace(t) == "" {
+			bad("tokens", "token %d is empty", i+1)
+		}
+	}
+	seen := map[string]bool{}
+	for i := range c.AgentTokens {
+		at := &c.AgentTokens[i]
+		key := fmt.Sprintf("agent_tokens[%d]", i)
+		if at.Agent == "" {
+			bad(key+".agent", "missing: the agent name the token belongs to")
+		} else if seen[at.Agent] {
+			bad(key+".agent", "agent %q has a token already", at.Agent)
+		}
+		seen[at.Agent] = true
+		if at.TokenFile == "" {
+			bad(key+".token_file", "missing: a file holding the token")
+			continue
+		}
+		b, err := os.ReadFile(at.TokenFile)
+		if err != nil {
+			bad(key+".token_file", "read token: %v", err)
+			continue
+		}
+		at.token = strings.TrimSpace(string(b))
+		if at.token == "" {
+			bad(key+".token_file", "%s is empty", at.TokenFile)
+		}
+	}
+	checkURL := func(key, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(key, "%q is not an http(s) URL", raw)
+		}
+	}
+	for i, w := range c.Notifiers.Webhook {
+		checkURL(fmt.Sprintf("notifiers.webhook[%d].url", i), w.URL)
+		if w.MaxRetries < 0 {
+			bad(fmt.Sprintf("notifiers.webhook[%d].max_retries", i), "must not be negative")
+		}
+	}
+	for i, a := range c.Notifiers.Alertmanager {
+		checkURL(fmt.Sprintf("notifiers.alertmanager[%d].url", i), a.URL)
+		if a.MaxRetries < 0 {
+			bad(fmt.Sprintf("notifiers.alertmanager[%d].max_retries", i), "must not be negative")
+		}
+	}
+	return errs
+}
+
+// keyLine finds the line where key's last part is assigned. The TOML decoder keeps key
+// positions to itself, so this scans the text; it returns 0 when unsure.
+func keyLine(data []byte, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	name := k[len(k)-1]
+	for i, line := range strings.Split(string(data), "\n") {
+		l := strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(l, name); ok {
+			rest = strings.TrimSpace(rest)
+			if strings.HasPrefix(rest, "=") || strings.HasPrefix(rest, "]") {
+				return i + 1
+			}
+		}
+		if strings.Trim(l, "[]") == strings.Join(k, ".") {
+			return i + 1
+		}
+	}
+	return 0
+}

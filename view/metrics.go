@@ -1,0 +1,86 @@
+package view
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// viewMetrics is the view's own /metrics, on a private registry so that tests can run
+// many views in one process and nothing global leaks in.
+type viewMetrics struct {
+	registry      *prometheus.Registry
+	received      prometheus.Counter
+	rejected      *prometheus.CounterVec
+	ignored       prometheus.Counter
+	changes       *prometheus.CounterVec
+	notifications *prometheus.CounterVec
+}
+
+var rejectReasons = []string{"unauthorized", "forbidden", "unsupported", "too_large", "read", "bad_snappy", "bad_protobuf", "no_agent", "bad_content"}
+
+func newViewMetrics(s *Server) *viewMetrics {
+	m := &viewMetrics{
+		registry: prometheus.NewRegistry(),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeprobe_view_pushes_received_total", Help: "Pushes received at /api/v1/write, accepted or not.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeprobe_view_pushes_rejected_total", Help: "Pushes refused whole, by reason.",
+		}, []string{"reason"}),
+		ignored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgeprobe_view_reports_ignored_total", Help: "Agent reports accepted but ignored as older than the agent's last one or than max_sample_age.",
+		}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeprobe_view_verdict_changes_total", Help: "Site verdict changes, by new verdict.",
+		}, []string{"to"}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeprobe_view_notifications_total", Help: "Notifications by notifier and result (sent, failed, dropped).",
+		}, []string{"notifier", "result"}),
+	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, v := range []string{VerdictUp, VerdictDegraded, VerdictLost, VerdictUnknown} {
+		m.changes.WithLabelValues(v)
+	}
+	m.registry.MustRegister(m.received, m.rejected, m.ignored, m.changes, m.notifications,
+		stateCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// stateCollector reads the gauges from the engine at scrape time, so they can never
+// drift from what /api/v1/sites says.
+type stateCollector struct{ s *Server }
+
+var (
+	sitesDesc   = prometheus.NewDesc("edgeprobe_view_sites", "Sites by current verdict.", []string{"state"}, nil)
+	agentsDesc  = prometheus.NewDesc("edgeprobe_view_agents", "Known agents by freshness (fresh or stale).", []string{"freshness"}, nil)
+	clientsDesc = prometheus.NewDesc("edgeprobe_view_sse_clients", "Connected /api/v1/events clients.", nil, nil)
+	droppedDesc = prometheus.NewDesc("edgeprobe_view_sse_dropped_total", "Event clients cut off because they read too slowly.", nil, nil)
+)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- sitesDesc
+	ch <- agentsDesc
+	ch <- clientsDesc
+	ch <- droppedDesc
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	counts := map[string]int{VerdictUp: 0, VerdictDegraded: 0, VerdictLost: 0, VerdictUnknown: 0}
+	for _, site := range c.s.engine.Sites(now) {
+		counts[site.State]++
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(sitesDesc, prometheus.GaugeValue, float64(n), state)
+	}
+	fresh, stale := c.s.engine.AgentCounts(now)
+	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(fresh), "fresh")
+	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(stale), "stale")
+	clients, dropped := c.s.broker.counts()
+	ch <- prometheus.MustNewConstMetric(clientsDesc, prometheus.GaugeValue, float64(clients))
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(dropped))
+}

@@ -1,0 +1,179 @@
+package view
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// Series names of the push contract (see README.md) that the view reads; others are ignored.
+const (
+	metricSiteState       = "edgeprobe_site_state"
+	metricSiteChange      = "edgeprobe_site_state_change_timestamp_seconds"
+	metricSiteDetect      = "edgeprobe_site_detect_seconds"
+	metricAgentIsolated   = "edgeprobe_agent_isolated"
+	metricPushInterval    = "edgeprobe_push_interval_seconds"
+	labelName             = "__name__"
+	labelAgent            = "agent"
+	labelSite             = "site"
+	labelState            = "state"
+	decodedLimitPerBodyB  = 16 // a snappy block may expand this much over its compressed size
+	minDecodedLimitBytes  = 1 << 20
+	maxSitesPerAgentPush  = 10000
+	maxAgentsPerPushBatch = 10000
+)
+
+// pushError is a push refused as a whole; reason labels the rejection counter.
+type pushError struct {
+	reason string
+	err    error
+}
+
+func (e *pushError) Error() string { return e.err.Error() }
+func (e *pushError) Unwrap() error { return e.err }
+
+func rejectf(reason, format string, args ...any) error {
+	return &pushError{reason: reason, err: fmt.Errorf(format, args...)}
+}
+
+// DecodeWrite turns a remote_write 1.0 body (snappy block + protobuf WriteRequest) into
+// per-agent reports. maxBody bounds the compressed size the caller read; the decoded
+// size is bounded too, so a small body cannot expand into an unbounded allocation.
+// Any error refuses the whole push: a view never applies half of one.
+func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+	}
+	limit := max(int64(minDecodedLimitBytes), maxBody*decodedLimitPerBodyB)
+	if int64(n) > limit {
+		return nil, rejectf("too_large", "decoded body would be %d bytes, more than the limit of %d", n, limit)
+	}
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+	}
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(raw); err != nil {
+		return nil, rejectf("bad_protobuf", "decode protobuf WriteRequest: %v", err)
+	}
+	return reportsFrom(&req)
+}
+
+// reportsFrom reads the push contract's series out of a WriteRequest.
+func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
+	byAgent := map[string]*AgentReport{}
+	var order []string
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		var name, agent, site, state string
+		for _, l := range ts.Labels {
+			switch l.Name {
+			case labelName:
+				name = l.Value
+			case labelAgent:
+				agent = l.Value
+			case labelSite:
+				site = l.Value
+			case labelState:
+				state = l.Value
+			}
+		}
+		if agent == "" {
+			return nil, rejectf("no_agent", "series %d (%q) has no agent label", i, name)
+		}
+		if len(ts.Samples) == 0 {
+			continue
+		}
+		latest := ts.Samples[0]
+		for _, s := range ts.Samples[1:] {
+			if s.Timestamp >= latest.Timestamp {
+				latest = s
+			}
+		}
+		r := byAgent[agent]
+		if r == nil {
+			if len(byAgent) >= maxAgentsPerPushBatch {
+				return nil, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPushBatch)
+			}
+			r = &AgentReport{Agent: agent}
+			byAgent[agent] = r
+			order = append(order, agent)
+		}
+		if t := time.UnixMilli(latest.Timestamp); t.After(r.SampleTime) {
+			r.SampleTime = t
+		}
+		v := latest.Value
+		switch name {
+		case metricSiteState, metricSiteChange, metricSiteDetect:
+			if site == "" {
+				return nil, rejectf("bad_content", "series %s of agent %q has no site label", name, agent)
+			}
+			if r.Sites == nil {
+				r.Sites = map[string]SiteReport{}
+			}
+			sr, seen := r.Sites[site]
+			if !seen {
+				if len(r.Sites) >= maxSitesPerAgentPush {
+					return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgentPush)
+				}
+				sr = SiteReport{Detect: -1}
+			}
+			if err := readSiteSeries(&sr, name, state, v); err != nil {
+				return nil, rejectf("bad_content", "agent %q site %q: %v", agent, site, err)
+			}
+			r.Sites[site] = sr
+		case metricAgentIsolated:
+			r.Isolated = v == 1
+		case metricPushInterval:
+			if !math.IsNaN(v) && v > 0 && v < 86400 {
+				r.PushInterval = time.Duration(v * float64(time.Second))
+			}
+		}
+	}
+	reports := make([]AgentReport, 0, len(order))
+	for _, agent := range order {
+		r := byAgent[agent]
+		for site, sr := range r.Sites {
+			if sr.State == "" {
+				sr.State = siteUnknown
+				r.Sites[site] = sr
+			}
+		}
+		reports = append(reports, *r)
+	}
+	return reports, nil
+}
+
+func readSiteSeries(sr *SiteReport, name, state string, v float64) error {
+	finite := !math.IsNaN(v) && !math.IsInf(v, 0)
+	switch name {
+	case metricSiteState:
+		switch state {
+		case siteUp, siteDegraded, siteDown, siteUnknown:
+		default:
+			return fmt.Errorf("%s has state %q, want up, degraded, down or unknown", name, state)
+		}
+		if v != 1 {
+			return nil
+		}
+		if sr.State != "" && sr.State != state {
+			return errors.New("state set has both " + sr.State + " and " + state + " at 1")
+		}
+		sr.State = state
+	case metricSiteChange:
+		if finite && v > 0 && v < 1e11 {
+			sec, frac := math.Modf(v)
+			sr.Since = time.Unix(int64(sec), int64(frac*1e9))
+		}
+	case metricSiteDetect:
+		if finite && v >= 0 && v < 86400 {
+			sr.Detect = v
+		}
+	}
+	return nil
+}

@@ -1,0 +1,410 @@
+package view
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+//go:embed web/index.html
+var webFS embed.FS
+
+// Options are the parts of a Server that are not configuration.
+type Options struct {
+	// Logger receives diagnostics; default discards them.
+	Logger *slog.Logger
+	// Events receives one JSON line per verdict change (the event log); default none.
+	Events io.Writer
+	// KeepAlive is how often /api/v1/events sends a comment to idle clients; default 15s.
+	KeepAlive time.Duration
+	// RetryBase is the first delay between notification attempts; default 500ms.
+	RetryBase time.Duration
+}
+
+// Server is the central view: it receives pushes, keeps verdicts, serves them and
+// announces their changes. Verdicts change only inside applyMu, so every change is
+// published (log line, SSE, notifiers) in the order it happened.
+type Server struct {
+	cfg       *Config
+	engine    *Engine
+	log       *slog.Logger
+	events    *slog.Logger
+	metrics   *viewMetrics
+	broker    *broker
+	notifiers []notifier
+	keepAlive time.Duration
+	wake      chan struct{}
+	mux       *http.ServeMux
+
+	applyMu sync.Mutex
+}
+
+// New builds a view from a validated config.
+func New(cfg *Config, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Events == nil {
+		opts.Events = io.Discard
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 15 * time.Second
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = 500 * time.Millisecond
+	}
+	s := &Server{
+		cfg:       cfg,
+		engine:    NewEngine(cfg),
+		log:       opts.Logger,
+		events:    slog.New(slog.NewJSONHandler(opts.Events, nil)),
+		broker:    newBroker(),
+		keepAlive: opts.KeepAlive,
+		wake:      make(chan struct{}, 1),
+		mux:       http.NewServeMux(),
+	}
+	s.metrics = newViewMetrics(s)
+	for _, w := range cfg.Notifiers.Webhook {
+		s.notifiers = append(s.notifiers, newWebhook(w, opts.RetryBase, s.metrics, s.log))
+	}
+	for _, a := range cfg.Notifiers.Alertmanager {
+		s.notifiers = append(s.notifiers, newAlertmanager(a, opts.RetryBase, "http://"+cfg.Listen+"/", s.metrics, s.log))
+	}
+	s.mux.HandleFunc("POST /api/v1/write", s.handleWrite)
+	s.mux.HandleFunc("GET /api/v1/sites", s.handleSites)
+	s.mux.HandleFunc("GET /api/v1/events", s.handleEvents)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+	s.mux.HandleFunc("GET /{$}", s.handlePage)
+	return s
+}
+
+// Handler serves the view's HTTP API.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Run keeps staleness and the notifiers going until ctx is done. Handler works without
+// Run, but then agents only turn stale when the next push arrives.
+func (s *Server) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, n := range s.notifiers {
+		wg.Go(func() { n.run(ctx) })
+	}
+	s.expireLoop(ctx)
+	s.broker.closeAll()
+	wg.Wait()
+}
+
+// ListenAndServe serves the view on cfg.Listen until ctx is done.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves the view on ln until ctx is done.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	runDone := make(chan struct{})
+	go func() {
+		s.Run(ctx)
+		close(runDone)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("view listening", "address", ln.Addr().String(), "quorum", s.cfg.Quorum.String())
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = srv.Shutdown(shutdownCtx)
+		cancel()
+	}
+	<-runDone
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// expireLoop sleeps until the next agent would turn stale (or a push changes that) and
+// re-evaluates then, so a silent agent stops counting within milliseconds of its deadline
+// without a polling tick.
+func (s *Server) expireLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		timer.Stop()
+		if next := s.engine.NextExpiry(time.Now()); !next.IsZero() {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-timer.C:
+			s.applyMu.Lock()
+			s.publish(s.engine.Expire(time.Now()))
+			s.applyMu.Unlock()
+		}
+	}
+}
+
+func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
+	s.metrics.received.Inc()
+	boundAgent, ok := s.authorize(r)
+	if !ok {
+		s.reject(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); strings.Contains(ct, "io.prometheus.write.v2") {
+		s.reject(w, http.StatusUnsupportedMediaType, "unsupported", "remote_write 2.0 is not supported; send remote_write 1.0 (prometheus.WriteRequest)")
+		return
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "snappy") {
+		s.reject(w, http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content encoding %q is not supported; want snappy", ce))
+		return
+	}
+	limit := s.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		s.reject(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body of %d bytes exceeds max_body_bytes %d", r.ContentLength, limit))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.reject(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body exceeds max_body_bytes %d", limit))
+			return
+		}
+		s.reject(w, http.StatusBadRequest, "read", "read body: "+err.Error())
+		return
+	}
+	reports, err := DecodeWrite(body, limit)
+	if err != nil {
+		var pe *pushError
+		reason, code := "bad_content", http.StatusBadRequest
+		if errors.As(err, &pe) {
+			reason = pe.reason
+		}
+		if reason == "too_large" {
+			code = http.StatusRequestEntityTooLarge
+		}
+		s.reject(w, code, reason, err.Error())
+		return
+	}
+	if boundAgent != "" {
+		for _, rep := range reports {
+			if rep.Agent != boundAgent {
+				s.reject(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token of agent %q cannot push series of agent %q", boundAgent, rep.Agent))
+				return
+			}
+		}
+	}
+	s.applyMu.Lock()
+	changes, ignored := s.engine.Apply(reports, time.Now())
+	s.publish(changes)
+	s.applyMu.Unlock()
+	s.metrics.ignored.Add(float64(ignored))
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// authorize checks the bearer token. It returns the agent the token is bound to ("" for
+// a shared token or when no tokens are configured).
+func (s *Server) authorize(r *http.Request) (agent string, ok bool) {
+	if len(s.cfg.Tokens) == 0 && len(s.cfg.AgentTokens) == 0 {
+		return "", true
+	}
+	got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !found || got == "" {
+		return "", false
+	}
+	match := func(want string) bool { return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1 }
+	for _, at := range s.cfg.AgentTokens {
+		if match(at.token) {
+			return at.Agent, true
+		}
+	}
+	for _, t := range s.cfg.Tokens {
+		if match(t) {
+			return "", true
+		}
+	}
+	return "", false
+}
+
+func (s *Server) reject(w http.ResponseWriter, code int, reason, msg string) {
+	s.metrics.rejected.WithLabelValues(reason).Inc()
+	s.log.Warn("push rejected", "reason", reason, "error", msg)
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgeprobe view"`)
+	}
+	http.Error(w, msg, code)
+}
+
+// publish announces verdict changes; the caller holds applyMu. Nothing here may block:
+// SSE clients and notifiers have their own queues and are dropped or counted when full.
+func (s *Server) publish(changes []Change) {
+	for _, c := range changes {
+		s.metrics.changes.WithLabelValues(c.To).Inc()
+		attrs := []any{"site", c.Site, "from", c.From, "to", c.To, "witnesses", c.Witnesses, "down", c.Down}
+		if c.DetectSeconds != nil {
+			attrs = append(attrs, "detect_seconds", *c.DetectSeconds)
+		}
+		s.events.Info("verdict", attrs...)
+		data, err := json.Marshal(c)
+		if err == nil {
+			s.broker.publish(data)
+		}
+		if c.To == VerdictLost || c.From == VerdictLost {
+			for _, n := range s.notifiers {
+				n.enqueue(c)
+			}
+		}
+	}
+}
+
+func (s *Server) handleSites(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(struct {
+		Sites []SiteView `json:"sites"`
+	}{s.engine.Sites(time.Now())}); err != nil {
+		s.log.Debug("write sites response", "error", err)
+	}
+}
+
+func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
+	page, err := webFS.ReadFile("web/index.html")
+	if err != nil {
+		http.Error(w, "page missing from the binary", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+	_, _ = w.Write(page)
+}
+
+// sseWriteTimeout bounds one write to an SSE client, so a client that stopped reading
+// holds a goroutine for at most this long.
+const sseWriteTimeout = 10 * time.Second
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	sub := s.broker.subscribe()
+	defer s.broker.unsubscribe(sub)
+	send := func(text string) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+		if _, err := io.WriteString(w, text); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send(": connected\nretry: 1000\n\n") {
+		return
+	}
+	keepAlive := time.NewTicker(s.keepAlive)
+	defer keepAlive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case data, open := <-sub:
+			if !open {
+				return
+			}
+			if !send("data: " + string(data) + "\n\n") {
+				return
+			}
+		case <-keepAlive.C:
+			if !send(": keep-alive\n\n") {
+				return
+			}
+		}
+	}
+}
+
+// broker fans verdict changes out to SSE clients. A client whose queue is full is cut
+// off (its channel closed) rather than waited for; browsers reconnect on their own.
+type broker struct {
+	mu      sync.Mutex
+	clients map[chan []byte]struct{}
+	dropped int
+}
+
+const sseQueue = 64
+
+func newBroker() *broker { return &broker{clients: map[chan []byte]struct{}{}} }
+
+func (b *broker) subscribe() chan []byte {
+	ch := make(chan []byte, sseQueue)
+	b.mu.Lock()
+	b.clients[ch] = struct{}{}
+	b.mu.Unlock()
+	return ch
+}
+
+func (b *broker) unsubscribe(ch chan []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.clients[ch]; ok {
+		delete(b.clients, ch)
+		close(ch)
+	}
+}
+
+func (b *broker) publish(data []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.clients {
+		select {
+		case ch <- data:
+		default:
+			delete(b.clients, ch)
+			close(ch)
+			b.dropped++
+		}
+	}
+}
+
+func (b *broker) closeAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.clients {
+		delete(b.clients, ch)
+		close(ch)
+	}
+}
+
+func (b *broker) counts() (clients, dropped int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.clients), b.dropped
+}
