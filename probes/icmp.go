@@ -70,6 +70,7 @@ type ICMPStats struct {
 	WrongID       uint64 // raw mode: echo identifier not ours (another process's ping): dropped
 	UnknownSeq    uint64 // no probe waits for this sequence (late, duplicate, stale token): dropped
 	ReceiveErrors uint64 // failed reads other than the socket being closed
+	Timestamped   uint64 // messages that carried a kernel receive timestamp
 }
 
 // ICMPEngine sends ICMP echo requests for many targets over one socket per address
@@ -83,7 +84,7 @@ type ICMPEngine struct {
 	closed bool
 
 	stats struct {
-		sent, matched, wrongHost, wrongID, unknownSeq, receiveErrors atomic.Uint64
+		sent, matched, wrongHost, wrongID, unknownSeq, receiveErrors, timestamped atomic.Uint64
 	}
 }
 
@@ -113,6 +114,7 @@ func (e *ICMPEngine) Stats() ICMPStats {
 		WrongID:       e.stats.wrongID.Load(),
 		UnknownSeq:    e.stats.unknownSeq.Load(),
 		ReceiveErrors: e.stats.receiveErrors.Load(),
+		Timestamped:   e.stats.timestamped.Load(),
 	}
 }
 
@@ -378,6 +380,7 @@ func (s *icmpSocket) receive() {
 		}
 		if ts, ok := kernelTimestamp(oob[:oobn]); ok {
 			now = ts
+			s.engine.stats.timestamped.Add(1)
 		}
 		s.handle(buf[:n], from.Unmap().WithZone(""), now)
 	}
@@ -404,19 +407,20 @@ func (s *icmpSocket) read(buf, oob []byte) (n, oobn int, from netip.Addr, err er
 // kernelTimestamp finds the SCM_TIMESTAMPNS control message. Its struct timespec has
 // two 64-bit fields on 64-bit kernels' ABIs and two 32-bit fields on 32-bit ARM.
 func kernelTimestamp(oob []byte) (time.Time, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return time.Time{}, false
-	}
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_TIMESTAMPNS {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return time.Time{}, false
+		}
+		oob = rest
+		if h.Level != unix.SOL_SOCKET || h.Type != unix.SCM_TIMESTAMPNS {
 			continue
 		}
-		switch len(m.Data) {
+		switch len(data) {
 		case 16:
-			return time.Unix(int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:]))), true
+			return time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:]))), true
 		case 8:
-			return time.Unix(int64(int32(binary.NativeEndian.Uint32(m.Data))), int64(int32(binary.NativeEndian.Uint32(m.Data[4:])))), true
+			return time.Unix(int64(int32(binary.NativeEndian.Uint32(data))), int64(int32(binary.NativeEndian.Uint32(data[4:])))), true
 		}
 	}
 	return time.Time{}, false

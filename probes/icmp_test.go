@@ -56,8 +56,8 @@ func TestICMPLoopback(t *testing.T) {
 						t.Errorf("probe %d to %s: RTT %v out of (0, 1s]", i, addr, r.RTT)
 					}
 				}
-				if st := e.Stats(); st.Sent != 3 || st.Matched != 3 {
-					t.Errorf("stats %+v, want 3 sent and 3 matched", st)
+				if st := e.Stats(); st.Sent != 3 || st.Matched != 3 || st.Timestamped < 3 {
+					t.Errorf("stats %+v, want 3 sent, 3 matched, all with kernel timestamps", st)
 				}
 			})
 		}

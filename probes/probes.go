@@ -104,6 +104,7 @@ func reasonOf(err error) Reason {
 		unknownCA  x509.UnknownAuthorityError
 		hostErr    x509.HostnameError
 		invalidErr x509.CertificateInvalidError
+		opErr      *net.OpError
 	)
 	switch {
 	case errors.As(err, &resolveErr):
@@ -116,7 +117,9 @@ func reasonOf(err error) Reason {
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		return ReasonUnreachable
 	case errors.As(err, &verifyErr), errors.As(err, &alertErr), errors.As(err, &recordErr),
-		errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalidErr):
+		errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &invalidErr),
+		// crypto/tls reports an alert from the peer (such as "certificate required") so.
+		errors.As(err, &opErr) && opErr.Op == "remote error":
 		return ReasonTLS
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
 		// The peer hung up before a complete answer.
