@@ -79,7 +79,7 @@ func TestHTTPProbe(t *testing.T) {
 		{"body match", HTTPSpec{URL: "/healthz", BodyMatch: `status: ok`}, ReasonNone},
 		{"body mismatch", HTTPSpec{URL: "/healthz", BodyMatch: `status: degraded`}, ReasonBody},
 		{"method, body, headers", HTTPSpec{URL: "/echo", Method: "POST", Body: "ping",
-			Headers: map[string]string{"X-Probe": "1", "Host": "site.example.test"},
+			Headers:   map[string]string{"X-Probe": "1", "Host": "site.example.test"},
 			BodyMatch: `^POST ping host=site\.example\.test x-probe=1$`}, ReasonNone},
 		{"redirect not followed: 3xx counts", HTTPSpec{URL: "/redirect"}, ReasonNone},
 		{"redirect not followed, 2xx wanted", HTTPSpec{URL: "/redirect", Status: []string{"2xx"}}, ReasonStatus},
