@@ -1,0 +1,254 @@
+package exporters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+var _ agent.Sink = (*Prometheus)(nil)
+
+// Defaults of [exporters.prometheus], applied when a field is empty so that a zero
+// PrometheusConfig works too.
+const (
+	DefaultPrometheusListen = "127.0.0.1:9469"
+	DefaultPrometheusPath   = "/metrics"
+)
+
+// probeDurationBuckets span a LAN round trip (tens of microseconds on a switch) to a slow
+// WAN HTTP probe near the longest timeout (seconds), roughly 2.5x apart so that both a
+// 0.3 ms LAN and a 180 ms intercontinental RTT land in a bucket narrow enough to alert on.
+var probeDurationBuckets = []float64{
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5,
+}
+
+// Prometheus serves the agent's state and probe statistics at /metrics for a Prometheus
+// server to scrape. It keeps its own registry, so nothing registered elsewhere in the
+// process leaks into the page, and adds the agent name and agent labels to every series.
+type Prometheus struct {
+	cfg        agent.PrometheusConfig
+	logger     *slog.Logger
+	state      *promState
+	registry   *prometheus.Registry
+	registerer prometheus.Registerer // adds agent and the agent labels
+	duration   *prometheus.HistogramVec
+	failures   *prometheus.CounterVec
+	listener   net.Listener
+	server     *http.Server
+}
+
+// NewPrometheus checks the web config file (TLS, basic auth; see exporter-toolkit),
+// registers the metrics and binds the listen address, so that a busy port or a bad file
+// is reported before the agent starts. Serving starts with Run.
+func NewPrometheus(cfg agent.PrometheusConfig, agentName string, labels map[string]string, logger *slog.Logger) (*Prometheus, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultPrometheusListen
+	}
+	if cfg.Path == "" {
+		cfg.Path = DefaultPrometheusPath
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	extra, err := extraLabels(labels)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	if err := web.Validate(cfg.WebConfig); err != nil {
+		return nil, fmt.Errorf("prometheus exporter: web config %s: %w", cfg.WebConfig, err)
+	}
+	constLabels := prometheus.Labels{"agent": agentName}
+	for _, l := range extra {
+		constLabels[l.name] = l.value
+	}
+	p := &Prometheus{
+		cfg:      cfg,
+		logger:   logger,
+		state:    newPromState(),
+		registry: prometheus.NewRegistry(),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "probe_duration_seconds",
+			Help:    "Round-trip time of successful probes.",
+			Buckets: probeDurationBuckets,
+		}, []string{"site", "target", "kind"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeprobe_probe_failures_total",
+			Help: "Failed probes by reason.",
+		}, []string{"site", "target", "kind", "reason"}),
+	}
+	p.registerer = prometheus.WrapRegistererWith(constLabels, p.registry)
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "edgeprobe_build_info",
+		Help:        "Always 1; the labels say which build of edgeprobe runs.",
+		ConstLabels: prometheus.Labels{"version": buildVersion(), "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	for _, c := range []prometheus.Collector{
+		p.duration, p.failures, buildInfo, &stateCollector{state: p.state},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := p.registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("prometheus exporter: register metrics: %w", err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(cfg.Path, promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{}))
+	if cfg.Path != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "edgeprobe",
+			Description: "Reachability of sites as seen by agent " + agentName,
+			Version:     buildVersion(),
+			Links:       []web.LandingLinks{{Address: cfg.Path, Text: "Metrics"}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("prometheus exporter: landing page: %w", err)
+		}
+		mux.Handle("/", landing)
+	}
+	p.server = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Failed handshakes of scanners and misconfigured scrapers are not the agent's problem.
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	p.listener, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: listen on %s: %w", cfg.Listen, err)
+	}
+	return p, nil
+}
+
+// Addr is the address the endpoint listens on (useful with port 0).
+func (p *Prometheus) Addr() string { return p.listener.Addr().String() }
+
+// Register adds a collector to the exporter's registry with the agent's labels; the
+// remote_write exporters register their delivery counters this way.
+func (p *Prometheus) Register(c prometheus.Collector) error {
+	return p.registerer.Register(c)
+}
+
+// Handle records an event. It only updates in-memory metrics and never blocks on I/O.
+func (p *Prometheus) Handle(ev agent.Event) {
+	_, newTarget := p.state.apply(ev)
+	if ev.Target == "" {
+		return
+	}
+	if newTarget {
+		// Every series starts at zero so that rate() sees the first failure or probe.
+		p.duration.WithLabelValues(ev.Site, ev.Target, string(ev.Kind))
+		for _, reason := range probes.Reasons {
+			p.failures.WithLabelValues(ev.Site, ev.Target, string(ev.Kind), string(reason))
+		}
+	}
+	if ev.Type != agent.EventProbe {
+		return
+	}
+	if ev.Result.OK {
+		p.duration.WithLabelValues(ev.Site, ev.Target, string(ev.Kind)).Observe(ev.Result.RTT.Seconds())
+		return
+	}
+	p.failures.WithLabelValues(ev.Site, ev.Target, string(ev.Kind), string(ev.Result.Reason)).Inc()
+}
+
+// Run serves /metrics until ctx is done, then shuts the server down gracefully.
+func (p *Prometheus) Run(ctx context.Context) error {
+	noSystemd := false
+	flags := &web.FlagConfig{
+		WebListenAddresses: &[]string{p.cfg.Listen},
+		WebSystemdSocket:   &noSystemd,
+		WebConfigFile:      &p.cfg.WebConfig,
+	}
+	served := make(chan error, 1)
+	// web.Serve rather than web.ListenAndServe: the listener is bound in NewPrometheus so
+	// that a busy port fails at start-up and port 0 can be read back with Addr.
+	go func() { served <- web.Serve(p.listener, p.server, flags, p.logger) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("prometheus exporter: serve on %s: %w", p.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.server.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("prometheus exporter: shut down %s: %w", p.Addr(), err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("prometheus exporter: serve on %s: %w", p.Addr(), err)
+	}
+	return nil
+}
+
+// Close releases the listener of an exporter whose Run was never called.
+func (p *Prometheus) Close() error {
+	if err := p.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("prometheus exporter: close %s: %w", p.Addr(), err)
+	}
+	return nil
+}
+
+// buildVersion is the module version the go command stamped into the binary, which for a
+// build from a git checkout names the commit.
+func buildVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "unknown"
+}
+
+// stateCollector turns the shared promState into gauges at scrape time, so a scrape sees
+// exactly the state a remote_write push would carry.
+type stateCollector struct{ state *promState }
+
+var stateDescs = map[string]*prometheus.Desc{
+	"edgeprobe_agent_isolated": prometheus.NewDesc("edgeprobe_agent_isolated",
+		"1 when the agent's self-check says its own uplink is the likely cause of failures.", nil, nil),
+	"edgeprobe_site_state": prometheus.NewDesc("edgeprobe_site_state",
+		"State set of each site as this agent sees it: 1 for the current state.", []string{"site", "state"}, nil),
+	"edgeprobe_site_state_change_timestamp_seconds": prometheus.NewDesc("edgeprobe_site_state_change_timestamp_seconds",
+		"Unix time when the site entered its current state.", []string{"site"}, nil),
+	"edgeprobe_site_detect_seconds": prometheus.NewDesc("edgeprobe_site_detect_seconds",
+		"Time from the first failed (or, on recovery, successful) probe to the last site change.", []string{"site"}, nil),
+	"edgeprobe_target_up": prometheus.NewDesc("edgeprobe_target_up",
+		"1 when the target is up or suspect, 0 when down.", []string{"site", "target", "kind"}, nil),
+	"probe_success": prometheus.NewDesc("probe_success",
+		"1 when the last probe succeeded.", []string{"site", "target", "kind"}, nil),
+	"probe_http_duration_seconds": prometheus.NewDesc("probe_http_duration_seconds",
+		"Phases of the last HTTP probe, as blackbox_exporter names them.", []string{"site", "target", "kind", "phase"}, nil),
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range stateDescs {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range append(c.state.series(0), c.state.httpPhases()...) {
+		desc, ok := stateDescs[s.name]
+		if !ok {
+			// probe_duration_seconds is the histogram here, not the last value.
+			continue
+		}
+		values := make([]string, len(s.labels))
+		for i, l := range s.labels {
+			values[i] = l.value
+		}
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.value, values...)
+	}
+}

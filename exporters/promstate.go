@@ -1,0 +1,212 @@
+package exporters
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+// siteStates is the state set of edgeprobe_site_state: every state is exported on every
+// scrape or push, 1 for the current one, so a reader never has to know which were seen.
+var siteStates = []string{agent.SiteUp, agent.SiteDegraded, agent.SiteDown, agent.SiteUnknown}
+
+// reservedLabels are the label names the exporters set themselves; agent labels from the
+// configuration may not override them.
+var reservedLabels = map[string]bool{
+	"agent": true, "site": true, "target": true, "kind": true, "state": true, "phase": true,
+	"reason": true, "le": true, "version": true, "goversion": true, "receiver": true,
+}
+
+var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// extraLabels checks the [agent].labels for names Prometheus accepts and drops those that
+// would override the exporters' own labels, returning them sorted by name.
+func extraLabels(labels map[string]string) ([]labelPair, error) {
+	out := make([]labelPair, 0, len(labels))
+	for name, value := range labels {
+		if !labelNameRE.MatchString(name) || len(name) > 1 && name[:2] == "__" {
+			return nil, fmt.Errorf("agent label %q: not a Prometheus label name (letters, digits and _, not starting with a digit or __)", name)
+		}
+		if reservedLabels[name] || value == "" {
+			continue
+		}
+		out = append(out, labelPair{name, value})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out, nil
+}
+
+type labelPair struct{ name, value string }
+
+// promSeries is one gauge value of the agent's current state: a metric name, the labels
+// beyond agent and the agent labels, and the value.
+type promSeries struct {
+	name   string
+	labels []labelPair
+	value  float64
+}
+
+type promSiteState struct {
+	state  string
+	since  time.Time // zero until the first EventSite
+	detect time.Duration
+}
+
+type promTargetKey struct{ site, target string }
+
+type promTargetState struct {
+	kind   probes.Kind
+	state  string // agent.Target* name
+	probed bool   // a probe result has been seen
+	ok     bool
+	rtt    time.Duration
+	phases probes.Phases
+}
+
+// promState is the agent's current state as both Prometheus exporters export it: the
+// /metrics gauges are read from it at scrape time and every remote_write push carries
+// all of it. Sites and targets appear when the first event names them.
+type promState struct {
+	mu       sync.Mutex
+	isolated bool
+	sites    map[string]*promSiteState
+	targets  map[promTargetKey]*promTargetState
+}
+
+func newPromState() *promState {
+	return &promState{sites: map[string]*promSiteState{}, targets: map[promTargetKey]*promTargetState{}}
+}
+
+// apply records an event. changed reports a state change (site, target or agent), which
+// remote_write pushes at once; newTarget reports the first event of a target.
+func (s *promState) apply(ev agent.Event) (changed, newTarget bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ev.Type == agent.EventAgent {
+		s.isolated = ev.To == agent.AgentIsolated
+		return true, false
+	}
+	if ev.Site != "" && s.sites[ev.Site] == nil {
+		s.sites[ev.Site] = &promSiteState{state: agent.SiteUnknown}
+	}
+	if ev.Type == agent.EventSite {
+		site := s.sites[ev.Site]
+		site.state, site.since, site.detect = ev.To, ev.Time, ev.Detect
+		return true, false
+	}
+	if ev.Target == "" {
+		return false, false
+	}
+	key := promTargetKey{ev.Site, ev.Target}
+	t := s.targets[key]
+	if t == nil {
+		t = &promTargetState{state: agent.TargetUnknown}
+		s.targets[key] = t
+		newTarget = true
+	}
+	if ev.Kind != "" {
+		t.kind = ev.Kind
+	}
+	switch ev.Type {
+	case agent.EventTarget:
+		t.state = ev.To
+		return true, newTarget
+	case agent.EventProbe:
+		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
+	}
+	return false, newTarget
+}
+
+// series returns the current state as gauges in a stable order: agent-wide first, then
+// sites by name, then targets by site and name. pushInterval, when positive, adds
+// edgeprobe_push_interval_seconds (remote_write only: it tells receivers when a push is late).
+func (s *promState) series(pushInterval time.Duration) []promSeries {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []promSeries{{name: "edgeprobe_agent_isolated", value: boolValue(s.isolated)}}
+	if pushInterval > 0 {
+		out = append(out, promSeries{name: "edgeprobe_push_interval_seconds", value: pushInterval.Seconds()})
+	}
+	siteNames := make([]string, 0, len(s.sites))
+	for name := range s.sites {
+		siteNames = append(siteNames, name)
+	}
+	sort.Strings(siteNames)
+	for _, name := range siteNames {
+		site := s.sites[name]
+		siteLabel := []labelPair{{"site", name}}
+		for _, state := range siteStates {
+			out = append(out, promSeries{"edgeprobe_site_state",
+				[]labelPair{{"site", name}, {"state", state}}, boolValue(site.state == state)})
+		}
+		if !site.since.IsZero() {
+			out = append(out,
+				promSeries{"edgeprobe_site_state_change_timestamp_seconds", siteLabel,
+					float64(site.since.UnixNano()) / 1e9},
+				promSeries{"edgeprobe_site_detect_seconds", siteLabel, site.detect.Seconds()})
+		}
+	}
+	keys := make([]promTargetKey, 0, len(s.targets))
+	for key := range s.targets {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].site != keys[j].site {
+			return keys[i].site < keys[j].site
+		}
+		return keys[i].target < keys[j].target
+	})
+	for _, key := range keys {
+		t := s.targets[key]
+		labels := []labelPair{{"site", key.site}, {"target", key.target}, {"kind", string(t.kind)}}
+		switch t.state {
+		case agent.TargetUp, agent.TargetSuspect:
+			out = append(out, promSeries{"edgeprobe_target_up", labels, 1})
+		case agent.TargetDown:
+			out = append(out, promSeries{"edgeprobe_target_up", labels, 0})
+		}
+		if t.probed {
+			out = append(out,
+				promSeries{"probe_success", labels, boolValue(t.ok)},
+				promSeries{"probe_duration_seconds", labels, t.rtt.Seconds()})
+		}
+	}
+	return out
+}
+
+// httpPhases returns, per HTTP target that has been probed, the last probe's phase
+// timings in blackbox_exporter's probe_http_duration_seconds{phase} shape.
+func (s *promState) httpPhases() []promSeries {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []promSeries
+	for key, t := range s.targets {
+		if t.kind != probes.KindHTTP || !t.probed {
+			continue
+		}
+		for _, p := range []struct {
+			phase string
+			d     time.Duration
+		}{
+			{"resolve", t.phases.Resolve}, {"connect", t.phases.Connect}, {"tls", t.phases.TLS},
+			{"processing", t.phases.Processing}, {"transfer", t.phases.Transfer},
+		} {
+			out = append(out, promSeries{"probe_http_duration_seconds", []labelPair{
+				{"site", key.site}, {"target", key.target}, {"kind", string(t.kind)}, {"phase", p.phase},
+			}, p.d.Seconds()})
+		}
+	}
+	return out
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
