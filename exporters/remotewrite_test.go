@@ -1,0 +1,619 @@
+package exporters
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+// receivedPush is one request as a remote_write receiver saw it.
+type receivedPush struct {
+	at     time.Time
+	header http.Header
+	req    *prompb.WriteRequest
+	peerCN string // common name of the client certificate, if one was presented
+}
+
+// testReceiver is a real HTTP remote_write receiver that decodes snappy and protobuf and
+// answers each request with whatever respond says.
+type testReceiver struct {
+	*httptest.Server
+	mu      sync.Mutex
+	pushes  []receivedPush
+	respond func(n int, w http.ResponseWriter) // n counts requests from 0; nil answers 204
+}
+
+func newTestReceiver(t *testing.T, respond func(n int, w http.ResponseWriter)) *testReceiver {
+	t.Helper()
+	r := &testReceiver{respond: respond}
+	r.Server = httptest.NewUnstartedServer(http.HandlerFunc(r.serve(t)))
+	return r
+}
+
+func startTestReceiver(t *testing.T, respond func(n int, w http.ResponseWriter)) *testReceiver {
+	r := newTestReceiver(t, respond)
+	r.Start()
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (rc *testReceiver) serve(t *testing.T) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		compressed, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("receiver: read body: %v", err)
+			return
+		}
+		raw, err := snappy.Decode(nil, compressed)
+		if err != nil {
+			t.Errorf("receiver: snappy: %v", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var req prompb.WriteRequest
+		if err := proto.Unmarshal(raw, &req); err != nil {
+			t.Errorf("receiver: protobuf: %v", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		push := receivedPush{at: time.Now(), header: r.Header.Clone(), req: &req}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			push.peerCN = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
+		rc.mu.Lock()
+		n := len(rc.pushes)
+		rc.pushes = append(rc.pushes, push)
+		respond := rc.respond
+		rc.mu.Unlock()
+		if respond == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		respond(n, w)
+	}
+}
+
+func (rc *testReceiver) received() []receivedPush {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]receivedPush(nil), rc.pushes...)
+}
+
+// waitFor polls cond for up to limit; the limits are generous liveness bounds, not speed targets.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sampleOf returns the value of series name whose labels include want, and whether found.
+func sampleOf(req *prompb.WriteRequest, name string, want map[string]string) (float64, bool) {
+next:
+	for _, ts := range req.Timeseries {
+		have := map[string]string{}
+		for _, l := range ts.Labels {
+			have[l.Name] = l.Value
+		}
+		if have["__name__"] != name {
+			continue
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		return ts.Samples[0].Value, true
+	}
+	return 0, false
+}
+
+func runRemoteWrite(t *testing.T, cfg agent.RemoteWriteConfig, stateDir string) (*RemoteWrite, context.CancelFunc) {
+	t.Helper()
+	rw, err := NewRemoteWrite(cfg, stateDir, "edge1", map[string]string{"region": "kr"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := rw.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	stop := func() {
+		cancel()
+		<-done
+	}
+	t.Cleanup(stop)
+	return rw, stop
+}
+
+func duration(d time.Duration) agent.Duration { return agent.Duration{Duration: d} }
+
+func TestRemoteWriteStateChangePushedAtOnce(t *testing.T) {
+	recv := startTestReceiver(t, nil)
+	// A heartbeat a minute apart: any push within the wait below was caused by the change.
+	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
+	waitFor(t, 5*time.Second, "the initial snapshot", func() bool { return len(recv.received()) == 1 })
+	events := sampleEvents("edge1")
+	handled := time.Now()
+	for _, ev := range events {
+		rw.Handle(ev)
+	}
+	var last receivedPush
+	waitFor(t, 5*time.Second, "a push carrying the isolation", func() bool {
+		pushes := recv.received()
+		last = pushes[len(pushes)-1]
+		v, ok := sampleOf(last.req, "edgeprobe_agent_isolated", nil)
+		return ok && v == 1
+	})
+	t.Logf("state change reached the receiver %v after Handle", last.at.Sub(handled))
+
+	for header, want := range map[string]string{
+		"Content-Type":                      "application/x-protobuf",
+		"Content-Encoding":                  "snappy",
+		"X-Prometheus-Remote-Write-Version": "0.1.0",
+	} {
+		if got := last.header.Get(header); got != want {
+			t.Errorf("header %s = %q, want %q", header, got, want)
+		}
+	}
+	site := map[string]string{"agent": "edge1", "region": "kr", "site": "pangyo"}
+	with := func(k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for bk, bv := range site {
+			out[bk] = bv
+		}
+		return out
+	}
+	web := map[string]string{"agent": "edge1", "site": "pangyo", "target": "web", "kind": "http"}
+	gw := map[string]string{"agent": "edge1", "site": "pangyo", "target": "gw", "kind": "icmp"}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"edgeprobe_site_state", with("state", "degraded"), 1},
+		{"edgeprobe_site_state", with("state", "up"), 0},
+		{"edgeprobe_site_state", with("state", "down"), 0},
+		{"edgeprobe_site_state", with("state", "unknown"), 0},
+		{"edgeprobe_site_detect_seconds", site, 0.23},
+		{"edgeprobe_push_interval_seconds", map[string]string{"agent": "edge1"}, 60},
+		{"edgeprobe_agent_isolated", map[string]string{"agent": "edge1"}, 1},
+		{"edgeprobe_target_up", web, 1},
+		{"edgeprobe_target_up", gw, 0},
+		{"probe_success", web, 1},
+		{"probe_success", gw, 0},
+		{"probe_duration_seconds", web, 0.0015},
+	} {
+		got, ok := sampleOf(last.req, tc.name, tc.labels)
+		if !ok || got != tc.want {
+			t.Errorf("%s%v = %v (found %v), want %v", tc.name, tc.labels, got, ok, tc.want)
+		}
+	}
+	if ts, ok := sampleOf(last.req, "edgeprobe_site_state_change_timestamp_seconds", site); !ok || ts < float64(handled.Add(-time.Minute).Unix()) {
+		t.Errorf("edgeprobe_site_state_change_timestamp_seconds = %v (found %v), want the event's time", ts, ok)
+	}
+	for _, ts := range last.req.Timeseries {
+		names := make([]string, len(ts.Labels))
+		agentLabel := ""
+		for i, l := range ts.Labels {
+			names[i] = l.Name
+			if l.Name == "agent" {
+				agentLabel = l.Value
+			}
+			if l.Value == "" {
+				t.Errorf("series %v has an empty label %s", ts.Labels, l.Name)
+			}
+		}
+		if !sort.StringsAreSorted(names) {
+			t.Errorf("labels not sorted by name: %v", names)
+		}
+		if agentLabel != "edge1" {
+			t.Errorf("series %v without agent=edge1", ts.Labels)
+		}
+		if age := time.Since(time.UnixMilli(ts.Samples[0].Timestamp)); age < 0 || age > time.Minute {
+			t.Errorf("sample timestamp %d is not the push time", ts.Samples[0].Timestamp)
+		}
+	}
+}
+
+func TestRemoteWriteHeartbeat(t *testing.T) {
+	recv := startTestReceiver(t, nil)
+	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(20 * time.Millisecond)}, "")
+	rw.Handle(sampleEvents("edge1")[0])
+	waitFor(t, 10*time.Second, "five heartbeats", func() bool { return len(recv.received()) >= 5 })
+	pushes := recv.received()
+	for i := 1; i < len(pushes); i++ {
+		prev, cur := pushes[i-1].req.Timeseries[0].Samples[0].Timestamp, pushes[i].req.Timeseries[0].Samples[0].Timestamp
+		if cur <= prev {
+			t.Errorf("push %d timestamp %d not after %d", i, cur, prev)
+		}
+		// Every heartbeat carries the whole state, not only what changed.
+		if _, ok := sampleOf(pushes[i].req, "probe_success", map[string]string{"target": "web"}); !ok {
+			t.Errorf("heartbeat %d lacks probe_success{target=web}", i)
+		}
+	}
+}
+
+func TestRemoteWriteResponses(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		respond     func(n int, w http.ResponseWriter)
+		wantSent    bool
+		wantDropped uint64 // at least this many rejected
+		minGap      time.Duration
+	}{
+		{
+			name: "500 then success is retried and delivered",
+			respond: func(n int, w http.ResponseWriter) {
+				if n == 0 {
+					http.Error(w, "hiccup", http.StatusInternalServerError)
+					return
+				}
+				w.WriteHeader(http.StatusNoContent)
+			},
+			wantSent: true,
+		},
+		{
+			name: "429 with Retry-After waits that long",
+			respond: func(n int, w http.ResponseWriter) {
+				if n == 0 {
+					w.Header().Set("Retry-After", "1")
+					http.Error(w, "slow down", http.StatusTooManyRequests)
+					return
+				}
+				w.WriteHeader(http.StatusNoContent)
+			},
+			wantSent: true,
+			minGap:   900 * time.Millisecond,
+		},
+		{
+			name:        "400 is dropped and counted, not retried",
+			respond:     func(n int, w http.ResponseWriter) { http.Error(w, "out of order sample", http.StatusBadRequest) },
+			wantDropped: 2,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recv := startTestReceiver(t, tc.respond)
+			rw, stop := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute)}, "")
+			if tc.wantSent {
+				waitFor(t, 10*time.Second, "delivery", func() bool { return rw.Stats().Sent == 1 })
+			} else {
+				rw.Handle(sampleEvents("edge1")[1]) // a second batch
+				waitFor(t, 10*time.Second, "drops", func() bool { return rw.Stats().Dropped[DropRejected] >= tc.wantDropped })
+			}
+			stop()
+			pushes, stats := recv.received(), rw.Stats()
+			if tc.wantSent {
+				if len(pushes) != 2 || stats.Failed != 1 || stats.Retried != 1 {
+					t.Errorf("requests %d, stats %+v; want 2 requests, 1 failed, 1 retried", len(pushes), stats)
+				}
+				if !proto.Equal(pushes[0].req, pushes[1].req) {
+					t.Error("the retry did not resend the same batch")
+				}
+				if gap := pushes[1].at.Sub(pushes[0].at); gap < tc.minGap {
+					t.Errorf("retry after %v, want at least %v", gap, tc.minGap)
+				} else {
+					t.Logf("retried after %v", gap)
+				}
+				return
+			}
+			if stats.Sent != 0 || stats.Retried != 0 || uint64(len(pushes)) != stats.Dropped[DropRejected] {
+				t.Errorf("requests %d, stats %+v; want one request per dropped batch and no retry", len(pushes), stats)
+			}
+		})
+	}
+}
+
+func TestRemoteWriteDeadReceiverDoesNotDelayAnother(t *testing.T) {
+	release := make(chan struct{})
+	dead := startTestReceiver(t, func(n int, w http.ResponseWriter) { <-release })
+	defer close(release) // before dead.Close (cleanup) so its handlers can return
+	alive := startTestReceiver(t, nil)
+	rwDead, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: dead.URL, Name: "dead", PushInterval: duration(time.Minute), Timeout: duration(time.Minute)}, "")
+	rwAlive, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: alive.URL, Name: "alive", PushInterval: duration(time.Minute)}, "")
+	waitFor(t, 5*time.Second, "the dead receiver holding a request", func() bool { return len(dead.received()) == 1 })
+	sinks := []agent.Sink{rwDead, rwAlive}
+	for _, ev := range sampleEvents("edge1") {
+		for _, s := range sinks {
+			s.Handle(ev)
+		}
+	}
+	waitFor(t, 5*time.Second, "the live receiver getting the change", func() bool {
+		pushes := alive.received()
+		v, ok := sampleOf(pushes[len(pushes)-1].req, "edgeprobe_agent_isolated", nil)
+		return ok && v == 1
+	})
+	if got := rwDead.Stats(); got.Sent != 0 || got.Queued < 2 {
+		t.Errorf("dead receiver stats %+v: want nothing sent and the change queued behind the hanging request", got)
+	}
+}
+
+func TestRemoteWriteAuth(t *testing.T) {
+	dir := t.TempDir()
+	pki := newTestPKI(t)
+	tokenFile := writeFile(t, dir, "token", "t0ken\n")
+	passwordFile := writeFile(t, dir, "password", "pa55\n")
+	for _, tc := range []struct {
+		name     string
+		cfg      agent.RemoteWriteConfig
+		tls      bool
+		wantAuth string
+		wantCN   string
+	}{
+		{name: "bearer token from a file", cfg: agent.RemoteWriteConfig{BearerTokenFile: tokenFile}, wantAuth: "Bearer t0ken"},
+		{name: "basic auth with a password file",
+			cfg:      agent.RemoteWriteConfig{BasicAuth: &agent.BasicAuthConfig{Username: "edge", PasswordFile: passwordFile}},
+			wantAuth: "Basic ZWRnZTpwYTU1"},
+		{name: "tls with a client certificate", tls: true,
+			cfg: agent.RemoteWriteConfig{BearerTokenFile: tokenFile, TLS: probes.TLSSpec{
+				CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}},
+			wantAuth: "Bearer t0ken", wantCN: "client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recv := newTestReceiver(t, nil)
+			if tc.tls {
+				cert, err := tls.LoadX509KeyPair(pki.serverCert, pki.serverKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				recv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
+				recv.StartTLS()
+			} else {
+				recv.Start()
+			}
+			t.Cleanup(recv.Close)
+			tc.cfg.URL = recv.URL
+			tc.cfg.Headers = map[string]string{"X-Scope-OrgID": "edge", "Content-Type": "text/plain"}
+			rw, stop := runRemoteWrite(t, tc.cfg, "")
+			waitFor(t, 5*time.Second, "a push", func() bool { return rw.Stats().Sent >= 1 })
+			stop()
+			push := recv.received()[0]
+			if got := push.header.Get("Authorization"); got != tc.wantAuth {
+				t.Errorf("Authorization %q, want %q", got, tc.wantAuth)
+			}
+			if got := push.header.Get("X-Scope-OrgID"); got != "edge" {
+				t.Errorf("configured header X-Scope-OrgID = %q", got)
+			}
+			if got := push.header.Get("Content-Type"); got != "application/x-protobuf" {
+				t.Errorf("a configured header overrode Content-Type: %q", got)
+			}
+			if push.peerCN != tc.wantCN {
+				t.Errorf("client certificate CN %q, want %q", push.peerCN, tc.wantCN)
+			}
+		})
+	}
+}
+
+func TestRemoteWriteSpoolSurvivesRestart(t *testing.T) {
+	var mu sync.Mutex
+	up := false
+	recv := startTestReceiver(t, func(n int, w http.ResponseWriter) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !up {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	stateDir := t.TempDir()
+	cfg := agent.RemoteWriteConfig{URL: recv.URL, Name: "view:9470", PushInterval: duration(20 * time.Millisecond),
+		Spool: &agent.SpoolConfig{}}
+	first, stop := runRemoteWrite(t, cfg, stateDir)
+	for _, ev := range sampleEvents("edge1") {
+		first.Handle(ev)
+	}
+	waitFor(t, 10*time.Second, "batches to pile up in the spool", func() bool { return first.Stats().Queued >= 5 })
+	stop()
+
+	spoolDir := filepath.Join(stateDir, "spool", "view_9470")
+	spooled := spoolTimestamps(t, spoolDir)
+	if len(spooled) < 5 {
+		t.Fatalf("%d segments in %s after the outage, want at least 5", len(spooled), spoolDir)
+	}
+	mu.Lock()
+	up = true
+	mu.Unlock()
+	failedAttempts := len(recv.received())
+	cfg.PushInterval = duration(time.Minute)
+	second, stop := runRemoteWrite(t, cfg, stateDir)
+	waitFor(t, 10*time.Second, "the spool to drain", func() bool { return second.Stats().Sent >= uint64(len(spooled)) })
+	stop()
+
+	var delivered []int64
+	for _, p := range recv.received()[failedAttempts:] {
+		delivered = append(delivered, p.req.Timeseries[0].Samples[0].Timestamp)
+	}
+	seen := map[int64]bool{}
+	for _, ts := range delivered {
+		seen[ts] = true
+	}
+	for _, ts := range spooled {
+		if !seen[ts] {
+			t.Errorf("spooled batch of %d never delivered after the restart", ts)
+		}
+	}
+	if delivered[0] != spooled[0] || !sort.SliceIsSorted(delivered, func(i, j int) bool { return delivered[i] < delivered[j] }) {
+		t.Errorf("batches delivered out of order, oldest spooled %d: %v", spooled[0], delivered)
+	}
+	if left := spoolTimestamps(t, spoolDir); len(left) != 0 {
+		t.Errorf("%d segments left after delivery", len(left))
+	}
+}
+
+// spoolTimestamps decodes every segment of a spool directory and returns each batch's
+// sample timestamp, oldest segment first.
+func spoolTimestamps(t *testing.T, dir string) []int64 {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(names)
+	var out []int64
+	for _, name := range names {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := snappy.Decode(nil, data[spoolHeaderLen:])
+		if err != nil {
+			t.Fatalf("segment %s: %v", name, err)
+		}
+		var req prompb.WriteRequest
+		if err := proto.Unmarshal(raw, &req); err != nil {
+			t.Fatalf("segment %s: %v", name, err)
+		}
+		out = append(out, req.Timeseries[0].Samples[0].Timestamp)
+	}
+	return out
+}
+
+func TestSpoolBounds(t *testing.T) {
+	payload := func(n int) []byte { return []byte(strings.Repeat("x", n)) }
+	for _, tc := range []struct {
+		name        string
+		maxBytes    int64
+		maxAge      time.Duration
+		pushes      []batch
+		corrupt     bool // damage the oldest segment before reading
+		wantQueued  int
+		wantDropped map[string]uint64
+	}{
+		{name: "max_bytes drops the oldest", maxBytes: 3 * (spoolHeaderLen + 100), maxAge: time.Hour,
+			pushes:      []batch{{time.Now(), payload(100)}, {time.Now(), payload(100)}, {time.Now(), payload(100)}, {time.Now(), payload(100)}},
+			wantQueued:  3,
+			wantDropped: map[string]uint64{DropSpoolFull: 1}},
+		{name: "a batch larger than max_bytes is dropped", maxBytes: 50, maxAge: time.Hour,
+			pushes:      []batch{{time.Now(), payload(100)}},
+			wantDropped: map[string]uint64{DropSpoolFull: 1}},
+		{name: "max_age drops old batches", maxBytes: 1 << 20, maxAge: time.Minute,
+			pushes:      []batch{{time.Now().Add(-2 * time.Minute), payload(10)}, {time.Now(), payload(10)}},
+			wantQueued:  1,
+			wantDropped: map[string]uint64{DropSpoolAge: 1}},
+		{name: "a corrupt segment is dropped", maxBytes: 1 << 20, maxAge: time.Hour, corrupt: true,
+			pushes:      []batch{{time.Now(), payload(10)}, {time.Now(), payload(10)}},
+			wantQueued:  1,
+			wantDropped: map[string]uint64{DropSpoolCorrupt: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			stats := newPushStats()
+			q, err := openSpool(dir, tc.maxBytes, tc.maxAge, stats, discardLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.close()
+			for _, b := range tc.pushes {
+				q.push(b)
+			}
+			if tc.corrupt {
+				names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+				sort.Strings(names)
+				if err := os.WriteFile(names[0], []byte("garbage!"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, ok := q.head(); ok != (tc.wantQueued > 0) {
+				t.Errorf("head ok = %v with %d wanted queued", ok, tc.wantQueued)
+			}
+			n, bytes := q.size()
+			if n != tc.wantQueued || bytes > tc.maxBytes {
+				t.Errorf("queued %d (%d bytes), want %d within %d bytes", n, bytes, tc.wantQueued, tc.maxBytes)
+			}
+			for _, reason := range dropReasons {
+				if got := stats.dropped[reason].Load(); got != tc.wantDropped[reason] {
+					t.Errorf("dropped[%s] = %d, want %d", reason, got, tc.wantDropped[reason])
+				}
+			}
+			if files, _ := filepath.Glob(filepath.Join(dir, "*.seg")); len(files) != tc.wantQueued {
+				t.Errorf("%d segment files on disk, want %d", len(files), tc.wantQueued)
+			}
+		})
+	}
+}
+
+func TestRemoteWriteConstructorErrors(t *testing.T) {
+	dir := t.TempDir()
+	pki := newTestPKI(t)
+	locked, err := NewRemoteWrite(agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &agent.SpoolConfig{}}, dir, "edge1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locked.Close()
+	for _, tc := range []struct {
+		name     string
+		cfg      agent.RemoteWriteConfig
+		stateDir string
+		wantErr  string
+	}{
+		{"no scheme", agent.RemoteWriteConfig{URL: "view:9470/api/v1/write"}, "", `"view:9470/api/v1/write"`},
+		{"missing token file", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/absent"}, "", dir + "/absent"},
+		{"empty password file", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/",
+			BasicAuth: &agent.BasicAuthConfig{Username: "u", PasswordFile: writeFile(t, dir, "empty", "\n")}}, "", "empty"},
+		{"token and basic auth", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/x",
+			BasicAuth: &agent.BasicAuthConfig{}}, "", "exclusive"},
+		{"cert without key", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert}}, "", "cert_file and key_file"},
+		{"ca file without certificates", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CAFile: pki.clientKey}}, "", pki.clientKey},
+		{"spool without state dir", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Spool: &agent.SpoolConfig{}}, "", "state_dir"},
+		{"spool in use", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &agent.SpoolConfig{}}, dir, "in use"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rw, err := NewRemoteWrite(tc.cfg, tc.stateDir, "edge1", nil, nil)
+			if err == nil {
+				rw.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q does not name %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+	}{
+		{"", 0},
+		{"3", 3 * time.Second},
+		{"-1", 0},
+		{"junk", 0},
+		{strconv.Itoa(86400), maxRetryAfter},
+		{now.Add(10 * time.Second).Format(http.TimeFormat), 10 * time.Second},
+	} {
+		if got := parseRetryAfter(tc.value, now); got != tc.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.value, got, tc.want)
+		}
+	}
+}
