@@ -230,7 +230,7 @@ func TestDNSHostile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := probeOnce(t, p, 300*time.Millisecond)
+			r := probeOnce(t, p, probeTimeout(tt.want))
 			if r.Reason != tt.want || r.OK != (tt.want == ReasonNone) {
 				t.Fatalf("got %+v, want reason %q", r, tt.want)
 			}

@@ -176,3 +176,12 @@ func writeKeyPair(t testing.TB, cert tls.Certificate, certFile, keyFile string) 
 		t.Fatal(err)
 	}
 }
+
+// probeTimeout keeps the cases that must time out short and gives the others room on a
+// loaded machine (the race detector, other tests' CPU).
+func probeTimeout(want Reason) time.Duration {
+	if want == ReasonTimeout {
+		return 300 * time.Millisecond
+	}
+	return 3 * time.Second
+}

@@ -98,7 +98,7 @@ func TestHTTPProbe(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := probeOnce(t, p, 500*time.Millisecond)
+			r := probeOnce(t, p, probeTimeout(tt.want))
 			if r.Reason != tt.want || r.OK != (tt.want == ReasonNone) {
 				t.Fatalf("got %+v, want reason %q", r, tt.want)
 			}
@@ -183,7 +183,7 @@ func TestHTTPTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := probeOnce(t, p, time.Second)
+			r := probeOnce(t, p, probeTimeout(tt.want))
 			if r.Reason != tt.want || r.OK != (tt.want == ReasonNone) {
 				t.Fatalf("got %+v, want reason %q", r, tt.want)
 			}
@@ -211,7 +211,7 @@ func TestHTTPHostile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := probeOnce(t, p, 300*time.Millisecond)
+			r := probeOnce(t, p, probeTimeout(tt.want))
 			if r.Reason != tt.want || r.OK {
 				t.Fatalf("got %+v, want reason %q", r, tt.want)
 			}

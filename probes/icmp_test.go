@@ -288,7 +288,7 @@ func TestICMPCloseLeavesNoGoroutines(t *testing.T) {
 				setPingGroupRange(t, "0 2147483647")
 			}
 			requireRoot(t, "raw ICMP sockets")
-			before := runtime.NumGoroutine()
+			before := stableGoroutines()
 			e, err := NewICMPEngine(mode)
 			if err != nil {
 				t.Fatal(err)
@@ -302,13 +302,13 @@ func TestICMPCloseLeavesNoGoroutines(t *testing.T) {
 					t.Fatalf("%s: %+v", addr, r)
 				}
 			}
-			if during := runtime.NumGoroutine(); during != before+2 {
+			if during := settledGoroutines(before + 2); during != before+2 {
 				t.Errorf("%d goroutines while open, want %d (one receiver per family)", during, before+2)
 			}
 			if err := e.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if after := runtime.NumGoroutine(); after != before {
+			if after := settledGoroutines(before); after > before {
 				t.Errorf("%d goroutines after Close, want %d", after, before)
 			}
 			p, _ := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
@@ -317,6 +317,32 @@ func TestICMPCloseLeavesNoGoroutines(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stableGoroutines returns the goroutine count once it has stayed the same for 100ms
+// (at most 2s), so that earlier tests' servers winding down do not skew a comparison.
+func stableGoroutines() int {
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if m == n {
+			break
+		}
+		n = m
+	}
+	return n
+}
+
+// settledGoroutines waits up to a second for the goroutine count to reach want, since
+// goroutines of earlier tests (servers shutting down) may still be on their way out.
+func settledGoroutines(want int) int {
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(time.Second); n != want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		n = runtime.NumGoroutine()
+	}
+	return n
 }
 
 func TestICMPSpecErrors(t *testing.T) {
