@@ -175,7 +175,10 @@ type icmpSocket struct {
 	ipv6     bool
 	datagram bool
 	conn     net.PacketConn // *net.IPConn (raw) or *net.UDPConn (datagram)
-	done     chan struct{}  // closed when the receive goroutine ends
+	raw      syscall.RawConn
+	done     chan struct{} // closed when the receive goroutine ends
+	errBuf   []byte        // datagram mode: the receiver's buffers for the error queue
+	errOOB   []byte
 
 	mu      sync.Mutex
 	seq     uint16
@@ -303,16 +306,33 @@ func (s *icmpSocket) setup() error {
 	if err != nil {
 		return err
 	}
-	var sockErr error
-	if err := rc.Control(func(fd uintptr) {
-		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-	}); err != nil {
-		return err
+	s.raw = rc
+	type option struct {
+		name         string
+		level, value int
 	}
-	if sockErr != nil {
-		return fmt.Errorf("enable SO_TIMESTAMPNS on icmp socket: %w", sockErr)
+	opts := []option{{"SO_TIMESTAMPNS", unix.SOL_SOCKET, unix.SO_TIMESTAMPNS}}
+	if s.datagram {
+		// Ping sockets hear of ICMP errors for their echoes only through the error queue.
+		if s.ipv6 {
+			opts = append(opts, option{"IPV6_RECVERR", unix.SOL_IPV6, unix.IPV6_RECVERR})
+		} else {
+			opts = append(opts, option{"IP_RECVERR", unix.SOL_IP, unix.IP_RECVERR})
+		}
+	}
+	for _, o := range opts {
+		var sockErr error
+		if err := rc.Control(func(fd uintptr) {
+			sockErr = unix.SetsockoptInt(int(fd), o.level, o.value, 1)
+		}); err != nil {
+			return err
+		}
+		if sockErr != nil {
+			return fmt.Errorf("enable %s on icmp socket: %w", o.name, sockErr)
+		}
 	}
 	if s.datagram {
+		s.errBuf, s.errOOB = make([]byte, 576), make([]byte, 256)
 		return nil
 	}
 	if s.ipv6 {
@@ -372,6 +392,10 @@ func (s *icmpSocket) receive() {
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
+			}
+			// A ping socket reports a queued ICMP error as a failed read.
+			if s.datagram && s.drainErrorQueue() > 0 {
+				continue
 			}
 			s.engine.stats.receiveErrors.Add(1)
 			// A persistent error must not spin the CPU.
@@ -486,6 +510,65 @@ func (s *icmpSocket) handleUnreachable(b []byte, received time.Time) {
 	}
 	id, seq := binary.BigEndian.Uint16(quoted[4:]), binary.BigEndian.Uint16(quoted[6:])
 	s.deliver(id, seq, dst, 0, false, received, fmt.Sprintf("ICMP destination unreachable (code %d) for %s", code, dst))
+}
+
+// drainErrorQueue reads every queued ICMP error of a ping socket and returns how many
+// there were. Each holds our echo's header as data, the echo's destination as source
+// address and a sock_extended_err saying what happened.
+func (s *icmpSocket) drainErrorQueue() int {
+	count := 0
+	for {
+		var n, oobn int
+		var from unix.Sockaddr
+		var readErr error
+		err := s.raw.Read(func(fd uintptr) bool {
+			n, oobn, _, from, readErr = unix.Recvmsg(int(fd), s.errBuf, s.errOOB, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			return true // never wait: an empty queue ends the loop
+		})
+		if err != nil || readErr != nil {
+			return count
+		}
+		count++
+		s.handleQueuedError(s.errBuf[:n], s.errOOB[:oobn], from)
+	}
+}
+
+func (s *icmpSocket) handleQueuedError(b, oob []byte, from unix.Sockaddr) {
+	received, ok := kernelTimestamp(oob)
+	if !ok {
+		received = time.Now()
+	}
+	var dst netip.Addr
+	switch sa := from.(type) {
+	case *unix.SockaddrInet4:
+		dst = netip.AddrFrom4(sa.Addr)
+	case *unix.SockaddrInet6:
+		dst = netip.AddrFrom16(sa.Addr).Unmap()
+	}
+	if len(b) < 8 || !dst.IsValid() {
+		return
+	}
+	level, typ, origin, unreach := unix.SOL_IP, unix.IP_RECVERR, uint8(unix.SO_EE_ORIGIN_ICMP), uint8(ipv4.ICMPTypeDestinationUnreachable)
+	if s.ipv6 {
+		level, typ, origin, unreach = unix.SOL_IPV6, unix.IPV6_RECVERR, unix.SO_EE_ORIGIN_ICMP6, uint8(ipv6.ICMPTypeDestinationUnreachable)
+	}
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return
+		}
+		oob = rest
+		// struct sock_extended_err: errno (4 bytes), origin, type, code, pad, info, data.
+		if int(h.Level) != level || int(h.Type) != typ || len(data) < 8 {
+			continue
+		}
+		if data[4] != origin || data[5] != unreach {
+			return
+		}
+		id, seq := binary.BigEndian.Uint16(b[4:]), binary.BigEndian.Uint16(b[6:])
+		s.deliver(id, seq, dst, 0, false, received, fmt.Sprintf("ICMP destination unreachable (code %d) for %s", data[6], dst))
+		return
+	}
 }
 
 // deliver hands a reply to the probe waiting for seq, or counts why it was dropped.
