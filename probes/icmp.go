@@ -27,8 +27,13 @@ package probes
 // Timestamps come from the kernel (SO_TIMESTAMPNS), taken when the reply entered the
 // host, so a busy receive goroutine or a slow scheduler does not inflate the RTT. That is
 // why the engine opens its sockets itself rather than through icmp.ListenPacket, which
-// hides the descriptor the socket option needs; golang.org/x/net/icmp still builds the
+// hides the descriptor the socket options need; golang.org/x/net/icmp still builds the
 // echo messages and golang.org/x/net/ipv4 and ipv6 install the type filters.
+//
+// ICMP destination unreachable for one of our echoes fails that probe at once with
+// ReasonUnreachable. A raw socket reads the error like any message and finds our echo in
+// the quoted original packet; a ping socket gets it only from its error queue
+// (IP_RECVERR), where the kernel has already matched it to the socket.
 //
 // pro-bing keeps the job it does well: Ping, the one-off multi-packet ping behind
 // `edgeprobe probe icmp --count N`.
