@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testnet"
+)
+
+// Generous bounds for things that take about a second: they only keep a broken agent
+// from hanging the test. Speed is measured by the benchmark, not asserted here.
+const (
+	startTimeout  = 15 * time.Second
+	changeTimeout = 10 * time.Second
+	// watchFor is how long a test keeps listening for a verdict that must not come:
+	// several probe intervals, far beyond fail_threshold confirm re-probes.
+	watchFor = 4 * time.Second
+)
+
+// TestSiteBlackhole: a whole site goes dark and comes back. That site, and only that
+// site, goes down and then up; the agent never calls itself isolated.
+func TestSiteBlackhole(t *testing.T) {
+	t.Parallel()
+	n, sites := twoSiteNet(t)
+	a := startAgent(t, n, "e0", sites)
+	a.waitUp(startTimeout, "a", "b")
+
+	if err := n.BlackholeSite("a"); err != nil {
+		t.Fatal(err)
+	}
+	down, read := a.waitFor("site a down", changeTimeout, siteIs("a", "down"))
+	// Targets reach fail_threshold a confirm interval or so apart, so the site may pass
+	// through degraded on its way down; it must never look up meanwhile.
+	for _, e := range read {
+		switch {
+		case e.Type == "site" && e.Site == "a" && e.To != "degraded" && e.To != "down":
+			t.Errorf("site a while it failed: %s", e)
+		case e.Type == "site" && e.Site == "b", e.Type == "agent":
+			t.Errorf("while site a failed: %s", e)
+		}
+	}
+	if down.DetectSeconds <= 0 {
+		t.Errorf("site a down line has no detection time: %s", down)
+	}
+	// Every target of the site was found down before the site was.
+	downTargets := map[string]bool{}
+	for _, e := range read {
+		if e.Type == "target" && e.Site == "a" && e.To == "down" {
+			downTargets[e.Kind] = true
+		}
+	}
+	if len(downTargets) != 4 {
+		t.Errorf("target kinds down before site a: %v, want icmp, dns, http and tcp", downTargets)
+	}
+
+	if err := n.HealSite("a"); err != nil {
+		t.Fatal(err)
+	}
+	_, read = a.waitFor("site a up", changeTimeout, siteIs("a", "up"))
+	for _, e := range read {
+		switch {
+		case e.Type == "site" && e.Site == "a" && e.To != "degraded" && e.To != "up":
+			t.Errorf("site a while it healed: %s", e)
+		case e.Type == "site" && e.Site == "b", e.Type == "agent":
+			t.Errorf("while site a healed: %s", e)
+		}
+	}
+}
+
+// TestWebServerDropped: only one site's web server stops answering (its TCP port 80
+// drops packets). The site is degraded, never down, and the other site is untouched.
+func TestWebServerDropped(t *testing.T) {
+	t.Parallel()
+	n, sites := twoSiteNet(t)
+	a := startAgent(t, n, "e0", sites)
+	a.waitUp(startTimeout, "a", "b")
+
+	if err := n.DropTCPPort("a", testnet.HTTPPort); err != nil {
+		t.Fatal(err)
+	}
+	_, read := a.waitFor("site a degraded", changeTimeout, siteIs("a", "degraded"))
+	read = append(read, a.during(watchFor)...)
+	for _, e := range read {
+		switch {
+		case e.Type == "site" && e.Site == "a" && e.To == "down":
+			t.Errorf("site a reported down although only its web server fails: %s", e)
+		case e.Type == "site" && e.Site == "b", e.Type == "agent":
+			t.Errorf("while site a's web server failed: %s", e)
+		case e.Type == "target" && e.Kind != "http":
+			t.Errorf("a target other than HTTP changed: %s", e)
+		}
+	}
+
+	if err := n.AllowTCPPort("a", testnet.HTTPPort); err != nil {
+		t.Fatal(err)
+	}
+	a.waitFor("site a up", changeTimeout, siteIs("a", "up"))
+}
+
+// TestUplinkCut: the agent's own uplink is cut, so every site fails at once. The agent
+// must say it is isolated and must not report two lost sites.
+//
+// Precisely: from the cut until both sites are up again after healing, no site line may
+// say down or degraded, and the agent's isolated line must come before any site line at
+// all (the sites then turn unknown: the agent cannot see them). After healing the agent
+// is ok again and both sites are up.
+func TestUplinkCut(t *testing.T) {
+	t.Parallel()
+	n, sites := twoSiteNet(t)
+	a := startAgent(t, n, "e0", sites)
+	a.waitUp(startTimeout, "a", "b")
+
+	if err := n.CutUplink("e0"); err != nil {
+		t.Fatal(err)
+	}
+	_, read := a.waitFor("agent isolated", changeTimeout, agentIs("isolated"))
+	for _, e := range read {
+		if e.Type == "site" {
+			t.Errorf("site line before the agent said it is isolated: %s", e)
+		}
+	}
+	cut := append(read, a.during(watchFor)...)
+
+	if err := n.HealUplink("e0"); err != nil {
+		t.Fatal(err)
+	}
+	_, read = a.waitFor("agent ok", changeTimeout, agentIs("ok"))
+	healing := append(read, a.waitUp(changeTimeout, "a", "b")...)
+	for _, e := range append(cut, healing...) {
+		if siteWorse(e) {
+			t.Errorf("site reported %s while the agent's own uplink was cut or healing: %s", e.To, e)
+		}
+	}
+}
