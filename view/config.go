@@ -226,7 +226,7 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 	var errs []error
 	for _, k := range md.Undecoded() {
 		errs = append(errs, &ConfigError{Path: path, Line: keyLine(data, k), Key: k.String(),
-			Msg: "unknown key (allowed: listen, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers)"})
+			Msg: "unknown key (" + allowedKeys(k) + ")"})
 	}
 	c.Path = path
 	c.Defaults()
@@ -237,10 +237,34 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 	return c, nil
 }
 
+// allowedKeys names the keys allowed beside an unknown one, for its error message.
+func allowedKeys(k toml.Key) string {
+	switch {
+	case len(k) == 1:
+		return "allowed: listen, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers"
+	case k[0] == "agent_tokens":
+		return "allowed: agent, token_file"
+	case len(k) == 2 && k[0] == "notifiers":
+		return "allowed: webhook, alertmanager"
+	case k[0] == "notifiers" && k[1] == "webhook":
+		return "allowed: url, timeout, max_retries"
+	case k[0] == "notifiers" && k[1] == "alertmanager":
+		return "allowed: url, timeout, resend, max_retries"
+	}
+	return "see view/README.md"
+}
+
 func (c *Config) validate(data []byte) []error {
 	var errs []error
+	// bad reports a problem with key; for "table[i].name" the line is that of the
+	// (i+1)-th assignment of name, which is right for the usual one-key-per-table files.
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, &ConfigError{Path: c.Path, Line: keyLine(data, toml.Key{key}), Key: key, Msg: fmt.Sprintf(format, args...)})
+		name, nth := key, 0
+		if open := strings.LastIndex(key, "["); open >= 0 {
+			fmt.Sscanf(key[open:], "[%d]", &nth)
+			name = key[strings.LastIndex(key, ".")+1:]
+		}
+		errs = append(errs, &ConfigError{Path: c.Path, Line: assignmentLine(data, name, nth), Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes", "%d is too small: want at least 1024", c.MaxBodyBytes)
@@ -298,24 +322,34 @@ func (c *Config) validate(data []byte) []error {
 	return errs
 }
 
-// keyLine finds the line where key's last part is assigned. The TOML decoder keeps key
-// positions to itself, so this scans the text; it returns 0 when unsure.
+// keyLine finds the line where the undecoded key k is assigned or opened as a table.
+// The TOML decoder keeps key positions to itself, so this scans the text; 0 when unsure.
 func keyLine(data []byte, k toml.Key) int {
 	if len(k) == 0 {
 		return 0
 	}
-	name := k[len(k)-1]
+	if n := assignmentLine(data, k[len(k)-1], 0); n > 0 {
+		return n
+	}
 	for i, line := range strings.Split(string(data), "\n") {
-		l := strings.TrimSpace(line)
-		if rest, ok := strings.CutPrefix(l, name); ok {
-			rest = strings.TrimSpace(rest)
-			if strings.HasPrefix(rest, "=") || strings.HasPrefix(rest, "]") {
-				return i + 1
-			}
-		}
-		if strings.Trim(l, "[]") == strings.Join(k, ".") {
+		if strings.Trim(strings.TrimSpace(line), "[]") == k.String() {
 			return i + 1
 		}
+	}
+	return 0
+}
+
+// assignmentLine is the line of the (nth+1)-th "name = ..." in data, or 0.
+func assignmentLine(data []byte, name string, nth int) int {
+	for i, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), name)
+		if !ok || !strings.HasPrefix(strings.TrimSpace(rest), "=") {
+			continue
+		}
+		if nth == 0 {
+			return i + 1
+		}
+		nth--
 	}
 	return 0
 }

@@ -1,0 +1,82 @@
+package view
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cfg, err := LoadConfig("testdata/view.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Quorum.Majority || time.Duration(cfg.StaleAfter) != 2*time.Second || cfg.MaxBodyBytes != 1<<20 ||
+		time.Duration(cfg.MaxSampleAge) != 30*time.Second || len(cfg.Tokens) != 1 {
+		t.Errorf("config %+v does not match testdata/view.toml", cfg)
+	}
+	if w := cfg.Notifiers.Webhook; len(w) != 1 || w[0].MaxRetries != 3 || time.Duration(w[0].Timeout) != 2*time.Second {
+		t.Errorf("webhooks %+v", w)
+	}
+	if a := cfg.Notifiers.Alertmanager; len(a) != 1 || time.Duration(a[0].Resend) != 30*time.Second || a[0].MaxRetries != 5 {
+		t.Errorf("alertmanagers %+v: want resend 30s and the default 5 retries", a)
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	if cfg.Listen != "127.0.0.1:9470" || cfg.Quorum.N != 2 || cfg.StaleAfter != 0 || cfg.MaxBodyBytes != DefaultMaxBodyBytes {
+		t.Errorf("defaults %+v", cfg)
+	}
+	empty, err := ParseConfig(nil, "empty.toml")
+	if err != nil || empty.Quorum.N != 2 || time.Duration(empty.MaxSampleAge) != DefaultMaxSampleAge {
+		t.Errorf("empty file: %+v, %v; want the defaults", empty, err)
+	}
+}
+
+// TestInvalidConfigs: each testdata/invalid-*.toml must fail with the exact message.
+func TestInvalidConfigs(t *testing.T) {
+	want := map[string]string{
+		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key (allowed: listen, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers)",
+		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook.retries: unknown key (allowed: url, timeout, max_retries)",
+		"invalid-quorum.toml":      `testdata/invalid-quorum.toml:1: quorum: quorum 0 out of range: want a number >= 1 or "majority"`,
+		"invalid-quorum-word.toml": `testdata/invalid-quorum-word.toml:1: quorum: quorum "most": want a number >= 1 or "majority"`,
+		"invalid-duration.toml":    `testdata/invalid-duration.toml:2: stale_after: invalid duration "3" (want a number with a unit, e.g. "3s")`,
+		"invalid-webhook-url.toml": `testdata/invalid-webhook-url.toml:2: notifiers.webhook[0].url: "ftp://example.test/x" is not an http(s) URL`,
+		"invalid-token-file.toml":  "testdata/invalid-token-file.toml:3: agent_tokens[0].token_file: read token: open /nonexistent/edge1.token: no such file or directory",
+	}
+	files, _ := filepath.Glob("testdata/invalid-*.toml")
+	if len(files) != len(want) {
+		t.Errorf("%d invalid-*.toml files, %d expectations", len(files), len(want))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			_, err := LoadConfig(f)
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			if got := err.Error(); got != want[filepath.Base(f)] {
+				t.Errorf("error\n got %s\nwant %s", got, want[filepath.Base(f)])
+			}
+		})
+	}
+}
+
+func TestConfigErrorsJoined(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.token")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ParseConfig([]byte("max_body_bytes = 10\nbogus = 1\n[[agent_tokens]]\nagent = \"e\"\ntoken_file = \""+empty+"\"\n"), "v.toml")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, part := range []string{"v.toml:2: bogus: unknown key", "v.toml:1: max_body_bytes: 10 is too small", "agent_tokens[0].token_file: " + empty + " is empty"} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("error %q lacks %q", err, part)
+		}
+	}
+}

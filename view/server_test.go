@@ -1,0 +1,427 @@
+package view
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer collects the event log, written from handlers and read by the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startView runs a view on httptest with its staleness loop; everything stops with t.
+func startView(t *testing.T, cfg *Config) (base string, events *syncBuffer) {
+	t.Helper()
+	cfg.Defaults()
+	events = &syncBuffer{}
+	s := New(cfg, Options{Events: events, KeepAlive: 50 * time.Millisecond, RetryBase: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.Run(ctx)
+		close(done)
+	}()
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		ts.Close()
+	})
+	return ts.URL, events
+}
+
+type sitesDoc struct {
+	Sites []SiteView `json:"sites"`
+}
+
+func getSites(t *testing.T, base string) sitesDoc {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v1/sites")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc sitesDoc
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatalf("decode /api/v1/sites: %v", err)
+	}
+	return doc
+}
+
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func wantMetric(t *testing.T, text, line string) {
+	t.Helper()
+	for _, l := range strings.Split(text, "\n") {
+		if l == line {
+			return
+		}
+	}
+	t.Errorf("/metrics lacks %q", line)
+}
+
+// TestSitesAPIShape checks the contract of DESIGN.md key by key, since tests outside the
+// project parse it.
+func TestSitesAPIShape(t *testing.T) {
+	base, events := startView(t, DefaultConfig())
+	since := time.Now().Add(-time.Second)
+	body := encodePushes(t,
+		agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up"}, since: since, detect: 0.3},
+		agentPush{agent: "edge2", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up"}, since: since, detect: 0.3},
+		agentPush{agent: "edge3", interval: 1, isolated: true, sites: map[string]string{"pangyo": "down", "seoul": "down"}},
+	)
+	if code := postWrite(t, base, "", body); code != http.StatusNoContent {
+		t.Fatalf("push: status %d, want 204", code)
+	}
+	resp, err := http.Get(base + "/api/v1/sites")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	var doc map[string][]map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	sites := doc["sites"]
+	if len(doc) != 1 || len(sites) != 2 {
+		t.Fatalf("document %v: want exactly {\"sites\": [2 sites]}", doc)
+	}
+	allowedSite := map[string]bool{"name": true, "state": true, "since": true, "witnesses": true, "down": true, "agents": true, "detect_seconds": false}
+	for _, s := range sites {
+		for k := range s {
+			if _, ok := allowedSite[k]; !ok {
+				t.Errorf("site has unexpected key %q", k)
+			}
+		}
+		for k, required := range allowedSite {
+			if _, ok := s[k]; required && !ok {
+				t.Errorf("site %v lacks %q", s["name"], k)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339, s["since"].(string)); err != nil {
+			t.Errorf("since %q is not RFC 3339: %v", s["since"], err)
+		}
+		for _, a := range s["agents"].([]any) {
+			am := a.(map[string]any)
+			if len(am) != 3 || am["name"] == nil || am["state"] == nil || am["isolated"] == nil {
+				t.Errorf("agent entry %v: want exactly name, state, isolated", am)
+			}
+		}
+	}
+	p, s := sites[0], sites[1]
+	if p["name"] != "pangyo" || p["state"] != "lost" || p["witnesses"] != 2.0 || p["down"] != 2.0 {
+		t.Errorf("first site %v: want pangyo lost with 2 witnesses, 2 down", p)
+	}
+	if s["name"] != "seoul" || s["state"] != "up" || s["witnesses"] != 2.0 || s["down"] != 0.0 {
+		t.Errorf("second site %v: want seoul up with 2 witnesses (edge3 is isolated)", s)
+	}
+	agents := p["agents"].([]any)
+	if e3 := agents[2].(map[string]any); e3["name"] != "edge3" || e3["isolated"] != true || e3["state"] != "down" {
+		t.Errorf("third agent of pangyo %v: want edge3, down, isolated", e3)
+	}
+	if d, ok := p["detect_seconds"].(float64); !ok || d < 1 || d > 30 {
+		t.Errorf("pangyo detect_seconds %v: want about 1.3 s (failure began 1.3 s before the push)", p["detect_seconds"])
+	}
+	var line map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(events.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["site"] == "pangyo" {
+			line = m
+		}
+	}
+	if line == nil || line["to"] != "lost" || line["from"] != "unknown" || line["msg"] != "verdict" {
+		t.Errorf("event log %q: want a JSON line for pangyo unknown -> lost", events.String())
+	}
+}
+
+func TestWriteRejected(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 2048
+	base, _ := startView(t, cfg)
+	good := encodePushes(t,
+		agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}},
+		agentPush{agent: "b", sites: map[string]string{"pangyo": "up"}})
+	if code := postWrite(t, base, "", good); code != http.StatusNoContent {
+		t.Fatalf("good push: %d", code)
+	}
+	half := encodeWrite(t, append(agentPush{agent: "a", sites: map[string]string{"pangyo": "down"}}.series(),
+		agentPush{agent: "b", sites: map[string]string{"pangyo": "down"}}.series()...)...)
+	noAgent := encodeWrite(t, append(agentPush{agent: "a", sites: map[string]string{"pangyo": "down"}}.series(),
+		series(metricSiteState, 1, time.Now(), "site", "pangyo", "state", "down"))...)
+	tests := []struct {
+		name        string
+		contentType string
+		body        []byte
+		want        int
+		reason      string
+		msg         string
+	}{
+		{"garbage", "application/x-protobuf", []byte("\xffhello"), 400, "bad_snappy", "decode snappy block"},
+		{"half good, one series without agent", "application/x-protobuf", noAgent, 400, "no_agent", "has no agent label"},
+		{"too large", "application/x-protobuf", bytes.Repeat([]byte{0}, 4096), 413, "too_large", "exceeds max_body_bytes 2048"},
+		{"remote_write 2.0", "application/x-protobuf;proto=io.prometheus.write.v2.Request", half, 415, "unsupported", "2.0 is not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(tt.body))
+			req.Header.Set("Content-Type", tt.contentType)
+			req.Header.Set("Content-Encoding", "snappy")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || !strings.Contains(string(msg), tt.msg) {
+				t.Errorf("status %d %q, want %d containing %q", resp.StatusCode, msg, tt.want, tt.msg)
+			}
+		})
+	}
+	doc := getSites(t, base)
+	if len(doc.Sites) != 1 || doc.Sites[0].State != VerdictUp {
+		t.Fatalf("after rejected pushes: %+v, want pangyo still up", doc.Sites)
+	}
+	for _, a := range doc.Sites[0].Agents {
+		if a.State != "up" {
+			t.Errorf("agent %s is %s after a rejected push, want up", a.Name, a.State)
+		}
+	}
+	text := metricsText(t, base)
+	wantMetric(t, text, "edgeprobe_view_pushes_received_total 5")
+	for _, tt := range tests {
+		wantMetric(t, text, `edgeprobe_view_pushes_rejected_total{reason="`+tt.reason+`"} 1`)
+	}
+	resp, err := http.Get(base + "/api/v1/write")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /api/v1/write: %d, want 405", resp.StatusCode)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "edge1.token")
+	if err := os.WriteFile(tokenFile, []byte("edge1-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig([]byte(`tokens = ["shared-secret"]
+[[agent_tokens]]
+agent = "edge1"
+token_file = "`+tokenFile+`"
+`), "view.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := startView(t, cfg)
+	edge1 := encodePushes(t, agentPush{agent: "edge1", sites: map[string]string{"pangyo": "down"}})
+	edge2 := encodePushes(t, agentPush{agent: "edge2", sites: map[string]string{"pangyo": "down"}})
+	tests := []struct {
+		name  string
+		token string
+		body  []byte
+		want  int
+	}{
+		{"no token", "", edge1, 401},
+		{"wrong token", "guess", edge1, 401},
+		{"shared token", "shared-secret", edge2, 204},
+		{"agent token for itself", "edge1-secret", edge1, 204},
+		{"agent token for another agent", "edge1-secret", edge2, 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := postWrite(t, base, tt.token, tt.body); got != tt.want {
+				t.Errorf("status %d, want %d", got, tt.want)
+			}
+		})
+	}
+	text := metricsText(t, base)
+	wantMetric(t, text, `edgeprobe_view_pushes_rejected_total{reason="unauthorized"} 2`)
+	wantMetric(t, text, `edgeprobe_view_pushes_rejected_total{reason="forbidden"} 1`)
+	if s := getSites(t, base).Sites; len(s) != 1 || s[0].State != VerdictLost {
+		t.Errorf("sites %+v: want pangyo lost from the two authorised pushes", s)
+	}
+}
+
+// readEvents follows /api/v1/events and sends each data payload and comment on.
+func readEvents(t *testing.T, base string) (data, comments <-chan string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q, want text/event-stream", ct)
+	}
+	d, c := make(chan string, 100), make(chan string, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if rest, ok := strings.CutPrefix(line, "data: "); ok {
+				d <- rest
+			} else if strings.HasPrefix(line, ":") {
+				select {
+				case c <- line:
+				default:
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		resp.Body.Close()
+		<-done
+	})
+	return d, c
+}
+
+func nextChange(t *testing.T, data <-chan string, within time.Duration) Change {
+	t.Helper()
+	select {
+	case d := <-data:
+		var c Change
+		if err := json.Unmarshal([]byte(d), &c); err != nil {
+			t.Fatalf("event %q: %v", d, err)
+		}
+		return c
+	case <-time.After(within):
+		t.Fatalf("no event within %v", within)
+		return Change{}
+	}
+}
+
+// TestEventsAndStaleness follows the SSE stream through a loss, then lets the agents go
+// silent: the staleness timer, not a push, turns the site unknown.
+func TestEventsAndStaleness(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.StaleAfter = Duration(300 * time.Millisecond)
+	base, _ := startView(t, cfg)
+	data, comments := readEvents(t, base)
+
+	since := time.Now()
+	push := func(agent, state string) {
+		if code := postWrite(t, base, "", encodePushes(t, agentPush{agent: agent, sites: map[string]string{"pangyo": state}, since: since, detect: 0.2})); code != 204 {
+			t.Fatalf("push %s %s: %d", agent, state, code)
+		}
+	}
+	push("edge1", "up")
+	push("edge2", "up")
+	if c := nextChange(t, data, 2*time.Second); c.Site != "pangyo" || c.From != "unknown" || c.To != "up" {
+		t.Fatalf("first event %+v, want pangyo unknown -> up", c)
+	}
+	push("edge1", "down")
+	if c := nextChange(t, data, 2*time.Second); c.To != "degraded" {
+		t.Fatalf("event %+v, want up -> degraded", c)
+	}
+	push("edge2", "down")
+	c := nextChange(t, data, 2*time.Second)
+	if c.From != "degraded" || c.To != "lost" || c.DetectSeconds == nil || c.Time.IsZero() {
+		t.Fatalf("event %+v, want degraded -> lost with time and detect_seconds", c)
+	}
+	silentFrom := time.Now()
+	c = nextChange(t, data, 3*time.Second)
+	if c.From != "lost" || c.To != "unknown" {
+		t.Fatalf("event %+v, want lost -> unknown once both agents are stale", c)
+	}
+	if waited := c.Time.Sub(silentFrom); waited < 250*time.Millisecond {
+		t.Errorf("turned unknown %v after the last push, before stale_after 300ms", waited)
+	}
+	select {
+	case <-comments:
+	case <-time.After(2 * time.Second):
+		t.Error("no keep-alive comment on an idle stream")
+	}
+}
+
+// TestSlowEventClient: a client that stops reading is cut off; verdicts go on.
+func TestSlowEventClient(t *testing.T) {
+	b := newBroker()
+	slow := b.subscribe()
+	fast := b.subscribe()
+	for i := range sseQueue + 1 {
+		b.publish([]byte{byte(i)})
+		<-fast
+	}
+	n := 0
+	for range slow {
+		n++
+	}
+	if n != sseQueue {
+		t.Errorf("slow client got %d events before being closed, want %d", n, sseQueue)
+	}
+	if clients, dropped := b.counts(); clients != 1 || dropped != 1 {
+		t.Errorf("clients %d dropped %d, want 1 and 1", clients, dropped)
+	}
+
+	base, _ := startView(t, DefaultConfig())
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /api/v1/events HTTP/1.1\r\nHost: view\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The client above never reads. Flip a site many times; every push must still be
+	// answered (the loop has a generous bound only so that a hang fails instead of stalling).
+	deadline := time.Now().Add(30 * time.Second)
+	for i := range 401 {
+		state := []string{"up", "down"}[i%2]
+		body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"s": state}}, agentPush{agent: "b", sites: map[string]string{"s": state}})
+		if code := postWrite(t, base, "", body); code != 204 {
+			t.Fatalf("push %d: %d", i, code)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pushes blocked behind a slow event client (%d done)", i)
+		}
+	}
+	if s := getSites(t, base).Sites; s[0].State != VerdictUp {
+		t.Errorf("final verdict %s, want up", s[0].State)
+	}
+}
