@@ -85,14 +85,31 @@ func metricsText(t *testing.T, base string) string {
 	return string(b)
 }
 
-func wantMetric(t *testing.T, text, line string) {
-	t.Helper()
+func hasLine(text, line string) bool {
 	for _, l := range strings.Split(text, "\n") {
 		if l == line {
+			return true
+		}
+	}
+	return false
+}
+
+func wantMetric(t *testing.T, text, line string) {
+	t.Helper()
+	if !hasLine(text, line) {
+		t.Errorf("/metrics lacks %q", line)
+	}
+}
+
+// eventuallyMetric waits for a counter that a background goroutine (a notifier) updates.
+func eventuallyMetric(t *testing.T, base, line string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if hasLine(metricsText(t, base), line) {
 			return
 		}
 	}
-	t.Errorf("/metrics lacks %q", line)
+	t.Errorf("/metrics lacks %q after 5s", line)
 }
 
 // TestSitesAPIShape checks the contract of DESIGN.md key by key, since tests outside the
