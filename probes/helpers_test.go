@@ -8,14 +8,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // requireRoot skips a test that needs root, except in CI, where nothing may skip.
@@ -30,29 +34,7 @@ func requireRoot(t testing.TB, why string) {
 	t.Skipf("needs root: %s", why)
 }
 
-const pingGroupRange = "/proc/sys/net/ipv4/ping_group_range"
-
-// setPingGroupRange sets net.ipv4.ping_group_range for the test and restores the old
-// value when it ends.
-func setPingGroupRange(t testing.TB, value string) {
-	t.Helper()
-	requireRoot(t, "sets net.ipv4.ping_group_range")
-	old, err := os.ReadFile(pingGroupRange)
-	if err != nil {
-		t.Fatalf("read %s: %v", pingGroupRange, err)
-	}
-	if err := os.WriteFile(pingGroupRange, []byte(value), 0o644); err != nil {
-		t.Fatalf("write %q to %s: %v", value, pingGroupRange, err)
-	}
-	t.Cleanup(func() {
-		restore := strings.Join(strings.Fields(string(old)), " ")
-		if err := os.WriteFile(pingGroupRange, []byte(restore), 0o644); err != nil {
-			t.Errorf("restore %s to %q: %v", pingGroupRange, restore, err)
-		}
-	})
-}
-
-// hasIPv6Loopback reports whether ::1 is configured, as it is on CI's Debian.
+// requireIPv6Loopback skips (or in CI fails) a test when the host has no ::1.
 func requireIPv6Loopback(t testing.TB) {
 	t.Helper()
 	data, err := os.ReadFile("/proc/net/if_inet6")
@@ -184,4 +166,75 @@ func probeTimeout(want Reason) time.Duration {
 		return 300 * time.Millisecond
 	}
 	return 3 * time.Second
+}
+
+// isolation says how onIsolatedThread prepares its thread.
+type isolation struct {
+	loopbackUp     bool   // bring lo (127.0.0.1, ::1) up
+	pingGroupRange string // set the namespace's net.ipv4.ping_group_range; "" keeps "1 0"
+	dropNetRaw     bool   // drop CAP_NET_RAW from the thread
+}
+
+// onIsolatedThread runs fn on an OS thread in a new network namespace of its own, set up
+// as iso says. Sockets fn opens stay in that namespace and work from any goroutine. The
+// namespace's ping_group_range is its own, so tests neither depend on nor disturb the
+// host's value, which tests of other packages may be changing at the same time. The
+// thread is never unlocked, so the runtime discards it when fn returns.
+func onIsolatedThread(t testing.TB, iso isolation, fn func()) {
+	t.Helper()
+	requireRoot(t, "creates a network namespace")
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		done <- isolateThread(iso)
+		fn()
+		close(done)
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	<-done
+}
+
+func isolateThread(iso isolation) error {
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("unshare network namespace: %w", err)
+	}
+	if iso.loopbackUp {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("socket for ioctl: %w", err)
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq("lo")
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("get lo flags: %w", err)
+		}
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("set lo up: %w", err)
+		}
+	}
+	if iso.pingGroupRange != "" {
+		// /proc/sys/net shows the namespace of the thread that opens it.
+		const path = "/proc/sys/net/ipv4/ping_group_range"
+		if err := os.WriteFile(path, []byte(iso.pingGroupRange), 0o644); err != nil {
+			return fmt.Errorf("write %q to %s: %w", iso.pingGroupRange, path, err)
+		}
+	}
+	if iso.dropNetRaw {
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var caps [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &caps[0]); err != nil {
+			return fmt.Errorf("capget: %w", err)
+		}
+		caps[0].Effective &^= 1 << unix.CAP_NET_RAW
+		if err := unix.Capset(&hdr, &caps[0]); err != nil {
+			return fmt.Errorf("drop CAP_NET_RAW: %w", err)
+		}
+	}
+	return nil
 }

@@ -12,19 +12,30 @@ import (
 	"time"
 )
 
-// icmpEngine returns an engine in mode that is closed when the test ends. Datagram mode
-// opens ping sockets to root's group for the test's duration.
+// loopbackNetns is a namespace of the test's own with lo up and ping sockets open to
+// every group.
+var loopbackNetns = isolation{loopbackUp: true, pingGroupRange: "0 2147483647"}
+
+// icmpEngine returns an engine in mode whose IPv4 and IPv6 sockets live in a network
+// namespace of the test's own (see onIsolatedThread), closed when the test ends.
 func icmpEngine(t testing.TB, mode ICMPMode) *ICMPEngine {
 	t.Helper()
-	requireRoot(t, "raw ICMP sockets and net.ipv4.ping_group_range")
-	if mode == ICMPDatagram {
-		setPingGroupRange(t, "0 2147483647")
-	}
 	e, err := NewICMPEngine(mode)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
+	var openErr error
+	onIsolatedThread(t, loopbackNetns, func() {
+		for _, v6 := range []bool{false, true} {
+			if _, err := e.socket(v6); err != nil {
+				openErr = err
+			}
+		}
+	})
+	if openErr != nil {
+		t.Fatal(openErr)
+	}
 	return e
 }
 
@@ -79,9 +90,12 @@ func TestICMPProBingReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				engine := probeOnce(t, p, 2*time.Second)
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				defer cancel()
-				ref, err := Ping(ctx, addr, 1, mode)
+				var ref []Result
+				onIsolatedThread(t, loopbackNetns, func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					defer cancel()
+					ref, err = Ping(ctx, addr, 1, mode)
+				})
 				if err != nil {
 					t.Fatalf("pro-bing: %v", err)
 				}
@@ -95,63 +109,75 @@ func TestICMPProBingReference(t *testing.T) {
 }
 
 func TestPingCount(t *testing.T) {
-	icmpEngine(t, ICMPRaw)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	results, err := Ping(ctx, "127.0.0.1", 2, ICMPAuto)
+	var results []Result
+	var err, zeroErr error
+	onIsolatedThread(t, loopbackNetns, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		results, err = Ping(ctx, "127.0.0.1", 2, ICMPAuto)
+		_, zeroErr = Ping(ctx, "127.0.0.1", 0, ICMPAuto)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(results) != 2 || !results[0].OK || !results[1].OK {
 		t.Fatalf("got %+v, want 2 successful results", results)
 	}
-	if _, err := Ping(ctx, "127.0.0.1", 0, ICMPAuto); err == nil || !strings.Contains(err.Error(), "count") {
-		t.Errorf("count 0: error %v, want one naming count", err)
+	if zeroErr == nil || !strings.Contains(zeroErr.Error(), "count") {
+		t.Errorf("count 0: error %v, want one naming count", zeroErr)
 	}
 }
 
-// TestICMPPermission forces datagram mode while ping_group_range admits nobody: the
-// probe and Ping must both say which sysctl to set.
+// TestICMPPermission opens ICMP sockets where the OS refuses them: ping sockets while
+// ping_group_range admits nobody ("1 0"), raw sockets without CAP_NET_RAW. The probe
+// and Ping must fail with one error that says what to grant.
 func TestICMPPermission(t *testing.T) {
-	setPingGroupRange(t, "1 0")
-	e, err := NewICMPEngine(ICMPDatagram)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	p, err := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := `sysctl -w net.ipv4.ping_group_range="0 2147483647"`
-	r := probeOnce(t, p, time.Second)
-	if r.OK || r.Reason != ReasonPermission || !strings.Contains(r.Detail, want) {
-		t.Errorf("probe: %+v, want reason permission and a detail with %s", r, want)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := Ping(ctx, "127.0.0.1", 1, ICMPDatagram); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Ping: error %v, want one with %s", err, want)
-	}
-}
-
-func TestICMPPermissionErrorText(t *testing.T) {
-	denied := fmt.Errorf("socket: operation not permitted")
+	const sysctl = `sysctl -w net.ipv4.ping_group_range="0 2147483647"`
 	tests := []struct {
-		err  ICMPPermissionError
-		want []string
+		mode       ICMPMode
+		dropNetRaw bool
+		want       []string
+		notWant    string
 	}{
-		{ICMPPermissionError{Mode: ICMPRaw, Family: "ip4", Raw: denied}, []string{"raw: socket", "CAP_NET_RAW", "AmbientCapabilities=CAP_NET_RAW"}},
-		{ICMPPermissionError{Mode: ICMPDatagram, Family: "ip6", Dgram: denied}, []string{"ip6", "datagram: socket", `ping_group_range="0 2147483647"`}},
-		{ICMPPermissionError{Mode: ICMPAuto, Family: "ip4", Raw: denied, Dgram: denied}, []string{"raw: ", "datagram: ", "CAP_NET_RAW", "ping_group_range"}},
+		{ICMPDatagram, false, []string{"datagram: ", sysctl}, "CAP_NET_RAW"},
+		{ICMPRaw, true, []string{"raw: ", "CAP_NET_RAW"}, "ping_group_range"},
+		{ICMPAuto, true, []string{"raw: ", "datagram: ", "CAP_NET_RAW", sysctl}, ""},
 	}
 	for _, tt := range tests {
-		msg := tt.err.Error()
-		for _, w := range tt.want {
-			if !strings.Contains(msg, w) {
-				t.Errorf("mode %s: %q lacks %q", tt.err.Mode, msg, w)
+		t.Run(string(tt.mode), func(t *testing.T) {
+			var r Result
+			var pingErr error
+			onIsolatedThread(t, isolation{dropNetRaw: tt.dropNetRaw}, func() {
+				e, err := NewICMPEngine(tt.mode)
+				if err != nil {
+					pingErr = err
+					return
+				}
+				defer e.Close()
+				p, err := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
+				if err != nil {
+					pingErr = err
+					return
+				}
+				r = probeOnce(t, p, time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, pingErr = Ping(ctx, "127.0.0.1", 1, tt.mode)
+			})
+			if r.OK || r.Reason != ReasonPermission {
+				t.Fatalf("probe: %+v, want reason permission", r)
 			}
-		}
+			for _, msg := range []string{r.Detail, fmt.Sprint(pingErr)} {
+				for _, w := range tt.want {
+					if !strings.Contains(msg, w) {
+						t.Errorf("%q lacks %q", msg, w)
+					}
+				}
+				if tt.notWant != "" && strings.Contains(msg, tt.notWant) {
+					t.Errorf("%q mentions %q, which does not apply to mode %s", msg, tt.notWant, tt.mode)
+				}
+			}
+		})
 	}
 }
 
@@ -284,15 +310,8 @@ func TestICMPCloseLeavesNoGoroutines(t *testing.T) {
 	requireIPv6Loopback(t)
 	for _, mode := range []ICMPMode{ICMPRaw, ICMPDatagram} {
 		t.Run(string(mode), func(t *testing.T) {
-			if mode == ICMPDatagram {
-				setPingGroupRange(t, "0 2147483647")
-			}
-			requireRoot(t, "raw ICMP sockets")
 			before := stableGoroutines()
-			e, err := NewICMPEngine(mode)
-			if err != nil {
-				t.Fatal(err)
-			}
+			e := icmpEngine(t, mode)
 			for _, addr := range []string{"127.0.0.1", "::1"} {
 				p, err := New(KindICMP, ICMPSpec{Address: addr}, &Env{ICMP: e})
 				if err != nil {
