@@ -202,9 +202,15 @@ func (p *Prometheus) Close() error {
 	return nil
 }
 
-// buildVersion is the module version the go command stamped into the binary, which for a
-// build from a git checkout names the commit.
+// Version is the edgeprobe version shown by edgeprobe_build_info and the remote_write
+// User-Agent. cmd/edgeprobe sets it at start-up from the version it was linked with; left
+// empty, the module version the go command stamped into the binary is used.
+var Version string
+
 func buildVersion() string {
+	if Version != "" {
+		return Version
+	}
 	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
 		return info.Main.Version
 	}
