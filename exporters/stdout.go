@@ -214,7 +214,8 @@ func (s *Stdout) writeText(ev agent.Event) {
 		subject = ev.Agent
 		what = ev.From + " -> " + ev.To
 	}
-	if ev.Type != agent.EventProbe && ev.Detect > 0 {
+	// A first verdict (from unknown) has no failure or recovery to time.
+	if ev.Type != agent.EventProbe && ev.Detect > 0 && ev.From != agent.TargetUnknown {
 		details = append(details, "after "+formatDuration(ev.Detect))
 	}
 	line := fmt.Sprintf("%s  %-7s  %-24s  %-20s  %s", ev.Time.Format(textTime), typeName(ev.Type),

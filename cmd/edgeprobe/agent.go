@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/exporters"
+)
+
+// stopGrace bounds how long a stopping agent waits for probes in flight. They are
+// cancelled at once and usually return in microseconds; a prober that ignores its
+// context must not keep systemd or a terminal waiting past a second.
+const stopGrace = 800 * time.Millisecond
+
+func cmdAgent(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("agent", "[--config FILE]",
+		"Probe the sites of the configuration and report target, site and agent states.\n"+
+			"SIGHUP reloads the file (an invalid one is reported and the running config kept);\n"+
+			"SIGINT and SIGTERM stop the agent.", stderr)
+	configPath := fs.String("config", defaultConfigPath, "agent configuration `file` (TOML)")
+	if status, done := parseFlags(fs, args, stdout); done {
+		return status
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, "unexpected argument %q (the file goes after --config)", fs.Arg(0))
+	}
+	logger := newLogger(stderr)
+	cfg, err := agent.Load(*configPath)
+	if err != nil {
+		logConfigErrors(logger, "cannot start: invalid configuration", *configPath, err)
+		return exitUsage
+	}
+	sinks, err := newSinks(cfg, stdout)
+	if err != nil {
+		logger.Error("cannot start: exporters", "config", *configPath, "error", err)
+		return exitUsage
+	}
+	a, err := agent.New(cfg, agent.Options{Sinks: sinks, Logger: logger})
+	if err != nil {
+		logger.Error("cannot start the agent", "config", *configPath, "error", err)
+		return exitFailure
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hangup := make(chan os.Signal, 1)
+	signal.Notify(hangup, syscall.SIGHUP)
+	defer signal.Stop(hangup)
+
+	finished := make(chan error, 1)
+	go func() { finished <- a.Run(ctx) }()
+	logger.Info("agent started", "config", *configPath, "agent", cfg.Agent.Name,
+		"sites", len(cfg.Sites), "targets", len(cfg.Targets()))
+	for {
+		select {
+		case err := <-finished:
+			if err != nil {
+				logger.Error("agent stopped", "error", err)
+				return exitFailure
+			}
+			return exitOK
+		case <-hangup:
+			reloadAgent(a, *configPath, logger)
+		case <-ctx.Done():
+			stop() // a second Ctrl-C kills at once
+			logger.Info("stopping on signal")
+			select {
+			case err := <-finished:
+				if err != nil {
+					logger.Error("agent stopped", "error", err)
+				}
+			case <-time.After(stopGrace):
+				logger.Warn("probes still running at exit", "waited", stopGrace)
+			}
+			return exitOK
+		}
+	}
+}
+
+// reloadAgent reads the configuration file again and hands it to the running agent.
+// Any error leaves the running configuration in place, so a typo during an incident
+// never stops the probing.
+func reloadAgent(a *agent.Agent, path string, logger *slog.Logger) {
+	cfg, err := agent.Load(path)
+	if err != nil {
+		logConfigErrors(logger, "reload rejected, running configuration kept", path, err)
+		return
+	}
+	if err := a.Reload(cfg); err != nil {
+		logger.Error("reload rejected, running configuration kept", "config", path, "error", err)
+		return
+	}
+	logger.Info("configuration reloaded", "config", path, "sites", len(cfg.Sites), "targets", len(cfg.Targets()))
+}
+
+// logConfigErrors logs msg and then each configuration error on a line of its own: a
+// list folded into one quoted attribute is hard to read on a terminal.
+func logConfigErrors(logger *slog.Logger, msg, path string, err error) {
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	logger.Error(msg, "config", path, "errors", len(lines))
+	for _, line := range lines {
+		logger.Error("config error", "error", line)
+	}
+}
+
+// newSinks builds the exporters the configuration asks for. stdout is always on (Load
+// fills in its section when the file has none).
+func newSinks(cfg *agent.Config, stdout io.Writer) ([]agent.Sink, error) {
+	s, err := exporters.NewStdout(stdout, *cfg.Exporters.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	return []agent.Sink{s}, nil
+}

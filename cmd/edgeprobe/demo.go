@@ -1,0 +1,531 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/exporters"
+)
+
+const demoAbout = `Watch edgeprobe notice a datacenter go dark, offline and without root.
+
+Two simulated sites live on loopback: alpha on 127.0.1.x and beta on 127.0.2.x (Linux
+routes all of 127.0.0.0/8 to lo). Each has its own DNS server, web server and TLS
+service, started in this process. An agent probes them at the default 1 s interval.
+Once both sites are up, beta is blackholed: its servers keep accepting connections
+and receiving queries but never answer, as a site without power looks from outside.
+Each state change is printed with the time from the failure to the site being down;
+then beta is healed and its recovery shown. No ICMP: 127.0.0.0/8 always answers it.`
+
+// Demo phases are long enough to see the steady state between them and short enough
+// that the whole scenario takes about ten seconds.
+const (
+	demoSettle    = 3 * time.Second  // steady state before each blackhole
+	demoDarkHold  = 3 * time.Second  // beta stays dark this long after it is seen down
+	demoWaitLimit = 10 * time.Second // a phase that takes longer than this has failed
+)
+
+// The sites' address prefixes: each server listens on prefix.N, N telling the service
+// (53 DNS, 80 HTTP, 22 TLS) so that a person reading the output knows which is which.
+const (
+	alphaPrefix = "127.0.1"
+	betaPrefix  = "127.0.2"
+)
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("demo", "[options]", demoAbout, stderr)
+	keepRunning := fs.Bool("keep-running", false, "repeat the blackhole and heal cycle until Ctrl-C")
+	cycles := fs.Int("cycles", 1, "blackhole and heal cycles to run (more cycles, more samples)")
+	format := fs.String("format", exporters.FormatText, "stdout format of the agent: text or json")
+	if status, done := parseFlags(fs, args, stdout); done {
+		return status
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	if *cycles < 1 {
+		return usageError(fs, "--cycles %d: must be at least 1", *cycles)
+	}
+	if *format != exporters.FormatText && *format != exporters.FormatJSON {
+		return usageError(fs, "--format %q: want text or json", *format)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := &lockedWriter{w: stdout}
+	d := &demo{out: out, format: *format, logger: newLogger(stderr)}
+	if err := d.run(ctx, *cycles, *keepRunning); err != nil {
+		fmt.Fprintf(stderr, "edgeprobe demo: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// lockedWriter keeps the agent's lines and the demo's narration from interleaving.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+type demo struct {
+	out    io.Writer
+	format string
+	logger *slog.Logger
+	events chan agent.Event // site and agent changes, from the observer sink
+	alpha  *demoSite
+	beta   *demoSite
+	// measurements, one per cycle
+	downAfterBlackhole []time.Duration
+	downDetect         []time.Duration
+	upAfterHeal        []time.Duration
+	alphaChanges       int
+}
+
+func (d *demo) say(format string, args ...any) {
+	fmt.Fprintf(d.out, "== %s  %s\n", time.Now().Format(textClock), fmt.Sprintf(format, args...))
+}
+
+// textClock matches the stdout exporter's text lines.
+const textClock = "15:04:05.000"
+
+func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
+	dir, err := os.MkdirTemp("", "edgeprobe-demo-")
+	if err != nil {
+		return fmt.Errorf("creating a directory for the demo certificate: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	caFile, serverCert, err := demoCertificate(dir, alphaPrefix+".22", betaPrefix+".22")
+	if err != nil {
+		return err
+	}
+	if d.alpha, err = startDemoSite("alpha", alphaPrefix, serverCert); err != nil {
+		return err
+	}
+	defer d.alpha.close()
+	if d.beta, err = startDemoSite("beta", betaPrefix, serverCert); err != nil {
+		return err
+	}
+	defer d.beta.close()
+
+	cfg, err := agent.Parse([]byte(demoConfig(d.format, caFile, d.alpha, d.beta)), "demo")
+	if err != nil {
+		return fmt.Errorf("the demo's own configuration: %w", err)
+	}
+	sink, err := newSinks(cfg, d.out)
+	if err != nil {
+		return err
+	}
+	d.events = make(chan agent.Event, 256)
+	a, err := agent.New(cfg, agent.Options{Sinks: append(sink, observer(d.events)), Logger: d.logger})
+	if err != nil {
+		return fmt.Errorf("starting the agent: %w", err)
+	}
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	finished := make(chan error, 1)
+	go func() { finished <- a.Run(agentCtx) }()
+	defer func() {
+		stopAgent()
+		<-finished
+	}()
+
+	d.say("site alpha: dns %s, http %s, tls %s", d.alpha.dnsAddr, d.alpha.httpAddr, d.alpha.tlsAddr)
+	d.say("site beta:  dns %s, http %s, tls %s", d.beta.dnsAddr, d.beta.httpAddr, d.beta.tlsAddr)
+	d.say("agent started: %d targets, interval 1s, timeout auto; waiting for both sites to be up", len(cfg.Targets()))
+	if _, err := d.waitSites(ctx, demoWaitLimit, map[string]string{"alpha": agent.SiteUp, "beta": agent.SiteUp}); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+	for cycle := 1; keepRunning || cycle <= cycles; cycle++ {
+		if err := d.cycle(ctx); err != nil {
+			if errors.Is(err, context.Canceled) {
+				break
+			}
+			return err
+		}
+	}
+	d.summary()
+	return nil
+}
+
+// cycle blackholes beta, waits for the agent to see it down, heals it and waits for up.
+func (d *demo) cycle(ctx context.Context) error {
+	if err := sleepCtx(ctx, demoSettle); err != nil {
+		return err
+	}
+	blackhole := time.Now()
+	d.beta.setDark(true)
+	d.say("BLACKHOLE site beta: its servers now accept and receive but never answer")
+	ev, err := d.waitSites(ctx, demoWaitLimit, map[string]string{"beta": agent.SiteDown})
+	if err != nil {
+		return err
+	}
+	afterBlackhole := ev.Time.Sub(blackhole)
+	d.downAfterBlackhole = append(d.downAfterBlackhole, afterBlackhole)
+	d.downDetect = append(d.downDetect, ev.Detect)
+	d.say("site beta DOWN %s after the blackhole, %s after its first failed probe",
+		seconds(afterBlackhole), seconds(ev.Detect))
+	if err := sleepCtx(ctx, demoDarkHold); err != nil {
+		return err
+	}
+	heal := time.Now()
+	d.beta.setDark(false)
+	d.say("HEAL site beta: its servers answer again")
+	ev, err = d.waitSites(ctx, demoWaitLimit, map[string]string{"beta": agent.SiteUp})
+	if err != nil {
+		return err
+	}
+	d.upAfterHeal = append(d.upAfterHeal, ev.Time.Sub(heal))
+	d.say("site beta UP %s after healing", seconds(ev.Time.Sub(heal)))
+	return nil
+}
+
+// waitSites returns the event that brought the last of want's sites to its wanted state.
+func (d *demo) waitSites(ctx context.Context, limit time.Duration, want map[string]string) (agent.Event, error) {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	pending := len(want)
+	for {
+		select {
+		case ev := <-d.events:
+			d.countAlpha(ev)
+			if ev.Type == agent.EventSite && want[ev.Site] == ev.To {
+				delete(want, ev.Site)
+				if pending--; pending == 0 {
+					return ev, nil
+				}
+			}
+		case <-ctx.Done():
+			return agent.Event{}, ctx.Err()
+		case <-timer.C:
+			var missing []string
+			for site, state := range want {
+				missing = append(missing, site+" "+state)
+			}
+			slices.Sort(missing)
+			return agent.Event{}, fmt.Errorf("waited %s for %s: the agent did not report it", limit, strings.Join(missing, ", "))
+		}
+	}
+}
+
+// countAlpha counts alpha's changes after its first verdict: alpha is never touched, so
+// each one is a false alarm.
+func (d *demo) countAlpha(ev agent.Event) {
+	if ev.Type == agent.EventSite && ev.Site == "alpha" && ev.From != agent.SiteUnknown {
+		d.alphaChanges++
+	}
+}
+
+func (d *demo) summary() {
+	for drained := false; !drained; {
+		select {
+		case ev := <-d.events:
+			d.countAlpha(ev)
+		default:
+			drained = true
+		}
+	}
+	if len(d.downAfterBlackhole) == 0 {
+		d.say("stopped before the first blackhole")
+		return
+	}
+	d.say("summary over %d blackhole(s) of site beta:", len(d.downAfterBlackhole))
+	d.say("  blackhole -> beta down:           %s", stats(d.downAfterBlackhole))
+	d.say("  first failed probe -> beta down:  %s", stats(d.downDetect))
+	if len(d.upAfterHeal) > 0 {
+		d.say("  heal -> beta up:                  %s", stats(d.upAfterHeal))
+	}
+	if d.alphaChanges == 0 {
+		d.say("  site alpha stayed up throughout (no false alarm)")
+	} else {
+		d.say("  site alpha changed state %d time(s) while it was healthy: a false alarm (a loaded machine?)", d.alphaChanges)
+	}
+	d.say("the wait for the next regular probe (interval 1s) is most of the first figure;")
+	d.say("confirmation takes the second: re-probes every 100ms, down after 3 failures")
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
+
+// stats is the median and maximum, or the one value.
+func stats(ds []time.Duration) string {
+	if len(ds) == 1 {
+		return seconds(ds[0])
+	}
+	sorted := slices.Clone(ds)
+	slices.Sort(sorted)
+	median := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		median = (sorted[len(sorted)/2-1] + median) / 2
+	}
+	return fmt.Sprintf("median %s, max %s (n=%d)", seconds(median), seconds(sorted[len(sorted)-1]), len(sorted))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// observer is a sink that forwards site and agent changes to the demo's script. It
+// never blocks the agent: a full channel drops the event, which the script would then
+// report as a phase that timed out.
+type observer chan agent.Event
+
+func (o observer) Handle(ev agent.Event) {
+	if ev.Type != agent.EventSite && ev.Type != agent.EventAgent {
+		return
+	}
+	select {
+	case o <- ev:
+	default:
+	}
+}
+
+// demoConfig is the agent configuration of the demo, as a user would write it.
+func demoConfig(format, caFile string, sites ...*demoSite) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[agent]\nname = %q\n\n", "demo")
+	for _, s := range sites {
+		fmt.Fprintf(&b, "[[site]]\nname = %q\n", s.name)
+		fmt.Fprintf(&b, "  [[site.dns]]\n  name = \"dns\"\n  server = %q\n  query = %q\n", s.dnsAddr, "www."+s.name+".demo.")
+		fmt.Fprintf(&b, "  [[site.http]]\n  name = \"web\"\n  url = %q\n", "http://"+s.httpAddr+"/healthz")
+		fmt.Fprintf(&b, "  [[site.tcp]]\n  name = \"tls\"\n  address = %q\n  tls = { enable = true, ca_file = %q }\n\n", s.tlsAddr, caFile)
+	}
+	fmt.Fprintf(&b, "[exporters.stdout]\nformat = %q\nresults = \"changes\"\nsummary = \"5s\"\n", format)
+	return b.String()
+}
+
+// demoSite is one simulated datacenter: a DNS server, a web server and a TLS service on
+// addresses of its own. Dark means a blackhole: the kernel still completes TCP
+// handshakes and takes UDP datagrams, but no byte of an answer ever comes back.
+type demoSite struct {
+	name     string
+	dark     atomic.Bool
+	dnsAddr  string
+	httpAddr string
+	tlsAddr  string
+	closers  []io.Closer
+	held     sync.WaitGroup
+}
+
+func startDemoSite(name, prefix string, cert tls.Certificate) (*demoSite, error) {
+	s := &demoSite{name: name}
+	fail := func(err error) (*demoSite, error) {
+		s.close()
+		return nil, fmt.Errorf("site %s: %w (the demo needs Linux, where all of 127.0.0.0/8 is local)", name, err)
+	}
+
+	udp, err := net.ListenPacket("udp", prefix+".53:0")
+	if err != nil {
+		return fail(err)
+	}
+	s.dnsAddr = udp.LocalAddr().String()
+	dnsServer := &dns.Server{PacketConn: udp, Handler: dns.HandlerFunc(s.serveDNS)}
+	s.closers = append(s.closers, closerFunc(dnsServer.Shutdown))
+	go dnsServer.ActivateAndServe()
+
+	web, err := s.listen(prefix + ".80:0")
+	if err != nil {
+		return fail(err)
+	}
+	s.httpAddr = web.Addr().String()
+	httpServer := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, "ok\n")
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	s.closers = append(s.closers, httpServer)
+	go httpServer.Serve(web)
+
+	tlsListener, err := s.listen(prefix + ".22:0")
+	if err != nil {
+		return fail(err)
+	}
+	s.tlsAddr = tlsListener.Addr().String()
+	go serveTLSHandshakes(tlsListener, &tls.Config{Certificates: []tls.Certificate{cert}})
+	return s, nil
+}
+
+func (s *demoSite) setDark(dark bool) { s.dark.Store(dark) }
+
+// serveDNS answers every A question with the site's web address; a dark site drops it.
+func (s *demoSite) serveDNS(w dns.ResponseWriter, q *dns.Msg) {
+	if s.dark.Load() {
+		return
+	}
+	m := new(dns.Msg)
+	m.SetReply(q)
+	m.Authoritative = true
+	host, _, _ := net.SplitHostPort(s.httpAddr)
+	for _, question := range q.Question {
+		if question.Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A:   net.ParseIP(host),
+			})
+		}
+	}
+	w.WriteMsg(m)
+}
+
+// listen returns a TCP listener that hands connections to its server while the site
+// is lit, and holds them silently while it is dark.
+func (s *demoSite) listen(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	dl := &darkListener{Listener: l, site: s}
+	s.closers = append(s.closers, dl)
+	return dl, nil
+}
+
+func (s *demoSite) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i].Close()
+	}
+	s.held.Wait()
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// darkListener swallows connections while its site is dark: it reads and discards
+// whatever the client sends and never writes, until the client gives up.
+type darkListener struct {
+	net.Listener
+	site *demoSite
+	mu   sync.Mutex
+	held map[net.Conn]bool
+	shut bool
+}
+
+func (l *darkListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || !l.site.dark.Load() {
+			return c, err
+		}
+		l.hold(c)
+	}
+}
+
+func (l *darkListener) hold(c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shut {
+		c.Close()
+		return
+	}
+	if l.held == nil {
+		l.held = make(map[net.Conn]bool)
+	}
+	l.held[c] = true
+	l.site.held.Add(1)
+	go func() {
+		defer l.site.held.Done()
+		io.Copy(io.Discard, c)
+		c.Close()
+		l.mu.Lock()
+		delete(l.held, c)
+		l.mu.Unlock()
+	}()
+}
+
+// Close stops accepting and drops the connections held in the dark.
+func (l *darkListener) Close() error {
+	err := l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.shut = true
+	for c := range l.held {
+		c.Close()
+	}
+	return err
+}
+
+// serveTLSHandshakes completes a TLS handshake on each connection and closes it: the
+// service a `tcp` target with `tls.enable` checks.
+func serveTLSHandshakes(l net.Listener, conf *tls.Config) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			tls.Server(c, conf).Handshake()
+		}()
+	}
+}
+
+// demoCertificate makes a self-signed certificate for the demo's TLS services and
+// writes it to dir as the CA file the agent verifies them with: the demo shows TLS
+// verification on, as the agent's default is.
+func demoCertificate(dir string, ips ...string) (caFile string, cert tls.Certificate, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", cert, fmt.Errorf("demo certificate: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "edgeprobe demo"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", cert, fmt.Errorf("demo certificate: %w", err)
+	}
+	caFile = filepath.Join(dir, "demo-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", cert, fmt.Errorf("demo certificate: %w", err)
+	}
+	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}

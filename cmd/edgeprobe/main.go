@@ -1,0 +1,80 @@
+// Command edgeprobe is the one binary of the project: the probing agent, the central
+// view, a config checker, an ad-hoc prober and a self-contained demo.
+//
+// Each subcommand has its own flag.FlagSet and a func(args, stdout, stderr) int so that
+// tests can run it in-process or as a built binary alike; main only maps names to those
+// functions and turns the returned value into the exit status (0 ok, 1 runtime failure,
+// 2 bad usage or config).
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit statuses shared by every subcommand.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// defaultConfigPath is where packages install the agent's configuration.
+const defaultConfigPath = "/etc/edgeprobe/agent.toml"
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+// commands is the one table of subcommands, in the order the usage text lists them.
+var commands = []command{
+	{"agent", "probe the configured sites and report their state", cmdAgent},
+	{"view", "run the central view that turns agents' pushes into site verdicts", cmdView},
+	{"check", "validate a config file and print the effective config", cmdCheck},
+	{"probe", "send one ad-hoc probe and print the result", cmdProbe},
+	{"demo", "watch a simulated site go dark on loopback (no root needed)", cmdDemo},
+	{"version", "print the version, Go version and platform", cmdVersion},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return exitOK
+	case "-version", "--version":
+		return cmdVersion(nil, stdout, stderr)
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "edgeprobe: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: edgeprobe COMMAND [options]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'edgeprobe COMMAND --help' for a command's options.")
+}
