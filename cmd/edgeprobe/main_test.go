@@ -233,10 +233,10 @@ func (b *syncBuffer) String() string {
 
 // runningAgent is `edgeprobe agent` in the background with its stdout parsed as JSON.
 type runningAgent struct {
-	cmd    *exec.Cmd
-	lines  chan map[string]any
-	stderr *syncBuffer
-	exited chan struct{} // closed when the process has exited and waitErr is set
+	cmd     *exec.Cmd
+	lines   chan map[string]any
+	stderr  *syncBuffer
+	exited  chan struct{} // closed when the process has exited and waitErr is set
 	waitErr error
 }
 
