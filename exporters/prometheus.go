@@ -65,6 +65,9 @@ func NewPrometheus(cfg agent.PrometheusConfig, agentName string, labels map[stri
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if agentName == "" {
+		return nil, errors.New("prometheus exporter: the agent name is empty; every series needs one")
+	}
 	extra, err := extraLabels(labels)
 	if err != nil {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)

@@ -310,9 +310,14 @@ func TestPrometheusConstructorErrors(t *testing.T) {
 		{"bad web config", agent.PrometheusConfig{Listen: "127.0.0.1:0", WebConfig: writeFile(t, dir, "bad.yml", "tls_server_config: [\n")}, nil, "bad.yml"},
 		{"busy port", agent.PrometheusConfig{Listen: busy.Addr().String()}, nil, busy.Addr().String()},
 		{"bad label name", agent.PrometheusConfig{Listen: "127.0.0.1:0"}, map[string]string{"bad-name": "x"}, `"bad-name"`},
+		{"no agent name", agent.PrometheusConfig{Listen: "127.0.0.1:0"}, nil, "agent name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := NewPrometheus(tc.cfg, "edge1", tc.labels, nil)
+			agentName := "edge1"
+			if tc.name == "no agent name" {
+				agentName = ""
+			}
+			p, err := NewPrometheus(tc.cfg, agentName, tc.labels, nil)
 			if err == nil {
 				p.Close()
 				t.Fatal("no error")

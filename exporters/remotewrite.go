@@ -154,6 +154,9 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if agentName == "" {
+		return nil, fail("the agent name is empty; receivers reject series without one")
+	}
 	extra, err := extraLabels(labels)
 	if err != nil {
 		return nil, fail("%v", err)

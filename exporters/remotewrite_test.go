@@ -583,9 +583,14 @@ func TestRemoteWriteConstructorErrors(t *testing.T) {
 		{"ca file without certificates", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CAFile: pki.clientKey}}, "", pki.clientKey},
 		{"spool without state dir", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Spool: &agent.SpoolConfig{}}, "", "state_dir"},
 		{"spool in use", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &agent.SpoolConfig{}}, dir, "in use"},
+		{"no agent name", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "agent name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rw, err := NewRemoteWrite(tc.cfg, tc.stateDir, "edge1", nil, nil)
+			agentName := "edge1"
+			if tc.name == "no agent name" {
+				agentName = ""
+			}
+			rw, err := NewRemoteWrite(tc.cfg, tc.stateDir, agentName, nil, nil)
 			if err == nil {
 				rw.Close()
 				t.Fatal("no error")
