@@ -74,8 +74,7 @@ func (n *Net) HTTPClient(name string) *http.Client {
 
 // setPort sets a node's bridge port up or down. A port that is down drops every frame
 // in both directions without a word, and the node sees only its carrier go away. Bringing
-// a port up returns once both ends of the pair run: the kernel attaches a device's queue
-// a moment after the link comes up, and a packet sent before that is lost.
+// a port up returns once both ends of the pair run.
 func (n *Net) setPort(nd *node, up bool) error {
 	port := n.portIf(nd)
 	err := inNamespace(n.coreNS(), func() error {
@@ -89,8 +88,14 @@ func (n *Net) setPort(nd *node, up bool) error {
 	if err != nil || !up {
 		return err
 	}
+	return n.waitRunning(nd)
+}
+
+// waitRunning waits until both ends of a node's veth pair run, that is until the kernel
+// has attached their queues; a packet sent before that is dropped.
+func (n *Net) waitRunning(nd *node) error {
 	deadline := time.Now().Add(linkWait)
-	for _, end := range []struct{ ns, dev string }{{n.coreNS(), port}, {n.ns(nd), n.hostIf(nd)}} {
+	for _, end := range []struct{ ns, dev string }{{n.coreNS(), n.portIf(nd)}, {n.ns(nd), n.hostIf(nd)}} {
 		err := inNamespace(end.ns, func() error {
 			for {
 				var running bool

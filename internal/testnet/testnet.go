@@ -317,6 +317,11 @@ func (n *Net) build() error {
 			return fmt.Errorf("ip -n %s -batch (static neighbours): %w: %s", n.ns(nd), err, strings.TrimSpace(string(out)))
 		}
 	}
+	for _, nd := range n.nodes {
+		if err := n.waitRunning(nd); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

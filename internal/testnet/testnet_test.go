@@ -370,3 +370,49 @@ func TestCloseRemovesEverything(t *testing.T) {
 		t.Error("Cleanup(\"x\") did not refuse a prefix outside the package's")
 	}
 }
+
+// TestEdgesAndHost checks the layout issue 3's benchmark uses: three edges and a central
+// host on the edges' side. Every edge reaches the host; cutting one edge's uplink cuts
+// that edge alone, from the host as from the sites.
+func TestEdgesAndHost(t *testing.T) {
+	n := New(t, Spec{Sites: []SiteSpec{{Name: "a"}, {Name: "b"}}, Edges: []string{"e0", "e1", "e2"}, Hosts: []string{"view"}})
+	viewAddr, err := n.Addr("view")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l net.Listener
+	err = n.Do("view", func() error {
+		var err error
+		l, err = net.Listen("tcp", netip.AddrPortFrom(viewAddr, 9470).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go acceptAndClose(l)
+
+	connects := func(edge string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		c, err := n.DialContext(edge)(ctx, "tcp", l.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	if err := n.CutUplink("e1"); err != nil {
+		t.Fatal(err)
+	}
+	for edge, want := range map[string]bool{"e0": true, "e1": false, "e2": true} {
+		if got := connects(edge); got != want {
+			t.Errorf("with e1's uplink cut: %s reaches the view at %s = %v, want %v", edge, l.Addr(), got, want)
+		}
+	}
+	if err := n.HealUplink("e1"); err != nil {
+		t.Fatal(err)
+	}
+	if !connects("e1") {
+		t.Errorf("e1 does not reach the view after its uplink healed")
+	}
+}
