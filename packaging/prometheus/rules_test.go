@@ -120,6 +120,8 @@ func TestRulesEndToEnd(t *testing.T) {
 		t.Errorf("verdict with the alert firing: %+v, want lost", v)
 	}
 
+	checkDashboard(t, prom)
+
 	// Recovery: the alert resolves and the verdict returns to up.
 	recovered := time.Now()
 	site("e1", agent.SiteDown, agent.SiteUp)
@@ -256,4 +258,48 @@ func waitQuery(t *testing.T, base, q, wantVerdict string, limit time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("after %v, %s gives %+v; want one series%s", limit, q, last, map[bool]string{true: " with verdict " + wantVerdict}[wantVerdict != ""])
+}
+
+// checkDashboard runs every query of the Grafana dashboard against the live Prometheus:
+// each must parse, and the verdict panels must show the sites.
+func checkDashboard(t *testing.T, base string) {
+	t.Helper()
+	data, err := os.ReadFile("edgeprobe.dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+		Annotations struct {
+			List []struct {
+				Expr string `json:"expr"`
+			} `json:"list"`
+		} `json:"annotations"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("edgeprobe.dashboard.json: %v", err)
+	}
+	grafana := strings.NewReplacer(`$site`, `.*`, `$__rate_interval`, `1m`)
+	mustShow := map[string]bool{"Site verdict (quorum of fresh, non-isolated agents)": true, "Site state per agent": true}
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			if v := query(t, base, grafana.Replace(target.Expr)); len(v) == 0 && mustShow[p.Title] {
+				t.Errorf("dashboard panel %q: %s shows nothing", p.Title, target.Expr)
+			}
+		}
+		delete(mustShow, p.Title)
+	}
+	for title := range mustShow {
+		t.Errorf("dashboard lacks panel %q", title)
+	}
+	for _, a := range dash.Annotations.List {
+		if v := query(t, base, a.Expr); len(v) == 0 {
+			t.Errorf("dashboard annotation %s shows nothing while the site is lost", a.Expr)
+		}
+	}
 }
