@@ -111,11 +111,11 @@ func (p *dnsProber) Probe(ctx context.Context) Result {
 
 	m := p.query.Copy()
 	m.Id = dns.Id()
-	in, _, err := p.client.ExchangeContext(ctx, m, server)
-	if err == nil && in.Truncated && p.client.Net == "udp" {
-		tcp := p.client
-		tcp.Net = "tcp"
-		in, _, err = tcp.ExchangeContext(ctx, m, server)
+	var in *dns.Msg
+	if p.client.Net == "udp" {
+		in, err = exchange(ctx, &p.client, m, server)
+	} else {
+		in, _, err = p.client.ExchangeContext(ctx, m, server)
 	}
 	if err != nil {
 		r := failure(start, dnsReason(err), fmt.Sprintf("query %s %s at %s over %s: %v",

@@ -107,9 +107,6 @@ func NewICMPEngine(mode ICMPMode) (*ICMPEngine, error) {
 	return &ICMPEngine{mode: mode, id: uint16(rand.UintN(1 << 16))}, nil
 }
 
-// Mode reports the mode the engine was created with.
-func (e *ICMPEngine) Mode() ICMPMode { return e.mode }
-
 // Stats returns the engine's counters so far.
 func (e *ICMPEngine) Stats() ICMPStats {
 	return ICMPStats{
@@ -681,11 +678,9 @@ func (p *icmpProber) Probe(ctx context.Context) Result {
 		pkt = p.packet[1]
 	}
 
+	// The waiter's channel is empty here: a reply is sent only to a registered waiter,
+	// and every probe either receives it or, on timeout, unregisters first.
 	w := &p.waiter
-	select { // a reply that raced the previous probe's deadline
-	case <-w.reply:
-	default:
-	}
 	w.dst = ip.WithZone("")
 	w.sent = time.Now()
 	w.token = uint64(w.sent.UnixNano())

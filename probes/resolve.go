@@ -165,7 +165,7 @@ func (r *Resolver) query(ctx context.Context, servers []string, host string, qty
 	for _, server := range servers {
 		in, err := exchange(ctx, &r.client, m, server)
 		if err != nil {
-			lastErr = err
+			lastErr = fmt.Errorf("ask %s: %w", server, err)
 			continue
 		}
 		if in.Rcode != dns.RcodeSuccess {
@@ -194,13 +194,14 @@ func (r *Resolver) query(ctx context.Context, servers []string, host string, qty
 	return netip.Addr{}, 0, lastErr
 }
 
-// exchange sends m over UDP and retries over TCP when the answer was truncated.
+// exchange sends m over UDP and retries over TCP when the answer was truncated. The
+// resolver and the DNS prober both use it.
 func exchange(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (*dns.Msg, error) {
 	udp := *c
 	udp.Net = "udp"
 	in, _, err := udp.ExchangeContext(ctx, m, server)
 	if err != nil {
-		return nil, fmt.Errorf("ask %s: %w", server, err)
+		return nil, err
 	}
 	if !in.Truncated {
 		return in, nil
@@ -209,7 +210,7 @@ func exchange(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (*d
 	tcp.Net = "tcp"
 	in, _, err = tcp.ExchangeContext(ctx, m, server)
 	if err != nil {
-		return nil, fmt.Errorf("ask %s over TCP after a truncated answer: %w", server, err)
+		return nil, fmt.Errorf("over TCP after a truncated answer: %w", err)
 	}
 	return in, nil
 }
