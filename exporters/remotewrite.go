@@ -398,7 +398,7 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 			continue
 		}
 		r.stats.failed.Add(1)
-		delay := backoff(attempt)
+		delay := backoff(attempt, r.cfg.PushInterval.Duration)
 		if errors.As(err, &pe) && pe.retryAfter > delay {
 			delay = pe.retryAfter
 		}
@@ -420,12 +420,16 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 	}
 }
 
-// backoff doubles from minBackoff to maxBackoff and keeps a random half of it, so that
-// many agents cut off together do not return together.
-func backoff(attempt int) time.Duration {
-	d := maxBackoff
+// backoff doubles from minBackoff up to the push interval (at most maxBackoff) and keeps a
+// random half of it, so that many agents cut off together do not return together. The
+// push interval caps it because every push carries the whole state: a receiver that comes
+// back (a restarted view) must hear from every agent within about one interval, as it
+// would from a healthy one.
+func backoff(attempt int, pushInterval time.Duration) time.Duration {
+	ceiling := max(minBackoff, min(pushInterval, maxBackoff))
+	d := ceiling
 	if attempt < 16 {
-		d = min(minBackoff<<attempt, maxBackoff)
+		d = min(minBackoff<<attempt, ceiling)
 	}
 	return d/2 + rand.N(d/2+1)
 }

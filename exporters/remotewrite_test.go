@@ -622,3 +622,23 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		attempt      int
+		pushInterval time.Duration
+		low, high    time.Duration
+	}{
+		{0, time.Second, minBackoff / 2, minBackoff},
+		{1, time.Second, minBackoff, 2 * minBackoff},
+		{10, time.Second, 500 * time.Millisecond, time.Second}, // capped by the push interval
+		{100, time.Minute, maxBackoff / 2, maxBackoff},         // capped by maxBackoff
+		{3, time.Millisecond, minBackoff / 2, minBackoff},      // never below minBackoff
+	} {
+		for range 20 {
+			if got := backoff(tc.attempt, tc.pushInterval); got < tc.low || got > tc.high {
+				t.Errorf("backoff(%d, %v) = %v, want within [%v, %v]", tc.attempt, tc.pushInterval, got, tc.low, tc.high)
+			}
+		}
+	}
+}
