@@ -6,12 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/agent"
-	"github.com/edgeprobe/edgeprobe/exporters"
 )
 
 // stopGrace bounds how long a stopping agent waits for probes in flight. They are
@@ -37,13 +37,14 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 		logConfigErrors(logger, "cannot start: invalid configuration", *configPath, err)
 		return exitUsage
 	}
-	sinks, err := newSinks(cfg, stdout)
+	out, err := newOutputs(cfg, stdout, logger)
 	if err != nil {
-		logger.Error("cannot start: exporters", "config", *configPath, "error", err)
-		return exitUsage
+		logger.Error("cannot start the exporters", "config", *configPath, "error", err)
+		return exitFailure
 	}
-	a, err := agent.New(cfg, agent.Options{Sinks: sinks, Logger: logger})
+	a, err := agent.New(cfg, agent.Options{Sinks: out.sinks, Logger: logger})
 	if err != nil {
+		out.close()
 		logger.Error("cannot start the agent", "config", *configPath, "error", err)
 		return exitFailure
 	}
@@ -54,10 +55,12 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hangup, syscall.SIGHUP)
 	defer signal.Stop(hangup)
 
+	out.start(ctx, logger)
 	finished := make(chan error, 1)
 	go func() { finished <- a.Run(ctx) }()
 	logger.Info("agent started", "config", *configPath, "agent", cfg.Agent.Name,
 		"sites", len(cfg.Sites), "targets", len(cfg.Targets()))
+	running := cfg
 	for {
 		select {
 		case err := <-finished:
@@ -67,17 +70,24 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 			}
 			return exitOK
 		case <-hangup:
-			reloadAgent(a, *configPath, logger)
+			running = reloadAgent(a, running, *configPath, logger)
 		case <-ctx.Done():
 			stop() // a second Ctrl-C kills at once
 			logger.Info("stopping on signal")
+			grace := time.After(stopGrace)
 			select {
 			case err := <-finished:
 				if err != nil {
 					logger.Error("agent stopped", "error", err)
 				}
-			case <-time.After(stopGrace):
+			case <-grace:
 				logger.Warn("probes still running at exit", "waited", stopGrace)
+				return exitOK
+			}
+			select {
+			case <-out.wait():
+			case <-grace:
+				logger.Warn("exporters still shutting down at exit", "waited", stopGrace)
 			}
 			return exitOK
 		}
@@ -87,17 +97,22 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 // reloadAgent reads the configuration file again and hands it to the running agent.
 // Any error leaves the running configuration in place, so a typo during an incident
 // never stops the probing.
-func reloadAgent(a *agent.Agent, path string, logger *slog.Logger) {
+// It returns the configuration now running.
+func reloadAgent(a *agent.Agent, running *agent.Config, path string, logger *slog.Logger) *agent.Config {
 	cfg, err := agent.Load(path)
 	if err != nil {
 		logConfigErrors(logger, "reload rejected, running configuration kept", path, err)
-		return
+		return running
 	}
 	if err := a.Reload(cfg); err != nil {
 		logger.Error("reload rejected, running configuration kept", "config", path, "error", err)
-		return
+		return running
 	}
 	logger.Info("configuration reloaded", "config", path, "sites", len(cfg.Sites), "targets", len(cfg.Targets()))
+	if !reflect.DeepEqual(cfg.Exporters, running.Exporters) {
+		logger.Warn("exporter settings changed; they apply at the next start, targets applied now", "config", path)
+	}
+	return cfg
 }
 
 // logConfigErrors logs msg and then each configuration error on a line of its own: a
@@ -108,14 +123,4 @@ func logConfigErrors(logger *slog.Logger, msg, path string, err error) {
 	for _, line := range lines {
 		logger.Error("config error", "error", line)
 	}
-}
-
-// newSinks builds the exporters the configuration asks for. stdout is always on (Load
-// fills in its section when the file has none).
-func newSinks(cfg *agent.Config, stdout io.Writer) ([]agent.Sink, error) {
-	s, err := exporters.NewStdout(stdout, *cfg.Exporters.Stdout)
-	if err != nil {
-		return nil, err
-	}
-	return []agent.Sink{s}, nil
 }

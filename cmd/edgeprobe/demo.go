@@ -141,21 +141,23 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 	if err != nil {
 		return fmt.Errorf("the demo's own configuration: %w", err)
 	}
-	sink, err := newSinks(cfg, d.out)
+	out, err := newOutputs(cfg, d.out, d.logger)
 	if err != nil {
 		return err
 	}
 	d.events = make(chan agent.Event, 256)
-	a, err := agent.New(cfg, agent.Options{Sinks: append(sink, observer(d.events)), Logger: d.logger})
+	a, err := agent.New(cfg, agent.Options{Sinks: append(out.sinks, observer(d.events)), Logger: d.logger})
 	if err != nil {
 		return fmt.Errorf("starting the agent: %w", err)
 	}
 	agentCtx, stopAgent := context.WithCancel(context.Background())
+	out.start(agentCtx, d.logger)
 	finished := make(chan error, 1)
 	go func() { finished <- a.Run(agentCtx) }()
 	defer func() {
 		stopAgent()
 		<-finished
+		<-out.wait()
 	}()
 
 	d.say("site alpha: dns %s, http %s, tls %s", d.alpha.dnsAddr, d.alpha.httpAddr, d.alpha.tlsAddr)

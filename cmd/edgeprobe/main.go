@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/edgeprobe/edgeprobe/exporters"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -43,6 +45,7 @@ var commands = []command{
 }
 
 func main() {
+	exporters.Version = version
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -387,6 +387,38 @@ func TestAgentSignals(t *testing.T) {
 	}
 }
 
+// TestAgentPrometheus checks that the agent serves the exporters its config asks for,
+// stamped with the version it was built with.
+func TestAgentPrometheus(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	metrics := closedPort(t)
+	config := filepath.Join(t.TempDir(), "agent.toml")
+	text := agentConfig("first", l.Addr().String()) + fmt.Sprintf("\n[exporters.prometheus]\nlisten = %q\n", metrics)
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, config)
+	a.waitLine(t, 5*time.Second, "a probe of target first", probeOf("first"))
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping the agent: %v\nstderr:\n%s", err, a.stderr)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`version="` + testVersion + `"`, `site="lab"`, `agent="cli-test"`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+}
+
 func TestAgentBadConfig(t *testing.T) {
 	r := runBinary(t, 10*time.Second, "agent", "--config", "testdata/bare-duration.toml")
 	if r.status != 2 || !strings.Contains(r.stderr, "agent.interval: bare number 5") {
