@@ -88,6 +88,13 @@ type siteTargets struct {
 	testnet.Services
 }
 
+// agentConfig is what startAgent writes into the agent's TOML file.
+type agentConfig struct {
+	Name    string // the agent's name and the edge it runs on
+	Sites   []siteTargets
+	Control string // optional: an address whose ICMP answers prove the agent's uplink
+}
+
 var configTemplate = template.Must(template.New("agent.toml").Parse(`[agent]
 name = "{{.Name}}"
 state_dir = ""
@@ -104,34 +111,36 @@ name = "{{.Name}}"
   [[site.tcp]]
   address = "{{.TCP}}"
 {{end}}
+{{- with .Control}}
+[control]
+  [[control.icmp]]
+  address = "{{.}}"
+{{end}}
 [exporters.stdout]
 format = "json"
 results = "changes"
 `))
 
 // startAgent writes a config with every site's four targets (ICMP, DNS, HTTP, TCP) at the
-// default interval, timeout and thresholds, and runs the agent on edge.
-func startAgent(t testing.TB, n *testnet.Net, edge string, sites []siteTargets) *agentRun {
+// default interval, timeout and thresholds, and runs the agent on the edge cfg.Name.
+func startAgent(t testing.TB, n *testnet.Net, cfg agentConfig) *agentRun {
 	t.Helper()
-	var cfg strings.Builder
-	if err := configTemplate.Execute(&cfg, struct {
-		Name  string
-		Sites []siteTargets
-	}{edge, sites}); err != nil {
+	var file strings.Builder
+	if err := configTemplate.Execute(&file, cfg); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "agent.toml")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(file.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := n.Start(edge, binary, "agent", "--config", path)
+	p, err := n.Start(cfg.Name, binary, "agent", "--config", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := &agentRun{t: t, proc: p}
 	t.Cleanup(func() {
 		if err := p.Stop(); err != nil {
-			t.Errorf("agent on %s: stopped with %v; stderr:\n%s", edge, err, p.Stderr())
+			t.Errorf("agent on %s: stopped with %v; stderr:\n%s", cfg.Name, err, p.Stderr())
 		}
 	})
 	return a
@@ -226,20 +235,21 @@ func lines(es []event) string {
 	return b.String()
 }
 
-// twoSiteNet builds sites a and b with all four services each and one edge, e0.
-func twoSiteNet(t testing.TB, edges ...string) (*testnet.Net, []siteTargets) {
+// twoSites is the usual network: sites a and b, and one edge, e0.
+var twoSites = testnet.Spec{Sites: []testnet.SiteSpec{{Name: "a"}, {Name: "b"}}, Edges: []string{"e0"}}
+
+// siteNet builds spec's network and starts all four services on the first host of every
+// site.
+func siteNet(t testing.TB, spec testnet.Spec) (*testnet.Net, []siteTargets) {
 	t.Helper()
-	if len(edges) == 0 {
-		edges = []string{"e0"}
-	}
-	n := testnet.New(t, testnet.Spec{Sites: []testnet.SiteSpec{{Name: "a"}, {Name: "b"}}, Edges: edges})
+	n := testnet.New(t, spec)
 	var sites []siteTargets
-	for _, name := range []string{"a", "b"} {
-		svc, err := n.Serve(name, 0)
+	for _, site := range spec.Sites {
+		svc, err := n.Serve(site.Name, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sites = append(sites, siteTargets{Name: name, Services: svc})
+		sites = append(sites, siteTargets{Name: site.Name, Services: svc})
 	}
 	return n, sites
 }

@@ -21,8 +21,8 @@ const (
 // site, goes down and then up; the agent never calls itself isolated.
 func TestSiteBlackhole(t *testing.T) {
 	t.Parallel()
-	n, sites := twoSiteNet(t)
-	a := startAgent(t, n, "e0", sites)
+	n, sites := siteNet(t, twoSites)
+	a := startAgent(t, n, agentConfig{Name: "e0", Sites: sites})
 	a.waitUp(startTimeout, "a", "b")
 
 	if err := n.BlackholeSite("a"); err != nil {
@@ -71,8 +71,8 @@ func TestSiteBlackhole(t *testing.T) {
 // drops packets). The site is degraded, never down, and the other site is untouched.
 func TestWebServerDropped(t *testing.T) {
 	t.Parallel()
-	n, sites := twoSiteNet(t)
-	a := startAgent(t, n, "e0", sites)
+	n, sites := siteNet(t, twoSites)
+	a := startAgent(t, n, agentConfig{Name: "e0", Sites: sites})
 	a.waitUp(startTimeout, "a", "b")
 
 	if err := n.DropTCPPort("a", testnet.HTTPPort); err != nil {
@@ -106,8 +106,8 @@ func TestWebServerDropped(t *testing.T) {
 // is ok again and both sites are up.
 func TestUplinkCut(t *testing.T) {
 	t.Parallel()
-	n, sites := twoSiteNet(t)
-	a := startAgent(t, n, "e0", sites)
+	n, sites := siteNet(t, twoSites)
+	a := startAgent(t, n, agentConfig{Name: "e0", Sites: sites})
 	a.waitUp(startTimeout, "a", "b")
 
 	if err := n.CutUplink("e0"); err != nil {
@@ -127,6 +127,63 @@ func TestUplinkCut(t *testing.T) {
 	_, read = a.waitFor("agent ok", changeTimeout, agentIs("ok"))
 	healing := append(read, a.waitUp(changeTimeout, "a", "b")...)
 	for _, e := range append(cut, healing...) {
+		if siteWorse(e) {
+			t.Errorf("site reported %s while the agent's own uplink was cut or healing: %s", e.To, e)
+		}
+	}
+}
+
+// TestControlTargets: with a control target configured (here a gateway-like host on the
+// edges' side that answers ICMP), the control target alone decides isolation. Both sites
+// failing at once while it answers is a double loss, reported as two sites down; the
+// uplink cut fails the control target too, and the agent is isolated with no site down.
+func TestControlTargets(t *testing.T) {
+	t.Parallel()
+	spec := twoSites
+	spec.Hosts = []string{"gw"}
+	n, sites := siteNet(t, spec)
+	gw, err := n.Addr("gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, n, agentConfig{Name: "e0", Sites: sites, Control: gw.String()})
+	a.waitUp(startTimeout, "a", "b")
+
+	for _, site := range []string{"a", "b"} {
+		if err := n.BlackholeSite(site); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var read []event
+	pending := map[string]bool{"a": true, "b": true}
+	for len(pending) > 0 {
+		e, more := a.waitFor("sites a and b down", changeTimeout, func(e event) bool { return e.Type == "site" && e.To == "down" })
+		delete(pending, e.Site)
+		read = append(read, more...)
+	}
+	for _, e := range read {
+		if e.Type == "agent" {
+			t.Errorf("agent changed while its control target answered: %s", e)
+		}
+	}
+	for _, site := range []string{"a", "b"} {
+		if err := n.HealSite(site); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.waitUp(changeTimeout, "a", "b")
+
+	if err := n.CutUplink("e0"); err != nil {
+		t.Fatal(err)
+	}
+	_, read = a.waitFor("agent isolated", changeTimeout, agentIs("isolated"))
+	read = append(read, a.during(watchFor)...)
+	if err := n.HealUplink("e0"); err != nil {
+		t.Fatal(err)
+	}
+	_, healing := a.waitFor("agent ok", changeTimeout, agentIs("ok"))
+	healing = append(healing, a.waitUp(changeTimeout, "a", "b")...)
+	for _, e := range append(read, healing...) {
 		if siteWorse(e) {
 			t.Errorf("site reported %s while the agent's own uplink was cut or healing: %s", e.To, e)
 		}
