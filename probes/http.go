@@ -164,8 +164,17 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 	times := &httpTimes{}
 	ctx = context.WithValue(ctx, httpTimesKey{}, times)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		ConnectStart:         func(string, string) { times.stamp(&times.connectStart) },
-		ConnectDone:          func(string, string, error) { times.stamp(&times.connectEnd) },
+		// The resolver's own UDP queries to DNS servers pass through here too.
+		ConnectStart: func(network, _ string) {
+			if strings.HasPrefix(network, "tcp") {
+				times.stamp(&times.connectStart)
+			}
+		},
+		ConnectDone: func(network, _ string, _ error) {
+			if strings.HasPrefix(network, "tcp") {
+				times.stamp(&times.connectEnd)
+			}
+		},
 		TLSHandshakeStart:    func() { times.stamp(&times.tlsStart) },
 		TLSHandshakeDone:     func(tls.ConnectionState, error) { times.stamp(&times.tlsEnd) },
 		WroteRequest:         func(httptrace.WroteRequestInfo) { times.stamp(&times.wrote) },

@@ -244,3 +244,32 @@ func TestHTTPSpecErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPFamily serves on ::1 only and asks for a name with both an A (127.0.0.1) and
+// an AAAA (::1) record: family ip6 reaches the server, ip4 goes to 127.0.0.1, where
+// nothing listens on that port.
+func TestHTTPFamily(t *testing.T) {
+	requireIPv6Loopback(t)
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(testMux())
+	srv.Listener = l
+	srv.Start()
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	env := &Env{Resolver: NewResolver([]string{startDNSPair(t, &movingZone{})})}
+	for _, tt := range []struct {
+		family string
+		want   Reason
+	}{{"ip6", ReasonNone}, {"ip4", ReasonRefused}} {
+		p, err := New(KindHTTP, HTTPSpec{URL: "http://dual.example.test:" + port + "/healthz", Family: tt.family}, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := probeOnce(t, p, probeTimeout(tt.want)); r.Reason != tt.want {
+			t.Errorf("family %s: %+v, want reason %q", tt.family, r, tt.want)
+		}
+	}
+}

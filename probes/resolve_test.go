@@ -51,6 +51,10 @@ func (z *movingZone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		add("stable.example.test. 300 IN A 198.51.100.7")
 	case q.Name == "v6only.example.test." && q.Qtype == dns.TypeAAAA:
 		add("v6only.example.test. 300 IN AAAA 2001:db8::7")
+	case q.Name == "dual.example.test." && q.Qtype == dns.TypeA:
+		add("dual.example.test. 300 IN A 127.0.0.1")
+	case q.Name == "dual.example.test." && q.Qtype == dns.TypeAAAA:
+		add("dual.example.test. 300 IN AAAA ::1")
 	case q.Name == "v6only.example.test.":
 	default:
 		m.Rcode = dns.RcodeNameError
