@@ -304,6 +304,65 @@ func TestICMPDemultiplex(t *testing.T) {
 	}
 }
 
+// TestICMPDemultiplexIPv6 checks the ICMPv6 side of the matcher: raw IPv6 sockets
+// deliver no IP header, and an unreachable quotes a 40-byte IPv6 header.
+func TestICMPDemultiplexIPv6(t *testing.T) {
+	e, err := NewICMPEngine(ICMPRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddr("2001:db8::9")
+	router := netip.MustParseAddr("2001:db8::1")
+	echoReply := func(seq uint16, token uint64) []byte {
+		b := make([]byte, 8+DefaultICMPSize)
+		b[0] = 129
+		binary.BigEndian.PutUint16(b[4:], e.id)
+		binary.BigEndian.PutUint16(b[6:], seq)
+		binary.BigEndian.PutUint64(b[8:], token)
+		return b
+	}
+	unreachable := func(seq uint16, _ uint64) []byte {
+		b := make([]byte, 8+40+8)
+		b[0], b[1] = 1, 3 // destination unreachable, address unreachable
+		ip := b[8:]
+		ip[0], ip[6] = 0x60, 58
+		copy(ip[24:40], dst.AsSlice())
+		echo := ip[40:]
+		echo[0] = 128
+		binary.BigEndian.PutUint16(echo[4:], e.id)
+		binary.BigEndian.PutUint16(echo[6:], seq)
+		return b
+	}
+	tests := []struct {
+		name    string
+		packet  func(seq uint16, token uint64) []byte
+		from    netip.Addr
+		unreach bool
+	}{
+		{"echo reply", echoReply, dst, false},
+		{"unreachable from a router", unreachable, router, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &icmpSocket{engine: e, ipv6: true, waiters: map[uint16]*icmpWaiter{}}
+			w := &icmpWaiter{dst: dst, token: 7, sent: time.Now(), reply: make(chan icmpReply, 1)}
+			seq, err := s.register(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.handle(tt.packet(seq, w.token), tt.from, time.Now())
+			select {
+			case r := <-w.reply:
+				if (r.unreachable != "") != tt.unreach || (tt.unreach && !strings.Contains(r.unreachable, dst.String())) {
+					t.Errorf("reply %+v, unreachable want %v naming %s", r, tt.unreach, dst)
+				}
+			default:
+				t.Fatal("reply not delivered")
+			}
+		})
+	}
+}
+
 // TestICMPCloseLeavesNoGoroutines opens both families' sockets, closes the engine and
 // checks that the receive goroutines are gone and later probes fail cleanly.
 func TestICMPCloseLeavesNoGoroutines(t *testing.T) {
