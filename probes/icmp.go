@@ -10,7 +10,9 @@ package probes
 // "1 0", which admits nobody). The kernel then owns the echo identifier: it rewrites it to
 // the socket's local "port" and delivers to the socket only the replies that carry it, so
 // in that mode replies are told apart by sequence number and source address alone.
-// ICMPAuto tries raw first, then datagram, per address family.
+// ICMPAuto tries raw first, then datagram, per address family. Raw sockets carry a kernel
+// ICMP type filter and a BPF program that drops other processes' echo replies by
+// identifier, so that the host's other ICMP traffic never wakes the receiver.
 //
 // Why one shared socket per family. Issue 5 measured 1000 loopback targets at 1 s:
 // one continuous pro-bing Pinger per target costs 81% of a core with raw sockets and 17%
@@ -20,9 +22,7 @@ package probes
 // (opened on the first target of that family) and one receive goroutine per socket. A
 // probe registers a waiter under a fresh sequence number, sends one echo request and waits
 // on its context; the receive goroutine hands each reply to the waiter registered under
-// its sequence. An idle target costs nothing: no goroutine, no timer, no socket. Raw
-// sockets carry a kernel ICMP type filter so that the echo requests the host sends and
-// other ICMP noise never wake the receiver.
+// its sequence. An idle target costs nothing: no goroutine, no timer, no socket.
 //
 // Timestamps come from the kernel (SO_TIMESTAMPNS), taken when the reply entered the
 // host, so a busy receive goroutine or a slow scheduler does not inflate the RTT. That is
@@ -54,6 +54,7 @@ import (
 	"time"
 
 	probing "github.com/prometheus-community/pro-bing"
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -337,18 +338,49 @@ func (s *icmpSocket) setup() error {
 		s.errBuf, s.errOOB = make([]byte, 576), make([]byte, 256)
 		return nil
 	}
+	prog, err := echoIDFilter(s.ipv6, s.engine.id)
+	if err != nil {
+		return fmt.Errorf("assemble icmp socket filter: %w", err)
+	}
 	if s.ipv6 {
 		var f ipv6.ICMPFilter
 		f.SetAll(true)
 		f.Accept(ipv6.ICMPTypeEchoReply)
 		f.Accept(ipv6.ICMPTypeDestinationUnreachable)
-		return ipv6.NewPacketConn(s.conn).SetICMPFilter(&f)
+		c := ipv6.NewPacketConn(s.conn)
+		return errors.Join(c.SetICMPFilter(&f), c.SetBPF(prog))
 	}
 	var f ipv4.ICMPFilter
 	f.SetAll(true)
 	f.Accept(ipv4.ICMPTypeEchoReply)
 	f.Accept(ipv4.ICMPTypeDestinationUnreachable)
-	return ipv4.NewPacketConn(s.conn).SetICMPFilter(&f)
+	c := ipv4.NewPacketConn(s.conn)
+	return errors.Join(c.SetICMPFilter(&f), c.SetBPF(prog))
+}
+
+// echoIDFilter is a socket filter for a raw socket that drops echo replies carrying
+// another identifier (other processes' pings) in the kernel, so they never wake the
+// receiver. Everything else passes: the type filter has already cut the rest, and an
+// unreachable's identifier sits in the quoted packet, checked by handleUnreachable.
+// Raw IPv4 sockets see the IP header first; raw IPv6 sockets start at the ICMPv6 header.
+func echoIDFilter(v6 bool, id uint16) ([]bpf.RawInstruction, error) {
+	const accept, drop = ^uint32(0), 0
+	loadType := []bpf.Instruction{bpf.LoadMemShift{Off: 0}, bpf.LoadIndirect{Off: 0, Size: 1}}
+	var loadID bpf.Instruction = bpf.LoadIndirect{Off: 4, Size: 2}
+	echoReply := uint32(ipv4.ICMPTypeEchoReply)
+	if v6 {
+		loadType = []bpf.Instruction{bpf.LoadAbsolute{Off: 0, Size: 1}}
+		loadID = bpf.LoadAbsolute{Off: 4, Size: 2}
+		echoReply = uint32(ipv6.ICMPTypeEchoReply)
+	}
+	prog := append(loadType,
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: echoReply, SkipTrue: 2},
+		loadID,
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(id), SkipFalse: 1},
+		bpf.RetConstant{Val: accept},
+		bpf.RetConstant{Val: drop},
+	)
+	return bpf.Assemble(prog)
 }
 
 // netAddr is the destination in the form the socket's WriteTo wants.

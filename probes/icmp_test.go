@@ -217,6 +217,43 @@ func TestICMPConcurrent(t *testing.T) {
 	}
 }
 
+// TestICMPRawFilter pings loopback with pro-bing (its own raw socket and identifier)
+// while the engine's raw socket is open in the same namespace: the kernel filter must keep
+// pro-bing's replies from the engine's receiver.
+func TestICMPRawFilter(t *testing.T) {
+	var e *ICMPEngine
+	var engineResult Result
+	var pingErr error
+	onIsolatedThread(t, loopbackNetns, func() {
+		var err error
+		if e, err = NewICMPEngine(ICMPRaw); err != nil {
+			pingErr = err
+			return
+		}
+		p, err := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
+		if err != nil {
+			pingErr = err
+			return
+		}
+		engineResult = probeOnce(t, p, 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, pingErr = Ping(ctx, "127.0.0.1", 2, ICMPRaw)
+	})
+	if e != nil {
+		defer e.Close()
+	}
+	if pingErr != nil {
+		t.Fatal(pingErr)
+	}
+	if !engineResult.OK {
+		t.Fatalf("engine probe: %+v", engineResult)
+	}
+	if st := e.Stats(); st.WrongID != 0 || st.UnknownSeq != 0 {
+		t.Errorf("stats %+v: pro-bing's replies reached the engine's receiver", st)
+	}
+}
+
 // TestICMPDemultiplex feeds crafted replies to a socket's matcher: only the reply with
 // the right sequence, source, identifier and token reaches the waiting probe.
 func TestICMPDemultiplex(t *testing.T) {
