@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -183,7 +184,9 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 
 // cycle blackholes beta, waits for the agent to see it down, heals it and waits for up.
 func (d *demo) cycle(ctx context.Context) error {
-	if err := sleepCtx(ctx, demoSettle); err != nil {
+	// A random moment within one probe interval: a fire does not wait for the schedule,
+	// and a fixed offset would always measure the same phase of it.
+	if err := sleepCtx(ctx, demoSettle+mrand.N(time.Second)); err != nil {
 		return err
 	}
 	blackhole := time.Now()
@@ -273,8 +276,9 @@ func (d *demo) summary() {
 	} else {
 		d.say("  site alpha changed state %d time(s) while it was healthy: a false alarm (a loaded machine?)", d.alphaChanges)
 	}
-	d.say("the wait for the next regular probe (interval 1s) is most of the first figure;")
-	d.say("confirmation takes the second: re-probes every 100ms, down after 3 failures")
+	d.say("blackhole -> down is the wait for the next probe of any beta target (a site's targets")
+	d.say("are spread over the 1s interval) plus the confirmation: the first failure makes every")
+	d.say("target of the site re-probed every 100ms, and 3 failures in a row make a target down")
 }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
