@@ -15,9 +15,15 @@ import (
 // It runs only on documents the toml package has already parsed, so it may assume valid
 // syntax; on anything else it still ends, it merely knows fewer lines.
 type keyLines struct {
-	line  map[string]int      // indexed path -> line (1-based)
-	plain map[string][]string // dotted path without indexes -> indexed paths, in order
+	line    map[string]int      // indexed path -> line (1-based)
+	plain   map[string][]string // dotted path without indexes -> indexed paths, in order
+	tooDeep bool                // arrays or inline tables nest deeper than maxNesting
 }
+
+// maxNesting bounds how deeply arrays and inline tables may nest. The config needs three
+// levels at most; the toml package takes time that grows steeply with depth (seconds for
+// a few thousand levels), so deeper input is refused before it is decoded.
+const maxNesting = 32
 
 // lineOf returns the line of path, or of its closest enclosing key or table when path
 // itself is not written in the file (a default, a missing key), or 0.
@@ -78,6 +84,7 @@ func isBareKey(k string) bool {
 type lineScanner struct {
 	src        string
 	i          int
+	depth      int // of arrays and inline tables around s.i
 	lineStarts []int
 	arrays     map[string]int // indexed path of an array of tables -> tables seen
 	kl         *keyLines
@@ -180,46 +187,49 @@ func (s *lineScanner) value(path, plain string) {
 		s.multilineString(rest[:3])
 	case rest[0] == '"' || rest[0] == '\'':
 		s.quoted(rest[0])
-	case rest[0] == '[':
-		s.i++
-		for n := 0; ; n++ {
-			s.skipSpace(true)
-			if s.i >= len(s.src) || s.src[s.i] == ']' {
-				break
-			}
-			start := s.i
-			s.recordLine(indexPath(path, n), start)
-			s.value(indexPath(path, n), plain)
-			s.skipSpace(true)
-			if s.i < len(s.src) && s.src[s.i] == ',' {
-				s.i++
-			} else if s.i == start {
-				s.i++
-			}
+	case rest[0] == '[' || rest[0] == '{':
+		if s.depth++; s.depth > maxNesting {
+			s.kl.tooDeep = true
+			s.i = len(s.src)
+			return
 		}
-		s.i++
-	case rest[0] == '{':
-		s.i++
-		for {
-			s.skipSpace(true)
-			if s.i >= len(s.src) || s.src[s.i] == '}' {
-				break
-			}
-			start := s.i
-			s.keyValue(path, plain)
-			s.skipSpace(true)
-			if s.i < len(s.src) && s.src[s.i] == ',' {
-				s.i++
-			} else if s.i == start {
-				s.i++
-			}
-		}
-		s.i++
+		s.container(path, plain)
+		s.depth--
 	default:
 		for s.i < len(s.src) && !strings.ContainsRune(",]}#\r\n", rune(s.src[s.i])) {
 			s.i++
 		}
 	}
+}
+
+// container skips an array, recording where each element starts, or an inline table,
+// recording its keys.
+func (s *lineScanner) container(path, plain string) {
+	end := byte(']')
+	if s.src[s.i] == '{' {
+		end = '}'
+	}
+	s.i++
+	for n := 0; ; n++ {
+		s.skipSpace(true)
+		if s.i >= len(s.src) || s.src[s.i] == end {
+			break
+		}
+		start := s.i
+		if end == ']' {
+			s.recordLine(indexPath(path, n), start)
+			s.value(indexPath(path, n), plain)
+		} else {
+			s.keyValue(path, plain)
+		}
+		s.skipSpace(true)
+		if s.i < len(s.src) && s.src[s.i] == ',' {
+			s.i++
+		} else if s.i == start {
+			s.i++
+		}
+	}
+	s.i++
 }
 
 // keys reads a dotted key: bare, "basic" or 'literal' parts.

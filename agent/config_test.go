@@ -225,6 +225,9 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 			`line 7: exporters.remote_write[0].basic_auth.username: missing; basic_auth needs a username and a password_file`,
 			`line 8: exporters.remote_write[0].basic_auth.password_file: / is a directory; allowed: an existing, readable file`,
 		}},
+		{"deep nesting is refused before decoding", "a = " + strings.Repeat("[", 40) + strings.Repeat("]", 40) + "\n", []string{
+			`arrays or inline tables nest more than 32 levels deep`,
+		}},
 		{"prometheus listen port", site + "[exporters.prometheus]\nlisten = \"127.0.0.1:http\"\n", []string{
 			`line 6: exporters.prometheus.listen: port "http" is not a number from 1 to 65535`,
 		}},
@@ -432,7 +435,7 @@ func canonicalOption(plain string) string {
 	return targetOption.ReplaceAllString(plain, "site.target.$2")
 }
 
-func TestTargetsOrderNamesAndOverrides(t *testing.T) {
+func TestConfigTargetsOrderNamesAndOverrides(t *testing.T) {
 	cfg, err := Load("testdata/valid-overrides.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -477,8 +480,8 @@ func TestTargetsOrderNamesAndOverrides(t *testing.T) {
 	}
 }
 
-// TestTargetsOfConfigBuiltInCode: Targets fills what Load would, for configs made in tests.
-func TestTargetsOfConfigBuiltInCode(t *testing.T) {
+// TestConfigTargetsBuiltInCode: Targets fills what Load would, for configs made in tests.
+func TestConfigTargetsBuiltInCode(t *testing.T) {
 	cfg := &Config{
 		Agent: AgentConfig{Interval: Duration{time.Second}, Timeout: Timeout{Fixed: 300 * time.Millisecond}},
 		Sites: []SiteConfig{{Name: "s", TargetSet: TargetSet{
@@ -493,7 +496,7 @@ func TestTargetsOfConfigBuiltInCode(t *testing.T) {
 	}
 }
 
-func TestWriteEffectiveRoundTrip(t *testing.T) {
+func TestConfigWriteEffectiveRoundTrip(t *testing.T) {
 	for _, file := range []string{"../agent.toml.example", "testdata/valid-minimal.toml", "testdata/valid-overrides.toml"} {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			first, err := Load(file)
@@ -615,8 +618,8 @@ func TestConfigErrorFormat(t *testing.T) {
 	}
 }
 
-// TestKeyLines checks the line scan on TOML that would mislead a line-by-line reader.
-func TestKeyLines(t *testing.T) {
+// TestConfigKeyLines checks the line scan on TOML that would mislead a line-by-line reader.
+func TestConfigKeyLines(t *testing.T) {
 	src := `# [[site]] in a comment
 title = """
 [[site]]

@@ -73,12 +73,18 @@ func Parse(data []byte, path string) (*Config, error) {
 		l.dir = "."
 	}
 	text := string(data)
+	lines := scanKeyLines(text)
+	if lines.tooDeep {
+		l.errs = append(l.errs, ConfigError{File: path,
+			Msg: fmt.Sprintf("arrays or inline tables nest more than %d levels deep", maxNesting)})
+		return nil, l.result()
+	}
 	var raw map[string]any
 	if _, err := toml.Decode(text, &raw); err != nil {
 		l.decodeError(err)
 		return nil, l.result()
 	}
-	l.lines = scanKeyLines(text)
+	l.lines = lines
 	l.checkTypes("", raw, reflect.TypeFor[Config]())
 	if len(l.errs) > 0 {
 		return nil, l.result()
