@@ -344,3 +344,42 @@ func TestPrometheusCloseWithoutRun(t *testing.T) {
 	}
 	l.Close()
 }
+
+func TestPrometheusShowsRemoteWriteDelivery(t *testing.T) {
+	p := startPrometheus(t, agent.PrometheusConfig{})
+	good := startTestReceiver(t, nil)
+	bad := startTestReceiver(t, func(n int, w http.ResponseWriter) { http.Error(w, "no", http.StatusBadRequest) })
+	view, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: good.URL, Name: "view", PushInterval: duration(time.Minute)}, "")
+	mimir, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: bad.URL, Name: "mimir", PushInterval: duration(time.Minute)}, "")
+	for _, rw := range []*RemoteWrite{view, mimir} {
+		if err := p.Register(rw); err != nil {
+			t.Fatalf("register %s: %v", rw.Name(), err)
+		}
+	}
+	waitFor(t, 5*time.Second, "one push to each", func() bool {
+		return view.Stats().Sent == 1 && mimir.Stats().Dropped[DropRejected] == 1
+	})
+	body := scrape(t, http.DefaultClient, "http://"+p.Addr()+"/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"edgeprobe_remote_write_sent_batches_total", map[string]string{"agent": "edge1", "receiver": "view"}, 1},
+		{"edgeprobe_remote_write_sent_batches_total", map[string]string{"receiver": "mimir"}, 0},
+		{"edgeprobe_remote_write_dropped_batches_total", map[string]string{"receiver": "mimir", "reason": "rejected"}, 1},
+		{"edgeprobe_remote_write_dropped_batches_total", map[string]string{"receiver": "view", "reason": "rejected"}, 0},
+		{"edgeprobe_remote_write_failed_requests_total", map[string]string{"receiver": "mimir"}, 1},
+		{"edgeprobe_remote_write_queued_batches", map[string]string{"receiver": "view"}, 0},
+	} {
+		if got := metricValue(findMetric(t, families, tc.name, tc.labels)); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	promtoolCheckMetrics(t, body)
+}

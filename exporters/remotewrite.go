@@ -82,6 +82,7 @@ type RemoteWrite struct {
 	client    *http.Client
 	queue     batchQueue
 	stats     *pushStats
+	descs     pushDescs
 	changed   chan struct{} // a state change wants a push now
 	queued    chan struct{} // the queue has something for the sender
 	lastMs    int64         // timestamp of the last snapshot, owned by Run's goroutine
@@ -170,9 +171,10 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 		name:      cfg.Name,
 		agentName: agentName,
 		extra:     extra,
-		logger:    logger.With("exporter", "remote_write", "receiver", cfg.Name),
+		logger:    logger.With("receiver", cfg.Name),
 		state:     newPromState(),
 		stats:     newPushStats(),
+		descs:     newPushDescs(cfg.Name),
 		changed:   make(chan struct{}, 1),
 		queued:    make(chan struct{}, 1),
 	}
@@ -560,32 +562,48 @@ func clientTLSConfig(spec probes.TLSSpec) (*tls.Config, error) {
 	return cfg, nil
 }
 
-var (
-	rwLabels      = []string{"receiver"}
-	rwSentDesc    = prometheus.NewDesc("edgeprobe_remote_write_sent_batches_total", "Batches the receiver acknowledged.", rwLabels, nil)
-	rwFailedDesc  = prometheus.NewDesc("edgeprobe_remote_write_failed_requests_total", "Push requests that failed: transport error, 5xx, 429 or other 4xx.", rwLabels, nil)
-	rwRetriedDesc = prometheus.NewDesc("edgeprobe_remote_write_retried_requests_total", "Push requests repeated after a retryable failure.", rwLabels, nil)
-	rwDroppedDesc = prometheus.NewDesc("edgeprobe_remote_write_dropped_batches_total", "Batches given up, by reason.", []string{"receiver", "reason"}, nil)
-	rwQueuedDesc  = prometheus.NewDesc("edgeprobe_remote_write_queued_batches", "Batches waiting to be sent (memory queue or spool).", rwLabels, nil)
-	rwBytesDesc   = prometheus.NewDesc("edgeprobe_remote_write_queued_bytes", "Compressed size of the batches waiting.", rwLabels, nil)
-)
+// pushDescs are a RemoteWrite's delivery metrics. The receiver is a constant label, so
+// that several RemoteWrites register on one registry as distinct collectors.
+type pushDescs struct {
+	sent, failed, retried, dropped, queued, queuedBytes *prometheus.Desc
+}
+
+func newPushDescs(receiver string) pushDescs {
+	constant := prometheus.Labels{"receiver": receiver}
+	return pushDescs{
+		sent: prometheus.NewDesc("edgeprobe_remote_write_sent_batches_total",
+			"Batches the receiver acknowledged.", nil, constant),
+		failed: prometheus.NewDesc("edgeprobe_remote_write_failed_requests_total",
+			"Push requests that failed: transport error, 5xx, 429 or other 4xx.", nil, constant),
+		retried: prometheus.NewDesc("edgeprobe_remote_write_retried_requests_total",
+			"Push requests repeated after a retryable failure.", nil, constant),
+		dropped: prometheus.NewDesc("edgeprobe_remote_write_dropped_batches_total",
+			"Batches given up, by reason.", []string{"reason"}, constant),
+		queued: prometheus.NewDesc("edgeprobe_remote_write_queued_batches",
+			"Batches waiting to be sent (memory queue or spool).", nil, constant),
+		queuedBytes: prometheus.NewDesc("edgeprobe_remote_write_queued_bytes",
+			"Compressed size of the batches waiting.", nil, constant),
+	}
+}
 
 // Describe implements prometheus.Collector, so the /metrics exporter can show delivery.
 func (r *RemoteWrite) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rwSentDesc, rwFailedDesc, rwRetriedDesc, rwDroppedDesc, rwQueuedDesc, rwBytesDesc} {
-		ch <- d
+	d := r.descs
+	for _, desc := range []*prometheus.Desc{d.sent, d.failed, d.retried, d.dropped, d.queued, d.queuedBytes} {
+		ch <- desc
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (r *RemoteWrite) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(rwSentDesc, prometheus.CounterValue, float64(r.stats.sent.Load()), r.name)
-	ch <- prometheus.MustNewConstMetric(rwFailedDesc, prometheus.CounterValue, float64(r.stats.failed.Load()), r.name)
-	ch <- prometheus.MustNewConstMetric(rwRetriedDesc, prometheus.CounterValue, float64(r.stats.retried.Load()), r.name)
+	d := r.descs
+	ch <- prometheus.MustNewConstMetric(d.sent, prometheus.CounterValue, float64(r.stats.sent.Load()))
+	ch <- prometheus.MustNewConstMetric(d.failed, prometheus.CounterValue, float64(r.stats.failed.Load()))
+	ch <- prometheus.MustNewConstMetric(d.retried, prometheus.CounterValue, float64(r.stats.retried.Load()))
 	for _, reason := range dropReasons {
-		ch <- prometheus.MustNewConstMetric(rwDroppedDesc, prometheus.CounterValue, float64(r.stats.dropped[reason].Load()), r.name, reason)
+		ch <- prometheus.MustNewConstMetric(d.dropped, prometheus.CounterValue, float64(r.stats.dropped[reason].Load()), reason)
 	}
 	n, bytes := r.queue.size()
-	ch <- prometheus.MustNewConstMetric(rwQueuedDesc, prometheus.GaugeValue, float64(n), r.name)
-	ch <- prometheus.MustNewConstMetric(rwBytesDesc, prometheus.GaugeValue, float64(bytes), r.name)
+	ch <- prometheus.MustNewConstMetric(d.queued, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(d.queuedBytes, prometheus.GaugeValue, float64(bytes))
 }
