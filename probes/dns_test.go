@@ -2,6 +2,8 @@ package probes
 
 import (
 	"crypto/tls"
+	"encoding/binary"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -148,6 +150,41 @@ func rawUDP(t testing.TB, reply func(query []byte) []byte) string {
 	return pc.LocalAddr().String()
 }
 
+// rawTCP answers each length-prefixed DNS query on a connection with reply(query).
+func rawTCP(t testing.TB, reply func(query []byte) []byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			var n uint16
+			if binary.Read(c, binary.BigEndian, &n) == nil {
+				q := make([]byte, n)
+				if _, err := io.ReadFull(c, q); err == nil {
+					a := reply(q)
+					binary.Write(c, binary.BigEndian, uint16(len(a)))
+					c.Write(a)
+				}
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return l.Addr().String()
+}
+
 func TestDNSProbe(t *testing.T) {
 	zone := &testZone{}
 	server := startDNSPair(t, zone)
@@ -206,11 +243,23 @@ func TestDNSHostile(t *testing.T) {
 		b, _ := r.Pack()
 		return b
 	})
+	wrongIDTCP := rawTCP(t, func(q []byte) []byte {
+		m := new(dns.Msg)
+		if err := m.Unpack(q); err != nil {
+			return nil
+		}
+		r := new(dns.Msg)
+		r.SetReply(m)
+		r.Id++
+		b, _ := r.Pack()
+		return b
+	})
 	tests := []struct {
 		name string
 		spec DNSSpec
 		want Reason
 	}{
+		{"wrong id over tcp", DNSSpec{Server: wrongIDTCP, Transport: "tcp"}, ReasonProtocol},
 		{"tcp never answers", DNSSpec{Server: silentTCP(t), Transport: "tcp"}, ReasonTimeout},
 		{"udp port closed", DNSSpec{Server: freePort(t, "udp")}, ReasonRefused},
 		{"tcp port closed", DNSSpec{Server: freePort(t, "tcp"), Transport: "tcp"}, ReasonRefused},
