@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // loopbackNetns is a namespace of the test's own with lo up and ping sockets open to
@@ -502,5 +505,38 @@ func BenchmarkICMPProbeLoopback(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestKernelTimestamp parses SCM_TIMESTAMPNS in both layouts of struct timespec (64-bit
+// fields, and 32-bit ones as on 32-bit ARM), after another control message.
+func TestKernelTimestamp(t *testing.T) {
+	cmsg := func(level, typ int, data []byte) []byte {
+		b := make([]byte, unix.CmsgSpace(len(data)))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = int32(level), int32(typ)
+		h.SetLen(unix.CmsgLen(len(data)))
+		copy(b[unix.CmsgLen(0):], data)
+		return b
+	}
+	want := time.Unix(1_800_000_000, 123_456_789)
+	ts64 := binary.NativeEndian.AppendUint64(binary.NativeEndian.AppendUint64(nil, uint64(want.Unix())), uint64(want.Nanosecond()))
+	ts32 := binary.NativeEndian.AppendUint32(binary.NativeEndian.AppendUint32(nil, uint32(want.Unix())), uint32(want.Nanosecond()))
+	other := cmsg(unix.SOL_IP, unix.IP_TTL, []byte{64, 0, 0, 0})
+	tests := []struct {
+		name string
+		oob  []byte
+		ok   bool
+	}{
+		{"64-bit timespec", append(other, cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts64)...), true},
+		{"32-bit timespec", cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts32), true},
+		{"no timestamp", other, false},
+		{"truncated", cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, ts64)[:10], false},
+	}
+	for _, tt := range tests {
+		got, ok := kernelTimestamp(tt.oob)
+		if ok != tt.ok || (ok && !got.Equal(want)) {
+			t.Errorf("%s: %v, %v; want %v, %v", tt.name, got, ok, want, tt.ok)
+		}
 	}
 }
