@@ -5,8 +5,9 @@
 // Why it is built this way:
 //
 //   - The agents speak Prometheus remote_write 1.0, so the view decodes the same bytes
-//     Prometheus, Mimir or VictoriaMetrics would receive (the generated prompb types plus
-//     a snappy block). One agent config feeds the view and a TSDB alike.
+//     Prometheus, Mimir or VictoriaMetrics would receive: a snappy block holding a
+//     WriteRequest, decoded with exporters/prompb, the very messages the agents' exporter
+//     encodes with. One agent config feeds the view and a TSDB alike.
 //   - Every push carries an agent's complete state, so the view keeps no history and no
 //     disk: a restarted view rebuilds every verdict from one push per agent.
 //   - A verdict is computed in the push's own request handler, before the response, and

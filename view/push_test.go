@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/snappy"
-	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 )
 
 // agentPush describes one agent's push the way an edgeprobe agent sends it (see the push
@@ -23,15 +25,15 @@ type agentPush struct {
 	at       time.Time         // sample timestamp
 }
 
-func series(name string, v float64, at time.Time, labels ...string) prompb.TimeSeries {
-	ls := []prompb.Label{{Name: "__name__", Value: name}}
+func series(name string, v float64, at time.Time, labels ...string) *prompb.TimeSeries {
+	ls := []*prompb.Label{{Name: "__name__", Value: name}}
 	for i := 0; i+1 < len(labels); i += 2 {
-		ls = append(ls, prompb.Label{Name: labels[i], Value: labels[i+1]})
+		ls = append(ls, &prompb.Label{Name: labels[i], Value: labels[i+1]})
 	}
-	return prompb.TimeSeries{Labels: ls, Samples: []prompb.Sample{{Value: v, Timestamp: at.UnixMilli()}}}
+	return &prompb.TimeSeries{Labels: ls, Samples: []*prompb.Sample{{Value: v, Timestamp: at.UnixMilli()}}}
 }
 
-func (p agentPush) series() []prompb.TimeSeries {
+func (p agentPush) series() []*prompb.TimeSeries {
 	at := p.at
 	if at.IsZero() {
 		at = time.Now()
@@ -40,7 +42,7 @@ func (p agentPush) series() []prompb.TimeSeries {
 	if p.isolated {
 		iso = 1
 	}
-	out := []prompb.TimeSeries{series(metricAgentIsolated, iso, at, "agent", p.agent)}
+	out := []*prompb.TimeSeries{series(metricAgentIsolated, iso, at, "agent", p.agent)}
 	if p.interval > 0 {
 		out = append(out, series(metricPushInterval, p.interval, at, "agent", p.agent))
 	}
@@ -66,10 +68,9 @@ func (p agentPush) series() []prompb.TimeSeries {
 	return out
 }
 
-func encodeWrite(t testing.TB, ts ...prompb.TimeSeries) []byte {
+func encodeWrite(t testing.TB, ts ...*prompb.TimeSeries) []byte {
 	t.Helper()
-	req := prompb.WriteRequest{Timeseries: ts}
-	raw, err := req.Marshal()
+	raw, err := proto.Marshal(&prompb.WriteRequest{Timeseries: ts})
 	if err != nil {
 		t.Fatalf("marshal WriteRequest: %v", err)
 	}
@@ -78,7 +79,7 @@ func encodeWrite(t testing.TB, ts ...prompb.TimeSeries) []byte {
 
 func encodePushes(t testing.TB, pushes ...agentPush) []byte {
 	t.Helper()
-	var ts []prompb.TimeSeries
+	var ts []*prompb.TimeSeries
 	for _, p := range pushes {
 		ts = append(ts, p.series()...)
 	}

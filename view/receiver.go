@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/snappy"
-	"github.com/prometheus/prometheus/prompb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 )
 
 // Series names of the push contract (see README.md) that the view reads; others are ignored.
@@ -40,7 +42,8 @@ func rejectf(reason, format string, args ...any) error {
 	return &pushError{reason: reason, err: fmt.Errorf(format, args...)}
 }
 
-// DecodeWrite turns a remote_write 1.0 body (snappy block + protobuf WriteRequest) into
+// DecodeWrite turns a remote_write 1.0 body (snappy block + protobuf WriteRequest, decoded
+// with the same prompb messages the agents' exporter encodes with) into
 // per-agent reports. maxBody bounds the compressed size the caller read; the decoded
 // size is bounded too, so a small body cannot expand into an unbounded allocation.
 // Any error refuses the whole push: a view never applies half of one.
@@ -58,7 +61,7 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
 	var req prompb.WriteRequest
-	if err := req.Unmarshal(raw); err != nil {
+	if err := proto.Unmarshal(raw, &req); err != nil {
 		return nil, rejectf("bad_protobuf", "decode protobuf WriteRequest: %v", err)
 	}
 	return reportsFrom(&req)
@@ -68,30 +71,30 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 	byAgent := map[string]*AgentReport{}
 	var order []string
-	for i := range req.Timeseries {
-		ts := &req.Timeseries[i]
+	for i, ts := range req.GetTimeseries() {
 		var name, agent, site, state string
-		for _, l := range ts.Labels {
-			switch l.Name {
+		for _, l := range ts.GetLabels() {
+			switch l.GetName() {
 			case labelName:
-				name = l.Value
+				name = l.GetValue()
 			case labelAgent:
-				agent = l.Value
+				agent = l.GetValue()
 			case labelSite:
-				site = l.Value
+				site = l.GetValue()
 			case labelState:
-				state = l.Value
+				state = l.GetValue()
 			}
 		}
 		if agent == "" {
 			return nil, rejectf("no_agent", "series %d (%q) has no agent label", i, name)
 		}
-		if len(ts.Samples) == 0 {
+		samples := ts.GetSamples()
+		if len(samples) == 0 {
 			continue
 		}
-		latest := ts.Samples[0]
-		for _, s := range ts.Samples[1:] {
-			if s.Timestamp >= latest.Timestamp {
+		latest := samples[0]
+		for _, s := range samples[1:] {
+			if s.GetTimestamp() >= latest.GetTimestamp() {
 				latest = s
 			}
 		}
@@ -104,10 +107,10 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			byAgent[agent] = r
 			order = append(order, agent)
 		}
-		if t := time.UnixMilli(latest.Timestamp); t.After(r.SampleTime) {
+		if t := time.UnixMilli(latest.GetTimestamp()); t.After(r.SampleTime) {
 			r.SampleTime = t
 		}
-		v := latest.Value
+		v := latest.GetValue()
 		switch name {
 		case metricSiteState, metricSiteChange, metricSiteDetect:
 			if site == "" {

@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/snappy"
-	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 )
 
 func TestDecodeWrite(t *testing.T) {
@@ -82,9 +83,9 @@ func TestDecodeWrite(t *testing.T) {
 // their newest timestamp, whatever their order.
 func TestDecodeWriteLatestSample(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_000)
-	ts := prompb.TimeSeries{
-		Labels: []prompb.Label{{Name: "__name__", Value: metricAgentIsolated}, {Name: "agent", Value: "a"}},
-		Samples: []prompb.Sample{
+	ts := &prompb.TimeSeries{
+		Labels: []*prompb.Label{{Name: "__name__", Value: metricAgentIsolated}, {Name: "agent", Value: "a"}},
+		Samples: []*prompb.Sample{
 			{Value: 0, Timestamp: at.Add(2 * time.Second).UnixMilli()},
 			{Value: 1, Timestamp: at.UnixMilli()},
 		},
