@@ -62,7 +62,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "[options]", demoAbout, stderr)
 	keepRunning := fs.Bool("keep-running", false, "repeat the blackhole and heal cycle until Ctrl-C")
 	cycles := fs.Int("cycles", 1, "blackhole and heal cycles to run (more cycles, more samples)")
-	format := fs.String("format", exporters.FormatText, "stdout format of the agent: text or json")
+	format := fs.String("format", exporters.FormatText, "stdout format of the agent: text or json (then the demo's own lines go to stderr)")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
 	}
@@ -78,7 +78,10 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := &lockedWriter{w: stdout}
-	d := &demo{out: out, format: *format, logger: newLogger(stderr)}
+	d := &demo{out: out, narration: out, format: *format, logger: newLogger(stderr)}
+	if *format == exporters.FormatJSON {
+		d.narration = stderr // keep stdout one JSON object per line
+	}
 	if err := d.run(ctx, *cycles, *keepRunning); err != nil {
 		fmt.Fprintf(stderr, "edgeprobe demo: %v\n", err)
 		return exitFailure
@@ -99,12 +102,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 type demo struct {
-	out    io.Writer
-	format string
-	logger *slog.Logger
-	events chan agent.Event // site and agent changes, from the observer sink
-	alpha  *demoSite
-	beta   *demoSite
+	out       io.Writer // the agent's stdout exporter
+	narration io.Writer // the demo's own "== " lines
+	format    string
+	logger    *slog.Logger
+	events    chan agent.Event // site and agent changes, from the observer sink
+	alpha     *demoSite
+	beta      *demoSite
 	// measurements, one per cycle
 	downAfterBlackhole []time.Duration
 	downDetect         []time.Duration
@@ -113,7 +117,7 @@ type demo struct {
 }
 
 func (d *demo) say(format string, args ...any) {
-	fmt.Fprintf(d.out, "== %s  %s\n", time.Now().Format(textClock), fmt.Sprintf(format, args...))
+	fmt.Fprintf(d.narration, "== %s  %s\n", time.Now().Format(textClock), fmt.Sprintf(format, args...))
 }
 
 // textClock matches the stdout exporter's text lines.

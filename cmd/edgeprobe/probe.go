@@ -233,10 +233,11 @@ func pingMany(target string, o probeOptions, stdout, stderr io.Writer) int {
 func printResult(w io.Writer, kind probes.Kind, target string, r probes.Result) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: ", kind, target)
+	// Microseconds are the resolution that means something for a network round trip.
 	if r.OK {
-		fmt.Fprintf(&b, "ok in %s", r.RTT)
+		fmt.Fprintf(&b, "ok in %s", r.RTT.Round(time.Microsecond))
 	} else {
-		fmt.Fprintf(&b, "FAIL %s after %s", r.Reason, r.RTT)
+		fmt.Fprintf(&b, "FAIL %s after %s", r.Reason, r.RTT.Round(time.Microsecond))
 		if r.Detail != "" {
 			fmt.Fprintf(&b, " (%s)", r.Detail)
 		}
@@ -249,7 +250,7 @@ func printResult(w io.Writer, kind probes.Kind, target string, r probes.Result) 
 		{"processing", r.Phases.Processing}, {"transfer", r.Phases.Transfer},
 	} {
 		if p.d > 0 {
-			fmt.Fprintf(&b, " %s=%s", p.name, p.d)
+			fmt.Fprintf(&b, " %s=%s", p.name, p.d.Round(time.Microsecond))
 		}
 	}
 	fmt.Fprintln(w, b.String())
