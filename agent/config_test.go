@@ -228,6 +228,9 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 		{"deep nesting is refused before decoding", "a = " + strings.Repeat("[", 40) + strings.Repeat("]", 40) + "\n", []string{
 			`arrays or inline tables nest more than 32 levels deep`,
 		}},
+		{"target interval below the auto timeout's floor", site + "interval = \"10ms\"\n", []string{
+			`line 5: site[0].icmp[0].interval: 10ms is below agent.timeout_min 20ms, the floor of the auto timeout; allowed: at least timeout_min, or set a fixed timeout`,
+		}},
 		{"prometheus listen port", site + "[exporters.prometheus]\nlisten = \"127.0.0.1:http\"\n", []string{
 			`line 6: exporters.prometheus.listen: port "http" is not a number from 1 to 65535`,
 		}},
@@ -368,6 +371,30 @@ url = "https://[2001:db8::1]:9470/api/v1/write"
 	}
 	if rw[1].Spool != nil {
 		t.Errorf("remote_write without [spool] got a spool: %+v", rw[1].Spool)
+	}
+}
+
+func TestParseStateDir(t *testing.T) {
+	const site = "[[site]]\nname = \"a\"\n[[site.icmp]]\naddress = \"198.51.100.11\"\n"
+	abs, err := filepath.Abs("testdata/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ agent, want string }{
+		{"", "/var/lib/edgeprobe"},
+		{`state_dir = "/srv/edgeprobe"`, "/srv/edgeprobe"},
+		{`state_dir = "state"`, abs}, // relative to the config file
+		{`state_dir = ""`, ""},       // nothing on disk
+	}
+	for _, tt := range tests {
+		cfg, err := Parse([]byte("[agent]\n"+tt.agent+"\n"+site), "testdata/agent.toml")
+		if err != nil {
+			t.Errorf("%s: %v", tt.agent, err)
+			continue
+		}
+		if cfg.Agent.StateDir != tt.want {
+			t.Errorf("%s: state_dir = %q, want %q", tt.agent, cfg.Agent.StateDir, tt.want)
+		}
 	}
 }
 

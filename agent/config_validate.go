@@ -210,6 +210,11 @@ func (l *loader) targetOptions(path string, o *TargetOptions, spec any, a *Agent
 		l.errAt(path+".timeout", "%s%s is above the target's interval %s; allowed: \"auto\" or a duration up to the interval",
 			o.Timeout, inherited, o.Interval)
 	}
+	// The auto timeout's ceiling is the target's interval; below the floor it has no room.
+	if o.Timeout.Auto && l.defined[path+".interval"] && o.Interval.Duration < a.TimeoutMin.Duration {
+		l.errAt(path+".interval", "%s is below agent.timeout_min %s, the floor of the auto timeout; allowed: at least timeout_min, or set a fixed timeout",
+			o.Interval, a.TimeoutMin)
+	}
 	l.labels(path+".labels", o.Labels)
 }
 
