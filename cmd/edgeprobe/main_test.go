@@ -213,6 +213,35 @@ func TestProbe(t *testing.T) {
 	}
 }
 
+// TestProbeICMP runs the ICMP paths of `probe`: one echo through the agent's engine and
+// a ping(8)-like series through pro-bing. It uses raw sockets, so it needs root.
+func TestProbeICMP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI runs as root, but this test is not root: it needs raw ICMP sockets")
+		}
+		t.Skip("needs root for raw ICMP sockets")
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		stdout string // regular expression
+	}{
+		{"one echo", []string{"icmp", "127.0.0.1", "--icmp-mode", "raw"}, `^icmp 127\.0\.0\.1: ok in \S+\n$`},
+		{"series", []string{"icmp", "127.0.0.1", "--icmp-mode", "raw", "--count", "2"},
+			`^icmp 127\.0\.0\.1: ok in \S+\nicmp 127\.0\.0\.1: ok in \S+\n2 sent, 2 ok, 0% loss\n$`},
+		{"ipv6 loopback", []string{"icmp", "::1", "--icmp-mode", "raw"}, `^icmp ::1: ok in \S+\n$`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runBinary(t, 10*time.Second, append([]string{"probe"}, tt.args...)...)
+			if r.status != 0 || !regexp.MustCompile(tt.stdout).MatchString(r.stdout) {
+				t.Errorf("status %d, stdout %q, stderr %q; want 0 and stdout matching %s", r.status, r.stdout, r.stderr, tt.stdout)
+			}
+		})
+	}
+}
+
 // syncBuffer collects a child's stderr while the test reads it.
 type syncBuffer struct {
 	mu  sync.Mutex
