@@ -93,6 +93,7 @@ type agentConfig struct {
 	Name    string // the agent's name and the edge it runs on
 	Sites   []siteTargets
 	Control string // optional: an address whose ICMP answers prove the agent's uplink
+	Push    string // optional: a remote_write URL (the view's /api/v1/write)
 }
 
 var configTemplate = template.Must(template.New("agent.toml").Parse(`[agent]
@@ -119,6 +120,10 @@ name = "{{.Name}}"
 [exporters.stdout]
 format = "json"
 results = "changes"
+{{- with .Push}}
+[[exporters.remote_write]]
+url = "{{.}}"
+{{- end}}
 `))
 
 // startAgent writes a config with every site's four targets (ICMP, DNS, HTTP, TCP) at the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,11 +61,18 @@ func (n *Net) Start(name string, args ...string) (*Proc, error) {
 	if n.closed {
 		return nil, fmt.Errorf("testnet %s: start %s in %q: network closed", n.prefix, args[0], name)
 	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s in namespace %s: %w", args[0], ns, err)
-	}
-	n.procs = append(n.procs, p)
+	// Pdeathsig fires when the thread that forked the child ends, not the process, and
+	// the runtime ends threads (those Do locked, for one), so the fork happens on a
+	// thread locked for the child's whole life.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := p.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = p.cmd.Wait()
 		p.mu.Lock()
 		if len(p.partial) > 0 {
@@ -74,6 +82,10 @@ func (n *Net) Start(name string, args ...string) (*Proc, error) {
 		p.mu.Unlock()
 		close(p.exited)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s in namespace %s: %w", args[0], ns, err)
+	}
+	n.procs = append(n.procs, p)
 	return p, nil
 }
 

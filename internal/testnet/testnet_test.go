@@ -318,9 +318,22 @@ func TestStart(t *testing.T) {
 		t.Errorf("addresses seen inside e0:\n%s", text)
 	}
 
-	sleeper, err := n.Start("e0", "sleep", "30")
+	// The kernel kills a program when the thread that forked it ends, and the runtime
+	// ends the thread of a locked goroutine that returns, such as Do's. Starting from
+	// inside Do is the quickest way to hit that.
+	var sleeper *Proc
+	err = n.Do("e0", func() error {
+		var err error
+		sleeper, err = n.Start("e0", "sleep", "30")
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-sleeper.Exited():
+		t.Fatalf("sleep ended as the thread that started it ended: %v", sleeper.Err())
+	case <-time.After(200 * time.Millisecond):
 	}
 	start := time.Now()
 	err = sleeper.Stop()
