@@ -12,7 +12,9 @@
 // node's bridge port down: packets vanish without an answer, as in a fire or a cut fibre.
 // A partial failure (only the web server) is an nftables drop inside the site's namespace.
 // Ports are switched with an ioctl from a thread inside the core namespace rather than by
-// running ip(8), so that a benchmark knows the moment of the failure to a few microseconds.
+// running ip(8), so that a benchmark knows the moment of the failure to a few microseconds,
+// and neighbour (ARP) entries are static, so that the network's own timers (ARP's one
+// second retry, "host unreachable" after three) never blur what the agent is timed on.
 //
 // Servers run inside this process: Do runs a function on an OS thread that has entered a
 // namespace with setns(2); a socket belongs to the namespace of the thread that created it,
