@@ -1,0 +1,407 @@
+// Package agent turns a configuration into probes on a schedule, and probe results into
+// target, site and agent states that it hands to sinks (the exporters).
+//
+// Data flows one way: config -> scheduler -> prober -> result -> state machines -> sinks.
+// One goroutine owns the schedule and all state, so detection needs no locks; each probe
+// runs in a goroutine of its own for exactly as long as the probe lasts, so an idle
+// target costs a heap entry and nothing else, and one timer serves every target.
+package agent
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+// Options are the parts of an agent that are not configuration.
+type Options struct {
+	Sinks  []Sink       // receive every event, in order, from one goroutine
+	Logger *slog.Logger // diagnostics; default slog.Default()
+	Env    *probes.Env  // shared probe resources; default built from the config
+	now    func() time.Time
+}
+
+// Agent probes the configured targets until its context ends.
+type Agent struct {
+	opts     Options
+	reloads  chan reload
+	done     chan struct{} // closed when Run returns
+	ownEnv   bool
+	schedule *schedule // owned by Run once it starts
+}
+
+// reload carries a new configuration to the Run goroutine and its verdict back.
+type reload struct {
+	cfg   *Config
+	reply chan error
+}
+
+// schedule is everything derived from one configuration.
+type schedule struct {
+	cfg     *Config
+	machine *machine
+	entries []*entry
+	byState map[*targetState]*entry
+}
+
+// entry is one target's place in the timing heap.
+type entry struct {
+	state       *targetState
+	prober      probes.Prober
+	next        time.Time // when to probe next
+	nextRegular time.Time // the next slot of the regular interval
+	lastStart   time.Time
+	inFlight    bool
+	retired     bool // removed by a reload; close the prober when its probe returns
+	index       int  // position in the heap
+}
+
+// New checks that every target can be probed (an ICMP socket can be opened, a URL
+// parses) and returns an agent ready to Run.
+func New(cfg *Config, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	a := &Agent{opts: opts, reloads: make(chan reload), done: make(chan struct{})}
+	if a.opts.Env == nil {
+		env, err := newEnv(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.opts.Env, a.ownEnv = env, true
+	}
+	s, err := a.build(cfg, nil)
+	if err != nil {
+		a.closeEnv()
+		return nil, err
+	}
+	a.schedule = s
+	return a, nil
+}
+
+// newEnv opens the shared resources the configuration needs.
+func newEnv(cfg *Config) (*probes.Env, error) {
+	env := &probes.Env{}
+	for _, t := range cfg.Targets() {
+		if t.Kind == probes.KindICMP {
+			eng, err := probes.NewICMPEngine(cfg.Agent.ICMPMode)
+			if err != nil {
+				return nil, fmt.Errorf("icmp: %w", err)
+			}
+			env.ICMP = eng
+			break
+		}
+	}
+	return env, nil
+}
+
+func (a *Agent) closeEnv() {
+	if a.ownEnv && a.opts.Env.ICMP != nil {
+		a.opts.Env.ICMP.Close()
+	}
+}
+
+// build makes a schedule for cfg. Targets that are identical to one in old keep their
+// prober, state and timing, so a reload does not forget what is down.
+func (a *Agent) build(cfg *Config, old *schedule) (*schedule, error) {
+	targets := cfg.Targets()
+	s := &schedule{cfg: cfg, byState: map[*targetState]*entry{}}
+	var states []*targetState
+	s.machine, states = newMachine(cfg.Agent.Name, cfg.Agent.FailThreshold, targets, a.emit)
+	now := a.opts.now()
+	// Build every new prober first, so that a failure leaves the old schedule untouched.
+	kept := map[*entry]bool{}
+	entries := make([]*entry, len(targets))
+	for i, t := range targets {
+		if e := old.find(t); e != nil && !kept[e] {
+			kept[e] = true
+			entries[i] = e
+			continue
+		}
+		p, err := probes.New(t.Kind, t.Spec, a.opts.Env)
+		if err != nil {
+			for _, e := range entries {
+				if e != nil && !kept[e] {
+					closeProber(e.prober)
+				}
+			}
+			return nil, fmt.Errorf("site %q target %q: %w", t.Site, t.Name, err)
+		}
+		entries[i] = &entry{prober: p, nextRegular: now.Add(stagger(t, targets))}
+		entries[i].next = entries[i].nextRegular
+	}
+	for i, e := range entries {
+		// A kept target keeps its entry, so a probe in flight across the reload comes
+		// back to it, and its detection state moves to the new machine.
+		if kept[e] {
+			carry(states[i], e.state)
+		}
+		e.state = states[i]
+		s.byState[e.state] = e
+	}
+	s.entries = entries
+	if old != nil {
+		for _, site := range s.machine.sites {
+			for _, prev := range old.machine.sites {
+				if prev.name == site.name {
+					site.published = prev.published
+				}
+			}
+		}
+		s.machine.isolated = old.machine.isolated
+		for _, e := range old.entries {
+			if !kept[e] {
+				e.retired = true
+				if !e.inFlight {
+					closeProber(e.prober)
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// find returns the entry probing exactly target t, if any.
+func (s *schedule) find(t Target) *entry {
+	if s == nil {
+		return nil
+	}
+	for _, e := range s.entries {
+		if reflect.DeepEqual(e.state.target, t) {
+			return e
+		}
+	}
+	return nil
+}
+
+// carry copies detection state to the same target in a new schedule.
+func carry(to, from *targetState) {
+	to.state, to.fails, to.firstFail, to.lastOK, to.reason, to.rto =
+		from.state, from.fails, from.firstFail, from.lastOK, from.reason, from.rto
+}
+
+// stagger spreads the first probes so that a site's targets are evenly spaced over
+// their interval, and sites are interleaved: with two sites of four targets at 1s,
+// site A probes at 0, 250, 500, 750 ms and site B at 125, 375, 625, 875 ms. A fire is
+// then noticed by the next of the site's probes, at most interval/len(targets) later.
+func stagger(t Target, all []Target) time.Duration {
+	var sites []string
+	pos, n := 0, 0
+	for _, o := range all {
+		if len(sites) == 0 || sites[len(sites)-1] != o.Site {
+			sites = append(sites, o.Site)
+		}
+		if o.Site == t.Site {
+			if o.Name == t.Name && o.Kind == t.Kind {
+				pos = n
+			}
+			n++
+		}
+	}
+	siteIndex := 0
+	for i, s := range sites {
+		if s == t.Site {
+			siteIndex = i
+		}
+	}
+	slot := t.Interval / time.Duration(n)
+	return slot*time.Duration(pos) + slot*time.Duration(siteIndex)/time.Duration(len(sites))
+}
+
+func closeProber(p probes.Prober) {
+	if c, ok := p.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+func closeProbers(es []*entry) {
+	for _, e := range es {
+		closeProber(e.prober)
+	}
+}
+
+func (a *Agent) emit(ev Event) {
+	for _, s := range a.opts.Sinks {
+		s.Handle(ev)
+	}
+}
+
+// Reload switches a running agent to cfg. Targets that did not change keep their state
+// and schedule; new ones start unknown; removed ones stop. When a new target cannot be
+// built, or the ICMP mode changed (that needs a restart), Reload fails and the running
+// configuration stays.
+func (a *Agent) Reload(cfg *Config) error {
+	r := reload{cfg: cfg, reply: make(chan error, 1)}
+	select {
+	case a.reloads <- r:
+		return <-r.reply
+	case <-a.done:
+		return errors.New("reload: the agent is not running")
+	}
+}
+
+// apply builds the schedule for a reload; it runs on the Run goroutine.
+func (a *Agent) apply(cfg *Config) (*schedule, error) {
+	old := a.schedule
+	if cfg.Agent.ICMPMode != old.cfg.Agent.ICMPMode {
+		return nil, errors.New("agent.icmp_mode changed: restart the agent to apply it")
+	}
+	if a.opts.Env.ICMP == nil && a.ownEnv {
+		env, err := newEnv(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.opts.Env.ICMP = env.ICMP
+	}
+	return a.build(cfg, old)
+}
+
+// result is one finished probe on its way back to the Run goroutine.
+type result struct {
+	e *entry
+	r probes.Result
+}
+
+// Run probes until ctx ends, then waits for probes in flight (they end at their
+// deadline or at once on cancellation) and closes every prober.
+func (a *Agent) Run(ctx context.Context) error {
+	defer close(a.done)
+	s := a.schedule
+	h := &timingHeap{}
+	for _, e := range s.entries {
+		heap.Push(h, e)
+	}
+	results := make(chan result, 64)
+	inFlight := 0
+	probeCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+
+	launch := func(e *entry, now time.Time) {
+		e.inFlight = true
+		e.lastStart = now
+		inFlight++
+		timeout := a.timeout(s.cfg, e.state)
+		go func() {
+			pctx, done := context.WithTimeout(probeCtx, timeout)
+			r := e.prober.Probe(pctx)
+			done()
+			results <- result{e, r}
+		}()
+	}
+	for {
+		now := a.opts.now()
+		for h.Len() > 0 && !(*h)[0].next.After(now) {
+			e := (*h)[0]
+			if !e.inFlight {
+				launch(e, now)
+			}
+			for !e.nextRegular.After(now) {
+				e.nextRegular = e.nextRegular.Add(e.state.target.Interval)
+			}
+			e.next = e.nextRegular
+			heap.Fix(h, 0)
+		}
+		if h.Len() > 0 {
+			timer.Reset((*h)[0].next.Sub(now))
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			for ; inFlight > 0; inFlight-- {
+				if res := <-results; res.e.retired {
+					closeProber(res.e.prober)
+				}
+			}
+			closeProbers(s.entries)
+			a.closeEnv()
+			return nil
+		case res := <-results:
+			inFlight--
+			a.finish(s, h, res)
+		case r := <-a.reloads:
+			ns, err := a.apply(r.cfg)
+			if err == nil {
+				a.schedule, s = ns, ns
+				*h = (*h)[:0]
+				for _, e := range s.entries {
+					heap.Push(h, e)
+				}
+				s.machine.evaluate(a.opts.now())
+			}
+			r.reply <- err
+		case <-timer.C:
+		}
+	}
+}
+
+// finish applies a probe result and reschedules: a suspect target is re-probed after
+// the confirm interval, and the targets the state machine names are probed at once.
+func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
+	e := res.e
+	e.inFlight = false
+	if e.retired {
+		closeProber(e.prober)
+		return
+	}
+	now := a.opts.now()
+	trigger := s.machine.observe(e.state, res.r, now)
+	// Suspect targets, and every failing target of a site whose verdict waits for
+	// uplink proof, are re-probed at the confirm interval; down ones at their interval.
+	ts := e.state
+	if ts.failing() && (ts.state != TargetDown || (ts.site != nil && ts.site.held)) {
+		confirm := e.lastStart.Add(s.cfg.Agent.ConfirmInterval.Duration)
+		if confirm.Before(e.nextRegular) {
+			e.next = confirm
+			heap.Fix(h, e.index)
+		}
+	}
+	for _, ts := range trigger {
+		if t := s.byState[ts]; t != nil && !t.inFlight {
+			t.next = now
+			heap.Fix(h, t.index)
+		}
+	}
+}
+
+// timeout is the probe deadline for a target: fixed, or adapted from its RTT.
+func (a *Agent) timeout(cfg *Config, ts *targetState) time.Duration {
+	t := ts.target.Timeout
+	if !t.Auto {
+		return t.Fixed
+	}
+	ceiling := min(cfg.Agent.TimeoutMax.Duration, ts.target.Interval)
+	return ts.rto.timeout(cfg.Agent.TimeoutMin.Duration, ceiling)
+}
+
+// timingHeap orders entries by their next probe time.
+type timingHeap []*entry
+
+func (h timingHeap) Len() int           { return len(h) }
+func (h timingHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h timingHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *timingHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *timingHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
