@@ -132,7 +132,8 @@ next:
 
 func runRemoteWrite(t *testing.T, cfg agent.RemoteWriteConfig, stateDir string) (*RemoteWrite, context.CancelFunc) {
 	t.Helper()
-	rw, err := NewRemoteWrite(cfg, stateDir, "edge1", map[string]string{"region": "kr"}, nil)
+	// "site" must not override the exporter's own label.
+	rw, err := NewRemoteWrite(cfg, stateDir, "edge1", map[string]string{"region": "kr", "site": "override"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,12 +234,46 @@ func TestRemoteWriteStateChangePushedAtOnce(t *testing.T) {
 		if !sort.StringsAreSorted(names) {
 			t.Errorf("labels not sorted by name: %v", names)
 		}
+		for i := 1; i < len(names); i++ {
+			if names[i] == names[i-1] {
+				t.Errorf("label %s twice in %v", names[i], ts.Labels)
+			}
+		}
 		if agentLabel != "edge1" {
 			t.Errorf("series %v without agent=edge1", ts.Labels)
 		}
 		if age := time.Since(time.UnixMilli(ts.Samples[0].Timestamp)); age < 0 || age > time.Minute {
 			t.Errorf("sample timestamp %d is not the push time", ts.Samples[0].Timestamp)
 		}
+	}
+}
+
+func TestRemoteWriteControlTargetHasNoSite(t *testing.T) {
+	recv := startTestReceiver(t, nil)
+	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute)}, "")
+	rw.Handle(agent.Event{Type: agent.EventProbe, Time: time.Now(), Agent: "edge1", Target: "uplink", Kind: probes.KindICMP,
+		Result: probes.Result{OK: true, RTT: time.Millisecond}})
+	rw.Handle(agent.Event{Type: agent.EventTarget, Time: time.Now(), Agent: "edge1", Target: "uplink", Kind: probes.KindICMP,
+		From: agent.TargetUnknown, To: agent.TargetUp})
+	var push receivedPush
+	waitFor(t, 5*time.Second, "the control target's state", func() bool {
+		pushes := recv.received()
+		if len(pushes) == 0 {
+			return false
+		}
+		push = pushes[len(pushes)-1]
+		_, ok := sampleOf(push.req, "edgeprobe_target_up", map[string]string{"target": "uplink"})
+		return ok
+	})
+	for _, ts := range push.req.Timeseries {
+		for _, l := range ts.Labels {
+			if l.Name == "site" {
+				t.Errorf("series %v of a control target carries site", ts.Labels)
+			}
+		}
+	}
+	if _, ok := sampleOf(push.req, "edgeprobe_site_state", nil); ok {
+		t.Error("a control target made up a site")
 	}
 }
 
@@ -346,6 +381,9 @@ func TestRemoteWriteDeadReceiverDoesNotDelayAnother(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the live receiver getting the change", func() bool {
 		pushes := alive.received()
+		if len(pushes) == 0 {
+			return false
+		}
 		v, ok := sampleOf(pushes[len(pushes)-1].req, "edgeprobe_agent_isolated", nil)
 		return ok && v == 1
 	})
@@ -443,7 +481,11 @@ func TestRemoteWriteSpoolSurvivesRestart(t *testing.T) {
 	failedAttempts := len(recv.received())
 	cfg.PushInterval = duration(time.Minute)
 	second, stop := runRemoteWrite(t, cfg, stateDir)
-	waitFor(t, 10*time.Second, "the spool to drain", func() bool { return second.Stats().Sent >= uint64(len(spooled)) })
+	// The spooled batches plus the second run's own first snapshot.
+	waitFor(t, 10*time.Second, "the spool to drain", func() bool {
+		s := second.Stats()
+		return s.Sent > uint64(len(spooled)) && s.Queued == 0
+	})
 	stop()
 
 	var delivered []int64
