@@ -234,7 +234,7 @@ func (m *machine) evaluate(now time.Time) {
 		from := s.published
 		s.published = to
 		m.emit(Event{Type: EventSite, Time: now, Agent: m.agent, Site: s.name, From: from, To: to,
-			Detect: now.Sub(siteSince(s, to))})
+			Detect: now.Sub(siteSince(s, worse(to, from)))})
 	}
 }
 
@@ -315,8 +315,8 @@ func (m *machine) earliestFailure() time.Time {
 
 // siteSince is when the site's new state began: its first failure for a worse state,
 // the newest success start of its targets for a recovery.
-func siteSince(s *siteState, to string) time.Time {
-	if to == SiteDown || to == SiteDegraded {
+func siteSince(s *siteState, worse bool) time.Time {
+	if worse {
 		if first := earliest(s.targets); !first.IsZero() {
 			return first
 		}
