@@ -146,7 +146,9 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			ignored++
 			continue
 		}
-		if a != nil && r.SampleTime.Before(a.sampleTime) {
+		// A push a little older than the last one is a retry that a newer push overtook;
+		// much older means the agent's clock stepped back, and its reports count again.
+		if a != nil && r.SampleTime.Before(a.sampleTime) && a.sampleTime.Sub(r.SampleTime) <= e.staleAfterFor(a) {
 			ignored++
 			continue
 		}

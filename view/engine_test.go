@@ -108,6 +108,11 @@ func TestOldReportsIgnored(t *testing.T) {
 	if c, ignored := e.Apply([]AgentReport{old}, t0.Add(time.Second)); len(c) != 0 || ignored != 1 {
 		t.Fatalf("older report: changes %+v ignored %d, want none and 1", c, ignored)
 	}
+	stepped := report("a", false, map[string]string{"s": "up"})
+	stepped.SampleTime = t0.Add(-30 * time.Second)
+	if _, ignored := e.Apply([]AgentReport{stepped}, t0.Add(1500*time.Millisecond)); ignored != 0 {
+		t.Fatalf("report after the agent's clock stepped back 30s was ignored")
+	}
 	backlog := report("a", false, map[string]string{"s": "down"})
 	backlog.SampleTime = t0.Add(time.Second)
 	if _, ignored := e.Apply([]AgentReport{backlog}, t0.Add(2*time.Minute)); ignored != 1 {
