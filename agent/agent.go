@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"time"
 
@@ -89,19 +90,31 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// newEnv opens the shared resources the configuration needs.
+// newEnv opens the shared resources the configuration needs. The ICMP sockets of the
+// families in use are opened here, so a missing permission fails the start.
 func newEnv(cfg *Config) (*probes.Env, error) {
 	env := &probes.Env{}
+	families := map[bool]bool{} // v6 -> needed
 	for _, t := range cfg.Targets() {
-		if t.Kind == probes.KindICMP {
-			eng, err := probes.NewICMPEngine(cfg.Agent.ICMPMode)
-			if err != nil {
-				return nil, fmt.Errorf("icmp: %w", err)
-			}
-			env.ICMP = eng
-			break
+		if spec, ok := t.Spec.(probes.ICMPSpec); ok {
+			ip, err := netip.ParseAddr(spec.Address)
+			families[spec.Family == "ip6" || (err == nil && ip.Unmap().Is6())] = true
 		}
 	}
+	if len(families) == 0 {
+		return env, nil
+	}
+	eng, err := probes.NewICMPEngine(cfg.Agent.ICMPMode)
+	if err != nil {
+		return nil, fmt.Errorf("icmp: %w", err)
+	}
+	for v6 := range families {
+		if err := eng.Open(v6); err != nil {
+			eng.Close()
+			return nil, fmt.Errorf("icmp: %w", err)
+		}
+	}
+	env.ICMP = eng
 	return env, nil
 }
 

@@ -202,6 +202,14 @@ type icmpReply struct {
 	unreachable string // non-empty: an ICMP error for our echo, described
 }
 
+// Open opens the socket of one family now rather than at its first probe, so that a
+// missing permission stops an agent at start with a clear error instead of showing up
+// as failed probes.
+func (e *ICMPEngine) Open(v6 bool) error {
+	_, err := e.socket(v6)
+	return err
+}
+
 // socket returns the shared socket for the family, opening it on first use.
 func (e *ICMPEngine) socket(v6 bool) (*icmpSocket, error) {
 	e.mu.Lock()
