@@ -19,6 +19,7 @@ import (
 // certificate, written as PEM files for the configurations under test.
 type testPKI struct {
 	caFile, serverCert, serverKey, clientCert, clientKey string
+	renewedCert, renewedKey                              string // a second client certificate, CN "renewed"
 	pool                                                 *x509.CertPool
 }
 
@@ -72,6 +73,7 @@ func newTestPKI(t *testing.T) testPKI {
 	}
 	p.serverCert, p.serverKey = issue("server", 2, x509.ExtKeyUsageServerAuth)
 	p.clientCert, p.clientKey = issue("client", 3, x509.ExtKeyUsageClientAuth)
+	p.renewedCert, p.renewedKey = issue("renewed", 4, x509.ExtKeyUsageClientAuth)
 	return p
 }
 

@@ -552,13 +552,22 @@ func clientTLSConfig(spec probes.TLSSpec) (*tls.Config, error) {
 	if (spec.CertFile == "") != (spec.KeyFile == "") {
 		return nil, errors.New("cert_file and key_file go together")
 	}
-	if spec.CertFile != "" {
+	if spec.CertFile == "" {
+		return cfg, nil
+	}
+	load := func() (*tls.Certificate, error) {
 		cert, err := tls.LoadX509KeyPair(spec.CertFile, spec.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("client certificate %s, key %s: %w", spec.CertFile, spec.KeyFile, err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		return &cert, nil
 	}
+	if _, err := load(); err != nil {
+		return nil, err
+	}
+	// Read at every handshake (rare: connections are kept alive), so that short-lived
+	// certificates renewed on disk are picked up without a restart.
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return load() }
 	return cfg, nil
 }
 

@@ -448,6 +448,43 @@ func TestRemoteWriteAuth(t *testing.T) {
 	}
 }
 
+func TestRemoteWriteClientCertificateRenewal(t *testing.T) {
+	pki := newTestPKI(t)
+	dir := t.TempDir()
+	certFile := writeFile(t, dir, "edge.pem", readFile(t, pki.clientCert))
+	keyFile := writeFile(t, dir, "edge-key.pem", readFile(t, pki.clientKey))
+	recv := newTestReceiver(t, nil)
+	cert, err := tls.LoadX509KeyPair(pki.serverCert, pki.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
+	recv.StartTLS()
+	t.Cleanup(recv.Close)
+	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute),
+		TLS: probes.TLSSpec{CAFile: pki.caFile, CertFile: certFile, KeyFile: keyFile}}, "")
+	waitFor(t, 5*time.Second, "the first push", func() bool { return rw.Stats().Sent == 1 })
+	// The certificate is renewed on disk; the next connection presents the new one.
+	writeFile(t, dir, "edge.pem", readFile(t, pki.renewedCert))
+	writeFile(t, dir, "edge-key.pem", readFile(t, pki.renewedKey))
+	rw.client.CloseIdleConnections()
+	rw.Handle(sampleEvents("edge1")[1])
+	waitFor(t, 5*time.Second, "the second push", func() bool { return rw.Stats().Sent == 2 })
+	pushes := recv.received()
+	if pushes[0].peerCN != "client" || pushes[1].peerCN != "renewed" {
+		t.Errorf("client certificates presented: %q then %q, want client then renewed", pushes[0].peerCN, pushes[1].peerCN)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
 func TestRemoteWriteSpoolSurvivesRestart(t *testing.T) {
 	var mu sync.Mutex
 	up := false
@@ -622,6 +659,7 @@ func TestRemoteWriteConstructorErrors(t *testing.T) {
 		{"token and basic auth", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/x",
 			BasicAuth: &agent.BasicAuthConfig{}}, "", "exclusive"},
 		{"cert without key", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert}}, "", "cert_file and key_file"},
+		{"key not matching the certificate", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert, KeyFile: pki.serverKey}}, "", pki.clientCert},
 		{"ca file without certificates", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CAFile: pki.clientKey}}, "", pki.clientKey},
 		{"spool without state dir", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Spool: &agent.SpoolConfig{}}, "", "state_dir"},
 		{"spool in use", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &agent.SpoolConfig{}}, dir, "in use"},
