@@ -140,6 +140,8 @@ func (e *Engine) fresh(a *agentRecord, now time.Time) bool {
 func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, ignored int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Only the sites these agents report, now or before, can change with this push.
+	touched := map[string]bool{}
 	for _, r := range reports {
 		a := e.agents[r.Agent]
 		if e.maxSampleAge > 0 && !r.SampleTime.IsZero() && now.Sub(r.SampleTime) > e.maxSampleAge {
@@ -155,6 +157,9 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 		if a == nil {
 			a = &agentRecord{name: r.Agent}
 			e.agents[r.Agent] = a
+		}
+		for name := range a.sites {
+			touched[name] = true
 		}
 		a.lastPush = now
 		a.sampleTime = r.SampleTime
@@ -173,13 +178,14 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			}
 			a.sites = r.Sites
 			for name := range r.Sites {
+				touched[name] = true
 				if e.sites[name] == nil {
 					e.sites[name] = &siteRecord{name: name, state: VerdictUnknown, since: now}
 				}
 			}
 		}
 	}
-	return e.evaluate(now), ignored
+	return e.evaluate(now, touched), ignored
 }
 
 // Expire re-evaluates every site at now, so that agents that stopped pushing stop
@@ -187,7 +193,7 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 func (e *Engine) Expire(now time.Time) []Change {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.evaluate(now)
+	return e.evaluate(now, nil)
 }
 
 // NextExpiry is the earliest moment after now at which a fresh agent turns stale, or
@@ -205,9 +211,13 @@ func (e *Engine) NextExpiry(now time.Time) time.Time {
 	return next
 }
 
-func (e *Engine) evaluate(now time.Time) []Change {
+// evaluate recomputes the verdicts of the sites in only (all when nil), in name order.
+func (e *Engine) evaluate(now time.Time, only map[string]bool) []Change {
 	var changes []Change
 	for _, name := range e.siteNames() {
+		if only != nil && !only[name] {
+			continue
+		}
 		s := e.sites[name]
 		state, witnesses, down, detect := e.verdict(s, now)
 		s.witnesses, s.down = witnesses, down
@@ -229,27 +239,22 @@ func (e *Engine) evaluate(now time.Time) []Change {
 // agents that report a known state for the site.
 func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses, down int, detect *float64) {
 	known, degraded := 0, 0
-	var reports []SiteReport
 	for _, a := range e.agents {
 		r, ok := a.sites[s.name]
 		if !ok {
 			continue
 		}
 		known++
-		if !e.fresh(a, now) || a.isolated {
+		if !e.witness(a, r, now) {
 			continue
 		}
+		witnesses++
 		switch r.State {
 		case siteDown:
 			down++
 		case siteDegraded:
 			degraded++
-		case siteUp:
-		default:
-			continue
 		}
-		witnesses++
-		reports = append(reports, r)
 	}
 	need := e.quorum.need(known)
 	switch {
@@ -265,11 +270,27 @@ func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses,
 	if state == s.state {
 		return state, witnesses, down, s.detect
 	}
+	// Only a change needs the witnesses' reports themselves.
+	reports := make([]SiteReport, 0, witnesses)
+	for _, a := range e.agents {
+		if r, ok := a.sites[s.name]; ok && e.witness(a, r, now) {
+			reports = append(reports, r)
+		}
+	}
 	previous := s.lastCalm
 	if state == VerdictUp {
 		previous = s.lastTrouble
 	}
 	return state, witnesses, down, detectDelay(state, reports, previous, now)
+}
+
+// witness says whether agent a, reporting r for a site, counts for its verdict.
+func (e *Engine) witness(a *agentRecord, r SiteReport, now time.Time) bool {
+	switch r.State {
+	case siteUp, siteDegraded, siteDown:
+		return !a.isolated && e.fresh(a, now)
+	}
+	return false
 }
 
 // detectDelay is the time from the earliest failure (or recovery) that the witnesses

@@ -2,6 +2,7 @@ package view
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +126,32 @@ func FuzzDecodeWrite(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkPush decodes and applies one agent's push of 20 sites into a view that knows
+// 100 agents: the work a view does per push (make view-bench).
+func BenchmarkPush(b *testing.B) {
+	at := time.Now()
+	sites := map[string]string{}
+	for i := range 20 {
+		sites[fmt.Sprintf("site%02d", i)] = "up"
+	}
+	e := NewEngine(DefaultConfig())
+	for i := range 100 {
+		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%03d", i), interval: 1, sites: sites, since: at, at: at}), 1<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.Apply(reports, at)
+	}
+	body := encodePushes(b, agentPush{agent: "edge000", interval: 1, sites: sites, since: at, at: at})
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		reports, err := DecodeWrite(body, 1<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.Apply(reports, at)
+	}
 }
