@@ -12,21 +12,28 @@ import (
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 )
 
-// Series names of the push contract (see README.md) that the view reads; others are ignored.
+// Series and labels of the push contract (see README.md) that the view reads; other
+// series are ignored.
 const (
-	metricSiteState       = "edgeprobe_site_state"
-	metricSiteChange      = "edgeprobe_site_state_change_timestamp_seconds"
-	metricSiteDetect      = "edgeprobe_site_detect_seconds"
-	metricAgentIsolated   = "edgeprobe_agent_isolated"
-	metricPushInterval    = "edgeprobe_push_interval_seconds"
-	labelName             = "__name__"
-	labelAgent            = "agent"
-	labelSite             = "site"
-	labelState            = "state"
-	decodedLimitPerBodyB  = 16 // a snappy block may expand this much over its compressed size
-	minDecodedLimitBytes  = 1 << 20
-	maxSitesPerAgentPush  = 10000
-	maxAgentsPerPushBatch = 10000
+	metricSiteState     = "edgeprobe_site_state"
+	metricSiteChange    = "edgeprobe_site_state_change_timestamp_seconds"
+	metricSiteDetect    = "edgeprobe_site_detect_seconds"
+	metricAgentIsolated = "edgeprobe_agent_isolated"
+	metricPushInterval  = "edgeprobe_push_interval_seconds"
+	labelName           = "__name__"
+	labelAgent          = "agent"
+	labelSite           = "site"
+	labelState          = "state"
+)
+
+// Bounds on one push, so that a hostile body cannot make the view allocate without end.
+const (
+	// decodedPerCompressed is how far a body may expand over its compressed size (real
+	// pushes, label-heavy text, expand about 5 to 10 times).
+	decodedPerCompressed = 16
+	minDecodedLimit      = 1 << 20
+	maxSitesPerAgent     = 10000
+	maxAgentsPerPush     = 10000
 )
 
 // pushError is a push refused as a whole; reason labels the rejection counter.
@@ -52,7 +59,7 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 	if err != nil {
 		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
-	limit := max(int64(minDecodedLimitBytes), maxBody*decodedLimitPerBodyB)
+	limit := max(int64(minDecodedLimit), maxBody*decodedPerCompressed)
 	if int64(n) > limit {
 		return nil, rejectf("too_large", "decoded body would be %d bytes, more than the limit of %d", n, limit)
 	}
@@ -100,8 +107,8 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 		}
 		r := byAgent[agent]
 		if r == nil {
-			if len(byAgent) >= maxAgentsPerPushBatch {
-				return nil, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPushBatch)
+			if len(byAgent) >= maxAgentsPerPush {
+				return nil, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPush)
 			}
 			r = &AgentReport{Agent: agent}
 			byAgent[agent] = r
@@ -121,8 +128,8 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			}
 			sr, seen := r.Sites[site]
 			if !seen {
-				if len(r.Sites) >= maxSitesPerAgentPush {
-					return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgentPush)
+				if len(r.Sites) >= maxSitesPerAgent {
+					return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
 				}
 				sr = SiteReport{Detect: -1}
 			}
