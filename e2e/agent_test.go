@@ -79,7 +79,6 @@ func siteWorse(e event) bool {
 type agentRun struct {
 	t    testing.TB
 	proc *testnet.Proc
-	seen []event // every event read so far, in order
 }
 
 // siteTargets is what one site offers the agent: the services testnet.Serve started.
@@ -156,22 +155,19 @@ func startAgent(t testing.TB, n *testnet.Net, cfg agentConfig) *agentRun {
 func (a *agentRun) next(deadline time.Time) (event, error) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	for {
-		l, err := a.proc.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return event{}, fmt.Errorf("agent exited (%v); stderr:\n%s", a.proc.Err(), a.proc.Stderr())
-		}
-		if err != nil {
-			return event{}, err
-		}
-		var e event
-		if err := json.Unmarshal([]byte(l.Text), &e); err != nil {
-			return event{}, fmt.Errorf("agent stdout line %q is not JSON: %v", l.Text, err)
-		}
-		e.arrived, e.line = l.Time, l.Text
-		a.seen = append(a.seen, e)
-		return e, nil
+	l, err := a.proc.Next(ctx)
+	if errors.Is(err, io.EOF) {
+		return event{}, fmt.Errorf("agent exited (%v); stderr:\n%s", a.proc.Err(), a.proc.Stderr())
 	}
+	if err != nil {
+		return event{}, err
+	}
+	var e event
+	if err := json.Unmarshal([]byte(l.Text), &e); err != nil {
+		return event{}, fmt.Errorf("agent stdout line %q is not JSON: %v", l.Text, err)
+	}
+	e.arrived, e.line = l.Time, l.Text
+	return e, nil
 }
 
 // waitFor reads events until one matches want, and returns it with every event read on

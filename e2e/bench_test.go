@@ -53,12 +53,17 @@ func TestBenchDetect(t *testing.T) {
 
 	phase := func() { time.Sleep(rand.N(probeInterval)) }
 	countWrong := func(s *sample, es []event, bad func(event) bool) {
+		wrong := 0
 		for _, e := range es {
 			if bad(e) {
-				s.wrong++
+				wrong++
 				t.Logf("%s: wrong verdict: %s", s.name, e)
 			}
 		}
+		if wrong > 0 {
+			t.Logf("%s: the trial's events:\n%s", s.name, lines(es))
+		}
+		s.wrong += wrong
 	}
 
 	down := &sample{name: "blackhole -> down"}

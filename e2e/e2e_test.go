@@ -131,6 +131,9 @@ func TestUplinkCut(t *testing.T) {
 			t.Errorf("site reported %s while the agent's own uplink was cut or healing: %s", e.To, e)
 		}
 	}
+	if t.Failed() {
+		t.Logf("events during the cut:\n%sevents while healing:\n%s", lines(cut), lines(healing))
+	}
 }
 
 // TestControlTargets: with a control target configured (here a gateway-like host on the
