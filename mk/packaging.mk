@@ -44,7 +44,7 @@ pkg_formats_armv7 := rpm
 
 PKG_ALL := $(addprefix package-,amd64 arm64 armv6 armv7)
 
-.PHONY: package package-test $(PKG_ALL)
+.PHONY: package package-test package-version package-vars $(PKG_ALL)
 
 package: $(addprefix package-,$(PKG_ARCHES))
 
@@ -62,6 +62,16 @@ $(PKG_ALL): package-%: $(NFPM)
 
 $(NFPM): packaging/tools/go.mod packaging/tools/go.sum
 	$(GO) -C packaging/tools build -trimpath -o $(CURDIR)/$(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+# package-version prints the version the packages get (for scripts and the package tests).
+package-version:
+	@echo '$(PKG_VERSION)'
+
+# package-vars prints the variables that fix a build's bytes, as make arguments: the
+# package tests pass them to every build so that a commit landing meanwhile changes nothing.
+package-vars:
+	@echo 'PKG_VERSION=$(PKG_VERSION)'
+	@echo 'COMMIT_EPOCH=$(COMMIT_EPOCH)'
 
 # package-test runs the package tests alone (they build packages themselves; root, Debian's
 # debootstrap, rpm and qemu-user-static: scripts/deps/packaging.txt).

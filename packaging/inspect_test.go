@@ -1,0 +1,273 @@
+package packaging_test
+
+import (
+	"bytes"
+	"debug/elf"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	maxBinaryBytes = 15 << 20 // stripped binary, per architecture (issue 4)
+	maxDebBytes    = 6 << 20
+)
+
+// entry is what a package says about one of its files.
+type entry struct {
+	perms, owner, group string
+}
+
+// Files both formats carry, with the modes and owners a user relies on: agent.toml may
+// hold push credentials, so only root and the service's group read it.
+var commonFiles = map[string]entry{
+	"/usr/bin/edgeprobe":                             {"-rwxr-xr-x", "root", "root"},
+	"/etc/edgeprobe/agent.toml":                      {"-rw-r-----", "root", "edgeprobe"},
+	"/usr/lib/systemd/system/edgeprobe.service":      {"-rw-r--r--", "root", "root"},
+	"/usr/lib/systemd/system/edgeprobe-view.service": {"-rw-r--r--", "root", "root"},
+	"/usr/share/doc/edgeprobe/README.md":             {"-rw-r--r--", "root", "root"},
+}
+
+func withFile(path string, e entry) map[string]entry {
+	m := map[string]entry{path: e}
+	for k, v := range commonFiles {
+		m[k] = v
+	}
+	return m
+}
+
+var (
+	debFiles = withFile("/etc/default/edgeprobe", entry{"-rw-r--r--", "root", "root"})
+	rpmFiles = withFile("/etc/sysconfig/edgeprobe", entry{"-rw-r--r--", "root", "root"})
+)
+
+func TestDebPackages(t *testing.T) {
+	needTools(t, "dpkg-deb", "tar")
+	b := packages(t)
+	for _, tg := range targets {
+		if tg.debArch == "" {
+			continue
+		}
+		t.Run(tg.debArch, func(t *testing.T) {
+			pkg := b.deb(tg)
+			fields := run(t, nil, "dpkg-deb", "--showformat=${Package} ${Version} ${Architecture} ${Pre-Depends}\n", "--show", pkg)
+			want := "edgeprobe " + b.version + "-1 " + tg.debArch + " passwd\n"
+			if fields != want {
+				t.Errorf("control fields = %q, want %q", fields, want)
+			}
+
+			got := map[string]entry{}
+			for _, line := range strings.Split(strings.TrimSpace(run(t, nil, "dpkg-deb", "-c", pkg)), "\n") {
+				// drwxr-xr-x root/root 0 2026-11-24 19:22 ./etc/
+				f := strings.Fields(line)
+				if len(f) < 6 || strings.HasPrefix(f[0], "d") {
+					continue
+				}
+				owner, group, _ := strings.Cut(f[1], "/")
+				got[strings.TrimPrefix(f[5], ".")] = entry{f[0], owner, group}
+			}
+			compareFiles(t, got, debFiles)
+
+			conffiles := run(t, nil, "dpkg-deb", "-I", pkg, "conffiles")
+			if want := "/etc/default/edgeprobe\n/etc/edgeprobe/agent.toml\n"; sortLines(conffiles) != want {
+				t.Errorf("conffiles = %q, want %q", conffiles, want)
+			}
+
+			control := filepath.Join(t.TempDir(), "control")
+			run(t, nil, "dpkg-deb", "-e", pkg, control)
+			for _, script := range []string{"preinst", "postinst", "prerm", "postrm"} {
+				fi, err := os.Stat(filepath.Join(control, script))
+				if err != nil {
+					t.Errorf("maintainer script %s: %v", script, err)
+					continue
+				}
+				if fi.Mode().Perm() != 0o755 {
+					t.Errorf("maintainer script %s has mode %v, want 0755", script, fi.Mode().Perm())
+				}
+			}
+
+			bin := filepath.Join(t.TempDir(), "edgeprobe")
+			data := run(t, nil, "sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/bin/edgeprobe`, "sh", pkg)
+			if err := os.WriteFile(bin, []byte(data), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			checkELF(t, bin, tg)
+			checkSize(t, pkg, maxDebBytes)
+		})
+	}
+}
+
+func TestRPMPackages(t *testing.T) {
+	needTools(t, "rpm")
+	b := packages(t)
+	for _, tg := range targets {
+		t.Run(tg.rpmArch, func(t *testing.T) {
+			pkg := b.rpm(tg)
+			if _, err := os.Stat(pkg); err != nil {
+				t.Fatal(err)
+			}
+			q := func(args ...string) string {
+				return run(t, nil, "rpm", append([]string{"-qp", "--nosignature"}, append(args, pkg)...)...)
+			}
+			header := q("--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{OS}\n")
+			if want := "edgeprobe " + b.version + " 1 " + tg.rpmArch + " linux\n"; header != want {
+				t.Errorf("header = %q, want %q", header, want)
+			}
+
+			got := map[string]entry{}
+			flags := map[string]string{}
+			listing := q("--qf", "[%{FILEMODES:perms}|%{FILEUSERNAME}|%{FILEGROUPNAME}|%{FILEFLAGS:fflags}|%{FILENAMES}\n]")
+			for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
+				f := strings.Split(line, "|")
+				if len(f) != 5 || strings.HasPrefix(f[0], "d") {
+					continue
+				}
+				got[f[4]] = entry{f[0], f[1], f[2]}
+				flags[f[4]] = f[3]
+			}
+			compareFiles(t, got, rpmFiles)
+			for _, conf := range []string{"/etc/edgeprobe/agent.toml", "/etc/sysconfig/edgeprobe"} {
+				if flags[conf] != "cn" {
+					t.Errorf("%s has file flags %q, want \"cn\" (%%config(noreplace))", conf, flags[conf])
+				}
+			}
+			if got, want := sortLines(q("--configfiles")), "/etc/edgeprobe/agent.toml\n/etc/sysconfig/edgeprobe\n"; got != want {
+				t.Errorf("--configfiles = %q, want %q", got, want)
+			}
+
+			scripts := q("--scripts")
+			for _, want := range []string{
+				"preinstall scriptlet", "useradd --system",
+				"postinstall scriptlet", "systemctl --no-reload preset",
+				"preuninstall scriptlet", "disable --now",
+				"postuninstall scriptlet", "try-restart",
+			} {
+				if !strings.Contains(scripts, want) {
+					t.Errorf("--scripts lacks %q:\n%s", want, scripts)
+				}
+			}
+			if requires := q("--requires"); !strings.Contains(requires, "shadow-utils") {
+				t.Errorf("requires lack shadow-utils (useradd):\n%s", requires)
+			}
+		})
+	}
+}
+
+func compareFiles(t *testing.T, got, want map[string]entry) {
+	t.Helper()
+	for path, w := range want {
+		g, ok := got[path]
+		if !ok {
+			t.Errorf("%s missing from the package", path)
+			continue
+		}
+		if g != w {
+			t.Errorf("%s: %s %s:%s, want %s %s:%s", path, g.perms, g.owner, g.group, w.perms, w.owner, w.group)
+		}
+	}
+	for path := range got {
+		if _, ok := want[path]; !ok {
+			t.Errorf("unexpected file %s in the package", path)
+		}
+	}
+}
+
+func sortLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n") + "\n"
+}
+
+var elfMachine = map[string]elf.Machine{
+	"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "armv6": elf.EM_ARM, "armv7": elf.EM_ARM,
+}
+
+// checkELF proves the packaged binary is for the package's architecture, static (no
+// interpreter, so no libc to match on the board) and stripped.
+func checkELF(t *testing.T, path string, tg target) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatalf("reading the binary: %v", err)
+	}
+	defer f.Close()
+	if f.Machine != elfMachine[tg.name] {
+		t.Errorf("%s: ELF machine %v, want %v", path, f.Machine, elfMachine[tg.name])
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s has a program interpreter: not a static binary", path)
+		}
+	}
+	if f.Section(".symtab") != nil {
+		t.Errorf("%s has a symbol table: not stripped", path)
+	}
+}
+
+func checkSize(t *testing.T, path string, limit int64) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %d bytes (%.2f MiB, limit %d MiB)", filepath.Base(path), fi.Size(), float64(fi.Size())/(1<<20), limit>>20)
+	if fi.Size() > limit {
+		t.Errorf("%s is %d bytes, over the %d MiB limit", path, fi.Size(), limit>>20)
+	}
+}
+
+func TestBinarySizes(t *testing.T) {
+	b := packages(t)
+	for _, tg := range targets {
+		t.Run(tg.name, func(t *testing.T) {
+			checkELF(t, b.binary(tg), tg)
+			checkSize(t, b.binary(tg), maxBinaryBytes)
+		})
+	}
+}
+
+// TestReproducible exports the last commit twice, into two directories, builds the amd64
+// packages from each at a different wall-clock time, and wants the same bytes: every
+// timestamp comes from the commit, and neither the build machine nor the source path nor
+// the clock gets in. (A build of the working tree could not prove this: other work may
+// change it between two builds.)
+func TestReproducible(t *testing.T) {
+	needTools(t, "git", "tar", "make", "go")
+	var builds []build
+	for i, name := range []string{"first", "second"} {
+		if i > 0 {
+			time.Sleep(time.Second) // a leaked wall-clock second would now differ
+		}
+		src := filepath.Join(workDir, name, "src")
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		run(t, nil, "sh", "-c", `git -C "$1" archive HEAD | tar -x -C "$2"`, "sh", repoRoot, src)
+		b, err := makePackage(src, filepath.Join(workDir, name), "PKG_ARCHES=amd64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		builds = append(builds, b)
+	}
+	tg := targets[0]
+	for _, file := range []func(build) string{
+		func(b build) string { return b.binary(tg) },
+		func(b build) string { return b.deb(tg) },
+		func(b build) string { return b.rpm(tg) },
+	} {
+		first, err := os.ReadFile(file(builds[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := os.ReadFile(file(builds[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(first, second) {
+			t.Errorf("%s differs between two builds of one commit", filepath.Base(file(builds[0])))
+		}
+	}
+}
