@@ -106,7 +106,7 @@ type demo struct {
 	narration io.Writer // the demo's own "== " lines
 	format    string
 	logger    *slog.Logger
-	events    chan agent.Event // site and agent changes, from the observer sink
+	events    chan agent.Event // site changes, from the observer sink
 	alpha     *demoSite
 	beta      *demoSite
 	// measurements, one per cycle
@@ -312,13 +312,13 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// observer is a sink that forwards site and agent changes to the demo's script. It
-// never blocks the agent: a full channel drops the event, which the script would then
-// report as a phase that timed out.
+// observer is a sink that forwards site changes to the demo's script. It never blocks
+// the agent: a full channel drops the event, which the script would then report as a
+// phase that timed out.
 type observer chan agent.Event
 
 func (o observer) Handle(ev agent.Event) {
-	if ev.Type != agent.EventSite && ev.Type != agent.EventAgent {
+	if ev.Type != agent.EventSite {
 		return
 	}
 	select {
