@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,7 +195,7 @@ func listAlerts(t *testing.T, am string) []amListed {
 func TestAlertmanager(t *testing.T) {
 	am := startAlertmanager(t)
 	cfg := DefaultConfig()
-	cfg.Notifiers.Alertmanager = []AlertmanagerConfig{{URL: am}}
+	cfg.Notifiers.Alertmanager = []AlertmanagerConfig{{URL: am, Resend: Duration(400 * time.Millisecond)}}
 	base, _ := startView(t, cfg)
 
 	pushSite(t, base, "up", "a", "b")
@@ -208,8 +209,19 @@ func TestAlertmanager(t *testing.T) {
 	if len(alerts) != 1 || alerts[0].Labels["site"] != "pangyo" || alerts[0].Status.State != "active" || alerts[0].Labels["severity"] != "critical" {
 		t.Fatalf("alerts %+v: want one active EdgeprobeSiteLost for pangyo", alerts)
 	}
-	if !alerts[0].EndsAt.After(time.Now().Add(time.Minute)) {
-		t.Errorf("endsAt %v: want a few resend periods ahead", alerts[0].EndsAt)
+	firstEnd := alerts[0].EndsAt
+	if !firstEnd.After(time.Now().Add(500 * time.Millisecond)) {
+		t.Errorf("endsAt %v: want a few resend periods (3 x 400ms) ahead", firstEnd)
+	}
+	// The alert is re-sent every resend period, each time with a later endsAt, so that
+	// Alertmanager keeps it while the site stays lost.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if alerts = listAlerts(t, am); len(alerts) == 1 && alerts[0].EndsAt.After(firstEnd) {
+			break
+		}
+	}
+	if len(alerts) != 1 || !alerts[0].EndsAt.After(firstEnd) {
+		t.Fatalf("alerts %+v: want the alert re-sent with an endsAt after %v", alerts, firstEnd)
 	}
 
 	pushSite(t, base, "up", "a", "b")
@@ -221,5 +233,8 @@ func TestAlertmanager(t *testing.T) {
 	if len(alerts) != 0 {
 		t.Fatalf("alerts %+v after recovery: want the alert resolved", alerts)
 	}
-	eventuallyMetric(t, base, `edgeprobe_view_notifications_total{notifier="alertmanager",result="sent"} 2`)
+	text := metricsText(t, base)
+	if !strings.Contains(text, `edgeprobe_view_notifications_total{notifier="alertmanager",result="sent"}`) || strings.Contains(text, `result="failed"`) {
+		t.Errorf("notification metrics: want sends and no failures in\n%s", text)
+	}
 }

@@ -442,3 +442,35 @@ func TestSlowEventClient(t *testing.T) {
 		t.Errorf("final verdict %s, want up", s[0].State)
 	}
 }
+
+// TestRestartRebuilds: a new view (a restart, or a second view fed by the same agents)
+// has every verdict back after one push per agent, because every push is complete.
+func TestRestartRebuilds(t *testing.T) {
+	since := time.Now().Add(-time.Minute)
+	pushes := []agentPush{
+		{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up"}, since: since, detect: 0.3},
+		{agent: "edge2", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "degraded"}, since: since, detect: 0.3},
+		{agent: "edge3", interval: 1, isolated: true, sites: map[string]string{"pangyo": "down", "seoul": "down"}},
+	}
+	var views [2][]SiteView
+	for i := range views {
+		base, _ := startView(t, DefaultConfig())
+		for _, p := range pushes {
+			if code := postWrite(t, base, "", encodePushes(t, p)); code != 204 {
+				t.Fatalf("view %d: push %s: %d", i, p.agent, code)
+			}
+		}
+		views[i] = getSites(t, base).Sites
+	}
+	for i, sites := range views {
+		if len(sites) != 2 || sites[0].State != VerdictLost || sites[1].State != VerdictDegraded {
+			t.Errorf("view %d: %+v, want pangyo lost and seoul degraded", i, sites)
+		}
+	}
+	for i := range views[0] {
+		a, b := views[0][i], views[1][i]
+		if a.Name != b.Name || a.State != b.State || a.Witnesses != b.Witnesses || a.Down != b.Down {
+			t.Errorf("the two views disagree: %+v and %+v", a, b)
+		}
+	}
+}
