@@ -31,7 +31,7 @@ func newFlagSet(name, synopsis, about string, stderr io.Writer) *flag.FlagSet {
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (status int, done bool) {
 	stderr := fs.Output()
 	usage := fs.Usage
-	fs.Usage = func() {} // the flag package calls it on every error; print it once, below
+	fs.Usage = func() {} // the flag package calls it on every error; a hint is enough there
 	err := fs.Parse(args)
 	fs.Usage = usage
 	switch {

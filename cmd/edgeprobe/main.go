@@ -1,10 +1,10 @@
 // Command edgeprobe is the one binary of the project: the probing agent, the central
 // view, a config checker, an ad-hoc prober and a self-contained demo.
 //
-// Each subcommand has its own flag.FlagSet and a func(args, stdout, stderr) int so that
-// tests can run it in-process or as a built binary alike; main only maps names to those
-// functions and turns the returned value into the exit status (0 ok, 1 runtime failure,
-// 2 bad usage or config).
+// Each subcommand is a func(args, stdout, stderr) int with its own flag.FlagSet: it
+// writes only to the writers it is given and returns its exit status (0 ok, 1 runtime
+// failure, 2 bad usage or config), so main is one table from names to functions. The
+// tests build the binary and run it as a user would, signals and exit statuses included.
 package main
 
 import (
