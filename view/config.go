@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // Defaults for a view started with no config file.
@@ -26,6 +28,10 @@ const (
 // with a quorum of two and no authentication.
 type Config struct {
 	Listen string `toml:"listen"`
+	// WebConfig is an exporter-toolkit web config file: TLS (and client certificates) for
+	// every endpoint. Its basic_auth_users would also guard /api/v1/write, where agents
+	// authenticate with tokens instead; use it for TLS.
+	WebConfig string `toml:"web_config"`
 	// Quorum is how many fresh, non-isolated witnesses must report a site down before
 	// it is lost: a number (at least 1) or "majority" of the agents that report the site.
 	Quorum Quorum `toml:"quorum"`
@@ -44,6 +50,42 @@ type Config struct {
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
+}
+
+// Warnings lists what is allowed but risky: secrets that other users can read, and
+// pushes accepted without a token on an address beyond loopback, where anyone who can
+// reach it could forge a site loss.
+func (c *Config) Warnings() []string {
+	var out []string
+	worldReadable := func(path string) bool {
+		fi, err := os.Stat(path)
+		return err == nil && fi.Mode().Perm()&0o004 != 0
+	}
+	if len(c.Tokens) > 0 && c.Path != "" && worldReadable(c.Path) {
+		out = append(out, fmt.Sprintf("%s holds tokens and is readable by every user; chmod o-r it", c.Path))
+	}
+	for _, at := range c.AgentTokens {
+		if worldReadable(at.TokenFile) {
+			out = append(out, fmt.Sprintf("token file %s (agent %s) is readable by every user; chmod o-r it", at.TokenFile, at.Agent))
+		}
+	}
+	if len(c.Tokens) == 0 && len(c.AgentTokens) == 0 && !loopback(c.Listen) {
+		out = append(out, fmt.Sprintf("listening on %s without tokens: anyone who reaches it can push verdicts; set tokens or agent_tokens", c.Listen))
+	}
+	return out
+}
+
+// loopback says whether addr (host:port) listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // AgentToken binds the token read from TokenFile to the agent Agent: a push presenting
@@ -241,7 +283,7 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 func allowedKeys(k toml.Key) string {
 	switch {
 	case len(k) == 1:
-		return "allowed: listen, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers"
+		return "allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers"
 	case k[0] == "agent_tokens":
 		return "allowed: agent, token_file"
 	case len(k) == 2 && k[0] == "notifiers":
@@ -265,6 +307,9 @@ func (c *Config) validate(data []byte) []error {
 			name = key[strings.LastIndex(key, ".")+1:]
 		}
 		errs = append(errs, &ConfigError{Path: c.Path, Line: assignmentLine(data, name, nth), Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if err := web.Validate(c.WebConfig); err != nil {
+		bad("web_config", "%s: %v", c.WebConfig, err)
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes", "%d is too small: want at least 1024", c.MaxBodyBytes)

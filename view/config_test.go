@@ -39,8 +39,9 @@ func TestDefaultConfig(t *testing.T) {
 // TestInvalidConfigs: each testdata/invalid-*.toml must fail with the exact message.
 func TestInvalidConfigs(t *testing.T) {
 	want := map[string]string{
-		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key (allowed: listen, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers)",
+		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key (allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers)",
 		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook.retries: unknown key (allowed: url, timeout, max_retries)",
+		"invalid-web-config.toml":  "testdata/invalid-web-config.toml:1: web_config: /nonexistent/web.yml: open /nonexistent/web.yml: no such file or directory",
 		"invalid-quorum.toml":      `testdata/invalid-quorum.toml:1: quorum: quorum 0 out of range: want a number >= 1 or "majority"`,
 		"invalid-quorum-word.toml": `testdata/invalid-quorum-word.toml:1: quorum: quorum "most": want a number >= 1 or "majority"`,
 		"invalid-duration.toml":    `testdata/invalid-duration.toml:2: stale_after: invalid duration "3" (want a number with a unit, e.g. "3s")`,
@@ -78,5 +79,43 @@ func TestConfigErrorsJoined(t *testing.T) {
 		if !strings.Contains(err.Error(), part) {
 			t.Errorf("error %q lacks %q", err, part)
 		}
+	}
+}
+
+func TestConfigWarnings(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open.token")
+	if err := os.WriteFile(open, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		toml string
+		want []string
+	}{
+		{"defaults on loopback", ``, nil},
+		{"open address without tokens", `listen = "0.0.0.0:9470"`, []string{"listening on 0.0.0.0:9470 without tokens"}},
+		{"open address with tokens", "listen = \"203.0.113.5:9470\"\ntokens = [\"t\"]", nil},
+		{"world-readable token file", "[[agent_tokens]]\nagent = \"e1\"\ntoken_file = \"" + open + "\"", []string{"token file " + open + " (agent e1) is readable by every user"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tt.toml), "view.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.Warnings()
+			if len(got) != len(tt.want) {
+				t.Fatalf("warnings %q, want %d", got, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("warning %q, want it to start with %q", got[i], w)
+				}
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 //go:embed web/index.html
@@ -129,8 +130,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		close(runDone)
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("view listening", "address", ln.Addr().String(), "quorum", s.cfg.Quorum.String())
+	// web.Serve serves plain HTTP when no web config is set, TLS as it says otherwise.
+	go func() { errc <- web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &s.cfg.WebConfig}, s.log) }()
+	s.log.Info("view listening", "address", ln.Addr().String(), "quorum", s.cfg.Quorum.String(), "tls", s.cfg.WebConfig != "")
 	var err error
 	select {
 	case err = <-errc:

@@ -37,6 +37,9 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
+	for _, w := range cfg.Warnings() {
+		logger.Warn(w)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv := view.New(cfg, view.Options{Logger: logger, Events: stdout})
