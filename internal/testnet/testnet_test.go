@@ -429,3 +429,41 @@ func TestEdgesAndHost(t *testing.T) {
 		t.Errorf("e1 does not reach the view after its uplink healed")
 	}
 }
+
+func TestLineWriter(t *testing.T) {
+	tests := []struct {
+		name    string
+		chunks  []string
+		want    []string
+		partial string
+	}{
+		{"whole lines", []string{"a\n", "b\n"}, []string{"a", "b"}, ""},
+		{"line split across writes", []string{"a\nb", "c\n"}, []string{"a", "bc"}, ""},
+		{"several in one write", []string{"a\nb\nc\n"}, []string{"a", "b", "c"}, ""},
+		{"unfinished last line", []string{"a\nb"}, []string{"a"}, "b"},
+		{"empty line", []string{"\n"}, []string{""}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Proc{exited: make(chan struct{}), more: make(chan struct{})}
+			for _, c := range tt.chunks {
+				if n, err := (lineWriter{p}).Write([]byte(c)); n != len(c) || err != nil {
+					t.Fatalf("Write(%q) = %d, %v", c, n, err)
+				}
+			}
+			var got []string
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			defer cancel()
+			for {
+				l, err := p.Next(ctx)
+				if err != nil {
+					break
+				}
+				got = append(got, l.Text)
+			}
+			if !slices.Equal(got, tt.want) || string(p.partial) != tt.partial {
+				t.Errorf("lines %q, partial %q; want %q, %q", got, p.partial, tt.want, tt.partial)
+			}
+		})
+	}
+}
