@@ -1,6 +1,6 @@
 module github.com/edgeprobe/edgeprobe
 
-go 1.26.7
+go 1.26.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0 // indirect
