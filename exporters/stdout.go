@@ -51,6 +51,7 @@ type Stdout struct {
 	// Text summary bookkeeping, updated from every event.
 	sites        map[siteKey]string // last state per agent and site
 	targets      map[targetKey]bool // true while the target is down
+	isolated     map[string]bool    // agents whose self-check says isolated
 	probes       int                // probe results since the last summary line
 	windowStart  time.Time          // start of the current summary window
 	summaryStart bool               // windowStart is set
@@ -64,10 +65,11 @@ type targetKey struct{ agent, site, target string }
 // empty Results means state changes only, and a zero Summary turns the text summary off.
 func NewStdout(w io.Writer, cfg agent.StdoutConfig) (*Stdout, error) {
 	s := &Stdout{
-		w:       bufio.NewWriter(w),
-		summary: cfg.Summary.Duration,
-		sites:   make(map[siteKey]string),
-		targets: make(map[targetKey]bool),
+		w:        bufio.NewWriter(w),
+		summary:  cfg.Summary.Duration,
+		sites:    make(map[siteKey]string),
+		targets:  make(map[targetKey]bool),
+		isolated: make(map[string]bool),
 	}
 	switch cfg.Format {
 	case "", FormatText:
@@ -121,6 +123,8 @@ func (s *Stdout) track(ev agent.Event) {
 		s.targets[targetKey{ev.Agent, ev.Site, ev.Target}] = ev.To == agent.TargetDown
 	case agent.EventSite:
 		s.sites[siteKey{ev.Agent, ev.Site}] = ev.To
+	case agent.EventAgent:
+		s.isolated[ev.Agent] = ev.To == agent.AgentIsolated
 	}
 }
 
@@ -276,6 +280,10 @@ func (s *Stdout) maybeSummary(now time.Time) {
 	if names := s.downSites(); len(names) > 0 {
 		line += "; down: " + strings.Join(names, ", ")
 	}
+	// An isolated agent's "down" sites are its own uplink's doing: say so on the same line.
+	for _, name := range s.isolatedAgents() {
+		line += "; agent " + name + " isolated"
+	}
 	s.w.WriteString(line)
 	s.w.WriteByte('\n')
 	s.windowStart, s.probes = now, 0
@@ -286,6 +294,17 @@ func (s *Stdout) downSites() []string {
 	for k, state := range s.sites {
 		if state == agent.SiteDown {
 			names = append(names, k.site)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (s *Stdout) isolatedAgents() []string {
+	var names []string
+	for name, isolated := range s.isolated {
+		if isolated {
+			names = append(names, name)
 		}
 	}
 	sort.Strings(names)

@@ -82,6 +82,19 @@ func TestStdoutLines(t *testing.T) {
 				"19:30:01.520  agent    edge1                     ok -> isolated",
 			},
 		},
+		{
+			name: "text summary of an isolated agent",
+			cfg:  agent.StdoutConfig{Summary: agent.Duration{Duration: 100 * time.Millisecond}},
+			want: []string{
+				"19:30:01.120  summary  sites 0 up, 0 degraded, 0 down; targets 0 down of 1; 1.0 probes/s",
+				"19:30:01.120  target   beta/http                 up -> suspect         http  timeout",
+				"19:30:01.420  target   beta/http                 suspect -> down       http  timeout  after 300ms",
+				"19:30:01.420  summary  sites 0 up, 0 degraded, 0 down; targets 1 down of 1; 0.0 probes/s",
+				"19:30:01.420  site     beta                      up -> down            after 313ms",
+				"19:30:01.520  agent    edge1                     ok -> isolated",
+				"19:30:01.520  summary  sites 0 up, 0 degraded, 1 down; targets 1 down of 1; 0.0 probes/s; down: beta; agent edge1 isolated",
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
