@@ -31,6 +31,14 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(fs, "unexpected argument %q (the file goes after --config)", fs.Arg(0))
 	}
+	// Catch the signals before anything else: SIGHUP's default action would kill an agent
+	// that a reload reached while it was still starting.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hangup := make(chan os.Signal, 1)
+	signal.Notify(hangup, syscall.SIGHUP)
+	defer signal.Stop(hangup)
+
 	logger := newLogger(stderr)
 	cfg, err := agent.Load(*configPath)
 	if err != nil {
@@ -48,12 +56,6 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot start the agent", "config", *configPath, "error", err)
 		return exitFailure
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hangup := make(chan os.Signal, 1)
-	signal.Notify(hangup, syscall.SIGHUP)
-	defer signal.Stop(hangup)
 
 	out.start(ctx, logger)
 	finished := make(chan error, 1)
