@@ -98,8 +98,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 
 // reloadAgent reads the configuration file again and hands it to the running agent.
 // Any error leaves the running configuration in place, so a typo during an incident
-// never stops the probing.
-// It returns the configuration now running.
+// never stops the probing. It returns the configuration now running.
 func reloadAgent(a *agent.Agent, running *agent.Config, path string, logger *slog.Logger) *agent.Config {
 	cfg, err := agent.Load(path)
 	if err != nil {
