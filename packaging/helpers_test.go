@@ -273,6 +273,9 @@ func debianRoot(t *testing.T) string {
 			t.Fatalf("creating the cache dir: %v", err)
 		}
 		tmp, err := os.MkdirTemp(workDir, "debootstrap-")
+		if err == nil {
+			err = os.Chmod(tmp, 0o755)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,6 +294,11 @@ func debianRoot(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
 	run(t, nil, "tar", "-C", root, "-xf", tarball)
+	// MkdirTemp makes it 0700 (and so it may be in the tarball): as "/" that would lock the
+	// service user out of everything.
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return root
 }
 
