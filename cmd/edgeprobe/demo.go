@@ -47,7 +47,7 @@ then beta is healed and its recovery shown. No ICMP: 127.0.0.0/8 always answers 
 // that the whole scenario takes about ten seconds.
 const (
 	demoSettle    = 3 * time.Second  // steady state before each blackhole
-	demoDarkHold  = 3 * time.Second  // beta stays dark this long after it is seen down
+	demoDarkHold  = 4 * time.Second  // beta stays dark this long after it is seen down
 	demoWaitLimit = 10 * time.Second // a phase that takes longer than this has failed
 )
 
