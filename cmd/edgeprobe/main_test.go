@@ -100,6 +100,25 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+func TestDispatch(t *testing.T) {
+	tests := []struct {
+		args   []string
+		status int
+		stderr string
+	}{
+		{nil, 2, "Usage: edgeprobe COMMAND"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"version", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"demo", "--cycles", "0"}, 2, "--cycles 0: must be at least 1"},
+	}
+	for _, tt := range tests {
+		r := runBinary(t, 5*time.Second, tt.args...)
+		if r.status != tt.status || !strings.Contains(r.stderr, tt.stderr) {
+			t.Errorf("edgeprobe %s: status %d, stderr %q; want %d and %q", strings.Join(tt.args, " "), r.status, r.stderr, tt.status, tt.stderr)
+		}
+	}
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name       string
