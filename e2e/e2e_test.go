@@ -42,11 +42,15 @@ func TestSiteBlackhole(t *testing.T) {
 	if down.DetectSeconds <= 0 {
 		t.Errorf("site a down line has no detection time: %s", down)
 	}
-	// Every target of the site was found down before the site was.
+	// Every target of the site was found down before the site was, each for want of an
+	// answer: a dark site sends no refusal and no "unreachable" back.
 	downTargets := map[string]bool{}
 	for _, e := range read {
 		if e.Type == "target" && e.Site == "a" && e.To == "down" {
 			downTargets[e.Kind] = true
+			if e.Reason != "timeout" {
+				t.Errorf("target down for reason %q, want timeout: %s", e.Reason, e)
+			}
 		}
 	}
 	if len(downTargets) != 4 {
@@ -88,6 +92,8 @@ func TestWebServerDropped(t *testing.T) {
 			t.Errorf("while site a's web server failed: %s", e)
 		case e.Type == "target" && e.Kind != "http":
 			t.Errorf("a target other than HTTP changed: %s", e)
+		case e.Type == "target" && e.To == "down" && e.Reason != "timeout":
+			t.Errorf("HTTP target down for reason %q, want timeout (packets dropped, no reset): %s", e.Reason, e)
 		}
 	}
 
