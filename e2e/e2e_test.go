@@ -90,8 +90,10 @@ func TestWebServerDropped(t *testing.T) {
 			t.Errorf("site a reported down although only its web server fails: %s", e)
 		case e.Type == "site" && e.Site == "b", e.Type == "agent":
 			t.Errorf("while site a's web server failed: %s", e)
-		case e.Type == "target" && e.Kind != "http":
-			t.Errorf("a target other than HTTP changed: %s", e)
+		// A lone timeout of another target on a busy machine makes it suspect, which is
+		// fine; down is not.
+		case e.Type == "target" && e.Kind != "http" && e.To == "down":
+			t.Errorf("a target other than HTTP went down: %s", e)
 		case e.Type == "target" && e.To == "down" && e.Reason != "timeout":
 			t.Errorf("HTTP target down for reason %q, want timeout (packets dropped, no reset): %s", e.Reason, e)
 		}
