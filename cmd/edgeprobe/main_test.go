@@ -215,6 +215,7 @@ func TestProbe(t *testing.T) {
 		{"unknown option", []string{"tcp", tcp.Addr().String(), "--colour"}, 2, `^$`, "flag provided but not defined: -colour"},
 		{"bad timeout", []string{"tcp", tcp.Addr().String(), "--timeout", "-1s"}, 2, `^$`, "--timeout -1s: must be positive"},
 		{"bad spec", []string{"dns", dnsAddr, "--transport", "carrier-pigeon"}, 2, `^$`, `transport: "carrier-pigeon"`},
+		{"bad icmp mode", []string{"icmp", "127.0.0.1", "--icmp-mode", "smoke-signal"}, 2, `^$`, `--icmp-mode "smoke-signal": want auto, raw or datagram`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

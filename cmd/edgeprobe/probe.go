@@ -107,6 +107,11 @@ func cmdProbe(args []string, stdout, stderr io.Writer) int {
 	if o.count < 1 {
 		return usageError(fs, "--count %d: must be at least 1", o.count)
 	}
+	switch probes.ICMPMode(o.icmpMode) {
+	case probes.ICMPAuto, probes.ICMPRaw, probes.ICMPDatagram:
+	default:
+		return usageError(fs, "--icmp-mode %q: want auto, raw or datagram", o.icmpMode)
+	}
 
 	if kind == probes.KindICMP && o.count > 1 {
 		return pingMany(target, o, stdout, stderr)
