@@ -120,6 +120,17 @@ func TestDebInstallCycle(t *testing.T) {
 		// By design the system user stays (Debian policy: its id must not be reused).
 		mustInRoot(t, root, "getent passwd edgeprobe >/dev/null")
 	})
+
+	// An image being built may not have systemd yet: the agent must still come up enabled
+	// once it does.
+	t.Run("install without systemctl", func(t *testing.T) {
+		mustInRoot(t, root, `mv /usr/bin/systemctl /usr/bin/systemctl.away
+			dpkg -i /tmp/edgeprobe-1.deb
+			mv /usr/bin/systemctl.away /usr/bin/systemctl`)
+		if out := mustInRoot(t, root, "systemctl is-enabled edgeprobe.service || true"); strings.TrimSpace(out) != "enabled" {
+			t.Errorf("agent after an install without systemctl: %q, want enabled", out)
+		}
+	})
 }
 
 var exposure = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
