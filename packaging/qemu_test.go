@@ -129,3 +129,18 @@ func dnsServer(t *testing.T) string {
 	t.Cleanup(func() { srv.Shutdown() })
 	return pc.LocalAddr().String()
 }
+
+// TestEmulatedPiZeroRejectsARMv7 shows that the emulated ARM1176 is strict enough for the
+// armv6 pass above to mean something: the ARMv7 build must die there (illegal instruction).
+func TestEmulatedPiZeroRejectsARMv7(t *testing.T) {
+	needTools(t, "qemu-arm-static")
+	b := packages(t)
+	armv7 := targets[3]
+	out, err := exec.Command("qemu-arm-static", "-cpu", "arm1176", b.binary(armv7), "version").CombinedOutput()
+	if err == nil {
+		t.Fatalf("the ARMv7 build ran on an emulated ARM1176:\n%s", out)
+	}
+	if !strings.Contains(err.Error(), "illegal instruction") {
+		t.Fatalf("the ARMv7 build failed on an emulated ARM1176, but not with SIGILL: %v\n%s", err, out)
+	}
+}
