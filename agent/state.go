@@ -19,8 +19,8 @@ import (
 // Uplink proof: a site may only be reported worse (degraded or down) once something else
 // proves that our own path worked while the site was failing: a success of a target that
 // is not failing (another site's, a control target's, or for degraded, one of the site's
-// own) whose probe started after the site's first failure and before its latest failure
-// ended. Without that rule an agent whose uplink was cut would report every site lost
+// own) whose probe started after the site's first failure began and before its latest
+// failure began: the site then failed while our path was seen working. Without that rule an agent whose uplink was cut would report every site lost
 // before it noticed that it is the one cut off, and on healing it would report as down
 // the sites it had not re-probed yet. The machine asks the scheduler to probe witnesses
 // at once (see observe's return value) and to keep re-probing a site that is held, so
@@ -37,7 +37,7 @@ type targetState struct {
 	fails     int           // consecutive failures
 	firstFail time.Time     // start of the first failure of the current run
 	lastOK    time.Time     // start of the last successful probe
-	lastFail  time.Time     // end of the last failed probe
+	lastFail  time.Time     // start of the last failed probe
 	reason    probes.Reason // reason of the last failure
 	rto       rto
 }
@@ -110,7 +110,7 @@ func (m *machine) observe(t *targetState, r probes.Result, now time.Time) []*tar
 	} else {
 		t.fails++
 		t.reason = r.Reason
-		t.lastFail = now
+		t.lastFail = r.Start
 		if t.fails == 1 {
 			t.firstFail = r.Start
 			if t.site != nil && !m.siteFailing(t.site, t) {
@@ -253,8 +253,9 @@ func worse(to, from string) bool {
 }
 
 // uplinkProven reports whether some target that is not failing answered a probe that
-// started while site s was failing: after its first failure began, before its latest
-// failure ended.
+// started while site s was failing: after its first failed probe began, before its
+// latest failed probe began. A probe sent before a heal that times out after it proves
+// nothing, so the bound is the start, not the end, of the failure.
 func (m *machine) uplinkProven(s *siteState) bool {
 	if len(m.sites) == 1 && len(m.control) == 0 {
 		return true // nothing else to ask: report what we see
@@ -268,7 +269,7 @@ func (m *machine) uplinkProven(s *siteState) bool {
 	}
 	proves := func(ts []*targetState) bool {
 		for _, t := range ts {
-			if !t.failing() && t.lastOK.After(from) && !t.lastOK.After(until) {
+			if !t.failing() && t.lastOK.After(from) && t.lastOK.Before(until) {
 				return true
 			}
 		}

@@ -293,3 +293,26 @@ func TestStagger(t *testing.T) {
 	}
 	equal(t, "offsets", got, []string{"0s", "250ms", "500ms", "750ms", "125ms", "375ms", "625ms", "875ms"})
 }
+
+// TestHealAfterIsolationNeedsFreshFailures: a probe sent into the cut that times out
+// after the heal must not turn into a degraded site, although a witness already answers.
+func TestHealAfterIsolationNeedsFreshFailures(t *testing.T) {
+	h := newHarness(t, twoSites...)
+	h.all(0, true, twoSites...)
+	for ms := 300; ms <= 500; ms += 100 {
+		h.all(ms, false, twoSites...)
+	}
+	equal(t, "agent", h.rec.only("agent"), []string{"agent ok>isolated"})
+	h.probe("a/icmp", 1000, true) // healed at 995
+	h.probe("b/http", 1000, true) // b half back
+	h.probe("b/icmp", 990, false) // sent before the heal, timed out after it
+	h.probe("a/http", 1001, true)
+	h.probe("b/icmp", 1100, true)
+	for _, l := range h.rec.only("site") {
+		if strings.Contains(l, ">degraded") || strings.Contains(l, ">down") {
+			t.Errorf("healing reported as a failure: %s", l)
+		}
+	}
+	equal(t, "site b", h.rec.only("site b"), []string{
+		"site b unknown>up 1ms", "site b up>unknown 520ms", "site b unknown>up 1ms"})
+}
