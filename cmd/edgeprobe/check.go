@@ -13,6 +13,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			"(every default filled in) as TOML on stdout and exit 0; otherwise print every\n"+
 			"error on stderr and exit 2.", stderr)
 	configPath := fs.String("config", defaultConfigPath, "agent configuration `file` (TOML)")
+	quiet := fs.Bool("quiet", false, "print only errors: for systemd's ExecStartPre, whose output goes to the journal")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
 	}
@@ -23,6 +24,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
+	}
+	if *quiet {
+		return exitOK
 	}
 	if err := cfg.WriteEffective(stdout); err != nil {
 		fmt.Fprintf(stderr, "edgeprobe check: writing the effective config of %s: %v\n", *configPath, err)

@@ -132,6 +132,8 @@ func TestCheck(t *testing.T) {
 			`testdata/bare-duration\.toml:3: agent\.interval: bare number 5 is not a duration`},
 		{"missing file", []string{"--config", "testdata/no-such.toml"}, 2, "", `testdata/no-such\.toml: no such file or directory`},
 		{"stray argument", []string{"agent.toml"}, 2, "", `unexpected argument "agent.toml"`},
+		{"quiet keeps errors", []string{"--quiet", "--config", "testdata/bare-duration.toml"}, 2, "",
+			`agent\.interval: bare number 5 is not a duration`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,6 +148,15 @@ func TestCheck(t *testing.T) {
 				t.Errorf("stderr does not match %q:\n%s", tt.stderrLike, r.stderr)
 			}
 		})
+	}
+}
+
+// TestCheckQuiet: --quiet, as the systemd unit runs it, prints nothing on success, so
+// the journal does not get the whole configuration at every start.
+func TestCheckQuiet(t *testing.T) {
+	r := runBinary(t, 10*time.Second, "check", "--quiet", "--config", "../../agent.toml.example")
+	if r.status != 0 || r.stdout != "" || r.stderr != "" {
+		t.Errorf("status %d, stdout %q, stderr %q; want 0 and no output", r.status, r.stdout, r.stderr)
 	}
 }
 
