@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -31,20 +33,24 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/exporters"
+	"github.com/edgeprobe/edgeprobe/view"
 )
 
 const demoAbout = `Watch edgeprobe notice a datacenter go dark, offline and without root.
 
 Two simulated sites live on loopback: alpha on 127.0.1.x and beta on 127.0.2.x (Linux
 routes all of 127.0.0.0/8 to lo). Each has its own DNS server, web server and TLS
-service, started in this process. An agent probes them at the default 1 s interval.
-Once both sites are up, beta is blackholed: its servers keep accepting connections
-and receiving queries but never answer, as a site without power looks from outside.
-Each state change is printed with the time from the failure to the site being down;
-then beta is healed and its recovery shown. No ICMP: 127.0.0.0/8 always answers it.`
+service, started in this process. Three agents, edge1 to edge3, probe them at the
+default 1 s interval and push their states by remote_write to a view, also started in
+this process: open its page to watch the board. Once both sites are up, beta is
+blackholed: its servers keep accepting connections and receiving queries but never
+answer, as a site without power looks from outside. edge1's state changes are printed,
+then the view's verdict (lost, by a quorum of two agents) with its delay from the
+blackhole; then beta is healed and its recovery shown. No ICMP: 127.0.0.0/8 always
+answers it.`
 
 // Demo phases are long enough to see the steady state between them and short enough
-// that the whole scenario takes about ten seconds.
+// that the whole scenario takes about fifteen seconds.
 const (
 	demoSettle    = 3 * time.Second  // steady state before each blackhole
 	demoDarkHold  = 4 * time.Second  // beta stays dark this long after it is seen down
@@ -62,7 +68,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "[options]", demoAbout, stderr)
 	keepRunning := fs.Bool("keep-running", false, "repeat the blackhole and heal cycle until Ctrl-C")
 	cycles := fs.Int("cycles", 1, "blackhole and heal cycles to run (more cycles, more samples)")
-	format := fs.String("format", exporters.FormatText, "stdout format of the agent: text or json (then the demo's own lines go to stderr)")
+	format := fs.String("format", exporters.FormatText, "stdout format of agent edge1: text or json (then the demo's own lines go to stderr)")
+	viewListen := fs.String("view-listen", view.DefaultListen, "`address` of the demo's view; a busy port falls back to any free one")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
 	}
@@ -78,7 +85,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := &lockedWriter{w: stdout}
-	d := &demo{out: out, narration: out, format: *format, logger: newLogger(stderr)}
+	d := &demo{out: out, narration: out, format: *format, viewListen: *viewListen, logger: newLogger(stderr)}
 	if *format == exporters.FormatJSON {
 		d.narration = stderr // keep stdout one JSON object per line
 	}
@@ -102,17 +109,21 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 type demo struct {
-	out       io.Writer // the agent's stdout exporter
-	narration io.Writer // the demo's own "== " lines
-	format    string
-	logger    *slog.Logger
-	events    chan agent.Event // site changes, from the observer sink
-	alpha     *demoSite
-	beta      *demoSite
+	out        io.Writer // the agent's stdout exporter
+	narration  io.Writer // the demo's own "== " lines
+	format     string
+	viewListen string
+	logger     *slog.Logger
+	events     chan agent.Event // edge1's site changes, from the observer sink
+	verdicts   chan view.Change // the view's verdict changes, read from /api/v1/events
+	alpha      *demoSite
+	beta       *demoSite
 	// measurements, one per cycle
 	downAfterBlackhole []time.Duration
 	downDetect         []time.Duration
 	upAfterHeal        []time.Duration
+	lostAfterBlackhole []time.Duration
+	viewUpAfterHeal    []time.Duration
 	alphaChanges       int
 }
 
@@ -142,38 +153,50 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 	}
 	defer d.beta.close()
 
-	cfg, err := agent.Parse([]byte(demoConfig(d.format, caFile, d.alpha, d.beta)), "demo")
-	if err != nil {
-		return fmt.Errorf("the demo's own configuration: %w", err)
-	}
-	out, err := newOutputs(cfg, d.out, d.logger)
+	viewURL, stopView, err := d.startView()
 	if err != nil {
 		return err
 	}
+	defer stopView()
+	d.say("view started: open %s/ to watch the board", viewURL)
+
 	d.events = make(chan agent.Event, 256)
-	a, err := agent.New(cfg, agent.Options{Sinks: append(out.sinks, observer(d.events)), Logger: d.logger})
-	if err != nil {
-		return fmt.Errorf("starting the agent: %w", err)
+	var targets int
+	for i := 1; i <= demoAgents; i++ {
+		name := fmt.Sprintf("edge%d", i)
+		cfg, err := agent.Parse([]byte(demoConfig(name, d.format, caFile, viewURL, d.alpha, d.beta)), "demo")
+		if err != nil {
+			return fmt.Errorf("the demo's configuration of agent %s: %w", name, err)
+		}
+		// Only edge1 prints and feeds the script: three agents' lines would bury the story.
+		stdout, sinks := io.Discard, []agent.Sink(nil)
+		if i == 1 {
+			stdout, sinks = d.out, []agent.Sink{observer(d.events)}
+		}
+		stop, err := d.startAgent(cfg, stdout, sinks)
+		if err != nil {
+			return fmt.Errorf("starting agent %s: %w", name, err)
+		}
+		defer stop()
+		targets = len(cfg.Targets())
 	}
-	agentCtx, stopAgent := context.WithCancel(context.Background())
-	out.start(agentCtx, d.logger)
-	finished := make(chan error, 1)
-	go func() { finished <- a.Run(agentCtx) }()
-	defer func() {
-		stopAgent()
-		<-finished
-		<-out.wait()
-	}()
 
 	d.say("site alpha: dns %s, http %s, tls %s", d.alpha.dnsAddr, d.alpha.httpAddr, d.alpha.tlsAddr)
 	d.say("site beta:  dns %s, http %s, tls %s", d.beta.dnsAddr, d.beta.httpAddr, d.beta.tlsAddr)
-	d.say("agent started: %d targets, interval 1s, timeout auto; waiting for both sites to be up", len(cfg.Targets()))
+	d.say("agents edge1..edge%d started: %d targets each, interval 1s, timeout auto; waiting for both sites to be up", demoAgents, targets)
 	if _, err := d.waitSites(ctx, demoWaitLimit, map[string]string{"alpha": agent.SiteUp, "beta": agent.SiteUp}); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}
 		return err
 	}
+	if _, err := d.waitVerdicts(ctx, map[string]string{"alpha": view.VerdictUp, "beta": view.VerdictUp}); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+	d.say("VIEW: sites alpha and beta up")
 	for cycle := 1; keepRunning || cycle <= cycles; cycle++ {
 		if err := d.cycle(ctx); err != nil {
 			if errors.Is(err, context.Canceled) {
@@ -205,6 +228,12 @@ func (d *demo) cycle(ctx context.Context) error {
 	d.downDetect = append(d.downDetect, ev.Detect)
 	d.say("site beta DOWN %s after the blackhole, %s after its first failed probe",
 		seconds(afterBlackhole), seconds(ev.Detect))
+	lost, err := d.waitVerdict(ctx, "beta", view.VerdictLost)
+	if err != nil {
+		return err
+	}
+	d.lostAfterBlackhole = append(d.lostAfterBlackhole, lost.Time.Sub(blackhole))
+	d.say("VIEW: site beta LOST %s after the blackhole", seconds(lost.Time.Sub(blackhole)))
 	if err := sleepCtx(ctx, demoDarkHold); err != nil {
 		return err
 	}
@@ -217,6 +246,12 @@ func (d *demo) cycle(ctx context.Context) error {
 	}
 	d.upAfterHeal = append(d.upAfterHeal, ev.Time.Sub(heal))
 	d.say("site beta UP %s after healing", seconds(ev.Time.Sub(heal)))
+	up, err := d.waitVerdict(ctx, "beta", view.VerdictUp)
+	if err != nil {
+		return err
+	}
+	d.viewUpAfterHeal = append(d.viewUpAfterHeal, up.Time.Sub(heal))
+	d.say("VIEW: site beta UP %s after healing", seconds(up.Time.Sub(heal)))
 	return nil
 }
 
@@ -272,8 +307,14 @@ func (d *demo) summary() {
 	d.say("summary over %d blackhole(s) of site beta:", len(d.downAfterBlackhole))
 	d.say("  blackhole -> beta down:           %s", stats(d.downAfterBlackhole))
 	d.say("  first failed probe -> beta down:  %s", stats(d.downDetect))
+	if len(d.lostAfterBlackhole) > 0 {
+		d.say("  blackhole -> view says lost:      %s", stats(d.lostAfterBlackhole))
+	}
 	if len(d.upAfterHeal) > 0 {
 		d.say("  heal -> beta up:                  %s", stats(d.upAfterHeal))
+	}
+	if len(d.viewUpAfterHeal) > 0 {
+		d.say("  heal -> view says up:             %s", stats(d.viewUpAfterHeal))
 	}
 	if d.alphaChanges == 0 {
 		d.say("  site alpha stayed up throughout (no false alarm)")
@@ -328,16 +369,17 @@ func (o observer) Handle(ev agent.Event) {
 }
 
 // demoConfig is the agent configuration of the demo, as a user would write it.
-func demoConfig(format, caFile string, sites ...*demoSite) string {
+func demoConfig(name, format, caFile, viewURL string, sites ...*demoSite) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "[agent]\nname = %q\n\n", "demo")
+	fmt.Fprintf(&b, "[agent]\nname = %q\n\n", name)
 	for _, s := range sites {
 		fmt.Fprintf(&b, "[[site]]\nname = %q\n", s.name)
 		fmt.Fprintf(&b, "  [[site.dns]]\n  name = \"dns\"\n  server = %q\n  query = %q\n", s.dnsAddr, "www."+s.name+".demo.")
 		fmt.Fprintf(&b, "  [[site.http]]\n  name = \"web\"\n  url = %q\n", "http://"+s.httpAddr+"/healthz")
 		fmt.Fprintf(&b, "  [[site.tcp]]\n  name = \"tls\"\n  address = %q\n  tls = { enable = true, ca_file = %q }\n\n", s.tlsAddr, caFile)
 	}
-	fmt.Fprintf(&b, "[exporters.stdout]\nformat = %q\nresults = \"changes\"\nsummary = \"5s\"\n", format)
+	fmt.Fprintf(&b, "[exporters.stdout]\nformat = %q\nresults = \"changes\"\nsummary = \"5s\"\n\n", format)
+	fmt.Fprintf(&b, "[[exporters.remote_write]]\nurl = %q\n", viewURL+"/api/v1/write")
 	return b.String()
 }
 
@@ -538,4 +580,128 @@ func demoCertificate(dir string, ips ...string) (caFile string, cert tls.Certifi
 		return "", cert, fmt.Errorf("demo certificate: %w", err)
 	}
 	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// demoAgents is the number of edges: the view's default quorum is two, so three agents
+// show a verdict that no single agent makes alone.
+const demoAgents = 3
+
+// startView serves the view on d.viewListen, or on any free loopback port when that one
+// is taken, and follows its verdicts through /api/v1/events as the page does.
+func (d *demo) startView() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", d.viewListen)
+	if err != nil {
+		fallback, ferr := net.Listen("tcp", "127.0.0.1:0")
+		if ferr != nil {
+			return "", nil, fmt.Errorf("listening for the view on %s: %w", d.viewListen, err)
+		}
+		d.say("view: %s is busy (%v), using %s instead", d.viewListen, err, fallback.Addr())
+		ln = fallback
+	}
+	cfg := view.DefaultConfig()
+	cfg.Listen = ln.Addr().String()
+	url = "http://" + cfg.Listen
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- view.New(cfg, view.Options{Logger: d.logger}).Serve(ctx, ln) }()
+	stop = func() {
+		cancel()
+		if err := <-served; err != nil {
+			d.logger.Error("demo view stopped", "error", err)
+		}
+	}
+	d.verdicts = make(chan view.Change, 256)
+	if err := followVerdicts(ctx, url+"/api/v1/events", d.verdicts); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return url, stop, nil
+}
+
+// followVerdicts subscribes to the view's event stream and forwards each verdict change
+// until ctx ends. It returns once subscribed, so no change after that is missed.
+func followVerdicts(ctx context.Context, url string, to chan<- view.Change) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("following the view's verdicts at %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("following the view's verdicts at %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return fmt.Errorf("following the view's verdicts at %s: %s", url, resp.Status)
+	}
+	go func() {
+		defer resp.Body.Close()
+		lines := bufio.NewScanner(resp.Body)
+		for lines.Scan() {
+			data, ok := strings.CutPrefix(lines.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var c view.Change
+			if json.Unmarshal([]byte(data), &c) == nil {
+				select {
+				case to <- c:
+				default:
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// startAgent runs one agent with its exporters until the returned stop is called.
+func (d *demo) startAgent(cfg *agent.Config, stdout io.Writer, extra []agent.Sink) (stop func(), err error) {
+	out, err := newOutputs(cfg, stdout, d.logger)
+	if err != nil {
+		return nil, err
+	}
+	a, err := agent.New(cfg, agent.Options{Sinks: append(out.sinks, extra...), Logger: d.logger})
+	if err != nil {
+		out.close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out.start(ctx, d.logger)
+	finished := make(chan error, 1)
+	go func() { finished <- a.Run(ctx) }()
+	return func() {
+		cancel()
+		<-finished
+		<-out.wait()
+	}, nil
+}
+
+// waitVerdict returns the view's change of site to verdict.
+func (d *demo) waitVerdict(ctx context.Context, site, verdict string) (view.Change, error) {
+	return d.waitVerdicts(ctx, map[string]string{site: verdict})
+}
+
+// waitVerdicts returns the change that gave the last of want's sites its wanted verdict.
+func (d *demo) waitVerdicts(ctx context.Context, want map[string]string) (view.Change, error) {
+	timer := time.NewTimer(demoWaitLimit)
+	defer timer.Stop()
+	for {
+		select {
+		case c := <-d.verdicts:
+			if want[c.Site] == c.To {
+				delete(want, c.Site)
+				if len(want) == 0 {
+					return c, nil
+				}
+			}
+		case <-ctx.Done():
+			return view.Change{}, ctx.Err()
+		case <-timer.C:
+			var missing []string
+			for site, verdict := range want {
+				missing = append(missing, site+" "+verdict)
+			}
+			slices.Sort(missing)
+			return view.Change{}, fmt.Errorf("waited %s for the view to say %s", demoWaitLimit, strings.Join(missing, ", "))
+		}
+	}
 }

@@ -498,6 +498,9 @@ func TestDemo(t *testing.T) {
 		`(?m)^== .*site beta DOWN \d+\.\d{3}s after the blackhole, \d+\.\d{3}s after its first failed probe$`,
 		`(?m)^\d\d:\d\d:\d\d\.\d{3}  site +beta +(down|degraded) -> up\b`,
 		`(?m)^== .*site beta UP \d+\.\d{3}s after healing$`,
+		`(?m)^== .*open http://127\.0\.0\.1:\d+/ to watch the board$`,
+		`(?m)^== .*VIEW: site beta LOST \d+\.\d{3}s after the blackhole$`,
+		`(?m)^== .*VIEW: site beta UP \d+\.\d{3}s after healing$`,
 		`(?m)site alpha stayed up throughout`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
