@@ -2,7 +2,7 @@
 
 TRIALS ?= 10
 
-.PHONY: test-e2e bench-detect-agent netns-clean
+.PHONY: test-e2e bench-detect-agent bench-detect netns-clean
 
 # test-e2e runs the namespace harness and the end-to-end agent scenarios alone.
 test-e2e:
@@ -12,6 +12,12 @@ test-e2e:
 # $(TRIALS) trials per scenario and prints the table (issue 2's "Numbers to reach").
 bench-detect-agent:
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchDetect$$' -v ./e2e/ -args -trials $(TRIALS)
+
+# bench-detect measures detection at the view (three edges, two sites) against
+# prometheus-blackbox-exporter + Prometheus at 1 s in the same run, over $(TRIALS) trials
+# per scenario, and prints the table (issue 3, item 5).
+bench-detect:
+	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchDetectView$$' -v ./e2e/ -args -trials $(TRIALS)
 
 # netns-clean removes every namespace the harness created, including those of runs still
 # going: use it after killed runs (a new run also sweeps those of dead processes).
