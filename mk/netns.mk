@@ -1,4 +1,4 @@
-# Namespace test network (internal/testnet) and the agent detection benchmark. Root only.
+# Namespace test network (internal/testnet) and the detection benchmarks (agent, view). Root only.
 
 TRIALS ?= 10
 
