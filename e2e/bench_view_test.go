@@ -225,14 +225,16 @@ func TestBenchDetectView(t *testing.T) {
 		return states(map[string]string{"a": "up", "b": "up"})(got) && got["a"].Witnesses == 3 && got["b"].Witnesses == 3
 	}
 	v.poll("both sites up with three witnesses", startTimeout, allUp, nil)
-	peerQuiet := func() {
+	peerQuiet := func(since time.Time) time.Duration {
 		t.Helper()
-		if _, err := pollUntil(time.Now(), peerPoll, peerTimeout, func() (bool, error) {
+		d, err := pollUntil(since, peerPoll, peerTimeout, func() (bool, error) {
 			f, err := p.firing("a")
 			return !f, err
-		}); err != nil {
+		})
+		if err != nil {
 			t.Fatalf("waiting for the peer's alert on a to clear: %v", err)
 		}
+		return d
 	}
 	// The peer is ready when its scrapes have answered for every target.
 	if _, err := pollUntil(time.Now(), peerPoll, peerTimeout, func() (bool, error) {
@@ -240,12 +242,13 @@ func TestBenchDetectView(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("waiting for Prometheus to scrape %d probes: %v", len(targets), err)
 	}
-	peerQuiet()
+	peerQuiet(time.Now())
 
 	phase := func() { time.Sleep(rand.N(probeInterval)) }
 	lost := &viewSample{name: "blackhole -> lost"}
 	up := &viewSample{name: "heal -> up"}
 	peerLost := &viewSample{name: "peer: blackhole -> alert"}
+	peerUp := &viewSample{name: "peer: heal -> alert gone"}
 	for i := 0; i < *trials; i++ {
 		phase()
 		start := time.Now()
@@ -292,7 +295,7 @@ func TestBenchDetectView(t *testing.T) {
 			t.Fatalf("trial %d: waiting for site a up at the view: %v", i+1, err)
 		}
 		up.took = append(up.took, d)
-		peerQuiet()
+		peerUp.took = append(peerUp.took, peerQuiet(start))
 		fmt.Printf("blackhole trial %d: lost after %v (peer %v), up after %v\n", i+1,
 			lost.took[i].Round(time.Millisecond), peerLost.took[i].Round(time.Millisecond), up.took[i].Round(time.Millisecond))
 	}
@@ -428,7 +431,7 @@ func TestBenchDetectView(t *testing.T) {
 		fmt.Printf("agent restart trial %d: three witnesses after %v\n", i+1, d.Round(time.Millisecond))
 	}
 
-	viewReport(os.Stdout, lost, peerLost, up, web, cut, restartView, restartAgent)
+	viewReport(os.Stdout, lost, peerLost, up, peerUp, web, cut, restartView, restartAgent)
 	fmt.Printf("uplink cut: e1 first shown out as %v (counts per trial)\n", shown)
 	for _, s := range []*viewSample{lost, up, web, cut, restartView, restartAgent} {
 		if s.falseLost > 0 || s.wrong > 0 {
