@@ -50,6 +50,7 @@ type schedule struct {
 	machine *machine
 	entries []*entry
 	byState map[*targetState]*entry
+	byKey   map[targetKey]*entry // for reloads: the entry of a target by its identity
 }
 
 // entry is one target's place in the timing heap.
@@ -128,7 +129,7 @@ func (a *Agent) closeEnv() {
 // prober, state and timing, so a reload does not forget what is down.
 func (a *Agent) build(cfg *Config, old *schedule) (*schedule, error) {
 	targets := cfg.Targets()
-	s := &schedule{cfg: cfg, byState: map[*targetState]*entry{}}
+	s := &schedule{cfg: cfg, byState: map[*targetState]*entry{}, byKey: map[targetKey]*entry{}}
 	var states []*targetState
 	s.machine, states = newMachine(cfg.Agent.Name, cfg.Agent.FailThreshold, targets, a.emit)
 	now := a.opts.now()
@@ -161,6 +162,7 @@ func (a *Agent) build(cfg *Config, old *schedule) (*schedule, error) {
 		}
 		e.state = states[i]
 		s.byState[e.state] = e
+		s.byKey[targetKey{e.state.target.Site, e.state.target.Name, e.state.target.Kind}] = e
 	}
 	s.entries = entries
 	if old != nil {
@@ -184,15 +186,19 @@ func (a *Agent) build(cfg *Config, old *schedule) (*schedule, error) {
 	return s, nil
 }
 
+// targetKey identifies a target within a configuration (names are unique per site and kind).
+type targetKey struct {
+	site, name string
+	kind       probes.Kind
+}
+
 // find returns the entry probing exactly target t, if any.
 func (s *schedule) find(t Target) *entry {
 	if s == nil {
 		return nil
 	}
-	for _, e := range s.entries {
-		if reflect.DeepEqual(e.state.target, t) {
-			return e
-		}
+	if e := s.byKey[targetKey{t.Site, t.Name, t.Kind}]; e != nil && reflect.DeepEqual(e.state.target, t) {
+		return e
 	}
 	return nil
 }

@@ -101,7 +101,7 @@ func (m *machine) observe(t *targetState, r probes.Result, now time.Time) []*tar
 		if t.failing() && t.site != nil && allFailing(t.site) {
 			// The first sign of recovery: ask the rest of the site now rather than at
 			// their next interval, so the site is back in a round trip.
-			trigger = m.witnesses(t)[:len(t.site.targets)-1]
+			trigger = siteOthers(t)
 		}
 		t.fails = 0
 		if t.state != TargetUp {
@@ -144,12 +144,7 @@ func (m *machine) siteFailing(s *siteState, except *targetState) bool {
 // t itself keeps its confirm interval.
 func (m *machine) witnesses(t *targetState) []*targetState {
 	s := t.site
-	var out []*targetState
-	for _, o := range s.targets {
-		if o != t {
-			out = append(out, o)
-		}
-	}
+	out := siteOthers(t)
 	for _, o := range m.sites {
 		if o == s {
 			continue
@@ -169,6 +164,17 @@ func (m *machine) changeTarget(t *targetState, to string, now time.Time, detect 
 	t.state = to
 	m.emit(Event{Type: EventTarget, Time: now, Agent: m.agent, Site: t.target.Site,
 		Target: t.target.Name, Kind: t.target.Kind, From: from, To: to, Detect: detect, Reason: reason})
+}
+
+// siteOthers lists the targets of t's site other than t.
+func siteOthers(t *targetState) []*targetState {
+	var out []*targetState
+	for _, o := range t.site.targets {
+		if o != t {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // rawState is the site's state from its targets alone.
