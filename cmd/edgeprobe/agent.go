@@ -45,6 +45,9 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 		logConfigErrors(logger, "cannot start: invalid configuration", *configPath, err)
 		return exitUsage
 	}
+	for _, w := range cfg.Warnings() {
+		logger.Warn(w)
+	}
 	out, err := newOutputs(cfg, stdout, logger)
 	if err != nil {
 		logger.Error("cannot start the exporters", "config", *configPath, "error", err)

@@ -26,7 +26,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if *quiet {
-		return exitOK
+		return exitOK // the agent logs the warnings below when it starts
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	if err := cfg.WriteEffective(stdout); err != nil {
 		fmt.Fprintf(stderr, "edgeprobe check: writing the effective config of %s: %v\n", *configPath, err)
