@@ -3,6 +3,7 @@ package exporters
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -52,6 +53,8 @@ type promSeries struct {
 }
 
 type promSiteState struct {
+	name   string
+	enc    *siteLabels // remote_write's encoded label sets, built on its first snapshot
 	state  string
 	since  time.Time // zero until the first EventSite
 	detect time.Duration
@@ -59,7 +62,16 @@ type promSiteState struct {
 
 type promTargetKey struct{ site, target string }
 
+func (k promTargetKey) less(o promTargetKey) bool {
+	if k.site != o.site {
+		return k.site < o.site
+	}
+	return k.target < o.target
+}
+
 type promTargetState struct {
+	key    promTargetKey
+	enc    *targetLabels // remote_write's encoded label sets, rebuilt when kind changes
 	kind   probes.Kind
 	state  string // agent.Target* name
 	probed bool   // a probe result has been seen
@@ -76,6 +88,10 @@ type promState struct {
 	isolated bool
 	sites    map[string]*promSiteState
 	targets  map[promTargetKey]*promTargetState
+	// The same, in export order (sites by name; targets by site, then name), kept sorted
+	// as they appear so that a snapshot or scrape sorts nothing.
+	siteList   []*promSiteState
+	targetList []*promTargetState
 }
 
 func newPromState() *promState {
@@ -92,7 +108,10 @@ func (s *promState) apply(ev agent.Event) (changed, newTarget bool) {
 		return true, false
 	}
 	if ev.Site != "" && s.sites[ev.Site] == nil {
-		s.sites[ev.Site] = &promSiteState{state: agent.SiteUnknown}
+		site := &promSiteState{name: ev.Site, state: agent.SiteUnknown}
+		s.sites[ev.Site] = site
+		i := sort.Search(len(s.siteList), func(i int) bool { return s.siteList[i].name >= ev.Site })
+		s.siteList = slices.Insert(s.siteList, i, site)
 	}
 	if ev.Type == agent.EventSite {
 		site := s.sites[ev.Site]
@@ -105,8 +124,10 @@ func (s *promState) apply(ev agent.Event) (changed, newTarget bool) {
 	key := promTargetKey{ev.Site, ev.Target}
 	t := s.targets[key]
 	if t == nil {
-		t = &promTargetState{state: agent.TargetUnknown}
+		t = &promTargetState{key: key, state: agent.TargetUnknown}
 		s.targets[key] = t
+		i := sort.Search(len(s.targetList), func(i int) bool { return !s.targetList[i].key.less(key) })
+		s.targetList = slices.Insert(s.targetList, i, t)
 		newTarget = true
 	}
 	if ev.Kind != "" {
@@ -132,13 +153,8 @@ func (s *promState) series(pushInterval time.Duration) []promSeries {
 	if pushInterval > 0 {
 		out = append(out, promSeries{name: "edgeprobe_push_interval_seconds", value: pushInterval.Seconds()})
 	}
-	siteNames := make([]string, 0, len(s.sites))
-	for name := range s.sites {
-		siteNames = append(siteNames, name)
-	}
-	sort.Strings(siteNames)
-	for _, name := range siteNames {
-		site := s.sites[name]
+	for _, site := range s.siteList {
+		name := site.name
 		siteLabel := []labelPair{{"site", name}}
 		for _, state := range siteStates {
 			out = append(out, promSeries{"edgeprobe_site_state",
@@ -151,18 +167,8 @@ func (s *promState) series(pushInterval time.Duration) []promSeries {
 				promSeries{"edgeprobe_site_detect_seconds", siteLabel, site.detect.Seconds()})
 		}
 	}
-	keys := make([]promTargetKey, 0, len(s.targets))
-	for key := range s.targets {
-		keys = append(keys, key)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].site != keys[j].site {
-			return keys[i].site < keys[j].site
-		}
-		return keys[i].target < keys[j].target
-	})
-	for _, key := range keys {
-		t := s.targets[key]
+	for _, t := range s.targetList {
+		key := t.key
 		labels := []labelPair{{"site", key.site}, {"target", key.target}, {"kind", string(t.kind)}}
 		switch t.state {
 		case agent.TargetUp, agent.TargetSuspect:

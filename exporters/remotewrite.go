@@ -15,19 +15,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/edgeprobe/edgeprobe/agent"
-	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -86,6 +82,7 @@ type RemoteWrite struct {
 	changed   chan struct{} // a state change wants a push now
 	queued    chan struct{} // the queue has something for the sender
 	lastMs    int64         // timestamp of the last snapshot, owned by Run's goroutine
+	enc       *snapEncoder  // owned by Run's goroutine
 	closeOnce sync.Once
 }
 
@@ -173,6 +170,7 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 		extra:     extra,
 		logger:    logger.With("receiver", cfg.Name),
 		state:     newPromState(),
+		enc:       newSnapEncoder(agentName, extra),
 		stats:     newPushStats(),
 		descs:     newPushDescs(cfg.Name),
 		changed:   make(chan struct{}, 1),
@@ -316,7 +314,8 @@ func (r *RemoteWrite) enqueueSnapshot() {
 	}
 }
 
-// encode builds the WriteRequest of the current state, stamped now. Timestamps strictly
+// encode returns the compressed WriteRequest of the current state, stamped now; the
+// result is valid until the next call (queues copy or write it). Timestamps strictly
 // increase from push to push: receivers reject a second, different sample at the same
 // millisecond.
 func (r *RemoteWrite) encode(now time.Time) ([]byte, error) {
@@ -325,31 +324,7 @@ func (r *RemoteWrite) encode(now time.Time) ([]byte, error) {
 		ms = r.lastMs + 1
 	}
 	r.lastMs = ms
-	series := r.state.series(r.cfg.PushInterval.Duration)
-	req := &prompb.WriteRequest{Timeseries: make([]*prompb.TimeSeries, 0, len(series))}
-	for _, s := range series {
-		labels := make([]*prompb.Label, 0, 2+len(r.extra)+len(s.labels))
-		labels = append(labels, &prompb.Label{Name: "__name__", Value: s.name}, &prompb.Label{Name: "agent", Value: r.agentName})
-		for _, l := range r.extra {
-			labels = append(labels, &prompb.Label{Name: l.name, Value: l.value})
-		}
-		for _, l := range s.labels {
-			// An empty value means no label (the site of a control target) in Prometheus.
-			if l.value != "" {
-				labels = append(labels, &prompb.Label{Name: l.name, Value: l.value})
-			}
-		}
-		sort.Slice(labels, func(i, j int) bool { return labels[i].Name < labels[j].Name })
-		req.Timeseries = append(req.Timeseries, &prompb.TimeSeries{
-			Labels:  labels,
-			Samples: []*prompb.Sample{{Value: s.value, Timestamp: ms}},
-		})
-	}
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("marshal WriteRequest: %w", err)
-	}
-	return snappy.Encode(nil, raw), nil
+	return r.enc.encode(r.state, r.cfg.PushInterval.Duration.Seconds(), ms), nil
 }
 
 // pushError is a failed request; retryable ones are tried again after a backoff.

@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ type memQueue struct {
 }
 
 func (q *memQueue) push(b batch) {
+	b.payload = bytes.Clone(b.payload) // the encoder reuses its buffer
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.batches) >= q.max {
@@ -187,7 +189,10 @@ func (q *spoolQueue) write(e spoolEntry, payload []byte) error {
 	}
 	var header [spoolHeaderLen]byte
 	binary.BigEndian.PutUint32(header[:], crc32.Checksum(payload, castagnoli))
-	_, err = f.Write(append(header[:], payload...))
+	_, err = f.Write(header[:])
+	if err == nil {
+		_, err = f.Write(payload)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -1,0 +1,176 @@
+package exporters
+
+import (
+	"encoding/binary"
+	"math"
+	"sort"
+
+	"github.com/klauspost/compress/snappy"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/probes"
+)
+
+// snapEncoder writes remote_write snapshots without building them as messages.
+//
+// A snapshot is every series of the agent's state, and at 1000 targets that is some 3000
+// series: building a prompb.TimeSeries with sorted Label messages for each one per push
+// cost about 10 ms and 38,000 allocations. The label set of a series never changes, so
+// each one is encoded once (sorted, as the protobuf Label messages of the TimeSeries) when
+// the site or target first appears, and kept beside its state; a snapshot copies the
+// values under the state's lock, then appends, per series, the cached label bytes and one
+// Sample into a reused buffer and compresses it into another. The bytes are those
+// proto.Marshal produces for the same WriteRequest (TestSnapshotEncodingMatchesProto).
+type snapEncoder struct {
+	agentName string
+	extra     []labelPair
+
+	isolated, pushInterval []byte // the agent-wide series' labels
+
+	series     []snapSeries // this snapshot's series, reused
+	raw        []byte       // the WriteRequest, reused
+	compressed []byte       // snappy of raw, reused
+}
+
+type snapSeries struct {
+	labels []byte // encoded Label fields of the TimeSeries; never modified once built
+	value  float64
+}
+
+// siteLabels are a site's series, in the order snapshot writes them.
+type siteLabels struct {
+	states        [4][]byte // edgeprobe_site_state per siteStates
+	since, detect []byte
+}
+
+// targetLabels are a target's series, built for one kind.
+type targetLabels struct {
+	kind                  probes.Kind
+	up, success, duration []byte
+}
+
+func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
+	e := &snapEncoder{agentName: agentName, extra: extra}
+	e.isolated = e.labels("edgeprobe_agent_isolated")
+	e.pushInterval = e.labels("edgeprobe_push_interval_seconds")
+	return e
+}
+
+// labels encodes the sorted label set of one series: __name__, agent, the agent labels and
+// pairs; an empty value means no label (the site of a control target).
+func (e *snapEncoder) labels(name string, pairs ...labelPair) []byte {
+	all := make([]labelPair, 0, 2+len(e.extra)+len(pairs))
+	all = append(all, labelPair{"__name__", name}, labelPair{"agent", e.agentName})
+	all = append(all, e.extra...)
+	for _, p := range pairs {
+		if p.value != "" {
+			all = append(all, p)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].name < all[j].name })
+	var b []byte
+	for _, l := range all {
+		size := protowire.SizeTag(1) + protowire.SizeBytes(len(l.name)) + protowire.SizeTag(2) + protowire.SizeBytes(len(l.value))
+		b = protowire.AppendTag(b, 1, protowire.BytesType) // TimeSeries.labels
+		b = protowire.AppendVarint(b, uint64(size))
+		b = protowire.AppendTag(b, 1, protowire.BytesType) // Label.name
+		b = protowire.AppendString(b, l.name)
+		b = protowire.AppendTag(b, 2, protowire.BytesType) // Label.value
+		b = protowire.AppendString(b, l.value)
+	}
+	return b
+}
+
+func (e *snapEncoder) siteLabels(site string) *siteLabels {
+	l := &siteLabels{}
+	for i, state := range siteStates {
+		l.states[i] = e.labels("edgeprobe_site_state", labelPair{"site", site}, labelPair{"state", state})
+	}
+	l.since = e.labels("edgeprobe_site_state_change_timestamp_seconds", labelPair{"site", site})
+	l.detect = e.labels("edgeprobe_site_detect_seconds", labelPair{"site", site})
+	return l
+}
+
+func (e *snapEncoder) targetLabels(key promTargetKey, kind probes.Kind) *targetLabels {
+	pairs := []labelPair{{"site", key.site}, {"target", key.target}, {"kind", string(kind)}}
+	return &targetLabels{
+		kind:     kind,
+		up:       e.labels("edgeprobe_target_up", pairs...),
+		success:  e.labels("probe_success", pairs...),
+		duration: e.labels("probe_duration_seconds", pairs...),
+	}
+}
+
+// collect copies the current state's series into e.series (the same series, in the same
+// order, as promState.series).
+func (e *snapEncoder) collect(s *promState, pushInterval float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := append(e.series[:0],
+		snapSeries{e.isolated, boolValue(s.isolated)},
+		snapSeries{e.pushInterval, pushInterval})
+	for _, site := range s.siteList {
+		if site.enc == nil {
+			site.enc = e.siteLabels(site.name)
+		}
+		for i, state := range siteStates {
+			out = append(out, snapSeries{site.enc.states[i], boolValue(site.state == state)})
+		}
+		if !site.since.IsZero() {
+			out = append(out,
+				snapSeries{site.enc.since, float64(site.since.UnixNano()) / 1e9},
+				snapSeries{site.enc.detect, site.detect.Seconds()})
+		}
+	}
+	for _, t := range s.targetList {
+		if t.enc == nil || t.enc.kind != t.kind {
+			t.enc = e.targetLabels(t.key, t.kind)
+		}
+		switch t.state {
+		case agent.TargetUp, agent.TargetSuspect:
+			out = append(out, snapSeries{t.enc.up, 1})
+		case agent.TargetDown:
+			out = append(out, snapSeries{t.enc.up, 0})
+		}
+		if t.probed {
+			out = append(out,
+				snapSeries{t.enc.success, boolValue(t.ok)},
+				snapSeries{t.enc.duration, t.rtt.Seconds()})
+		}
+	}
+	e.series = out
+}
+
+// encode returns the snappy-compressed WriteRequest of the current state with every sample
+// at ms. The result is valid until the next call.
+func (e *snapEncoder) encode(s *promState, pushInterval float64, ms int64) []byte {
+	e.collect(s, pushInterval)
+	raw := e.raw[:0]
+	for _, ser := range e.series {
+		// Sample: value (fixed64, omitted when +0 as proto3 does) and timestamp (varint).
+		sample := protowire.SizeTag(2) + protowire.SizeVarint(uint64(ms))
+		bits := math.Float64bits(ser.value)
+		if bits != 0 {
+			sample += protowire.SizeTag(1) + protowire.SizeFixed64()
+		}
+		size := len(ser.labels) + protowire.SizeTag(2) + protowire.SizeBytes(sample)
+		raw = protowire.AppendTag(raw, 1, protowire.BytesType) // WriteRequest.timeseries
+		raw = protowire.AppendVarint(raw, uint64(size))
+		raw = append(raw, ser.labels...)
+		raw = protowire.AppendTag(raw, 2, protowire.BytesType) // TimeSeries.samples
+		raw = protowire.AppendVarint(raw, uint64(sample))
+		if bits != 0 {
+			raw = protowire.AppendTag(raw, 1, protowire.Fixed64Type)
+			raw = binary.LittleEndian.AppendUint64(raw, bits)
+		}
+		raw = protowire.AppendTag(raw, 2, protowire.VarintType)
+		raw = protowire.AppendVarint(raw, uint64(ms))
+	}
+	e.raw = raw
+	if n := snappy.MaxEncodedLen(len(raw)); cap(e.compressed) < n {
+		e.compressed = make([]byte, n)
+	}
+	e.compressed = e.compressed[:cap(e.compressed)]
+	return snappy.Encode(e.compressed, raw)
+}
