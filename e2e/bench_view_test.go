@@ -187,7 +187,7 @@ func TestBenchDetectView(t *testing.T) {
 		t.Fatal(err)
 	}
 	listen := netip.AddrPortFrom(viewAddr, viewPort).String()
-	view := startProc(t, n, "view", binary, "view", "--listen", listen)
+	view := startProc(t, n, "view", binary, "view", "--listen", listen, "--allow-unauthenticated")
 
 	bbFile := filepath.Join(dir, "blackbox.yml")
 	writeFile(t, bbFile, blackboxConfig)
@@ -381,7 +381,7 @@ func TestBenchDetectView(t *testing.T) {
 			t.Fatalf("view restart trial %d: stopping the view: %v; stderr:\n%s", i+1, err, view.Stderr())
 		}
 		start := time.Now()
-		view = startProc(t, n, "view", binary, "view", "--listen", listen)
+		view = startProc(t, n, "view", binary, "view", "--listen", listen, "--allow-unauthenticated")
 		d, err := pollUntil(start, viewPoll, changeTimeout, func() (bool, error) {
 			got, err := v.sites()
 			if err != nil {

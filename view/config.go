@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v2"
 )
 
 // Defaults for a view started with no config file.
@@ -20,8 +21,14 @@ const (
 	DefaultQuorum       = 2
 	DefaultMaxBodyBytes = 4 << 20
 	DefaultMaxSampleAge = time.Minute
-	defaultStaleFactor  = 3
-	minStaleAfter       = time.Second
+	// An agent pushes once per push interval (1 s at the fastest that is sensible) and at
+	// once on every state change: 10 a second on average with bursts of 100 leaves room
+	// for a storm of changes while stopping a runaway or hostile sender.
+	DefaultPushRate        = 10
+	DefaultPushBurst       = 100
+	DefaultMaxEventClients = 256
+	defaultStaleFactor     = 3
+	minStaleAfter          = time.Second
 )
 
 // Config is view.toml. The zero value (after Defaults) is a working view on loopback
@@ -47,6 +54,16 @@ type Config struct {
 	Tokens      []string     `toml:"tokens"`
 	AgentTokens []AgentToken `toml:"agent_tokens"`
 	Notifiers   Notifiers    `toml:"notifiers"`
+	// AllowUnauthenticated lets the view listen beyond loopback with no authentication
+	// (no tokens, no client certificates, no basic auth in web_config). Without it such a
+	// view refuses to start: anyone who reaches it could forge a site loss.
+	AllowUnauthenticated bool `toml:"allow_unauthenticated"`
+	// PushRate and PushBurst bound each agent's pushes (a token bucket per agent: PushRate
+	// a second on average, PushBurst at once); beyond them a push gets 429 with Retry-After.
+	PushRate  float64 `toml:"push_rate"`
+	PushBurst int     `toml:"push_burst"`
+	// MaxEventClients caps the concurrent /api/v1/events subscribers; more get 503.
+	MaxEventClients int `toml:"max_event_clients"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -69,10 +86,47 @@ func (c *Config) Warnings() []string {
 			out = append(out, fmt.Sprintf("token file %s (agent %s) is readable by every user; chmod o-r it", at.TokenFile, at.Agent))
 		}
 	}
-	if len(c.Tokens) == 0 && len(c.AgentTokens) == 0 && !loopback(c.Listen) {
-		out = append(out, fmt.Sprintf("listening on %s without tokens: anyone who reaches it can push verdicts; set tokens or agent_tokens", c.Listen))
+	if c.AllowUnauthenticated && !loopback(c.Listen) && !c.authenticated() {
+		out = append(out, fmt.Sprintf("listening on %s without authentication (allow_unauthenticated): anyone who reaches it can push verdicts", c.Listen))
 	}
 	return out
+}
+
+// CheckExposure refuses a view that would listen on listen (host:port) beyond loopback
+// with no authentication at all, unless AllowUnauthenticated says so: anyone who reaches
+// such a view could push a forged site loss. Authentication is tokens or agent_tokens,
+// or a web_config that requires verified client certificates or basic auth.
+func (c *Config) CheckExposure(listen string) error {
+	if c.AllowUnauthenticated || loopback(listen) || c.authenticated() {
+		return nil
+	}
+	return fmt.Errorf("refusing to listen on %s beyond loopback without authentication: anyone who reaches it could forge a site loss; "+
+		"set tokens or agent_tokens (or client_auth_type: RequireAndVerifyClientCert in web_config), "+
+		"or accept the risk with allow_unauthenticated = true (flag --allow-unauthenticated)", listen)
+}
+
+// authenticated says whether pushes need a credential: a token, or what web_config asks.
+func (c *Config) authenticated() bool {
+	if len(c.Tokens) > 0 || len(c.AgentTokens) > 0 {
+		return true
+	}
+	if c.WebConfig == "" {
+		return false
+	}
+	data, err := os.ReadFile(c.WebConfig)
+	if err != nil {
+		return false
+	}
+	var wc struct {
+		TLS struct {
+			ClientAuth string `yaml:"client_auth_type"`
+		} `yaml:"tls_server_config"`
+		Users map[string]string `yaml:"basic_auth_users"`
+	}
+	if yaml.Unmarshal(data, &wc) != nil {
+		return false
+	}
+	return wc.TLS.ClientAuth == "RequireAndVerifyClientCert" || len(wc.Users) > 0
 }
 
 // loopback says whether addr (host:port) listens on loopback only.
@@ -193,6 +247,15 @@ func (c *Config) Defaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if c.PushRate == 0 {
+		c.PushRate = DefaultPushRate
+	}
+	if c.PushBurst == 0 {
+		c.PushBurst = DefaultPushBurst
+	}
+	if c.MaxEventClients == 0 {
+		c.MaxEventClients = DefaultMaxEventClients
+	}
 	for i := range c.Notifiers.Webhook {
 		w := &c.Notifiers.Webhook[i]
 		if w.Timeout == 0 {
@@ -283,7 +346,7 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 func allowedKeys(k toml.Key) string {
 	switch {
 	case len(k) == 1:
-		return "allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers"
+		return "allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, allow_unauthenticated, push_rate, push_burst, max_event_clients, notifiers"
 	case k[0] == "agent_tokens":
 		return "allowed: agent, token_file"
 	case len(k) == 2 && k[0] == "notifiers":
@@ -313,6 +376,15 @@ func (c *Config) validate(data []byte) []error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		bad("max_body_bytes", "%d is too small: want at least 1024", c.MaxBodyBytes)
+	}
+	if c.PushRate < 0 || math.IsNaN(c.PushRate) || math.IsInf(c.PushRate, 0) {
+		bad("push_rate", "%v: want a positive number of pushes a second per agent", c.PushRate)
+	}
+	if c.PushBurst < 1 {
+		bad("push_burst", "%d: want at least 1", c.PushBurst)
+	}
+	if c.MaxEventClients < 1 {
+		bad("max_event_clients", "%d: want at least 1", c.MaxEventClients)
 	}
 	if c.StaleAfter != 0 && time.Duration(c.StaleAfter) < 100*time.Millisecond {
 		bad("stale_after", "%s is too short: want at least 100ms", time.Duration(c.StaleAfter))

@@ -39,7 +39,7 @@ func TestDefaultConfig(t *testing.T) {
 // TestInvalidConfigs: each testdata/invalid-*.toml must fail with the exact message.
 func TestInvalidConfigs(t *testing.T) {
 	want := map[string]string{
-		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key (allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers)",
+		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key (allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, allow_unauthenticated, push_rate, push_burst, max_event_clients, notifiers)",
 		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook.retries: unknown key (allowed: url, timeout, max_retries)",
 		"invalid-web-config.toml":  "testdata/invalid-web-config.toml:1: web_config: /nonexistent/web.yml: open /nonexistent/web.yml: no such file or directory",
 		"invalid-quorum.toml":      `testdata/invalid-quorum.toml:1: quorum: quorum 0 out of range: want a number >= 1 or "majority"`,
@@ -97,13 +97,26 @@ func TestConfigWarnings(t *testing.T) {
 		want []string
 	}{
 		{"defaults on loopback", ``, nil},
-		{"open address without tokens", `listen = "0.0.0.0:9470"`, []string{"listening on 0.0.0.0:9470 without tokens"}},
+		{"open address without tokens", `listen = "0.0.0.0:9470"`, nil}, // refused by CheckExposure instead
+		{"open address allowed without tokens", "listen = \"0.0.0.0:9470\"\nallow_unauthenticated = true", []string{"listening on 0.0.0.0:9470 without authentication"}},
 		{"open address with tokens", "listen = \"203.0.113.5:9470\"\ntokens = [\"t\"]", nil},
+		{"world-readable config with tokens", "tokens = [\"t\"]", []string{"view.toml holds tokens and is readable by every user"}},
 		{"world-readable token file", "[[agent_tokens]]\nagent = \"e1\"\ntoken_file = \"" + open + "\"", []string{"token file " + open + " (agent e1) is readable by every user"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ParseConfig([]byte(tt.toml), "view.toml")
+			path := filepath.Join(dir, "view.toml")
+			if err := os.WriteFile(path, []byte(tt.toml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			mode := os.FileMode(0o600)
+			if strings.HasPrefix(tt.name, "world-readable config") {
+				mode = 0o644
+			}
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := LoadConfig(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,8 +125,62 @@ func TestConfigWarnings(t *testing.T) {
 				t.Fatalf("warnings %q, want %d", got, len(tt.want))
 			}
 			for i, w := range tt.want {
-				if !strings.HasPrefix(got[i], w) {
+				if !strings.HasPrefix(strings.TrimPrefix(got[i], dir+"/"), w) {
 					t.Errorf("warning %q, want it to start with %q", got[i], w)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckExposure: beyond loopback a view needs tokens, verified client certificates or
+// basic auth, or an explicit allow_unauthenticated; on loopback it needs nothing.
+func TestCheckExposure(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	writeSelfSigned(t, dir)
+	tlsOnly := write("tls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+	mtls := write("mtls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n")
+	tests := []struct {
+		name, toml, listen string
+		refused            bool
+	}{
+		{"loopback v4 without auth", ``, "127.0.0.1:9470", false},
+		{"loopback v6 without auth", ``, "[::1]:9470", false},
+		{"localhost without auth", ``, "localhost:9470", false},
+		{"all addresses without auth", ``, ":9470", true},
+		{"0.0.0.0 without auth", ``, "0.0.0.0:9470", true},
+		{"public address without auth", ``, "203.0.113.5:9470", true},
+		{"TLS without client auth", `web_config = "` + tlsOnly + `"`, "203.0.113.5:9470", true},
+		{"shared token", `tokens = ["t"]`, "203.0.113.5:9470", false},
+		{"verified client certificates", `web_config = "` + mtls + `"`, "0.0.0.0:9470", false},
+		{"explicitly allowed", `allow_unauthenticated = true`, "0.0.0.0:9470", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tt.toml), "view.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.CheckExposure(tt.listen)
+			if !tt.refused {
+				if err != nil {
+					t.Errorf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("allowed, want refused")
+			}
+			for _, part := range []string{tt.listen, "tokens or agent_tokens", "allow_unauthenticated = true", "--allow-unauthenticated"} {
+				if !strings.Contains(err.Error(), part) {
+					t.Errorf("error %q does not name %q", err, part)
 				}
 			}
 		})

@@ -115,8 +115,13 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve serves the view on ln until ctx is done.
+// Serve serves the view on ln until ctx is done. It refuses a listener beyond loopback
+// when the config has no authentication and does not allow that (Config.CheckExposure).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.cfg.CheckExposure(ln.Addr().String()); err != nil {
+		ln.Close()
+		return err
+	}
 	srv := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,

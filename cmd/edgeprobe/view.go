@@ -13,12 +13,13 @@ import (
 // cmdView runs the central view until SIGINT or SIGTERM. Verdict changes go to stdout
 // as JSON lines (the event log); diagnostics go to stderr.
 func cmdView(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("view", "[--listen ADDR] [--config FILE]",
+	fs := newFlagSet("view", "[--listen ADDR] [--config FILE] [--allow-unauthenticated]",
 		"Receive the agents' remote_write pushes and decide per site: up, degraded, lost or unknown.\n"+
 			"Serves / (live page), /api/v1/sites, /api/v1/events, /api/v1/write and /metrics.\n"+
 			"Runs with defaults without a config file; SIGINT and SIGTERM stop it.", stderr)
 	listen := fs.String("listen", "", "`address` to serve on (default "+view.DefaultListen+", or listen in the config)")
 	configPath := fs.String("config", "", "view configuration `file` (TOML); optional")
+	allowUnauth := fs.Bool("allow-unauthenticated", false, "listen beyond loopback without tokens or client certificates (allow_unauthenticated in the config): anyone who reaches the view can push verdicts")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
 	}
@@ -36,6 +37,13 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
+	}
+	if *allowUnauth {
+		cfg.AllowUnauthenticated = true
+	}
+	if err := cfg.CheckExposure(cfg.Listen); err != nil {
+		logger.Error("cannot start: " + err.Error())
+		return exitUsage
 	}
 	for _, w := range cfg.Warnings() {
 		logger.Warn(w)
