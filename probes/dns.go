@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,14 +15,15 @@ import (
 
 // dnsProber sends one query to one server and checks the reply's rcode and answers.
 type dnsProber struct {
-	spec     DNSSpec
-	host     string // server host
-	port     string
-	client   dns.Client
-	query    dns.Msg // template; each probe gets a fresh ID
-	rcodes   []int
-	answers  []*regexp.Regexp
-	resolver *Resolver
+	spec       DNSSpec
+	host       string // server host
+	port       string
+	client     dns.Client
+	query      dns.Msg // template; each probe gets a fresh ID
+	rcodes     []int
+	rcodeNames []string // as configured, for the Detail
+	answers    []*regexp.Regexp
+	resolver   *Resolver
 }
 
 var _ Prober = (*dnsProber)(nil)
@@ -78,6 +80,7 @@ func newDNSProber(spec DNSSpec, env *Env) (*dnsProber, error) {
 			return nil, fmt.Errorf("rcodes[%d]: %q is not an rcode (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...)", i, s)
 		}
 		p.rcodes = append(p.rcodes, code)
+		p.rcodeNames = append(p.rcodeNames, s)
 	}
 	for i, s := range spec.Answers {
 		re, err := regexp.Compile(s)
@@ -123,39 +126,88 @@ func (p *dnsProber) Probe(ctx context.Context) Result {
 		r.Phases = phases
 		return r
 	}
-	r := p.check(in)
+	r := p.check(m, in)
+	if !r.OK && r.Reason != ReasonRcode && r.Reason != ReasonAnswer {
+		r.Detail = fmt.Sprintf("query %s %s at %s over %s: %s", m.Question[0].Name,
+			dns.TypeToString[m.Question[0].Qtype], server, p.client.Net, r.Detail)
+	}
 	r.Start, r.RTT, r.Phases = start, time.Since(start), phases
 	return r
 }
 
-func (p *dnsProber) check(in *dns.Msg) Result {
-	accepted := false
-	for _, code := range p.rcodes {
-		accepted = accepted || in.Rcode == code
-	}
-	if !accepted {
-		want := p.spec.Rcodes
-		if len(want) == 0 {
-			want = []string{"NOERROR"}
-		}
-		return Result{Reason: ReasonRcode, Detail: fmt.Sprintf("rcode %s, want %s",
-			dns.RcodeToString[in.Rcode], strings.Join(want, " or "))}
-	}
-	for _, re := range p.answers {
-		if !anyRRMatches(in.Answer, re) {
-			return Result{Reason: ReasonAnswer, Detail: fmt.Sprintf("no answer record matches %q (%d records)", re, len(in.Answer))}
-		}
-	}
-	return Result{OK: true}
+func (p *dnsProber) check(query, in *dns.Msg) Result {
+	reason, detail := checkDNSReply(query, in, p.rcodes, p.rcodeNames, p.answers)
+	return Result{OK: reason == ReasonNone, Reason: reason, Detail: detail}
 }
 
-func anyRRMatches(rrs []dns.RR, re *regexp.Regexp) bool {
-	for _, rr := range rrs {
-		if re.MatchString(rr.String()) {
-			return true
+// checkDNSReply decides whether reply answers query as expected: the same ID, the question
+// asked (an error rcode may come without one), an rcode in rcodes (named rcodeNames for the
+// Detail), and for each of answers some record of the answer section whose zone-file text
+// it matches. It is pure, so that it can be fuzzed; the reply is untrusted input.
+func checkDNSReply(query, reply *dns.Msg, rcodes []int, rcodeNames []string, answers []*regexp.Regexp) (Reason, string) {
+	if reply.Id != query.Id {
+		return ReasonProtocol, fmt.Sprintf("reply ID %d, want %d", reply.Id, query.Id)
+	}
+	if !reply.Response {
+		return ReasonProtocol, "reply has the QR bit clear: it is a query, not a response"
+	}
+	q := query.Question[0]
+	switch {
+	case len(reply.Question) == 0 && reply.Rcode == dns.RcodeSuccess:
+		return ReasonProtocol, fmt.Sprintf("NOERROR reply without a question section, want %s", questionString(q))
+	case len(reply.Question) > 1:
+		return ReasonProtocol, fmt.Sprintf("reply holds %d questions, want 1 (%s)", len(reply.Question), questionString(q))
+	case len(reply.Question) == 1:
+		rq := reply.Question[0]
+		if !strings.EqualFold(rq.Name, q.Name) || rq.Qtype != q.Qtype || rq.Qclass != q.Qclass {
+			return ReasonProtocol, fmt.Sprintf("reply is for %s, want %s", questionString(rq), questionString(q))
 		}
 	}
-	return false
+	if !slices.Contains(rcodes, reply.Rcode) {
+		return ReasonRcode, fmt.Sprintf("rcode %s, want %s", rcodeString(reply.Rcode), strings.Join(rcodeNames, " or "))
+	}
+	if len(answers) == 0 {
+		return ReasonNone, ""
+	}
+	// Each record's text once, however many regexes there are: an answer may hold
+	// thousands of records (up to 64 KiB over TCP).
+	texts := make([]string, len(reply.Answer))
+	for i, rr := range reply.Answer {
+		texts[i] = rr.String()
+	}
+	for _, re := range answers {
+		if !slices.ContainsFunc(texts, re.MatchString) {
+			return ReasonAnswer, fmt.Sprintf("no answer record matches %q (%d records)", re, len(texts))
+		}
+	}
+	return ReasonNone, ""
+}
+
+// questionString shows a question as "name TYPE CLASS", quoting a name that holds
+// control characters so that a hostile reply cannot garble the Detail.
+func questionString(q dns.Question) string {
+	return fmt.Sprintf("%q %s %s", q.Name, typeString(q.Qtype), classString(q.Qclass))
+}
+
+func typeString(t uint16) string {
+	if s, ok := dns.TypeToString[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("TYPE%d", t)
+}
+
+func classString(c uint16) string {
+	if s, ok := dns.ClassToString[c]; ok {
+		return s
+	}
+	return fmt.Sprintf("CLASS%d", c)
+}
+
+func rcodeString(code int) string {
+	if s, ok := dns.RcodeToString[code]; ok {
+		return s
+	}
+	return fmt.Sprintf("RCODE%d", code)
 }
 
 // dnsReason adds miekg/dns's own errors (unpacking a malformed message, a reply with the

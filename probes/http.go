@@ -60,7 +60,12 @@ type httpTimes struct {
 	connectStart, connectEnd time.Time
 	tlsStart, tlsEnd         time.Time
 	wrote, firstByte         time.Time
+	redirects                int // redirects followed so far
 }
+
+// MaxResponseHeaderBytes caps the response headers an HTTP probe reads; a server that
+// sends more fails the probe with ReasonProtocol.
+const MaxResponseHeaderBytes = 256 << 10
 
 func newHTTPProber(spec HTTPSpec, env *Env) (*httpProber, error) {
 	u, err := url.Parse(spec.URL)
@@ -131,12 +136,18 @@ func newHTTPProber(spec HTTPSpec, env *Env) (*httpProber, error) {
 		DisableKeepAlives:   !spec.KeepAlive,
 		MaxIdleConnsPerHost: 1,
 		ForceAttemptHTTP2:   true,
+		// net/http's default is 10 MiB, and a server that streams one endless header line
+		// made a probe allocate 70 MB before that limit stopped it.
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 	}
 	p.client = &http.Client{
 		Transport: transport,
-		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) > spec.Redirects {
 				return http.ErrUseLastResponse
+			}
+			if t, ok := req.Context().Value(httpTimesKey{}).(*httpTimes); ok {
+				t.set(func() { t.redirects = len(via) })
 			}
 			return nil
 		},
@@ -198,7 +209,8 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 
 	resp, err := p.client.Do(req)
 	if err != nil {
-		r := failure(start, reasonOf(err), fmt.Sprintf("%s %s: %v", p.spec.Method, p.spec.URL, err))
+		reason, detail := httpFailure(err, times)
+		r := failure(start, reason, fmt.Sprintf("%s %s: %s", p.spec.Method, p.spec.URL, detail))
 		r.Phases = times.phases(time.Now())
 		return r
 	}
@@ -209,6 +221,13 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 	if !p.accepts(resp.StatusCode) {
 		r.Reason = ReasonStatus
 		r.Detail = fmt.Sprintf("status %d, want %s", resp.StatusCode, strings.Join(p.spec.Status, " or "))
+		if n := times.followed(); n > 0 {
+			r.Detail += fmt.Sprintf(" (from %s after %d redirects", resp.Request.URL.Redacted(), n)
+			if n == p.spec.Redirects && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+				r.Detail += ", the limit"
+			}
+			r.Detail += ")"
+		}
 		return r
 	}
 	if reason != ReasonNone {
@@ -221,23 +240,31 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 
 // readBody reads at most limit bytes of the body and applies body_match.
 func (p *httpProber) readBody(body io.Reader) (Reason, string) {
-	limited := io.LimitReader(body, p.limit+1)
-	if p.bodyMatch == nil {
-		if _, err := io.Copy(io.Discard, limited); err != nil {
-			return reasonOf(err), fmt.Sprintf("read body: %v", err)
+	return matchBody(body, p.limit, p.bodyMatch, &p.body)
+}
+
+// matchBody reads at most limit bytes of body and, when re is set, checks that they match
+// it. A body over the limit fails with ReasonBody when matching and is cut off (not an
+// error) otherwise; memory stays within limit+1 bytes of buf (which is reused) however
+// much the server sends. It is pure but for reading body, so that it can be fuzzed.
+func matchBody(body io.Reader, limit int64, re *regexp.Regexp, buf *bytes.Buffer) (Reason, string) {
+	limited := io.LimitReader(body, limit+1)
+	if re == nil {
+		if n, err := io.Copy(io.Discard, limited); err != nil {
+			return httpReason(err), fmt.Sprintf("read body after %d bytes: %v", n, err)
 		}
 		return ReasonNone, ""
 	}
-	p.body.Reset()
-	n, err := p.body.ReadFrom(limited)
+	buf.Reset()
+	n, err := buf.ReadFrom(limited)
 	if err != nil {
-		return reasonOf(err), fmt.Sprintf("read body: %v", err)
+		return httpReason(err), fmt.Sprintf("read body after %d bytes: %v", n, err)
 	}
-	if n > p.limit {
-		return ReasonBody, fmt.Sprintf("body exceeds body_limit (%d bytes)", p.limit)
+	if n > limit {
+		return ReasonBody, fmt.Sprintf("body exceeds body_limit (%d bytes)", limit)
 	}
-	if !p.bodyMatch.Match(p.body.Bytes()) {
-		return ReasonBody, fmt.Sprintf("body does not match %q", p.spec.BodyMatch)
+	if !re.Match(buf.Bytes()) {
+		return ReasonBody, fmt.Sprintf("body (%d bytes) does not match %q", n, re)
 	}
 	return ReasonNone, ""
 }
@@ -249,6 +276,79 @@ func (p *httpProber) accepts(code int) bool {
 		}
 	}
 	return false
+}
+
+// httpReason adds net/http's own refusals of a malformed answer, which it reports as
+// plain errors, to the common mapping.
+func httpReason(err error) Reason {
+	reason := reasonOf(err)
+	if reason != ReasonError {
+		return reason
+	}
+	msg := err.Error()
+	for _, s := range []string{
+		"server response headers exceeded", // more than MaxResponseHeaderBytes
+		"malformed HTTP",                   // status line, header or version
+		"chunk",                            // malformed chunked encoding
+		"unsupported protocol scheme",      // a redirect to ftp:// or the like
+		"stopped after",                    // net/http's own redirect cap
+		"invalid header", "missing form body", "bad Content-Length", "unexpected EOF",
+		"http2:", "stream error", // HTTP/2 framing, GOAWAY, RST_STREAM
+	} {
+		if strings.Contains(msg, s) {
+			return ReasonProtocol
+		}
+	}
+	if strings.Contains(msg, "server gave HTTP response to HTTPS client") {
+		return ReasonTLS
+	}
+	return ReasonError
+}
+
+// httpFailure classifies a failed request and says what happened: the error without
+// net/http's repetition of method and URL (kept when a redirect changed the URL), and on a
+// timeout, the step the request had reached.
+func httpFailure(err error, times *httpTimes) (Reason, string) {
+	reason := httpReason(err)
+	detail := err.Error()
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		detail = uerr.Err.Error()
+		if times.followed() > 0 {
+			detail = fmt.Sprintf("after %d redirects, %s: %s", times.followed(), uerr.URL, detail)
+		}
+	}
+	if strings.Contains(detail, "server response headers exceeded") {
+		detail = fmt.Sprintf("response headers exceed %d bytes: %s", MaxResponseHeaderBytes, detail)
+	}
+	if reason == ReasonTimeout {
+		detail += " " + times.stage()
+	}
+	return reason, detail
+}
+
+func (t *httpTimes) followed() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.redirects
+}
+
+// stage says how far a request that timed out had come.
+func (t *httpTimes) stage() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case !t.firstByte.IsZero():
+		return fmt.Sprintf("(reading the response headers; first byte %v after the request)",
+			t.firstByte.Sub(t.wrote).Round(time.Millisecond))
+	case !t.wrote.IsZero():
+		return "(request sent, no response byte)"
+	case !t.tlsStart.IsZero() && t.tlsEnd.IsZero():
+		return fmt.Sprintf("(TLS handshake not completed after %v)", time.Since(t.tlsStart).Round(time.Millisecond))
+	case !t.connectStart.IsZero() && t.connectEnd.IsZero():
+		return "(TCP connect not completed)"
+	}
+	return "(before the request was sent)"
 }
 
 func (t *httpTimes) set(f func()) {
