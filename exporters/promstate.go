@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/agent"
@@ -71,7 +72,8 @@ func (k promTargetKey) less(o promTargetKey) bool {
 
 type promTargetState struct {
 	key    promTargetKey
-	enc    *targetLabels // remote_write's encoded label sets, rebuilt when kind changes
+	enc    *targetLabels                 // remote_write's encoded label sets, rebuilt when kind changes
+	prom   atomic.Pointer[targetMetrics] // the /metrics exporter's handles
 	kind   probes.Kind
 	state  string // agent.Target* name
 	probed bool   // a probe result has been seen
@@ -99,36 +101,32 @@ func newPromState() *promState {
 }
 
 // apply records an event. changed reports a state change (site, target or agent), which
-// remote_write pushes at once; newTarget reports the first event of a target.
-func (s *promState) apply(ev agent.Event) (changed, newTarget bool) {
+// remote_write pushes at once; t is the event's target, nil for site and agent events.
+// A probe result of a known target costs one map lookup.
+func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ev.Type == agent.EventAgent {
+	switch {
+	case ev.Type == agent.EventAgent:
 		s.isolated = ev.To == agent.AgentIsolated
-		return true, false
-	}
-	if ev.Site != "" && s.sites[ev.Site] == nil {
-		site := &promSiteState{name: ev.Site, state: agent.SiteUnknown}
-		s.sites[ev.Site] = site
-		i := sort.Search(len(s.siteList), func(i int) bool { return s.siteList[i].name >= ev.Site })
-		s.siteList = slices.Insert(s.siteList, i, site)
-	}
-	if ev.Type == agent.EventSite {
-		site := s.sites[ev.Site]
+		return true, nil
+	case ev.Type == agent.EventSite:
+		site := s.site(ev.Site)
 		site.state, site.since, site.detect = ev.To, ev.Time, ev.Detect
-		return true, false
-	}
-	if ev.Target == "" {
-		return false, false
+		return true, nil
+	case ev.Target == "":
+		return false, nil
 	}
 	key := promTargetKey{ev.Site, ev.Target}
-	t := s.targets[key]
+	t = s.targets[key]
 	if t == nil {
+		if ev.Site != "" {
+			s.site(ev.Site)
+		}
 		t = &promTargetState{key: key, state: agent.TargetUnknown}
 		s.targets[key] = t
 		i := sort.Search(len(s.targetList), func(i int) bool { return !s.targetList[i].key.less(key) })
 		s.targetList = slices.Insert(s.targetList, i, t)
-		newTarget = true
 	}
 	if ev.Kind != "" {
 		t.kind = ev.Kind
@@ -136,11 +134,23 @@ func (s *promState) apply(ev agent.Event) (changed, newTarget bool) {
 	switch ev.Type {
 	case agent.EventTarget:
 		t.state = ev.To
-		return true, newTarget
+		return true, t
 	case agent.EventProbe:
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
 	}
-	return false, newTarget
+	return false, t
+}
+
+// site returns the named site's state, adding it (unknown) on first sight. s.mu is held.
+func (s *promState) site(name string) *promSiteState {
+	site := s.sites[name]
+	if site == nil {
+		site = &promSiteState{name: name, state: agent.SiteUnknown}
+		s.sites[name] = site
+		i := sort.Search(len(s.siteList), func(i int) bool { return s.siteList[i].name >= name })
+		s.siteList = slices.Insert(s.siteList, i, site)
+	}
+	return site
 }
 
 // series returns the current state as gauges in a stable order: agent-wide first, then
