@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/edgeprobe/edgeprobe/view"
@@ -19,6 +20,7 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 			"Runs with defaults without a config file; SIGINT and SIGTERM stop it.", stderr)
 	listen := fs.String("listen", "", "`address` to serve on (default "+view.DefaultListen+", or listen in the config)")
 	configPath := fs.String("config", "", "view configuration `file` (TOML); optional")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to `file`, for diagnosis")
 	allowUnauth := fs.Bool("allow-unauthenticated", false, "listen beyond loopback without tokens or client certificates (allow_unauthenticated in the config): anyone who reaches the view can push verdicts")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
@@ -47,6 +49,20 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range cfg.Warnings() {
 		logger.Warn(w)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			logger.Error("cannot start: cpu profile", "error", err)
+			return exitUsage
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
