@@ -7,13 +7,15 @@ package exporters
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edgeprobe/edgeprobe/agent"
 )
@@ -47,6 +49,7 @@ type Stdout struct {
 	json    bool
 	all     bool
 	summary time.Duration
+	buf     []byte // the line being written, reused
 
 	// Text summary bookkeeping, updated from every event.
 	sites        map[siteKey]string // last state per agent and site
@@ -95,9 +98,14 @@ func NewStdout(w io.Writer, cfg agent.StdoutConfig) (*Stdout, error) {
 // summary line when one is due. Errors writing stdout are dropped: there is nowhere
 // better to report them, and the agent must keep probing regardless.
 func (s *Stdout) Handle(ev agent.Event) {
+	if ev.Type == agent.EventProbe && !s.all && (s.json || s.summary == 0) {
+		return // nothing to write and no summary to count it in
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.track(ev)
+	if !s.json && s.summary > 0 {
+		s.track(ev)
+	}
 	if ev.Type != agent.EventProbe || s.all {
 		if s.json {
 			s.writeJSON(ev)
@@ -142,91 +150,221 @@ func typeName(t agent.EventType) string {
 	return fmt.Sprintf("event%d", t)
 }
 
-// jsonEvent is one output line. Pointers mark fields that are meaningful as zero
-// (ok=false, an RTT of 0) and must appear exactly when the event type has them.
-type jsonEvent struct {
-	Time          string   `json:"time"`
-	Type          string   `json:"type"`
-	Agent         string   `json:"agent"`
-	Site          string   `json:"site,omitempty"`
-	Target        string   `json:"target,omitempty"`
-	Kind          string   `json:"kind,omitempty"`
-	OK            *bool    `json:"ok,omitempty"`
-	RTTSeconds    *float64 `json:"rtt_seconds,omitempty"`
-	Reason        string   `json:"reason,omitempty"`
-	Detail        string   `json:"detail,omitempty"`
-	From          string   `json:"from,omitempty"`
-	To            string   `json:"to,omitempty"`
-	DetectSeconds *float64 `json:"detect_seconds,omitempty"`
-}
+// Lines are appended to buf by hand rather than with encoding/json and fmt: with
+// results = "all" every probe is a line, and at 1000 probes a second the reflection and
+// the intermediate strings were the exporter's whole cost. The bytes are those
+// json.Marshal and the former Sprintf produced (TestStdoutLines, TestStdoutJSONEscaping).
 
+// writeJSON writes one object; fields appear exactly when the event type has them
+// (ok=false and an RTT of 0 included).
 func (s *Stdout) writeJSON(ev agent.Event) {
-	line := jsonEvent{
-		Time:   ev.Time.UTC().Format(jsonTime),
-		Type:   typeName(ev.Type),
-		Agent:  ev.Agent,
-		Site:   ev.Site,
-		Target: ev.Target,
-		Kind:   string(ev.Kind),
-	}
+	b := append(s.buf[:0], `{"time":"`...)
+	b = ev.Time.UTC().AppendFormat(b, jsonTime)
+	b = append(b, `","type":`...)
+	b = appendJSONString(b, typeName(ev.Type))
+	b = append(b, `,"agent":`...)
+	b = appendJSONString(b, ev.Agent)
+	b = appendJSONField(b, "site", ev.Site)
+	b = appendJSONField(b, "target", ev.Target)
+	b = appendJSONField(b, "kind", string(ev.Kind))
 	if ev.Type == agent.EventProbe {
-		ok := ev.Result.OK
-		rtt := ev.Result.RTT.Seconds()
-		line.OK, line.RTTSeconds = &ok, &rtt
-		line.Reason, line.Detail = string(ev.Result.Reason), ev.Result.Detail
+		b = append(b, `,"ok":`...)
+		b = strconv.AppendBool(b, ev.Result.OK)
+		b = append(b, `,"rtt_seconds":`...)
+		b = appendJSONFloat(b, ev.Result.RTT.Seconds())
+		b = appendJSONField(b, "reason", string(ev.Result.Reason))
+		b = appendJSONField(b, "detail", ev.Result.Detail)
 	} else {
-		line.From, line.To, line.Reason = ev.From, ev.To, string(ev.Reason)
+		b = appendJSONField(b, "reason", string(ev.Reason))
+		b = appendJSONField(b, "from", ev.From)
+		b = appendJSONField(b, "to", ev.To)
 		if ev.Detect > 0 {
-			d := ev.Detect.Seconds()
-			line.DetectSeconds = &d
+			b = append(b, `,"detect_seconds":`...)
+			b = appendJSONFloat(b, ev.Detect.Seconds())
 		}
 	}
-	b, err := json.Marshal(line)
-	if err != nil {
-		return // only strings and numbers: cannot fail
-	}
+	b = append(b, "}\n"...)
+	s.buf = b
 	s.w.Write(b)
-	s.w.WriteByte('\n')
+}
+
+// appendJSONField appends ,"name":"value" unless value is empty (omitempty).
+func appendJSONField(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendJSONString(b, value)
+}
+
+// appendJSONFloat formats f as encoding/json does: the shortest representation, in
+// exponent form below 1e-6 and from 1e21, with a one-digit negative exponent.
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString quotes s as encoding/json does, HTML-safe: <, > and & become \u escapes,
+// as do U+2028, U+2029 and control characters; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // writeText writes one aligned line: time, event type, subject, what happened, details.
 func (s *Stdout) writeText(ev agent.Event) {
-	var subject, what string
-	var details []string
+	b := ev.Time.AppendFormat(s.buf[:0], textTime)
+	b = append(b, ' ', ' ')
+	b = appendPadded(b, 7, typeName(ev.Type))
+	b = append(b, ' ', ' ')
+	mark := len(b)
+	switch ev.Type {
+	case agent.EventProbe, agent.EventTarget:
+		if ev.Site == "" {
+			b = append(b, "control"...)
+		} else {
+			b = append(b, ev.Site...)
+		}
+		b = append(b, '/')
+		b = append(b, ev.Target...)
+	case agent.EventSite:
+		b = append(b, ev.Site...)
+	default:
+		b = append(b, ev.Agent...)
+	}
+	b = pad(b, mark, 24)
+	b = append(b, ' ', ' ')
+	mark = len(b)
+	if ev.Type == agent.EventProbe {
+		if ev.Result.OK {
+			b = append(b, "ok"...)
+		} else {
+			b = append(b, "FAIL "...)
+			b = append(b, ev.Result.Reason...)
+		}
+	} else {
+		b = append(b, ev.From...)
+		b = append(b, " -> "...)
+		b = append(b, ev.To...)
+	}
+	b = pad(b, mark, 20)
+	b = append(b, ' ', ' ')
+	// details, two spaces apart
+	sep := false
+	detail := func(b []byte, parts ...string) []byte {
+		if sep {
+			b = append(b, ' ', ' ')
+		}
+		sep = true
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
 	switch ev.Type {
 	case agent.EventProbe:
-		subject = targetName(ev.Site, ev.Target)
-		what = "ok"
-		if !ev.Result.OK {
-			what = "FAIL " + string(ev.Result.Reason)
-		}
-		details = append(details, string(ev.Kind), "rtt "+formatDuration(ev.Result.RTT))
+		b = detail(b, string(ev.Kind))
+		b = detail(b, "rtt ")
+		b = appendDuration(b, ev.Result.RTT)
 		if ev.Result.Detail != "" {
-			details = append(details, ev.Result.Detail)
+			b = detail(b, ev.Result.Detail)
 		}
 	case agent.EventTarget:
-		subject = targetName(ev.Site, ev.Target)
-		what = ev.From + " -> " + ev.To
-		details = append(details, string(ev.Kind))
+		b = detail(b, string(ev.Kind))
 		if ev.Reason != "" {
-			details = append(details, string(ev.Reason))
+			b = detail(b, string(ev.Reason))
 		}
-	case agent.EventSite:
-		subject = ev.Site
-		what = ev.From + " -> " + ev.To
-	default:
-		subject = ev.Agent
-		what = ev.From + " -> " + ev.To
 	}
 	// A first verdict (from unknown) has no failure or recovery to time.
 	if ev.Type != agent.EventProbe && ev.Detect > 0 && ev.From != agent.TargetUnknown {
-		details = append(details, "after "+formatDuration(ev.Detect))
+		b = detail(b, "after ")
+		b = appendDuration(b, ev.Detect)
 	}
-	line := fmt.Sprintf("%s  %-7s  %-24s  %-20s  %s", ev.Time.Format(textTime), typeName(ev.Type),
-		subject, what, strings.Join(details, "  "))
-	s.w.WriteString(strings.TrimRight(line, " "))
-	s.w.WriteByte('\n')
+	for len(b) > 0 && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	b = append(b, '\n')
+	s.buf = b
+	s.w.Write(b)
 }
+
+// appendPadded appends s left-aligned in width runes, as %-*s does.
+func appendPadded(b []byte, width int, s string) []byte {
+	mark := len(b)
+	return pad(append(b, s...), mark, width)
+}
+
+// pad appends spaces until b[mark:] is width runes wide.
+func pad(b []byte, mark, width int) []byte {
+	for n := utf8.RuneCount(b[mark:]); n < width; n++ {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+// appendDuration appends formatDuration(d).
+func appendDuration(b []byte, d time.Duration) []byte { return formatDurationTo(b, d) }
 
 // targetName is "site/target"; control targets belong to no site.
 func targetName(site, target string) string {
@@ -239,14 +377,112 @@ func targetName(site, target string) string {
 // formatDuration keeps two or three significant digits, enough to read an RTT or a
 // detection time without the noise of nanoseconds.
 func formatDuration(d time.Duration) string {
+	var buf [32]byte
+	return string(formatDurationTo(buf[:0], d))
+}
+
+// formatDurationTo appends formatDuration(d) to b.
+func formatDurationTo(b []byte, d time.Duration) []byte {
 	switch {
 	case d < time.Millisecond:
-		return d.Round(time.Microsecond).String()
+		d = d.Round(time.Microsecond)
 	case d < 10*time.Millisecond:
-		return d.Round(10 * time.Microsecond).String()
+		d = d.Round(10 * time.Microsecond)
 	default:
-		return d.Round(time.Millisecond).String()
+		d = d.Round(time.Millisecond)
 	}
+	return appendDurationString(b, d)
+}
+
+// appendDurationString appends d.String() without allocating (the same algorithm as the
+// time package's).
+func appendDurationString(b []byte, d time.Duration) []byte {
+	var buf [32]byte
+	w := len(buf)
+	u := uint64(d)
+	neg := d < 0
+	if neg {
+		u = -u
+	}
+	if u < uint64(time.Second) {
+		var prec int
+		w--
+		buf[w] = 's'
+		w--
+		switch {
+		case u == 0:
+			buf[w] = '0'
+			return append(b, buf[w:]...)
+		case u < uint64(time.Microsecond):
+			prec = 0
+			buf[w] = 'n'
+		case u < uint64(time.Millisecond):
+			prec = 3
+			w-- // µ is two bytes
+			copy(buf[w:], "µ")
+		default:
+			prec = 6
+			buf[w] = 'm'
+		}
+		w, u = fmtFrac(buf[:w], u, prec)
+		w = fmtInt(buf[:w], u)
+	} else {
+		w--
+		buf[w] = 's'
+		w, u = fmtFrac(buf[:w], u, 9)
+		w = fmtInt(buf[:w], u%60)
+		u /= 60
+		if u > 0 {
+			w--
+			buf[w] = 'm'
+			w = fmtInt(buf[:w], u%60)
+			u /= 60
+			if u > 0 {
+				w--
+				buf[w] = 'h'
+				w = fmtInt(buf[:w], u)
+			}
+		}
+	}
+	if neg {
+		w--
+		buf[w] = '-'
+	}
+	return append(b, buf[w:]...)
+}
+
+func fmtFrac(buf []byte, v uint64, prec int) (int, uint64) {
+	w := len(buf)
+	print := false
+	for range prec {
+		digit := v % 10
+		print = print || digit != 0
+		if print {
+			w--
+			buf[w] = byte(digit) + '0'
+		}
+		v /= 10
+	}
+	if print {
+		w--
+		buf[w] = '.'
+	}
+	return w, v
+}
+
+func fmtInt(buf []byte, v uint64) int {
+	w := len(buf)
+	if v == 0 {
+		w--
+		buf[w] = '0'
+		return w
+	}
+	for v > 0 {
+		w--
+		buf[w] = byte(v%10) + '0'
+		v /= 10
+	}
+	return w
 }
 
 // maybeSummary writes the summary line when a Summary period has passed since the last
