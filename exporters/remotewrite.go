@@ -54,10 +54,11 @@ const (
 	DropSpoolFull    = "spool_full"    // the spool reached max_bytes: the oldest batch made room
 	DropSpoolAge     = "spool_age"     // the batch waited longer than the spool's max_age
 	DropSpoolCorrupt = "spool_corrupt" // a spooled batch failed its checksum
-	DropSpoolError   = "spool_error"   // the batch could not be written to the spool
+	DropSpoolError   = "spool_error"   // the spool's disk refused writes and the batches held in memory meanwhile overflowed
+	DropDiskFull     = "disk_full"     // the spool's disk was full: the oldest batch made room
 )
 
-var dropReasons = []string{DropRejected, DropQueueFull, DropSpoolFull, DropSpoolAge, DropSpoolCorrupt, DropSpoolError}
+var dropReasons = []string{DropRejected, DropQueueFull, DropSpoolFull, DropSpoolAge, DropSpoolCorrupt, DropSpoolError, DropDiskFull}
 
 // RemoteWrite pushes the agent's complete current state to one Prometheus remote_write
 // 1.0 receiver: at once when a target, site or the agent changes state, and as a
@@ -90,21 +91,25 @@ type RemoteWrite struct {
 type batch struct {
 	created time.Time
 	payload []byte
+	id      uint64 // set by the queue; pop names the batch it acknowledges
 }
 
-// batchQueue holds batches oldest first until the sender acknowledges them with pop.
+// batchQueue holds batches oldest first until the sender acknowledges them with pop. A
+// batch the queue dropped to make room while it was being sent is not in the queue any
+// more, and pop of its id removes nothing.
 type batchQueue interface {
-	push(b batch)
+	push(b batch) // b.payload is only borrowed: the queue copies or writes it
 	head() (batch, bool)
-	pop()
+	pop(id uint64)
 	size() (batches int, bytes int64)
 	close() error
 }
 
 // pushStats are the delivery counters, shared by the sender and the queues.
 type pushStats struct {
-	sent, failed, retried atomic.Uint64
-	dropped               map[string]*atomic.Uint64 // fixed keys: dropReasons
+	created, createdSamples atomic.Uint64 // snapshots queued and the samples in them
+	sent, failed, retried   atomic.Uint64
+	dropped                 map[string]*atomic.Uint64 // fixed keys: dropReasons
 }
 
 func newPushStats() *pushStats {
@@ -119,11 +124,13 @@ func (s *pushStats) drop(reason string) { s.dropped[reason].Add(1) }
 
 // RemoteWriteStats is a snapshot of a RemoteWrite's delivery counters.
 type RemoteWriteStats struct {
-	Sent    uint64            // batches the receiver acknowledged with 2xx
-	Failed  uint64            // requests that failed (network error, 5xx, 429 or 4xx)
-	Retried uint64            // requests repeated after a retryable failure
-	Dropped map[string]uint64 // batches given up, by reason (Drop*)
-	Queued  int               // batches waiting
+	Created        uint64            // batches (snapshots) handed to the queue or spool
+	CreatedSamples uint64            // samples in them
+	Sent           uint64            // batches the receiver acknowledged with 2xx
+	Failed         uint64            // requests that failed (network error, 5xx, 429 or 4xx)
+	Retried        uint64            // requests repeated after a retryable failure
+	Dropped        map[string]uint64 // batches given up, by reason (Drop*)
+	Queued         int               // batches waiting
 }
 
 // NewRemoteWrite checks the configuration, reads the credentials once to report a bad
@@ -193,7 +200,7 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	if cfg.Spool == nil {
-		r.queue = &memQueue{max: cfg.QueueSize, stats: r.stats}
+		r.queue = &memQueue{max: cfg.QueueSize, stats: r.stats, full: newEpisode(r.logger, slog.LevelWarn)}
 		return r, nil
 	}
 	maxBytes, maxAge := cfg.Spool.MaxBytes, cfg.Spool.MaxAge.Duration
@@ -207,7 +214,7 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 		return nil, fail("spool needs agent.state_dir")
 	}
 	dir := filepath.Join(stateDir, "spool", safeFileName(cfg.Name))
-	spool, err := openSpool(dir, maxBytes, maxAge, r.stats, r.logger)
+	spool, err := openSpool(dir, maxBytes, maxAge, cfg.QueueSize, r.stats, r.logger)
 	if err != nil {
 		return nil, fail("%v", err)
 	}
@@ -259,13 +266,21 @@ func (r *RemoteWrite) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-senderDone
-			if n, _ := r.queue.size(); n > 0 {
+			st := r.Stats()
+			var dropped uint64
+			for _, n := range st.Dropped {
+				dropped += n
+			}
+			args := []any{"created_batches", st.Created, "created_samples", st.CreatedSamples,
+				"sent_batches", st.Sent, "dropped_batches", dropped, "queued_batches", st.Queued}
+			if st.Queued > 0 {
 				where := "lost: no spool configured"
 				if r.cfg.Spool != nil {
 					where = "kept in the spool for the next run"
 				}
-				r.logger.Info("stopping with undelivered batches", "batches", n, "fate", where)
+				args = append(args, "fate", where)
 			}
+			r.logger.Info("remote_write stopped", args...)
 			return nil
 		case <-r.changed:
 			r.enqueueSnapshot()
@@ -287,10 +302,12 @@ func (r *RemoteWrite) Close() error {
 // Stats returns the delivery counters.
 func (r *RemoteWrite) Stats() RemoteWriteStats {
 	s := RemoteWriteStats{
-		Sent:    r.stats.sent.Load(),
-		Failed:  r.stats.failed.Load(),
-		Retried: r.stats.retried.Load(),
-		Dropped: map[string]uint64{},
+		Created:        r.stats.created.Load(),
+		CreatedSamples: r.stats.createdSamples.Load(),
+		Sent:           r.stats.sent.Load(),
+		Failed:         r.stats.failed.Load(),
+		Retried:        r.stats.retried.Load(),
+		Dropped:        map[string]uint64{},
 	}
 	for reason, n := range r.stats.dropped {
 		s.Dropped[reason] = n.Load()
@@ -308,6 +325,8 @@ func (r *RemoteWrite) enqueueSnapshot() {
 		return
 	}
 	r.queue.push(batch{created: now, payload: payload})
+	r.stats.created.Add(1)
+	r.stats.createdSamples.Add(uint64(len(r.enc.series)))
 	select {
 	case r.queued <- struct{}{}:
 	default:
@@ -341,7 +360,8 @@ func (e *pushError) Error() string { return e.err.Error() }
 // as Prometheus reject a sample older than one they already hold.
 func (r *RemoteWrite) sendLoop(ctx context.Context) {
 	attempt := 0
-	failing := false
+	failing := newEpisode(r.logger, slog.LevelWarn)   // retryable failures
+	rejecting := newEpisode(r.logger, slog.LevelWarn) // batches the receiver refused
 	for {
 		b, ok := r.queue.head()
 		if !ok {
@@ -359,18 +379,18 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 		var pe *pushError
 		switch {
 		case err == nil:
-			r.queue.pop()
+			r.queue.pop(b.id)
 			r.stats.sent.Add(1)
-			if failing {
-				r.logger.Info("receiver accepts pushes again", "retries", attempt)
-			}
-			attempt, failing = 0, false
+			failing.over("receiver accepts pushes again", "retries", attempt)
+			rejecting.over("receiver accepts batches again")
+			attempt = 0
 			continue
 		case errors.As(err, &pe) && !pe.retryable:
-			r.queue.pop()
+			r.queue.pop(b.id)
 			r.stats.failed.Add(1)
 			r.stats.drop(DropRejected)
-			r.logger.Warn("receiver rejected a batch; dropped", "status", pe.status, "err", err)
+			rejecting.happened("receiver rejected a batch; dropped", "status", pe.status, "err", err)
+			failing.over("receiver answers again", "retries", attempt)
 			attempt = 0
 			continue
 		}
@@ -379,12 +399,9 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 		if errors.As(err, &pe) && pe.retryAfter > delay {
 			delay = pe.retryAfter
 		}
-		if !failing {
-			r.logger.Warn("push failed; retrying with backoff", "err", err, "retry_in", delay)
-			failing = true
-		} else {
-			r.logger.Debug("push failed again", "err", err, "attempt", attempt+1, "retry_in", delay)
-		}
+		// One line when pushes start failing, one a minute while they do, one when they work.
+		failing.happened("push failed; retrying with backoff", "err", err, "retry_in", delay)
+		r.logger.Debug("push failed", "err", err, "attempt", attempt+1, "retry_in", delay)
 		attempt++
 		timer := time.NewTimer(delay)
 		select {
@@ -549,12 +566,17 @@ func clientTLSConfig(spec probes.TLSSpec) (*tls.Config, error) {
 // pushDescs are a RemoteWrite's delivery metrics. The receiver is a constant label, so
 // that several RemoteWrites register on one registry as distinct collectors.
 type pushDescs struct {
+	created, createdSamples                             *prometheus.Desc
 	sent, failed, retried, dropped, queued, queuedBytes *prometheus.Desc
 }
 
 func newPushDescs(receiver string) pushDescs {
 	constant := prometheus.Labels{"receiver": receiver}
 	return pushDescs{
+		created: prometheus.NewDesc("edgeprobe_remote_write_created_batches_total",
+			"Snapshots encoded and handed to the queue or spool.", nil, constant),
+		createdSamples: prometheus.NewDesc("edgeprobe_remote_write_created_samples_total",
+			"Samples in the snapshots handed to the queue or spool.", nil, constant),
 		sent: prometheus.NewDesc("edgeprobe_remote_write_sent_batches_total",
 			"Batches the receiver acknowledged.", nil, constant),
 		failed: prometheus.NewDesc("edgeprobe_remote_write_failed_requests_total",
@@ -573,7 +595,7 @@ func newPushDescs(receiver string) pushDescs {
 // Describe implements prometheus.Collector, so the /metrics exporter can show delivery.
 func (r *RemoteWrite) Describe(ch chan<- *prometheus.Desc) {
 	d := r.descs
-	for _, desc := range []*prometheus.Desc{d.sent, d.failed, d.retried, d.dropped, d.queued, d.queuedBytes} {
+	for _, desc := range []*prometheus.Desc{d.created, d.createdSamples, d.sent, d.failed, d.retried, d.dropped, d.queued, d.queuedBytes} {
 		ch <- desc
 	}
 }
@@ -581,6 +603,8 @@ func (r *RemoteWrite) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (r *RemoteWrite) Collect(ch chan<- prometheus.Metric) {
 	d := r.descs
+	ch <- prometheus.MustNewConstMetric(d.created, prometheus.CounterValue, float64(r.stats.created.Load()))
+	ch <- prometheus.MustNewConstMetric(d.createdSamples, prometheus.CounterValue, float64(r.stats.createdSamples.Load()))
 	ch <- prometheus.MustNewConstMetric(d.sent, prometheus.CounterValue, float64(r.stats.sent.Load()))
 	ch <- prometheus.MustNewConstMetric(d.failed, prometheus.CounterValue, float64(r.stats.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(d.retried, prometheus.CounterValue, float64(r.stats.retried.Load()))

@@ -2,6 +2,7 @@ package exporters
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -23,7 +24,9 @@ type memQueue struct {
 	max     int
 	batches []batch
 	bytes   int64
+	nextID  uint64
 	stats   *pushStats
+	full    *episode // queue_full drops, logged once per outage
 }
 
 func (q *memQueue) push(b batch) {
@@ -32,9 +35,13 @@ func (q *memQueue) push(b batch) {
 	defer q.mu.Unlock()
 	if len(q.batches) >= q.max {
 		q.bytes -= int64(len(q.batches[0].payload))
+		q.batches[0] = batch{}
 		q.batches = q.batches[1:]
 		q.stats.drop(DropQueueFull)
+		q.full.happened("memory queue full: dropping the oldest batches", "queue_size", q.max)
 	}
+	q.nextID++
+	b.id = q.nextID
 	q.batches = append(q.batches, b)
 	q.bytes += int64(len(b.payload))
 }
@@ -48,13 +55,18 @@ func (q *memQueue) head() (batch, bool) {
 	return q.batches[0], true
 }
 
-func (q *memQueue) pop() {
+// pop removes the batch head returned, unless it was dropped meanwhile to make room:
+// the batch now first was never sent.
+func (q *memQueue) pop(id uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.batches) > 0 {
+	if len(q.batches) > 0 && q.batches[0].id == id {
 		q.bytes -= int64(len(q.batches[0].payload))
 		q.batches[0] = batch{}
 		q.batches = q.batches[1:]
+		if len(q.batches) == 0 {
+			q.full.over("memory queue no longer full")
+		}
 	}
 }
 
@@ -76,17 +88,28 @@ func (q *memQueue) close() error { return nil }
 // unlink. One batch per file keeps the bookkeeping in the file names: no index or
 // acknowledgement offset to keep consistent with the data. A lock file stops two agents
 // from sharing one spool.
+//
+// When the disk is full, the oldest segments are deleted to make room (disk_full). When
+// a segment cannot be written at all (a read-only or failing disk), batches wait in memory
+// instead, up to the queue size, behind the segments already on disk, and go to disk as
+// soon as it takes them again; beyond that the oldest in memory are dropped (spool_error).
 type spoolQueue struct {
 	mu       sync.Mutex
 	dir      string
 	maxBytes int64
 	maxAge   time.Duration
-	entries  []spoolEntry // oldest first
+	entries  []spoolEntry // on disk, oldest first
 	bytes    int64
+	mem      []batch // not yet written (the disk refused them), all newer than entries
+	memMax   int
+	memBytes int64
 	nextSeq  uint64
 	lock     *os.File
 	stats    *pushStats
 	logger   *slog.Logger
+	// Each kind of trouble is logged when it starts, summarised while it lasts and logged
+	// again when it ends, never once per batch.
+	writeErr, removeErr, full, diskFull *episode
 }
 
 type spoolEntry struct {
@@ -108,13 +131,16 @@ func (e spoolEntry) fileName() string {
 	return fmt.Sprintf("%020d-%d%s", e.seq, e.created.UnixMilli(), spoolSuffix)
 }
 
-// openSpool locks dir and lists the segments an earlier run left there.
-func openSpool(dir string, maxBytes int64, maxAge time.Duration, stats *pushStats, logger *slog.Logger) (*spoolQueue, error) {
+// openSpool locks dir and lists the segments an earlier run left there. memMax bounds the
+// batches held in memory while the disk refuses writes.
+func openSpool(dir string, maxBytes int64, maxAge time.Duration, memMax int, stats *pushStats, logger *slog.Logger) (*spoolQueue, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: create %s: %w", dir, err)
 	}
 	lockPath := filepath.Join(dir, spoolLockName)
-	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	// Read-only: flock needs no write access, and a file open for writing would keep the
+	// file system from being remounted read-only (EBUSY).
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", lockPath, err)
 	}
@@ -122,7 +148,9 @@ func openSpool(dir string, maxBytes int64, maxAge time.Duration, stats *pushStat
 		lock.Close()
 		return nil, fmt.Errorf("spool: %s is in use by another edgeprobe (lock %s): %w", dir, lockPath, err)
 	}
-	q := &spoolQueue{dir: dir, maxBytes: maxBytes, maxAge: maxAge, lock: lock, stats: stats, logger: logger}
+	q := &spoolQueue{dir: dir, maxBytes: maxBytes, maxAge: maxAge, memMax: max(memMax, 1), lock: lock, stats: stats, logger: logger,
+		writeErr: newEpisode(logger, slog.LevelError), removeErr: newEpisode(logger, slog.LevelError),
+		full: newEpisode(logger, slog.LevelWarn), diskFull: newEpisode(logger, slog.LevelError)}
 	files, err := os.ReadDir(dir)
 	if err != nil {
 		lock.Close()
@@ -159,25 +187,68 @@ func openSpool(dir string, maxBytes int64, maxAge time.Duration, stats *pushStat
 func (q *spoolQueue) push(b batch) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.expire(time.Now())
+	now := time.Now()
+	q.expire(now)
 	size := int64(spoolHeaderLen + len(b.payload))
 	if size > q.maxBytes {
 		q.stats.drop(DropSpoolFull)
 		q.logger.Warn("spool: batch larger than max_bytes; dropped", "bytes", size, "max_bytes", q.maxBytes)
 		return
 	}
-	for len(q.entries) > 0 && q.bytes+size > q.maxBytes {
-		q.removeOldest(DropSpoolFull)
+	b.id = q.nextSeq
+	q.nextSeq++
+	// Batches held in memory go to disk first, so that the disk holds the oldest.
+	for len(q.mem) > 0 && q.store(q.mem[0]) {
+		q.memBytes -= int64(len(q.mem[0].payload))
+		q.mem[0] = batch{}
+		q.mem = q.mem[1:]
 	}
-	e := spoolEntry{seq: q.nextSeq, created: b.created, size: size}
-	if err := q.write(e, b.payload); err != nil {
-		q.stats.drop(DropSpoolError)
-		q.logger.Error("spool: batch not written; dropped", "err", err)
+	if len(q.mem) == 0 && q.store(b) {
+		q.writeErr.over("spool: writing again", "dir", q.dir)
 		return
 	}
-	q.nextSeq++
-	q.entries = append(q.entries, e)
-	q.bytes += size
+	if len(q.mem) >= q.memMax {
+		q.memBytes -= int64(len(q.mem[0].payload))
+		q.mem[0] = batch{}
+		q.mem = q.mem[1:]
+		q.stats.drop(DropSpoolError)
+	}
+	b.payload = bytes.Clone(b.payload) // the encoder reuses its buffer
+	q.mem = append(q.mem, b)
+	q.memBytes += int64(len(b.payload))
+}
+
+// store writes b as a segment, making room first: beyond max_bytes, or when the disk is
+// full, the oldest segments go. It reports false when the disk refused the batch.
+func (q *spoolQueue) store(b batch) bool {
+	size := int64(spoolHeaderLen + len(b.payload))
+	for len(q.entries) > 0 && q.bytes+size > q.maxBytes {
+		q.removeOldest(DropSpoolFull)
+		q.full.happened("spool: max_bytes reached: dropping the oldest batches", "dir", q.dir, "max_bytes", q.maxBytes)
+	}
+	e := spoolEntry{seq: b.id, created: b.created, size: size}
+	madeRoom := false
+	for {
+		err := q.write(e, b.payload)
+		if err == nil {
+			q.entries = append(q.entries, e)
+			q.bytes += size
+			if !madeRoom {
+				q.diskFull.over("spool: the disk has room again", "dir", q.dir)
+			}
+			return true
+		}
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			if len(q.entries) > 0 {
+				q.diskFull.happened("spool: disk full: dropping the oldest batches to make room", "dir", q.dir, "err", err)
+				q.removeOldest(DropDiskFull)
+				madeRoom = true
+				continue
+			}
+		}
+		q.writeErr.happened("spool: cannot write; holding batches in memory until it can", "dir", q.dir, "err", err, "memory_batches", q.memMax)
+		return false
+	}
 }
 
 func (q *spoolQueue) write(e spoolEntry, payload []byte) error {
@@ -221,7 +292,8 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// head reads the oldest segment, dropping expired and corrupt ones on the way.
+// head reads the oldest segment, dropping expired and corrupt ones on the way, or else
+// returns the oldest batch held in memory.
 func (q *spoolQueue) head() (batch, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -232,7 +304,7 @@ func (q *spoolQueue) head() (batch, bool) {
 		data, err := os.ReadFile(path)
 		if err == nil && len(data) >= spoolHeaderLen &&
 			binary.BigEndian.Uint32(data) == crc32.Checksum(data[spoolHeaderLen:], castagnoli) {
-			return batch{created: e.created, payload: data[spoolHeaderLen:]}, true
+			return batch{id: e.seq, created: e.created, payload: data[spoolHeaderLen:]}, true
 		}
 		if err == nil {
 			err = errors.New("checksum mismatch")
@@ -240,14 +312,30 @@ func (q *spoolQueue) head() (batch, bool) {
 		q.logger.Error("spool: unreadable segment; dropped", "file", path, "err", err)
 		q.removeOldest(DropSpoolCorrupt)
 	}
+	if len(q.mem) > 0 {
+		return q.mem[0], true
+	}
 	return batch{}, false
 }
 
-func (q *spoolQueue) pop() {
+// pop removes the batch head returned, unless it was dropped meanwhile to make room.
+func (q *spoolQueue) pop(id uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.entries) > 0 {
-		q.removeOldest("")
+	switch {
+	case len(q.entries) > 0:
+		if q.entries[0].seq == id {
+			q.removeOldest("")
+		}
+		if q.bytes <= q.maxBytes/2 {
+			q.full.over("spool: below half of max_bytes again", "dir", q.dir)
+		}
+	case len(q.mem) > 0:
+		if q.mem[0].id == id {
+			q.memBytes -= int64(len(q.mem[0].payload))
+			q.mem[0] = batch{}
+			q.mem = q.mem[1:]
+		}
 	}
 }
 
@@ -257,14 +345,24 @@ func (q *spoolQueue) expire(now time.Time) {
 	for len(q.entries) > 0 && now.Sub(q.entries[0].created) > q.maxAge {
 		q.removeOldest(DropSpoolAge)
 	}
+	for len(q.entries) == 0 && len(q.mem) > 0 && now.Sub(q.mem[0].created) > q.maxAge {
+		q.memBytes -= int64(len(q.mem[0].payload))
+		q.mem[0] = batch{}
+		q.mem = q.mem[1:]
+		q.stats.drop(DropSpoolAge)
+	}
 }
 
-// removeOldest unlinks the oldest segment; a non-empty reason counts it as dropped.
+// removeOldest unlinks the oldest segment; a non-empty reason counts it as dropped. A
+// segment that cannot be unlinked (read-only disk) is forgotten all the same: if it is
+// still there at the next start, it is sent again, which receivers take without harm.
 func (q *spoolQueue) removeOldest(reason string) {
 	e := q.entries[0]
 	path := filepath.Join(q.dir, e.fileName())
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		q.logger.Error("spool: remove segment", "file", path, "err", err)
+		q.removeErr.happened("spool: cannot remove segments; a restart would send them again", "file", path, "err", err)
+	} else {
+		q.removeErr.over("spool: removing segments again", "dir", q.dir)
 	}
 	q.entries = q.entries[1:]
 	q.bytes -= e.size
@@ -276,13 +374,66 @@ func (q *spoolQueue) removeOldest(reason string) {
 func (q *spoolQueue) size() (int, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.entries), q.bytes
+	return len(q.entries) + len(q.mem), q.bytes + q.memBytes
 }
 
-// close releases the lock; the segments stay for the next run.
+// close releases the lock; the segments stay for the next run. Batches held in memory
+// because the disk refused them are written if it takes them now, else lost (logged).
 func (q *spoolQueue) close() error {
+	q.mu.Lock()
+	for len(q.mem) > 0 && q.store(q.mem[0]) {
+		q.memBytes -= int64(len(q.mem[0].payload))
+		q.mem = q.mem[1:]
+	}
+	if n := len(q.mem); n > 0 {
+		q.logger.Error("spool: stopping with batches the disk refused; they are lost", "dir", q.dir, "batches", n)
+	}
+	q.mu.Unlock()
 	if err := q.lock.Close(); err != nil {
 		return fmt.Errorf("spool: release %s: %w", q.lock.Name(), err)
 	}
 	return nil
+}
+
+// episode logs a kind of trouble once when it starts, then at most once a minute with
+// the number of times it happened since, and once when it is over: a receiver or a disk
+// that stays broken for hours makes a few lines, not one per batch.
+type episode struct {
+	logger   *slog.Logger
+	level    slog.Level
+	active   bool
+	count    uint64    // occurrences since the last line
+	total    uint64    // occurrences in this episode
+	lastLine time.Time // when the last line was written
+}
+
+const episodeSummaryEvery = time.Minute
+
+func newEpisode(logger *slog.Logger, level slog.Level) *episode {
+	return &episode{logger: logger, level: level}
+}
+
+// happened records one occurrence; the caller serialises calls.
+func (e *episode) happened(msg string, args ...any) {
+	now := time.Now()
+	e.total++
+	if !e.active {
+		e.active, e.count, e.lastLine = true, 0, now
+		e.logger.Log(context.Background(), e.level, msg, args...)
+		return
+	}
+	e.count++
+	if now.Sub(e.lastLine) >= episodeSummaryEvery {
+		e.logger.Log(context.Background(), e.level, msg+" (still)", append(args, "times_since_last_line", e.count, "times_in_all", e.total)...)
+		e.count, e.lastLine = 0, now
+	}
+}
+
+// over ends the episode, if one is going on.
+func (e *episode) over(msg string, args ...any) {
+	if !e.active {
+		return
+	}
+	e.logger.Info(msg, append(args, "times_in_all", e.total)...)
+	e.active, e.count, e.total = false, 0, 0
 }

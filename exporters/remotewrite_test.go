@@ -586,25 +586,25 @@ func TestSpoolBounds(t *testing.T) {
 		wantDropped map[string]uint64
 	}{
 		{name: "max_bytes drops the oldest", maxBytes: 3 * (spoolHeaderLen + 100), maxAge: time.Hour,
-			pushes:      []batch{{time.Now(), payload(100)}, {time.Now(), payload(100)}, {time.Now(), payload(100)}, {time.Now(), payload(100)}},
+			pushes:      []batch{{created: time.Now(), payload: payload(100)}, {created: time.Now(), payload: payload(100)}, {created: time.Now(), payload: payload(100)}, {created: time.Now(), payload: payload(100)}},
 			wantQueued:  3,
 			wantDropped: map[string]uint64{DropSpoolFull: 1}},
 		{name: "a batch larger than max_bytes is dropped", maxBytes: 50, maxAge: time.Hour,
-			pushes:      []batch{{time.Now(), payload(100)}},
+			pushes:      []batch{{created: time.Now(), payload: payload(100)}},
 			wantDropped: map[string]uint64{DropSpoolFull: 1}},
 		{name: "max_age drops old batches", maxBytes: 1 << 20, maxAge: time.Minute,
-			pushes:      []batch{{time.Now().Add(-2 * time.Minute), payload(10)}, {time.Now(), payload(10)}},
+			pushes:      []batch{{created: time.Now().Add(-2 * time.Minute), payload: payload(10)}, {created: time.Now(), payload: payload(10)}},
 			wantQueued:  1,
 			wantDropped: map[string]uint64{DropSpoolAge: 1}},
 		{name: "a corrupt segment is dropped", maxBytes: 1 << 20, maxAge: time.Hour, corrupt: true,
-			pushes:      []batch{{time.Now(), payload(10)}, {time.Now(), payload(10)}},
+			pushes:      []batch{{created: time.Now(), payload: payload(10)}, {created: time.Now(), payload: payload(10)}},
 			wantQueued:  1,
 			wantDropped: map[string]uint64{DropSpoolCorrupt: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			stats := newPushStats()
-			q, err := openSpool(dir, tc.maxBytes, tc.maxAge, stats, discardLogger())
+			q, err := openSpool(dir, tc.maxBytes, tc.maxAge, 10, stats, discardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
