@@ -274,7 +274,7 @@ func (s *lineScanner) quoted(q byte) {
 	for s.i++; s.i < len(s.src); s.i++ {
 		switch s.src[s.i] {
 		case '\\':
-			if q == '"' {
+			if q == '"' && s.i+1 < len(s.src) { // a backslash at the end escapes nothing
 				s.i++
 			}
 		case '\n':
