@@ -1,7 +1,10 @@
 package view
 
 import (
+	"container/heap"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -79,6 +82,12 @@ type agentRecord struct {
 	isolated   bool
 	sites      map[string]SiteReport
 	sampleTime time.Time
+
+	// counted says the agent's known site states are in its sites' witness counts: it is
+	// fresh (by the last look at the clock) and not isolated.
+	counted  bool
+	deadline time.Time // lastPush + its staleness period
+	heapIdx  int       // in Engine.expiry while fresh, -1 once stale
 }
 
 type siteRecord struct {
@@ -92,19 +101,32 @@ type siteRecord struct {
 	// lost or degraded: they tell which witnesses' reports belong to the current change.
 	lastCalm    time.Time
 	lastTrouble time.Time
+
+	// agents report the site (fresh or not); up, degraded and down count the witnesses
+	// (fresh, non-isolated agents) by the state they report. Kept up to date on every
+	// push and expiry, so a verdict costs the same with 3 agents or 3000.
+	agents                map[*agentRecord]struct{}
+	upN, degradedN, downN int
+	touched               bool // queued for evaluation
 }
 
 // Engine turns agents' reports into site verdicts. It takes the time as an argument
 // everywhere rather than reading a clock, so tests drive it with any time they like and
 // the server decides when to look (on every push, and when the next agent goes stale).
+//
+// Its cost per push is that of the pushing agent's sites, not of every agent: each site
+// keeps its witness counts, a push moves its agent's contribution, and the agents' stale
+// deadlines sit in a heap, so an expiry touches only the sites of the agent that expired.
 type Engine struct {
 	quorum       Quorum
 	staleAfter   time.Duration // 0: from each agent's push interval
 	maxSampleAge time.Duration
 
-	mu     sync.Mutex
-	agents map[string]*agentRecord
-	sites  map[string]*siteRecord
+	mu      sync.Mutex
+	agents  map[string]*agentRecord
+	sites   map[string]*siteRecord
+	expiry  expiryHeap    // fresh agents by deadline
+	touched []*siteRecord // sites to evaluate, reused between calls
 }
 
 // NewEngine makes an engine with the verdict settings of cfg.
@@ -134,14 +156,50 @@ func (e *Engine) fresh(a *agentRecord, now time.Time) bool {
 	return now.Sub(a.lastPush) < e.staleAfterFor(a)
 }
 
+// touch queues s for the next evaluate.
+func (e *Engine) touch(s *siteRecord) {
+	if !s.touched {
+		s.touched = true
+		e.touched = append(e.touched, s)
+	}
+}
+
+// count adds (sign 1) or removes (sign -1) a's reports from its sites' witness counts,
+// if a counts, and queues those sites for evaluation.
+func (e *Engine) count(a *agentRecord, sign int) {
+	for name, r := range a.sites {
+		s := e.sites[name]
+		e.touch(s)
+		if !a.counted {
+			continue
+		}
+		switch r.State {
+		case siteUp:
+			s.upN += sign
+		case siteDegraded:
+			s.degradedN += sign
+		case siteDown:
+			s.downN += sign
+		}
+	}
+}
+
+// expireDue takes the agents whose deadline is not after now out of the witness counts.
+func (e *Engine) expireDue(now time.Time) {
+	for len(e.expiry) > 0 && !e.expiry[0].deadline.After(now) {
+		a := heap.Pop(&e.expiry).(*agentRecord)
+		e.count(a, -1)
+		a.counted = false
+	}
+}
+
 // Apply records reports that arrived at now and returns the verdicts that changed.
 // It also returns how many reports were ignored as old (a flushed backlog, or a retry
 // overtaken by a newer push): they neither refresh the agent nor change its state.
 func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, ignored int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	// Only the sites these agents report, now or before, can change with this push.
-	touched := map[string]bool{}
+	e.expireDue(now)
 	for _, r := range reports {
 		a := e.agents[r.Agent]
 		if e.maxSampleAge > 0 && !r.SampleTime.IsZero() && now.Sub(r.SampleTime) > e.maxSampleAge {
@@ -155,12 +213,11 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			continue
 		}
 		if a == nil {
-			a = &agentRecord{name: r.Agent}
+			a = &agentRecord{name: r.Agent, heapIdx: -1}
 			e.agents[r.Agent] = a
 		}
-		for name := range a.sites {
-			touched[name] = true
-		}
+		// Only the sites this agent reports, now or before, can change with its push.
+		e.count(a, -1)
 		a.lastPush = now
 		a.sampleTime = r.SampleTime
 		a.isolated = r.Isolated
@@ -168,6 +225,11 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			a.interval = r.PushInterval
 		}
 		if r.Sites != nil {
+			for name := range a.sites {
+				if _, still := r.Sites[name]; !still {
+					delete(e.sites[name].agents, a)
+				}
+			}
 			for name, sr := range r.Sites {
 				if old, ok := a.sites[name]; ok && old.State == sr.State {
 					sr.seen = old.seen
@@ -175,54 +237,57 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 					sr.seen = now
 				}
 				r.Sites[name] = sr
+				s := e.sites[name]
+				if s == nil {
+					s = &siteRecord{name: name, state: VerdictUnknown, since: now, agents: map[*agentRecord]struct{}{}}
+					e.sites[name] = s
+				}
+				s.agents[a] = struct{}{}
 			}
 			a.sites = r.Sites
-			for name := range r.Sites {
-				touched[name] = true
-				if e.sites[name] == nil {
-					e.sites[name] = &siteRecord{name: name, state: VerdictUnknown, since: now}
-				}
-			}
+		}
+		a.counted = !a.isolated
+		e.count(a, 1)
+		a.deadline = now.Add(e.staleAfterFor(a))
+		if a.heapIdx >= 0 {
+			heap.Fix(&e.expiry, a.heapIdx)
+		} else {
+			heap.Push(&e.expiry, a)
 		}
 	}
-	return e.evaluate(now, touched), ignored
+	return e.evaluate(now), ignored
 }
 
-// Expire re-evaluates every site at now, so that agents that stopped pushing stop
-// counting as witnesses.
+// Expire takes the agents that stopped pushing by now out of the witnesses and returns
+// the verdicts that changed.
 func (e *Engine) Expire(now time.Time) []Change {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.evaluate(now, nil)
+	e.expireDue(now)
+	return e.evaluate(now)
 }
 
-// NextExpiry is the earliest moment after now at which a fresh agent turns stale, or
-// the zero time when no agent is fresh.
+// NextExpiry is the earliest deadline at which a fresh agent turns stale (possibly not
+// after now, when Expire is due), or the zero time when no agent is fresh.
 func (e *Engine) NextExpiry(now time.Time) time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var next time.Time
-	for _, a := range e.agents {
-		at := a.lastPush.Add(e.staleAfterFor(a))
-		if at.After(now) && (next.IsZero() || at.Before(next)) {
-			next = at
-		}
+	if len(e.expiry) == 0 {
+		return time.Time{}
 	}
-	return next
+	return e.expiry[0].deadline
 }
 
-// evaluate recomputes the verdicts of the sites in only (all when nil), in name order.
-func (e *Engine) evaluate(now time.Time, only map[string]bool) []Change {
+// evaluate recomputes the verdicts of the queued sites, in name order.
+func (e *Engine) evaluate(now time.Time) []Change {
 	var changes []Change
-	for _, name := range e.siteNames() {
-		if only != nil && !only[name] {
-			continue
-		}
-		s := e.sites[name]
+	slices.SortFunc(e.touched, func(x, y *siteRecord) int { return strings.Compare(x.name, y.name) })
+	for _, s := range e.touched {
+		s.touched = false
 		state, witnesses, down, detect := e.verdict(s, now)
 		s.witnesses, s.down = witnesses, down
 		if state != s.state {
-			changes = append(changes, Change{Site: name, From: s.state, To: state, Time: now, DetectSeconds: detect, Witnesses: witnesses, Down: down})
+			changes = append(changes, Change{Site: s.name, From: s.state, To: state, Time: now, DetectSeconds: detect, Witnesses: witnesses, Down: down})
 			s.state, s.since, s.detect = state, now, detect
 		}
 		switch state {
@@ -232,37 +297,23 @@ func (e *Engine) evaluate(now time.Time, only map[string]bool) []Change {
 			s.lastTrouble = now
 		}
 	}
+	clear(e.touched)
+	e.touched = e.touched[:0]
 	return changes
 }
 
-// verdict applies DESIGN.md's rule to one site. Witnesses are fresh, non-isolated
-// agents that report a known state for the site.
+// verdict applies DESIGN.md's rule to one site from its witness counts. Witnesses are
+// fresh, non-isolated agents that report a known state for the site.
 func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses, down int, detect *float64) {
-	known, degraded := 0, 0
-	for _, a := range e.agents {
-		r, ok := a.sites[s.name]
-		if !ok {
-			continue
-		}
-		known++
-		if !e.witness(a, r, now) {
-			continue
-		}
-		witnesses++
-		switch r.State {
-		case siteDown:
-			down++
-		case siteDegraded:
-			degraded++
-		}
-	}
+	known := len(s.agents)
+	witnesses, down = s.upN+s.degradedN+s.downN, s.downN
 	need := e.quorum.need(known)
 	switch {
 	case down >= need:
 		state = VerdictLost
 	case witnesses < need:
 		return VerdictUnknown, witnesses, down, nil
-	case down > 0 || degraded > 0:
+	case down > 0 || s.degradedN > 0:
 		state = VerdictDegraded
 	default:
 		state = VerdictUp
@@ -272,8 +323,8 @@ func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses,
 	}
 	// Only a change needs the witnesses' reports themselves.
 	reports := make([]SiteReport, 0, witnesses)
-	for _, a := range e.agents {
-		if r, ok := a.sites[s.name]; ok && e.witness(a, r, now) {
+	for a := range s.agents {
+		if r, ok := a.sites[s.name]; ok && e.witness(a, r) {
 			reports = append(reports, r)
 		}
 	}
@@ -285,10 +336,10 @@ func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses,
 }
 
 // witness says whether agent a, reporting r for a site, counts for its verdict.
-func (e *Engine) witness(a *agentRecord, r SiteReport, now time.Time) bool {
+func (e *Engine) witness(a *agentRecord, r SiteReport) bool {
 	switch r.State {
 	case siteUp, siteDegraded, siteDown:
-		return !a.isolated && e.fresh(a, now)
+		return a.counted
 	}
 	return false
 }
@@ -354,11 +405,8 @@ func (e *Engine) Sites(now time.Time) []SiteView {
 		s := e.sites[name]
 		v := SiteView{Name: name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down,
 			Agents: []AgentView{}, DetectSeconds: s.detect}
-		for _, a := range e.agents {
-			r, ok := a.sites[name]
-			if !ok {
-				continue
-			}
+		for a := range s.agents {
+			r := a.sites[name]
 			v.Agents = append(v.Agents, AgentView{Name: a.name, State: r.State, Isolated: a.isolated, Stale: !e.fresh(a, now)})
 		}
 		sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].Name < v.Agents[j].Name })
@@ -379,4 +427,27 @@ func (e *Engine) AgentCounts(now time.Time) (fresh, stale int) {
 		}
 	}
 	return fresh, stale
+}
+
+// expiryHeap orders fresh agents by their stale deadline.
+type expiryHeap []*agentRecord
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	a := x.(*agentRecord)
+	a.heapIdx = len(*h)
+	*h = append(*h, a)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	a := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	a.heapIdx = -1
+	return a
 }

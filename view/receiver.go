@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/snappy"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Series and labels of the push contract (see README.md) that the view reads; other
@@ -49,11 +49,17 @@ func rejectf(reason, format string, args ...any) error {
 	return &pushError{reason: reason, err: fmt.Errorf(format, args...)}
 }
 
-// DecodeWrite turns a remote_write 1.0 body (snappy block + protobuf WriteRequest, decoded
-// with the same prompb messages the agents' exporter encodes with) into
-// per-agent reports. maxBody bounds the compressed size the caller read; the decoded
-// size is bounded too, so a small body cannot expand into an unbounded allocation.
-// Any error refuses the whole push: a view never applies half of one.
+// DecodeWrite turns a remote_write 1.0 body (snappy block + protobuf WriteRequest, the
+// exporters/prompb messages the agents encode with) into per-agent reports. maxBody
+// bounds the compressed size the caller read; the decoded size is bounded too, so a small
+// body cannot expand into an unbounded allocation. Any error refuses the whole push: a
+// view never applies half of one.
+//
+// The protobuf is read in place (protowire) rather than unmarshalled into prompb
+// messages: a push of 20 sites is some 250 series of 5 labels, and the view needs only a
+// few of them, so building every label as a heap object was most of the decode's cost.
+// It accepts and refuses exactly what proto.Unmarshal does (FuzzDecodeWrite checks this
+// against it), strings included: label names and values must be valid UTF-8.
 func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
@@ -63,100 +69,374 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 	if int64(n) > limit {
 		return nil, rejectf("too_large", "decoded body would be %d bytes, more than the limit of %d", n, limit)
 	}
-	raw, err := snappy.Decode(nil, body)
+	bufp := rawPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bufp) <= maxPooledRaw {
+			rawPool.Put(bufp)
+		}
+	}()
+	if cap(*bufp) < n {
+		*bufp = make([]byte, n)
+	}
+	raw, err := snappy.Decode((*bufp)[:cap(*bufp)], body)
 	if err != nil {
 		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
-	var req prompb.WriteRequest
-	if err := proto.Unmarshal(raw, &req); err != nil {
-		return nil, rejectf("bad_protobuf", "decode protobuf WriteRequest: %v", err)
-	}
-	return reportsFrom(&req)
+	return decodeWriteRequest(raw)
 }
 
-// reportsFrom reads the push contract's series out of a WriteRequest.
-func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
-	byAgent := map[string]*AgentReport{}
-	var order []string
-	for i, ts := range req.GetTimeseries() {
-		var name, agent, site, state string
-		for _, l := range ts.GetLabels() {
-			switch l.GetName() {
-			case labelName:
-				name = l.GetValue()
-			case labelAgent:
-				agent = l.GetValue()
-			case labelSite:
-				site = l.GetValue()
-			case labelState:
-				state = l.GetValue()
+// rawPool keeps decode buffers of up to maxPooledRaw bytes between pushes.
+var rawPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+const maxPooledRaw = 1 << 20
+
+// errCodeFieldNumber is protowire's (unexported) code for an invalid field number, so
+// that ParseError names it.
+const errCodeFieldNumber = -2
+
+// decodeWriteRequest reads a WriteRequest. Nothing it returns points into raw.
+func decodeWriteRequest(raw []byte) ([]AgentReport, error) {
+	d := pushDecoder{}
+	i := 0
+	for b := raw; len(b) > 0; {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return nil, badProto(protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType { // repeated TimeSeries timeseries = 1
+			ts, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, badProto(protowire.ParseError(n))
 			}
-		}
-		if agent == "" {
-			return nil, rejectf("no_agent", "series %d (%q) has no agent label", i, name)
-		}
-		samples := ts.GetSamples()
-		if len(samples) == 0 {
+			b = b[n:]
+			if err := d.series(i, ts); err != nil {
+				return nil, err
+			}
+			i++
 			continue
 		}
-		latest := samples[0]
-		for _, s := range samples[1:] {
-			if s.GetTimestamp() >= latest.GetTimestamp() {
-				latest = s
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, badProto(protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return d.reports(), nil
+}
+
+// consumeTag is protowire.ConsumeTag that, like proto.Unmarshal, also refuses field
+// numbers above the largest valid one.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && !num.IsValid() {
+		return 0, 0, errCodeFieldNumber
+	}
+	return num, typ, n
+}
+
+func badProto(err error) error {
+	return rejectf("bad_protobuf", "decode protobuf WriteRequest: %v", err)
+}
+
+// pushDecoder collects the reports of one push while its series are read.
+type pushDecoder struct {
+	agents  []agentInProgress
+	byAgent map[string]int // built once a push names more than a few agents
+	cur     int            // the agent of the previous series, or -1
+	err     error          // a content error, reported once the protobuf is known to be whole
+}
+
+type agentInProgress struct {
+	report AgentReport
+	sites  []namedSite
+	index  map[string]int // by site name, into sites
+}
+
+type namedSite struct {
+	name string
+	rep  SiteReport
+}
+
+// series reads TimeSeries number i: its labels, then the latest of its samples.
+func (d *pushDecoder) series(i int, b []byte) error {
+	var name, agent, site, state []byte
+	var latest struct {
+		value float64
+		ts    int64
+	}
+	samples := 0
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return badProto(protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType: // repeated Label labels = 1
+			lb, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return badProto(protowire.ParseError(n))
+			}
+			b = b[n:]
+			k, v, err := readLabel(lb)
+			if err != nil {
+				return err
+			}
+			switch string(k) {
+			case labelName:
+				name = v
+			case labelAgent:
+				agent = v
+			case labelSite:
+				site = v
+			case labelState:
+				state = v
+			}
+		case num == 2 && typ == protowire.BytesType: // repeated Sample samples = 2
+			sb, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return badProto(protowire.ParseError(n))
+			}
+			b = b[n:]
+			v, ts, err := readSample(sb)
+			if err != nil {
+				return err
+			}
+			if samples == 0 || ts >= latest.ts {
+				latest.value, latest.ts = v, ts
+			}
+			samples++
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return badProto(protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	if d.err != nil {
+		return nil // the push is refused already; only the protobuf's own errors still count
+	}
+	d.err = d.apply(i, name, agent, site, state, samples, latest.value, latest.ts)
+	return nil
+}
+
+// readLabel reads a Label message: name = 1, value = 2, both proto3 strings.
+func readLabel(b []byte) (name, value []byte, err error) {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return nil, nil, badProto(protowire.ParseError(n))
+		}
+		b = b[n:]
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, nil, badProto(protowire.ParseError(n))
+			}
+			b = b[n:]
+			if !utf8.Valid(v) {
+				return nil, nil, badProto(errors.New("label string is not valid UTF-8"))
+			}
+			if num == 1 {
+				name = v
+			} else {
+				value = v
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, nil, badProto(protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return name, value, nil
+}
+
+// readSample reads a Sample message: double value = 1, int64 timestamp = 2.
+func readSample(b []byte) (value float64, ts int64, err error) {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return 0, 0, badProto(protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			v, n := protowire.ConsumeFixed64(b)
+			if n < 0 {
+				return 0, 0, badProto(protowire.ParseError(n))
+			}
+			b, value = b[n:], math.Float64frombits(v)
+		case num == 2 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, badProto(protowire.ParseError(n))
+			}
+			b, ts = b[n:], int64(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return 0, 0, badProto(protowire.ParseError(n))
+			}
+			b = b[n:]
+		}
+	}
+	return value, ts, nil
+}
+
+// agentIndex finds (or adds) the report of the agent named a.
+func (d *pushDecoder) agentIndex(a []byte) (int, error) {
+	if d.cur >= 0 && d.cur < len(d.agents) && d.agents[d.cur].report.Agent == string(a) {
+		return d.cur, nil
+	}
+	if d.byAgent != nil {
+		if k, ok := d.byAgent[string(a)]; ok {
+			return k, nil
+		}
+	} else {
+		for k := range d.agents {
+			if d.agents[k].report.Agent == string(a) {
+				return k, nil
 			}
 		}
-		r := byAgent[agent]
-		if r == nil {
-			if len(byAgent) >= maxAgentsPerPush {
-				return nil, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPush)
-			}
-			r = &AgentReport{Agent: agent}
-			byAgent[agent] = r
-			order = append(order, agent)
+	}
+	if len(d.agents) >= maxAgentsPerPush {
+		return 0, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPush)
+	}
+	name := string(a)
+	d.agents = append(d.agents, agentInProgress{report: AgentReport{Agent: name}})
+	k := len(d.agents) - 1
+	if d.byAgent == nil && len(d.agents) > 8 {
+		d.byAgent = make(map[string]int, 16)
+		for j := range d.agents {
+			d.byAgent[d.agents[j].report.Agent] = j
 		}
-		if t := time.UnixMilli(latest.GetTimestamp()); t.After(r.SampleTime) {
-			r.SampleTime = t
+	} else if d.byAgent != nil {
+		d.byAgent[name] = k
+	}
+	return k, nil
+}
+
+// site finds (or adds) the site named s in agent p's report.
+func (p *agentInProgress) site(s []byte, agent string) (*SiteReport, error) {
+	if n := len(p.sites); n > 0 && p.sites[n-1].name == string(s) {
+		return &p.sites[n-1].rep, nil
+	}
+	if p.index == nil {
+		p.index = make(map[string]int, 32)
+	}
+	if k, ok := p.index[string(s)]; ok {
+		return &p.sites[k].rep, nil
+	}
+	if len(p.sites) >= maxSitesPerAgent {
+		return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
+	}
+	name := string(s)
+	p.index[name] = len(p.sites)
+	p.sites = append(p.sites, namedSite{name: name, rep: SiteReport{Detect: -1}})
+	return &p.sites[len(p.sites)-1].rep, nil
+}
+
+// apply records one series of the push contract.
+func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int, v float64, ts int64) error {
+	if len(agent) == 0 {
+		return rejectf("no_agent", "series %d (%q) has no agent label", i, name)
+	}
+	if samples == 0 {
+		return nil
+	}
+	k, err := d.agentIndex(agent)
+	if err != nil {
+		return err
+	}
+	d.cur = k
+	p := &d.agents[k]
+	r := &p.report
+	if t := time.UnixMilli(ts); t.After(r.SampleTime) {
+		r.SampleTime = t
+	}
+	switch metric := contractName(name); metric {
+	case metricSiteState, metricSiteChange, metricSiteDetect:
+		if len(site) == 0 {
+			return rejectf("bad_content", "series %s of agent %q has no site label", name, r.Agent)
 		}
-		v := latest.GetValue()
-		switch name {
-		case metricSiteState, metricSiteChange, metricSiteDetect:
-			if site == "" {
-				return nil, rejectf("bad_content", "series %s of agent %q has no site label", name, agent)
-			}
-			if r.Sites == nil {
-				r.Sites = map[string]SiteReport{}
-			}
-			sr, seen := r.Sites[site]
-			if !seen {
-				if len(r.Sites) >= maxSitesPerAgent {
-					return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
+		sr, err := p.site(site, r.Agent)
+		if err != nil {
+			return err
+		}
+		st := stateName(state)
+		if st == "" && metric == metricSiteState {
+			st = string(state) // refused below, by name
+		}
+		if err := readSiteSeries(sr, metric, st, v); err != nil {
+			return rejectf("bad_content", "agent %q site %q: %v", r.Agent, site, err)
+		}
+	case metricAgentIsolated:
+		r.Isolated = v == 1
+	case metricPushInterval:
+		if !math.IsNaN(v) && v > 0 && v < 86400 {
+			r.PushInterval = time.Duration(v * float64(time.Second))
+		}
+	}
+	return nil
+}
+
+// contractName is the push contract's metric name that b spells, or "".
+func contractName(b []byte) string {
+	switch string(b) {
+	case metricSiteState:
+		return metricSiteState
+	case metricSiteChange:
+		return metricSiteChange
+	case metricSiteDetect:
+		return metricSiteDetect
+	case metricAgentIsolated:
+		return metricAgentIsolated
+	case metricPushInterval:
+		return metricPushInterval
+	}
+	return ""
+}
+
+// stateName is the site state that b spells, or "".
+func stateName(b []byte) string {
+	switch string(b) {
+	case siteUp:
+		return siteUp
+	case siteDegraded:
+		return siteDegraded
+	case siteDown:
+		return siteDown
+	case siteUnknown:
+		return siteUnknown
+	}
+	return ""
+}
+
+// reports finishes the push's reports, in the order their agents first appeared.
+func (d *pushDecoder) reports() []AgentReport {
+	out := make([]AgentReport, 0, len(d.agents))
+	for k := range d.agents {
+		p := &d.agents[k]
+		r := p.report
+		if p.sites != nil {
+			r.Sites = make(map[string]SiteReport, len(p.sites))
+			for _, s := range p.sites {
+				if s.rep.State == "" {
+					s.rep.State = siteUnknown
 				}
-				sr = SiteReport{Detect: -1}
-			}
-			if err := readSiteSeries(&sr, name, state, v); err != nil {
-				return nil, rejectf("bad_content", "agent %q site %q: %v", agent, site, err)
-			}
-			r.Sites[site] = sr
-		case metricAgentIsolated:
-			r.Isolated = v == 1
-		case metricPushInterval:
-			if !math.IsNaN(v) && v > 0 && v < 86400 {
-				r.PushInterval = time.Duration(v * float64(time.Second))
+				r.Sites[s.name] = s.rep
 			}
 		}
+		out = append(out, r)
 	}
-	reports := make([]AgentReport, 0, len(order))
-	for _, agent := range order {
-		r := byAgent[agent]
-		for site, sr := range r.Sites {
-			if sr.State == "" {
-				sr.State = siteUnknown
-				r.Sites[site] = sr
-			}
-		}
-		reports = append(reports, *r)
-	}
-	return reports, nil
+	return out
 }
 
 func readSiteSeries(sr *SiteReport, name, state string, v float64) error {

@@ -3,6 +3,9 @@ package view
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -100,18 +103,57 @@ func TestDecodeWriteLatestSample(t *testing.T) {
 	}
 }
 
-// FuzzDecodeWrite: no body, however malformed, panics the decoder or yields a report
-// without an agent.
-func FuzzDecodeWrite(f *testing.F) {
+// fuzzSeeds are the committed seed corpus of FuzzDecodeWrite and FuzzPush (with the
+// files under testdata/fuzz/): real pushes of one and several agents, each kind of
+// refusal, and protobuf shapes a hand-written decoder could get wrong.
+func fuzzSeeds(f *testing.F) [][]byte {
 	at := time.UnixMilli(1_700_000_000_000)
-	f.Add(encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down"}, since: at, detect: 0.3, at: at}))
-	f.Add(encodePushes(f, agentPush{agent: "edge2", isolated: true, at: at}))
-	f.Add([]byte{})
-	f.Add([]byte("\x00"))
+	raw := func(b []byte) []byte { return snappy.Encode(nil, b) }
+	return [][]byte{
+		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down"}, since: at, detect: 0.3, at: at}),
+		encodePushes(f, agentPush{agent: "edge2", isolated: true, at: at}),
+		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up", "busan": "degraded"}, since: at, at: at},
+			agentPush{agent: "edge2", interval: 2, sites: map[string]string{"pangyo": "down", "seoul": "unknown"}, since: at, at: at}),
+		encodeWrite(f, series(metricSiteState, 1, at, "site", "pangyo", "state", "down")),
+		encodeWrite(f, series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"), series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "up")),
+		encodeWrite(f, series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire")),
+		encodeWrite(f, series(metricSiteState, 1, at, "agent", "a", "state", "up")),
+		encodeWrite(f, series(metricPushInterval, math.NaN(), at, "agent", "a"), series(metricSiteDetect, math.Inf(1), at, "agent", "a", "site", "p")),
+		raw([]byte("\x0a\x0c\x0a\x0a\x0a\x05agent\x12\x01\xff")),     // a label value that is not UTF-8
+		raw([]byte("\x0a\x09\x0a\x07\x0a\x05agent\x12\x00\x08\x01")), // a stray varint field
+		raw([]byte("\x0a\x04\x12\x02\x08\x01\x0b\x0c")),              // a group in the request
+		raw([]byte("\x08\x01")),                     // timeseries with the wrong wire type
+		raw([]byte("\x0a\x05\x12\x03\x09\x01\x02")), // a truncated double
+		raw([]byte("\x95\x95\x95\x9500000000000")),  // a field number above the largest valid one
+		raw(make([]byte, 64)),
+		{},
+		[]byte("\x00"),
+		[]byte("\xff\xff\xff\xff\xffnot snappy"),
+	}
+}
+
+// FuzzDecodeWrite: no body, however malformed, panics the decoder, and the in-place
+// decoder accepts and refuses exactly what the former proto.Unmarshal-based one did
+// (referenceDecode), with the same reports and the same refusal reason.
+func FuzzDecodeWrite(f *testing.F) {
+	for _, seed := range fuzzSeeds(f) {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		reports, err := DecodeWrite(body, 64<<10)
+		want, wantErr := referenceDecode(body, 64<<10)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("DecodeWrite error %v, reference error %v", err, wantErr)
+		}
 		if err != nil {
+			var pe, wpe *pushError
+			if !errors.As(err, &pe) || !errors.As(wantErr, &wpe) || pe.reason != wpe.reason {
+				t.Fatalf("DecodeWrite refused with %v, reference with %v", err, wantErr)
+			}
 			return
+		}
+		if !reflect.DeepEqual(reports, want) {
+			t.Fatalf("DecodeWrite reports\n%+v\nreference\n%+v", reports, want)
 		}
 		for _, r := range reports {
 			if r.Agent == "" {
@@ -128,23 +170,98 @@ func FuzzDecodeWrite(f *testing.F) {
 	})
 }
 
-// BenchmarkPush decodes and applies one agent's push of 20 sites into a view that knows
-// 100 agents: the work a view does per push (make view-bench).
-func BenchmarkPush(b *testing.B) {
-	at := time.Now()
+// benchSites is the push of one agent that watches 20 sites, all up.
+func benchSites() map[string]string {
 	sites := map[string]string{}
 	for i := range 20 {
 		sites[fmt.Sprintf("site%02d", i)] = "up"
 	}
+	return sites
+}
+
+// benchEngine is an engine that knows n agents reporting benchSites, at at.
+func benchEngine(b *testing.B, n int, at time.Time) *Engine {
 	e := NewEngine(DefaultConfig())
-	for i := range 100 {
-		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%03d", i), interval: 1, sites: sites, since: at, at: at}), 1<<20)
+	for i := range n {
+		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%04d", i), interval: 1, sites: benchSites(), since: at, at: at}), 1<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
 		e.Apply(reports, at)
 	}
-	body := encodePushes(b, agentPush{agent: "edge000", interval: 1, sites: sites, since: at, at: at})
+	return e
+}
+
+// BenchmarkDecodePush: decoding one agent's push of 20 sites, in place (DecodeWrite) and
+// with the former proto.Unmarshal-based decoder (Reference), side by side.
+func BenchmarkDecodePush(b *testing.B) {
+	at := time.Now()
+	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, detect: 0.3, at: at})
+	for _, bm := range []struct {
+		name   string
+		decode func([]byte, int64) ([]AgentReport, error)
+	}{{"InPlace", DecodeWrite}, {"Reference", referenceDecode}} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bm.decode(body, 1<<20); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkApplyPush: applying one agent's decoded push of 20 sites to an engine that
+// knows 1000 agents reporting the same 20 sites (issue 5's load), without a change and
+// with a verdict change each time (the site flips between lost and up).
+func BenchmarkApplyPush(b *testing.B) {
+	at := time.Now()
+	e := benchEngine(b, 1000, at)
+	decode := func(agent, state string) AgentReport {
+		sites := benchSites()
+		sites["site00"] = state
+		r, err := DecodeWrite(encodePushes(b, agentPush{agent: agent, interval: 1, sites: sites, since: at, at: at}), 1<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r[0]
+	}
+	b.Run("NoChange", func(b *testing.B) {
+		r := decode("edge0000", "up")
+		b.ReportAllocs()
+		for b.Loop() {
+			// Apply keeps the map it is given; a fresh copy per push, as from the decoder.
+			rep := r
+			rep.Sites = maps.Clone(r.Sites)
+			e.Apply([]AgentReport{rep}, at)
+		}
+	})
+	b.Run("Flip", func(b *testing.B) {
+		e.Apply([]AgentReport{decode("edge0001", "down")}, at)
+		down, up := decode("edge0000", "down"), decode("edge0000", "up")
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			r := up
+			if i++; i%2 == 1 {
+				r = down
+			}
+			r.Sites = maps.Clone(r.Sites)
+			if c, _ := e.Apply([]AgentReport{r}, at); len(c) != 1 {
+				b.Fatalf("changes %+v, want one", c)
+			}
+		}
+	})
+}
+
+// BenchmarkPush decodes and applies one agent's push of 20 sites into a view that knows
+// 1000 agents: the work a view does per push (make view-bench).
+func BenchmarkPush(b *testing.B) {
+	at := time.Now()
+	e := benchEngine(b, 1000, at)
+	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, at: at})
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -349,9 +349,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.measuring.Store(true)
 	windowStart := time.Now()
-	flipCtx, stopFlips := context.WithTimeout(ctx, cfg.Duration)
-	r.flipLoop(flipCtx)
-	stopFlips()
+	r.flipLoop(ctx, time.Now().Add(cfg.Duration))
 	// Pushes go on while the last flips' verdicts are awaited.
 	for wait := time.Now().Add(cfg.VerdictTimeout); time.Now().Before(wait) && ctx.Err() == nil; {
 		r.mu.Lock()
@@ -429,8 +427,9 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, offset time.Duration) 
 	}
 }
 
-// flipLoop starts a flip every FlipEvery until ctx ends.
-func (r *run) flipLoop(ctx context.Context) {
+// flipLoop starts a flip every FlipEvery until end (or ctx ends), and waits for the
+// flips' pushes to be answered.
+func (r *run) flipLoop(ctx context.Context, end time.Time) {
 	tick := time.NewTicker(r.cfg.FlipEvery)
 	defer tick.Stop()
 	down := make([]bool, r.cfg.Sites)
@@ -440,7 +439,10 @@ func (r *run) flipLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			if now.After(end) {
+				return
+			}
 		}
 		site := n % r.cfg.Sites
 		down[site] = !down[site]

@@ -1,0 +1,119 @@
+package view
+
+import (
+	"math"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+)
+
+// referenceDecode is the view's former decoder, kept as the reference the in-place one
+// must agree with: snappy, proto.Unmarshal into prompb messages, then reportsFrom.
+func referenceDecode(body []byte, maxBody int64) ([]AgentReport, error) {
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+	}
+	limit := max(int64(minDecodedLimit), maxBody*decodedPerCompressed)
+	if int64(n) > limit {
+		return nil, rejectf("too_large", "decoded body would be %d bytes, more than the limit of %d", n, limit)
+	}
+	raw, err := snappy.Decode(nil, body)
+	if err != nil {
+		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+	}
+	var req prompb.WriteRequest
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		return nil, rejectf("bad_protobuf", "decode protobuf WriteRequest: %v", err)
+	}
+	return reportsFrom(&req)
+}
+
+// reportsFrom reads the push contract's series out of a decoded WriteRequest: the
+// reference that decodeWriteRequest must agree with (FuzzDecodeWrite).
+func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
+	byAgent := map[string]*AgentReport{}
+	var order []string
+	for i, ts := range req.GetTimeseries() {
+		var name, agent, site, state string
+		for _, l := range ts.GetLabels() {
+			switch l.GetName() {
+			case labelName:
+				name = l.GetValue()
+			case labelAgent:
+				agent = l.GetValue()
+			case labelSite:
+				site = l.GetValue()
+			case labelState:
+				state = l.GetValue()
+			}
+		}
+		if agent == "" {
+			return nil, rejectf("no_agent", "series %d (%q) has no agent label", i, name)
+		}
+		samples := ts.GetSamples()
+		if len(samples) == 0 {
+			continue
+		}
+		latest := samples[0]
+		for _, s := range samples[1:] {
+			if s.GetTimestamp() >= latest.GetTimestamp() {
+				latest = s
+			}
+		}
+		r := byAgent[agent]
+		if r == nil {
+			if len(byAgent) >= maxAgentsPerPush {
+				return nil, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPush)
+			}
+			r = &AgentReport{Agent: agent}
+			byAgent[agent] = r
+			order = append(order, agent)
+		}
+		if t := time.UnixMilli(latest.GetTimestamp()); t.After(r.SampleTime) {
+			r.SampleTime = t
+		}
+		v := latest.GetValue()
+		switch name {
+		case metricSiteState, metricSiteChange, metricSiteDetect:
+			if site == "" {
+				return nil, rejectf("bad_content", "series %s of agent %q has no site label", name, agent)
+			}
+			if r.Sites == nil {
+				r.Sites = map[string]SiteReport{}
+			}
+			sr, seen := r.Sites[site]
+			if !seen {
+				if len(r.Sites) >= maxSitesPerAgent {
+					return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
+				}
+				sr = SiteReport{Detect: -1}
+			}
+			if err := readSiteSeries(&sr, name, state, v); err != nil {
+				return nil, rejectf("bad_content", "agent %q site %q: %v", agent, site, err)
+			}
+			r.Sites[site] = sr
+		case metricAgentIsolated:
+			r.Isolated = v == 1
+		case metricPushInterval:
+			if !math.IsNaN(v) && v > 0 && v < 86400 {
+				r.PushInterval = time.Duration(v * float64(time.Second))
+			}
+		}
+	}
+	reports := make([]AgentReport, 0, len(order))
+	for _, agent := range order {
+		r := byAgent[agent]
+		for site, sr := range r.Sites {
+			if sr.State == "" {
+				sr.State = siteUnknown
+				r.Sites[site] = sr
+			}
+		}
+		reports = append(reports, *r)
+	}
+	return reports, nil
+}
