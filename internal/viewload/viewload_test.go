@@ -1,0 +1,75 @@
+package viewload
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/view"
+)
+
+// TestSmoke plays 100 agents x 20 sites for 5 s against a real view on loopback: no push
+// fails, every scheduled flip's verdict arrives on /api/v1/events, and no verdict changes
+// that no flip asked for. make bench-view-load runs the full 1000 x 20 against a view
+// in its own process.
+func TestSmoke(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := view.DefaultConfig()
+	cfg.Listen = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- view.New(cfg, view.Options{}).Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("view: %v", err)
+		}
+	}()
+
+	res, err := Run(context.Background(), Config{URL: "http://" + cfg.Listen, Agents: 100, Sites: 20, Duration: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d pushes (%.0f/s), %d flips, %d verdicts, verdict p50 %v p99 %v",
+		res.Pushes, res.PushesPerSecond, res.Flips, res.Verdicts, Percentile(res.EventLatency, 50), Percentile(res.EventLatency, 99))
+	if res.Errors != 0 {
+		t.Errorf("%d errors, first: %s", res.Errors, res.ErrorSample)
+	}
+	if res.Flips < 8 || res.Verdicts != res.Flips {
+		t.Errorf("%d flips, %d verdicts seen: want at least 8 flips and a verdict for each", res.Flips, res.Verdicts)
+	}
+	if res.Unexpected != 0 {
+		t.Errorf("%d verdict changes that no flip asked for", res.Unexpected)
+	}
+	// 100 agents at 1 push/s for 5 s, plus the flips' pushes; allow for a loaded machine.
+	if res.Pushes < 300 {
+		t.Errorf("%d pushes in %v, want about 500", res.Pushes, res.Elapsed)
+	}
+	if res.SeriesPerPush != 2+20*6+20*2*3 {
+		t.Errorf("%d series a push, want the agent's 242 for 20 sites of 2 targets", res.SeriesPerPush)
+	}
+}
+
+// TestLoopbackOnly: the generator refuses any view that is not on loopback, and its bounds.
+func TestLoopbackOnly(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{URL: "http://203.0.113.5:9470", Agents: 1, Sites: 1, Duration: time.Second}, "not a loopback address"},
+		{Config{URL: "http://view.example:9470", Agents: 1, Sites: 1, Duration: time.Second}, "not a loopback address"},
+		{Config{URL: "http://[::ffff:10.0.0.1]:9470", Agents: 1, Sites: 1, Duration: time.Second}, "not a loopback address"},
+		{Config{URL: "http://127.0.0.1:9470", Agents: MaxAgents + 1, Sites: 1, Duration: time.Second}, "agents"},
+		{Config{URL: "http://127.0.0.1:9470", Agents: 1, Sites: 1, Duration: time.Hour}, "duration"},
+	} {
+		_, err := Run(context.Background(), tt.cfg)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: error %v, want one containing %q", tt.cfg, err, tt.want)
+		}
+	}
+}
