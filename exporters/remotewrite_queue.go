@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ type memQueue struct {
 	batches []batch
 	bytes   int64
 	nextID  uint64
+	sending uint64 // id of the batch head last returned: the sender has it in flight
 	stats   *pushStats
 	full    *episode // queue_full drops, logged once per outage
 }
@@ -34,9 +36,14 @@ func (q *memQueue) push(b batch) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.batches) >= q.max {
-		q.bytes -= int64(len(q.batches[0].payload))
-		q.batches[0] = batch{}
-		q.batches = q.batches[1:]
+		// The oldest goes, unless it is in flight: then the next oldest, so that a batch
+		// counted as dropped is never delivered after all.
+		i := 0
+		if q.batches[0].id == q.sending && len(q.batches) > 1 {
+			i = 1
+		}
+		q.bytes -= int64(len(q.batches[i].payload))
+		q.batches = slices.Delete(q.batches, i, i+1)
 		q.stats.drop(DropQueueFull)
 		q.full.happened("memory queue full: dropping the oldest batches", "queue_size", q.max)
 	}
@@ -52,6 +59,7 @@ func (q *memQueue) head() (batch, bool) {
 	if len(q.batches) == 0 {
 		return batch{}, false
 	}
+	q.sending = q.batches[0].id
 	return q.batches[0], true
 }
 
@@ -104,6 +112,7 @@ type spoolQueue struct {
 	memMax   int
 	memBytes int64
 	nextSeq  uint64
+	sending  uint64 // seq of the batch head last returned: the sender has it in flight
 	lock     *os.File
 	stats    *pushStats
 	logger   *slog.Logger
@@ -208,9 +217,12 @@ func (q *spoolQueue) push(b batch) {
 		return
 	}
 	if len(q.mem) >= q.memMax {
-		q.memBytes -= int64(len(q.mem[0].payload))
-		q.mem[0] = batch{}
-		q.mem = q.mem[1:]
+		i := 0
+		if len(q.entries) == 0 && q.mem[0].id == q.sending && len(q.mem) > 1 {
+			i = 1 // in flight: the next oldest goes
+		}
+		q.memBytes -= int64(len(q.mem[i].payload))
+		q.mem = slices.Delete(q.mem, i, i+1)
 		q.stats.drop(DropSpoolError)
 	}
 	b.payload = bytes.Clone(b.payload) // the encoder reuses its buffer
@@ -223,7 +235,7 @@ func (q *spoolQueue) push(b batch) {
 func (q *spoolQueue) store(b batch) bool {
 	size := int64(spoolHeaderLen + len(b.payload))
 	for len(q.entries) > 0 && q.bytes+size > q.maxBytes {
-		q.removeOldest(DropSpoolFull)
+		q.makeRoom(DropSpoolFull)
 		q.full.happened("spool: max_bytes reached: dropping the oldest batches", "dir", q.dir, "max_bytes", q.maxBytes)
 	}
 	e := spoolEntry{seq: b.id, created: b.created, size: size}
@@ -241,7 +253,7 @@ func (q *spoolQueue) store(b batch) bool {
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			if len(q.entries) > 0 {
 				q.diskFull.happened("spool: disk full: dropping the oldest batches to make room", "dir", q.dir, "err", err)
-				q.removeOldest(DropDiskFull)
+				q.makeRoom(DropDiskFull)
 				madeRoom = true
 				continue
 			}
@@ -304,6 +316,7 @@ func (q *spoolQueue) head() (batch, bool) {
 		data, err := os.ReadFile(path)
 		if err == nil && len(data) >= spoolHeaderLen &&
 			binary.BigEndian.Uint32(data) == crc32.Checksum(data[spoolHeaderLen:], castagnoli) {
+			q.sending = e.seq
 			return batch{id: e.seq, created: e.created, payload: data[spoolHeaderLen:]}, true
 		}
 		if err == nil {
@@ -313,6 +326,7 @@ func (q *spoolQueue) head() (batch, bool) {
 		q.removeOldest(DropSpoolCorrupt)
 	}
 	if len(q.mem) > 0 {
+		q.sending = q.mem[0].id
 		return q.mem[0], true
 	}
 	return batch{}, false
@@ -353,18 +367,34 @@ func (q *spoolQueue) expire(now time.Time) {
 	}
 }
 
-// removeOldest unlinks the oldest segment; a non-empty reason counts it as dropped. A
+// makeRoom drops the oldest segment, or the next oldest when the oldest is in flight, so
+// that a batch counted as dropped is never delivered after all.
+func (q *spoolQueue) makeRoom(reason string) {
+	i := 0
+	if q.entries[0].seq == q.sending && len(q.entries) > 1 {
+		i = 1
+	}
+	q.remove(i, reason)
+}
+
+func (q *spoolQueue) removeOldest(reason string) { q.remove(0, reason) }
+
+// remove unlinks segment i; a non-empty reason counts it as dropped. A
 // segment that cannot be unlinked (read-only disk) is forgotten all the same: if it is
 // still there at the next start, it is sent again, which receivers take without harm.
-func (q *spoolQueue) removeOldest(reason string) {
-	e := q.entries[0]
+func (q *spoolQueue) remove(i int, reason string) {
+	e := q.entries[i]
 	path := filepath.Join(q.dir, e.fileName())
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		q.removeErr.happened("spool: cannot remove segments; a restart would send them again", "file", path, "err", err)
 	} else {
 		q.removeErr.over("spool: removing segments again", "dir", q.dir)
 	}
-	q.entries = q.entries[1:]
+	if i == 0 {
+		q.entries = q.entries[1:]
+	} else {
+		q.entries = slices.Delete(q.entries, i, i+1)
+	}
 	q.bytes -= e.size
 	if reason != "" {
 		q.stats.drop(reason)

@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -749,4 +750,56 @@ func BenchmarkEncodeSnapshot(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(payload)), "bytes/push")
+}
+
+// TestQueuesKeepTheBatchInFlight: when a full queue makes room while the sender has the
+// oldest batch in flight, the next oldest goes instead, and acknowledging the batch in
+// flight removes exactly it: nothing counted as dropped is delivered, nothing unsent is
+// removed.
+func TestQueuesKeepTheBatchInFlight(t *testing.T) {
+	payload := func(b byte) []byte { return bytes.Repeat([]byte{b}, 100) }
+	spoolStats := newPushStats()
+	spool, err := openSpool(t.TempDir(), 3*(spoolHeaderLen+100), time.Hour, 10, spoolStats, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.close()
+	memStats := newPushStats()
+	queues := map[string]struct {
+		q     batchQueue
+		stats *pushStats
+	}{
+		"memory": {&memQueue{max: 3, stats: memStats, full: newEpisode(discardLogger(), slog.LevelWarn)}, memStats},
+		"spool":  {spool, spoolStats},
+	}
+	for name, tc := range queues {
+		for _, b := range []byte{'a', 'b', 'c'} {
+			tc.q.push(batch{created: time.Now(), payload: payload(b)})
+		}
+		inFlight, ok := tc.q.head()
+		if !ok || inFlight.payload[0] != 'a' {
+			t.Fatalf("%s: head = %q, %v; want batch a", name, inFlight.payload[:1], ok)
+		}
+		tc.q.push(batch{created: time.Now(), payload: payload('d')}) // full: b goes, not a
+		tc.q.pop(inFlight.id)                                        // a acknowledged
+		var left []byte
+		for {
+			b, ok := tc.q.head()
+			if !ok {
+				break
+			}
+			left = append(left, b.payload[0])
+			tc.q.pop(b.id)
+		}
+		if string(left) != "cd" {
+			t.Errorf("%s: after sending a while d made room, the queue held %q, want \"cd\"", name, left)
+		}
+		var dropped uint64
+		for _, n := range tc.stats.dropped {
+			dropped += n.Load()
+		}
+		if dropped != 1 {
+			t.Errorf("%s: %d batches counted as dropped, want 1 (b)", name, dropped)
+		}
+	}
 }
