@@ -145,23 +145,8 @@ func (p *dnsProber) check(query, in *dns.Msg) Result {
 // Detail), and for each of answers some record of the answer section whose zone-file text
 // it matches. It is pure, so that it can be fuzzed; the reply is untrusted input.
 func checkDNSReply(query, reply *dns.Msg, rcodes []int, rcodeNames []string, answers []*regexp.Regexp) (Reason, string) {
-	if reply.Id != query.Id {
-		return ReasonProtocol, fmt.Sprintf("reply ID %d, want %d", reply.Id, query.Id)
-	}
-	if !reply.Response {
-		return ReasonProtocol, "reply has the QR bit clear: it is a query, not a response"
-	}
-	q := query.Question[0]
-	switch {
-	case len(reply.Question) == 0 && reply.Rcode == dns.RcodeSuccess:
-		return ReasonProtocol, fmt.Sprintf("NOERROR reply without a question section, want %s", questionString(q))
-	case len(reply.Question) > 1:
-		return ReasonProtocol, fmt.Sprintf("reply holds %d questions, want 1 (%s)", len(reply.Question), questionString(q))
-	case len(reply.Question) == 1:
-		rq := reply.Question[0]
-		if !strings.EqualFold(rq.Name, q.Name) || rq.Qtype != q.Qtype || rq.Qclass != q.Qclass {
-			return ReasonProtocol, fmt.Sprintf("reply is for %s, want %s", questionString(rq), questionString(q))
-		}
+	if mismatch := replyMismatch(query, reply); mismatch != "" {
+		return ReasonProtocol, mismatch
 	}
 	if !slices.Contains(rcodes, reply.Rcode) {
 		return ReasonRcode, fmt.Sprintf("rcode %s, want %s", rcodeString(reply.Rcode), strings.Join(rcodeNames, " or "))
@@ -181,6 +166,30 @@ func checkDNSReply(query, reply *dns.Msg, rcodes []int, rcodeNames []string, ans
 		}
 	}
 	return ReasonNone, ""
+}
+
+// replyMismatch says why reply is not an answer to query ("" when it is): another ID, no
+// QR bit, or another question (an error rcode may come without one).
+func replyMismatch(query, reply *dns.Msg) string {
+	if reply.Id != query.Id {
+		return fmt.Sprintf("reply ID %d, want %d", reply.Id, query.Id)
+	}
+	if !reply.Response {
+		return "reply has the QR bit clear: it is a query, not a response"
+	}
+	q := query.Question[0]
+	switch {
+	case len(reply.Question) == 0 && reply.Rcode == dns.RcodeSuccess:
+		return fmt.Sprintf("NOERROR reply without a question section, want %s", questionString(q))
+	case len(reply.Question) > 1:
+		return fmt.Sprintf("reply holds %d questions, want 1 (%s)", len(reply.Question), questionString(q))
+	case len(reply.Question) == 1:
+		rq := reply.Question[0]
+		if !strings.EqualFold(rq.Name, q.Name) || rq.Qtype != q.Qtype || rq.Qclass != q.Qclass {
+			return fmt.Sprintf("reply is for %s, want %s", questionString(rq), questionString(q))
+		}
+	}
+	return ""
 }
 
 // questionString shows a question as "name TYPE CLASS", quoting a name that holds

@@ -52,7 +52,11 @@ const slack = 300 * time.Millisecond
 // runHostile runs each case once and logs a line per case: reason, detail, time taken.
 func runHostile(t *testing.T, cases []hostileCase) {
 	t.Helper()
-	env := &Env{Resolver: NewResolver([]string{freePort(t, "udp")})}
+	runHostileEnv(t, &Env{Resolver: NewResolver([]string{freePort(t, "udp")})}, cases)
+}
+
+func runHostileEnv(t *testing.T, env *Env, cases []hostileCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := New(tc.kind, tc.spec, env)
@@ -380,7 +384,7 @@ func TestTCPHostileEndpoints(t *testing.T) {
 	runHostile(t, cases)
 }
 
-// dnsAnswer builds a reply to q with n A records for its name.
+// dnsAnswer builds a reply to q with n A records for its name: 127.0.0.1, 127.0.0.2, ...
 func dnsAnswer(q *dns.Msg, n int) *dns.Msg {
 	r := new(dns.Msg)
 	r.SetReply(q)
@@ -389,7 +393,7 @@ func dnsAnswer(q *dns.Msg, n int) *dns.Msg {
 	for i := range n {
 		r.Answer = append(r.Answer, &dns.A{
 			Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-			A:   net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)),
+			A:   net.IPv4(127, byte((i+1)>>16), byte((i+1)>>8), byte(i+1)), // loopback only
 		})
 	}
 	return r
@@ -561,7 +565,7 @@ func TestDNSHostileEndpoints(t *testing.T) {
 
 	const second = time.Second
 	q := "www.example.test"
-	last := `\tA\t10\.0\.15\.159$` // record 3999
+	last := `\tA\t127\.0\.15\.160$` // record 4000
 	cases := []hostileCase{
 		{name: "4000 records over tcp", kind: KindDNS, spec: DNSSpec{Server: floodTCP, Transport: "tcp", Query: q, Answers: []string{last}},
 			timeout: 3 * second, want: ReasonNone, maxAlloc: 16 << 20},
@@ -601,4 +605,97 @@ func TestDNSHostileEndpoints(t *testing.T) {
 			timeout: 3 * second, want: ReasonProtocol, detail: []string{"over tcp", "EOF"}},
 	}
 	runHostile(t, cases)
+}
+
+// zoneFunc answers every query with what build returns.
+type zoneFunc func(q *dns.Msg) *dns.Msg
+
+func (z zoneFunc) ServeDNS(w dns.ResponseWriter, req *dns.Msg) { w.WriteMsg(z(req)) }
+
+// truncateUDP answers over UDP with an empty truncated reply, as a server does when the
+// answer is too large, and over TCP with the zone's answer.
+type truncateUDP struct{ zone dns.Handler }
+
+func (z truncateUDP) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		r := new(dns.Msg)
+		r.SetReply(req)
+		r.Truncated = true
+		w.WriteMsg(r)
+		return
+	}
+	z.zone.ServeDNS(w, req)
+}
+
+// rrs builds a reply to q from zone-file lines.
+func rrs(q *dns.Msg, lines ...string) *dns.Msg {
+	r := new(dns.Msg)
+	r.SetReply(q)
+	for _, l := range lines {
+		rr, err := dns.NewRR(l)
+		if err != nil {
+			panic(err)
+		}
+		r.Answer = append(r.Answer, rr)
+	}
+	return r
+}
+
+// TestResolverHostile points the resolver of TCP probes at hostile DNS servers: a
+// target's name must resolve to an address for that name or not at all.
+func TestResolverHostile(t *testing.T) {
+	listener := rawServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	_, port, _ := net.SplitHostPort(listener)
+	chain := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("c%d.example.test. 60 IN CNAME c%d.example.test.", i, i+1))
+		}
+		return append(out, fmt.Sprintf("c%d.example.test. 60 IN A 127.0.0.1", n))
+	}
+	servers := map[string]string{
+		// An address for another name only: a poisoning attempt.
+		"other name": startDNSPair(t, zoneFunc(func(q *dns.Msg) *dns.Msg {
+			return rrs(q, "evil.example.test. 60 IN A 127.0.0.1")
+		})),
+		"cname loop": startDNSPair(t, zoneFunc(func(q *dns.Msg) *dns.Msg {
+			return rrs(q, "c0.example.test. 60 IN CNAME c1.example.test.", "c1.example.test. 60 IN CNAME c0.example.test.")
+		})),
+		"chain of 3":  startDNSPair(t, zoneFunc(func(q *dns.Msg) *dns.Msg { return rrs(q, chain(3)...) })),
+		"chain of 40": startDNSPair(t, truncateUDP{zoneFunc(func(q *dns.Msg) *dns.Msg { return rrs(q, chain(40)...) })}),
+		"wrong question": startDNSPair(t, zoneFunc(func(q *dns.Msg) *dns.Msg {
+			r := rrs(q, "evil.example.test. 60 IN A 127.0.0.1")
+			r.Question[0].Name = "evil.example.test."
+			return r
+		})),
+		"4000 records": startDNSPair(t, floodZone{records: 4000}),
+		"pointer loop": rawUDP(t, pointerLoop),
+		"silent":       silentUDP(t),
+	}
+	var cases []hostileCase
+	for _, tc := range []struct {
+		server, name string
+		want         Reason
+		detail       []string
+	}{
+		{"other name", "www.example.test", ReasonResolve, []string{"resolve www.example.test: www.example.test: no A record at"}},
+		{"cname loop", "c0.example.test", ReasonResolve, []string{"no A record"}},
+		{"chain of 3", "c0.example.test", ReasonNone, nil},
+		{"chain of 40", "c0.example.test", ReasonResolve, []string{"no A record"}},
+		{"wrong question", "www.example.test", ReasonResolve, []string{`reply is for "evil.example.test." A IN`}},
+		{"4000 records", "www.example.test", ReasonNone, nil}, // the first, 127.0.0.1
+		{"pointer loop", "www.example.test", ReasonResolve, []string{"too many compression pointers"}},
+		{"silent", "www.example.test", ReasonResolve, []string{"timeout"}},
+	} {
+		spec := TCPSpec{Address: net.JoinHostPort(tc.name, port), Family: "ip4"}
+		cases = append(cases, hostileCase{name: "resolver: " + tc.server, kind: KindTCP, spec: spec,
+			timeout: 500 * time.Millisecond, want: tc.want, detail: tc.detail})
+	}
+	for _, tc := range cases {
+		server := servers[strings.TrimPrefix(tc.name, "resolver: ")]
+		t.Run(tc.name, func(t *testing.T) {
+			env := &Env{Resolver: NewResolver([]string{server})}
+			runHostileEnv(t, env, []hostileCase{tc})
+		})
+	}
 }

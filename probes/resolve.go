@@ -168,30 +168,66 @@ func (r *Resolver) query(ctx context.Context, servers []string, host string, qty
 			lastErr = fmt.Errorf("ask %s: %w", server, err)
 			continue
 		}
+		if mismatch := replyMismatch(m, in); mismatch != "" {
+			lastErr = fmt.Errorf("ask %s: %s", server, mismatch)
+			continue
+		}
 		if in.Rcode != dns.RcodeSuccess {
-			return netip.Addr{}, 0, fmt.Errorf("%s %s: %s from %s", host, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode], server)
+			return netip.Addr{}, 0, fmt.Errorf("%s %s: %s from %s", host, dns.TypeToString[qtype], rcodeString(in.Rcode), server)
 		}
-		ttl := maxCacheTTL
-		var addr netip.Addr
-		for _, rr := range in.Answer {
-			ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
-			switch v := rr.(type) {
-			case *dns.A:
-				if !addr.IsValid() {
-					addr, _ = netip.AddrFromSlice(v.A.To4())
-				}
-			case *dns.AAAA:
-				if !addr.IsValid() {
-					addr, _ = netip.AddrFromSlice(v.AAAA)
-				}
-			}
-		}
+		addr, ttl := answerAddr(in.Answer, m.Question[0].Name, qtype)
 		if !addr.IsValid() {
 			return netip.Addr{}, 0, fmt.Errorf("%s: no %s record at %s", host, dns.TypeToString[qtype], server)
 		}
 		return addr, ttl, nil
 	}
 	return netip.Addr{}, 0, lastErr
+}
+
+// maxCNAMEChain bounds the CNAME links followed within one answer.
+const maxCNAMEChain = 16
+
+// answerAddr follows the answer section from name along its CNAMEs to the first record of
+// qtype (A or AAAA) and returns its address and the smallest TTL along the way. Records
+// for other names are ignored: a server, honest or not, cannot slip in an address for a
+// name that was not asked. A CNAME loop or a chain longer than maxCNAMEChain gives no
+// address.
+func answerAddr(answer []dns.RR, name string, qtype uint16) (netip.Addr, time.Duration) {
+	ttl := maxCacheTTL
+	for range maxCNAMEChain + 1 {
+		next := ""
+		for _, rr := range answer {
+			h := rr.Header()
+			if !strings.EqualFold(h.Name, name) {
+				continue
+			}
+			var addr netip.Addr
+			switch v := rr.(type) {
+			case *dns.CNAME:
+				if next == "" {
+					next = v.Target
+					ttl = min(ttl, time.Duration(h.Ttl)*time.Second)
+				}
+				continue
+			case *dns.A:
+				if qtype == dns.TypeA {
+					addr, _ = netip.AddrFromSlice(v.A.To4())
+				}
+			case *dns.AAAA:
+				if qtype == dns.TypeAAAA {
+					addr, _ = netip.AddrFromSlice(v.AAAA)
+				}
+			}
+			if addr.IsValid() {
+				return addr, min(ttl, time.Duration(h.Ttl)*time.Second)
+			}
+		}
+		if next == "" {
+			break
+		}
+		name = next
+	}
+	return netip.Addr{}, 0
 }
 
 // exchange sends m over UDP and retries over TCP when the answer was truncated. The
