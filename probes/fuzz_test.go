@@ -1,7 +1,7 @@
 package probes
 
 // Fuzz targets for the checks that read what a remote endpoint sends: a DNS reply against
-// the query and the spec (checkDNSReply), an HTTP body against body_limit and body_match
+// the query and the spec (checkDNSReply) and as the resolver reads it (answerAddr), an HTTP body against body_limit and body_match
 // (matchBody). Seeds: the f.Add calls below and testdata/fuzz/<target>/ (hostile replies:
 // pointer loops, thousands of records, wrong question, garbage). `make fuzz` runs them.
 
@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -103,6 +104,16 @@ func FuzzDNSReply(f *testing.F) {
 			t.Fatalf("reason %q (%q), want %q for\n%v", reason, detail, want, in)
 		}
 		checkDetail(t, reason, detail)
+		// The resolver's reading of the same answer: an address only from an A record.
+		if addr, ttl := answerAddr(in.Answer, q.Question[0].Name, dns.TypeA); addr.IsValid() {
+			found := slices.ContainsFunc(in.Answer, func(rr dns.RR) bool {
+				a, ok := rr.(*dns.A)
+				return ok && a.A.Equal(addr.AsSlice()) && ttl <= time.Duration(a.Hdr.Ttl)*time.Second
+			})
+			if !found || ttl < 0 || ttl > maxCacheTTL {
+				t.Fatalf("resolver took %s (ttl %v) from an answer without such an A record:\n%v", addr, ttl, in)
+			}
+		}
 		switch reason {
 		case ReasonRcode:
 			if !strings.HasPrefix(detail, "rcode ") || !strings.Contains(detail, spec.rcodes[0]) {
