@@ -6,6 +6,8 @@ package probes
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -287,6 +289,28 @@ func TestHTTPHostileEndpoints(t *testing.T) {
 		readRequest(c)
 		resetConn(c)
 	})
+	// Informational answers (103 Early Hints) without end: their headers count too.
+	endless1xx := rawServer(t, func(c net.Conn) {
+		readRequest(c)
+		for {
+			if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	// A gzip bomb: 64 MiB of zeros in about 64 KiB, which net/http decompresses on the fly.
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	zeros := make([]byte, 1<<20)
+	for range 64 {
+		zw.Write(zeros)
+	}
+	zw.Close()
+	gzipBomb := rawServer(t, func(c net.Conn) {
+		readRequest(c)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", bomb.Len())
+		c.Write(bomb.Bytes())
+	})
 	// Redirects: each to a new URL, forever; a loop of two.
 	var redirectHits atomic.Int64
 	mux := http.NewServeMux()
@@ -297,6 +321,9 @@ func TestHTTPHostileEndpoints(t *testing.T) {
 	})
 	mux.HandleFunc("/a", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/b", http.StatusMovedPermanently) })
 	mux.HandleFunc("/b", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/a", http.StatusMovedPermanently) })
+	mux.HandleFunc("/slowloris", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+slowloris+"/", http.StatusFound)
+	})
 	mux.HandleFunc("/ftp", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "ftp://127.0.0.1/file", http.StatusFound)
 	})
@@ -338,6 +365,14 @@ func TestHTTPHostileEndpoints(t *testing.T) {
 			timeout: 3 * second, want: ReasonStatus, detail: []string{"status 302"}},
 		{name: "redirect loop", kind: KindHTTP, spec: HTTPSpec{URL: redirects.URL + "/a", Redirects: 20},
 			timeout: 3 * second, want: ReasonStatus, detail: []string{"status 301", "after 20 redirects"}},
+		{name: "redirect to a slowloris", kind: KindHTTP, spec: HTTPSpec{URL: redirects.URL + "/slowloris", Redirects: 1},
+			timeout: second, want: ReasonTimeout, detail: []string{"after 1 redirects", "http://" + slowloris, "reading the response headers"}},
+		{name: "endless 103 Early Hints", kind: KindHTTP, spec: HTTPSpec{URL: "http://" + endless1xx + "/"},
+			timeout: 3 * second, want: ReasonProtocol, detail: []string{"headers exceed"}, maxAlloc: 4 << 20},
+		{name: "gzip bomb, body_match", kind: KindHTTP, spec: HTTPSpec{URL: "http://" + gzipBomb + "/", BodyMatch: "needle"},
+			timeout: 3 * second, want: ReasonBody, detail: []string{"exceeds body_limit (1048576 bytes)"}, maxAlloc: 8 << 20},
+		{name: "gzip bomb, no match", kind: KindHTTP, spec: HTTPSpec{URL: "http://" + gzipBomb + "/"},
+			timeout: 3 * second, want: ReasonNone, maxAlloc: 4 << 20},
 		{name: "redirect to ftp", kind: KindHTTP, spec: HTTPSpec{URL: redirects.URL + "/ftp", Redirects: 2},
 			timeout: 3 * second, want: ReasonProtocol, detail: []string{"ftp://127.0.0.1/file", "unsupported protocol scheme"}},
 		{name: "tls verified (control)", kind: KindHTTP, spec: HTTPSpec{URL: good + "/healthz", TLS: verify},

@@ -147,7 +147,8 @@ func newHTTPProber(spec HTTPSpec, env *Env) (*httpProber, error) {
 				return http.ErrUseLastResponse
 			}
 			if t, ok := req.Context().Value(httpTimesKey{}).(*httpTimes); ok {
-				t.set(func() { t.redirects = len(via) })
+				// The next request starts over: a timeout must say where it got.
+				t.set(func() { t.redirects, t.wrote, t.firstByte = len(via), time.Time{}, time.Time{} })
 			}
 			return nil
 		},
