@@ -1,0 +1,804 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	encbin "encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+)
+
+// Helpers of the remote_write fault tests (faults_remotewrite_test.go): a real
+// remote_write 1.0 receiver that can go down, hang, fail or be slow and records every
+// sample it ingests; the agent binary run on loopback with JSON probe lines on stdout, its
+// /metrics and its log; and the arithmetic of samples produced, delivered, lost and
+// duplicated.
+
+// Receiver behaviours.
+const (
+	rwOK   = iota // ingest, then 204
+	rwHang        // read the request, never answer (until the connection closes)
+	rw500         // read the request, answer 500
+	rwSlow        // ingest, wait rwReceiver.slow, then 204 (a flush that takes time)
+)
+
+// rwReceiver is a remote_write receiver on a fixed loopback port, so that it can be
+// down (connection refused) and come back at the same address.
+type rwReceiver struct {
+	t    testing.TB
+	addr string
+
+	mu       sync.Mutex
+	srv      *http.Server
+	mode     int
+	slow     time.Duration
+	attempts int            // requests of any outcome
+	samples  map[string]int // series@timestamp -> times ingested
+	batches  map[int64]int  // a push's timestamp -> times ingested
+	series   map[int64]int  // a push's timestamp -> its number of series
+}
+
+func newRWReceiver(t testing.TB) *rwReceiver {
+	t.Helper()
+	r := &rwReceiver{t: t, addr: freePort(t), samples: map[string]int{}, batches: map[int64]int{}, series: map[int64]int{}}
+	t.Cleanup(r.down)
+	return r
+}
+
+func (r *rwReceiver) url() string { return "http://" + r.addr + "/api/v1/write" }
+
+// up starts serving in mode.
+func (r *rwReceiver) up(mode int) {
+	r.t.Helper()
+	r.setMode(mode)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		return
+	}
+	var ln net.Listener
+	var err error
+	for range 50 { // the port was ours a moment ago; nobody else should take it
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatalf("receiver: listen on %s again: %v", r.addr, err)
+	}
+	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 10 * time.Second}
+	go r.srv.Serve(ln)
+}
+
+// down closes the listener and every connection: the agent sees connection refused.
+func (r *rwReceiver) down() {
+	r.mu.Lock()
+	srv := r.srv
+	r.srv = nil
+	r.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+func (r *rwReceiver) setMode(mode int) {
+	r.mu.Lock()
+	r.mode = mode
+	r.mu.Unlock()
+}
+
+func (r *rwReceiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.attempts++
+	mode, slow := r.mode, r.slow
+	r.mu.Unlock()
+	if err != nil {
+		return
+	}
+	switch mode {
+	case rwHang:
+		<-req.Context().Done()
+		return
+	case rw500:
+		http.Error(w, "receiver broken on purpose", http.StatusInternalServerError)
+		return
+	}
+	raw, err := snappy.Decode(nil, body)
+	var wr prompb.WriteRequest
+	if err == nil {
+		err = proto.Unmarshal(raw, &wr)
+	}
+	if err != nil {
+		r.t.Errorf("receiver: undecodable push (%d bytes): %v", len(body), err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	r.ingest(&wr)
+	r.mu.Unlock()
+	if mode == rwSlow {
+		select {
+		case <-time.After(slow):
+		case <-req.Context().Done():
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ingest records every sample of wr; r.mu is held.
+func (r *rwReceiver) ingest(wr *prompb.WriteRequest) {
+	for _, key := range sampleKeys(wr) {
+		r.samples[key]++
+	}
+	if ts, ok := pushTimestamp(wr); ok {
+		r.batches[ts]++
+		r.series[ts] = len(wr.Timeseries)
+	}
+}
+
+// sampleKeys names every sample of wr by its sorted label set and timestamp.
+func sampleKeys(wr *prompb.WriteRequest) []string {
+	var keys []string
+	for _, ts := range wr.Timeseries {
+		var b strings.Builder
+		for _, l := range ts.Labels {
+			b.WriteString(l.Name + "=" + l.Value + ",")
+		}
+		for _, s := range ts.Samples {
+			keys = append(keys, b.String()+"@"+strconv.FormatInt(s.Timestamp, 10))
+		}
+	}
+	return keys
+}
+
+// pushTimestamp is the timestamp every sample of one edgeprobe push carries.
+func pushTimestamp(wr *prompb.WriteRequest) (int64, bool) {
+	if len(wr.Timeseries) == 0 || len(wr.Timeseries[0].Samples) == 0 {
+		return 0, false
+	}
+	return wr.Timeseries[0].Samples[0].Timestamp, true
+}
+
+// delivery is what the receiver ingested: distinct samples and batches, and repeats.
+type delivery struct {
+	samples, sampleDups  int // distinct samples; ingestions beyond the first
+	batches, batchDups   int
+	dupBatches           []int64 // timestamps ingested more than once
+	keys                 map[string]bool
+	timestamps           []int64 // distinct batch timestamps, sorted
+	attempts             int
+	seriesMin, seriesMax int // series per push
+}
+
+// fullState is the number of series in a push once every site and target has a state:
+// the agent's 2, per site 4 state-set series + change time + detection time, per target
+// target_up, probe_success and probe_duration_seconds.
+func fullState(cfg faultConfig) int {
+	return 2 + 6*len(cfg.Sites) + 3*len(cfg.Sites)*len(cfg.Targets)
+}
+
+// waitFullState waits until a push with the complete state has been ingested, so that
+// every push from then on carries the same series and dropped batches convert to samples.
+func (r *rwReceiver) waitFullState(limit time.Duration, cfg faultConfig) {
+	r.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if d := r.delivered(); d.batches > 0 && d.seriesMax >= fullState(cfg) {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("no push with the complete state (%d series) within %v", fullState(cfg), limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *rwReceiver) delivered() delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := delivery{keys: map[string]bool{}, attempts: r.attempts, seriesMin: math.MaxInt}
+	for k, n := range r.samples {
+		d.samples++
+		d.sampleDups += n - 1
+		d.keys[k] = true
+	}
+	for ts, n := range r.batches {
+		d.batches++
+		d.batchDups += n - 1
+		if n > 1 {
+			d.dupBatches = append(d.dupBatches, ts)
+		}
+		d.timestamps = append(d.timestamps, ts)
+		d.seriesMin, d.seriesMax = min(d.seriesMin, r.series[ts]), max(d.seriesMax, r.series[ts])
+	}
+	sort.Slice(d.timestamps, func(i, j int) bool { return d.timestamps[i] < d.timestamps[j] })
+	sort.Slice(d.dupBatches, func(i, j int) bool { return d.dupBatches[i] < d.dupBatches[j] })
+	return d
+}
+
+// spoolContents decodes every segment of a spool directory (the format of
+// exporters/remotewrite_queue.go: CRC-32C big-endian, then the snappy payload) and returns
+// its samples and batch timestamps. A segment failing its checksum is an error: the spool
+// promises whole segments or none.
+func spoolContents(t testing.TB, dir string) (keys map[string]bool, timestamps []int64, tmpFiles int) {
+	t.Helper()
+	keys = map[string]bool{}
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read spool %s: %v", dir, err)
+	}
+	table := crc32.MakeTable(crc32.Castagnoli)
+	for _, e := range entries {
+		switch {
+		case strings.HasSuffix(e.Name(), ".tmp"):
+			tmpFiles++
+			continue
+		case !strings.HasSuffix(e.Name(), ".seg"):
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("read segment: %v", err)
+		}
+		if len(data) < 4 || encbin.BigEndian.Uint32(data) != crc32.Checksum(data[4:], table) {
+			t.Errorf("segment %s is torn or corrupt (%d bytes)", path, len(data))
+			continue
+		}
+		raw, err := snappy.Decode(nil, data[4:])
+		var wr prompb.WriteRequest
+		if err == nil {
+			err = proto.Unmarshal(raw, &wr)
+		}
+		if err != nil {
+			t.Errorf("segment %s: %v", path, err)
+			continue
+		}
+		for _, k := range sampleKeys(&wr) {
+			keys[k] = true
+		}
+		if ts, ok := pushTimestamp(&wr); ok {
+			timestamps = append(timestamps, ts)
+		}
+	}
+	sort.Slice(timestamps, func(i, j int) bool { return timestamps[i] < timestamps[j] })
+	return keys, timestamps, tmpFiles
+}
+
+// freePort returns a loopback address no one listens on right now.
+func freePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// tcpTargets starts n loopback TCP servers that accept and close: targets that always
+// answer, so every probe interval is a regular one (no confirm re-probes).
+func tcpTargets(t testing.TB, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
+}
+
+// faultConfig is the agent configuration of a fault test.
+type faultConfig struct {
+	StateDir     string // "" : no spool possible
+	Interval     time.Duration
+	Targets      []string // every site probes all of them
+	Sites        []string
+	MetricsAddr  string
+	URL          string
+	PushInterval time.Duration
+	Timeout      time.Duration
+	QueueSize    int
+	Spool        bool
+	SpoolMax     int64 // 0: default
+}
+
+var faultTemplate = template.Must(template.New("faults.toml").Parse(`[agent]
+name = "edge-faults"
+interval = "{{.Interval}}"
+state_dir = "{{.StateDir}}"
+{{range $site := .Sites}}
+[[site]]
+name = "{{$site}}"
+{{- range $.Targets}}
+  [[site.tcp]]
+  address = "{{.}}"
+{{- end}}
+{{end}}
+[exporters.stdout]
+format = "json"
+results = "all"
+
+[exporters.prometheus]
+listen = "{{.MetricsAddr}}"
+
+[[exporters.remote_write]]
+url = "{{.URL}}"
+name = "recv"
+push_interval = "{{.PushInterval}}"
+timeout = "{{.Timeout}}"
+queue_size = {{.QueueSize}}
+{{- if .Spool}}
+  [exporters.remote_write.spool]
+  {{- if .SpoolMax}}
+  max_bytes = {{.SpoolMax}}
+  {{- end}}
+{{- end}}
+`))
+
+// probeStart is one probe as the agent's stdout reports it.
+type probeStart struct {
+	start time.Time // the line's time (when the probe finished) minus its RTT
+	ok    bool
+}
+
+// faultAgent is one `edgeprobe agent` process on loopback.
+type faultAgent struct {
+	t       testing.TB
+	cfg     faultConfig
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+
+	mu      sync.Mutex
+	probes  map[string][]probeStart // by site/target
+	logs    []string                // stderr lines
+	badLine string
+}
+
+// startFaultAgent writes cfg and starts the agent. A missing MetricsAddr is chosen.
+func startFaultAgent(t testing.TB, cfg faultConfig) *faultAgent {
+	t.Helper()
+	if cfg.MetricsAddr == "" {
+		cfg.MetricsAddr = freePort(t)
+	}
+	var file bytes.Buffer
+	if err := faultTemplate.Execute(&file, cfg); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "agent.toml")
+	if err := os.WriteFile(path, file.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeStart{}}
+	a.cmd = exec.Command(binary, "agent", "--config", path)
+	stdout, err := a.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := a.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", binary, err)
+	}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); a.readStdout(stdout) }()
+	go func() { defer readers.Done(); a.readStderr(stderr) }()
+	go func() {
+		readers.Wait()
+		a.waitErr = a.cmd.Wait()
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		if a.running() {
+			a.cmd.Process.Kill()
+			<-a.done
+		}
+	})
+	a.waitMetrics(15 * time.Second)
+	return a
+}
+
+func (a *faultAgent) readStdout(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Time   time.Time `json:"time"`
+			Type   string    `json:"type"`
+			Site   string    `json:"site"`
+			Target string    `json:"target"`
+			OK     *bool     `json:"ok"`
+			RTT    float64   `json:"rtt_seconds"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			a.mu.Lock()
+			a.badLine = sc.Text()
+			a.mu.Unlock()
+			continue
+		}
+		if line.Type != "probe" {
+			continue
+		}
+		start := line.Time.Add(-time.Duration(line.RTT * float64(time.Second)))
+		a.mu.Lock()
+		key := line.Site + "/" + line.Target
+		a.probes[key] = append(a.probes[key], probeStart{start: start, ok: line.OK != nil && *line.OK})
+		a.mu.Unlock()
+	}
+}
+
+func (a *faultAgent) readStderr(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		a.mu.Lock()
+		a.logs = append(a.logs, sc.Text())
+		a.mu.Unlock()
+	}
+}
+
+func (a *faultAgent) running() bool {
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// alive fails the test if the agent has exited.
+func (a *faultAgent) alive(when string) {
+	a.t.Helper()
+	if !a.running() {
+		a.t.Fatalf("agent exited %s (%v); log:\n%s", when, a.waitErr, a.log())
+	}
+}
+
+// stop sends sig and waits for the exit.
+func (a *faultAgent) stop(sig syscall.Signal) {
+	a.t.Helper()
+	if !a.running() {
+		a.t.Fatalf("agent had already exited (%v); log:\n%s", a.waitErr, a.log())
+	}
+	a.cmd.Process.Signal(sig)
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+		a.t.Fatalf("agent did not stop within 15 s of %v", sig)
+	}
+	if sig == syscall.SIGTERM && a.waitErr != nil {
+		a.t.Errorf("agent exited with %v after SIGTERM; log:\n%s", a.waitErr, a.log())
+	}
+}
+
+func (a *faultAgent) log() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return strings.Join(a.logs, "\n")
+}
+
+// logLines returns the log lines that contain every one of the substrings.
+func (a *faultAgent) logLines(substrings ...string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+next:
+	for _, l := range a.logs {
+		for _, s := range substrings {
+			if !strings.Contains(l, s) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// stopLine parses the remote_write exporter's last "remote_write stopped" line.
+func (a *faultAgent) stopLine() map[string]int64 {
+	a.t.Helper()
+	lines := a.logLines("remote_write stopped")
+	if len(lines) == 0 {
+		a.t.Fatalf("no \"remote_write stopped\" line in the agent's log:\n%s", a.log())
+	}
+	out := map[string]int64{}
+	for _, field := range strings.Fields(lines[len(lines)-1]) {
+		k, v, ok := strings.Cut(field, "=")
+		if n, err := strconv.ParseInt(v, 10, 64); ok && err == nil {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+// waitLog waits for a log line holding every substring.
+func (a *faultAgent) waitLog(limit time.Duration, substrings ...string) {
+	a.t.Helper()
+	deadline := time.Now().Add(limit)
+	for len(a.logLines(substrings...)) == 0 {
+		if time.Now().After(deadline) {
+			a.t.Errorf("no log line with %q within %v; log:\n%s", substrings, limit, a.log())
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metrics scrapes the agent's /metrics: series (name{labels} as written) -> value.
+func (a *faultAgent) metrics() (map[string]float64, error) {
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + a.cfg.MetricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// metric sums the series of name whose labels contain every one of the label pairs
+// (written as they appear, e.g. `reason="disk_full"`).
+func metric(m map[string]float64, name string, labels ...string) float64 {
+	var sum float64
+next:
+	for series, v := range m {
+		if series != name && !strings.HasPrefix(series, name+"{") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(series, l) {
+				continue next
+			}
+		}
+		sum += v
+	}
+	return sum
+}
+
+func (a *faultAgent) mustMetrics() map[string]float64 {
+	a.t.Helper()
+	m, err := a.metrics()
+	if err != nil {
+		a.t.Fatalf("scrape the agent's /metrics: %v; log:\n%s", err, a.log())
+	}
+	return m
+}
+
+func (a *faultAgent) waitMetrics(limit time.Duration) {
+	a.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if _, err := a.metrics(); err == nil {
+			return
+		}
+		if !a.running() || time.Now().After(deadline) {
+			a.t.Fatalf("agent's /metrics not up within %v (exited: %v); log:\n%s", limit, !a.running(), a.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitMetric polls /metrics until cond holds on it.
+func (a *faultAgent) waitMetric(limit time.Duration, what string, cond func(m map[string]float64) bool) map[string]float64 {
+	a.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		m, err := a.metrics()
+		if err == nil && cond(m) {
+			return m
+		}
+		if !a.running() {
+			a.t.Fatalf("agent exited while waiting for %s (%v); log:\n%s", what, a.waitErr, a.log())
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("waiting %v for %s: last scrape err %v, remote_write metrics:\n%s\nlog:\n%s", limit, what, err, rwMetrics(m), a.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func rwMetrics(m map[string]float64) string {
+	var lines []string
+	for k, v := range m {
+		if strings.HasPrefix(k, "edgeprobe_remote_write_") {
+			lines = append(lines, fmt.Sprintf("  %s %g", k, v))
+		}
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// rssBytes is the agent's resident set size now.
+func (a *faultAgent) rssBytes() int64 {
+	a.t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	if err != nil {
+		a.t.Fatalf("agent's /proc status: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	a.t.Fatal("no VmRSS in the agent's /proc status")
+	return 0
+}
+
+// jitter is how far the spacing of consecutive probe starts of each target strayed from
+// the interval, over probes that started in [from, to).
+type jitter struct {
+	intervals, over int // spacings measured; those off by more than the limit
+	max, p99        time.Duration
+	worst           string
+	probes          int
+}
+
+func (j jitter) String() string {
+	return fmt.Sprintf("%d probes, %d spacings, max |spacing-interval| %v (%s), p99 %v, %d over the limit",
+		j.probes, j.intervals, j.max, j.worst, j.p99, j.over)
+}
+
+func (a *faultAgent) jitter(from, to time.Time, limit time.Duration) jitter {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var j jitter
+	var devs []time.Duration
+	for target, ps := range a.probes {
+		var prev time.Time
+		for _, p := range ps {
+			if p.start.Before(from) || !p.start.Before(to) {
+				continue
+			}
+			j.probes++
+			if !prev.IsZero() {
+				dev := p.start.Sub(prev) - a.cfg.Interval
+				if dev < 0 {
+					dev = -dev
+				}
+				devs = append(devs, dev)
+				if dev > limit {
+					j.over++
+				}
+				if dev > j.max {
+					j.max, j.worst = dev, fmt.Sprintf("%s at %s", target, p.start.Format("15:04:05.000"))
+				}
+			}
+			prev = p.start
+		}
+	}
+	j.intervals = len(devs)
+	if len(devs) > 0 {
+		sort.Slice(devs, func(i, k int) bool { return devs[i] < devs[k] })
+		j.p99 = devs[len(devs)*99/100]
+	}
+	return j
+}
+
+// checkJitter asserts that probing went on at its interval, within 10 ms, during [from,
+// to): every target probed about (to-from)/interval times, every spacing within limit.
+func (a *faultAgent) checkJitter(what string, from, to time.Time) jitter {
+	a.t.Helper()
+	const limit = 10 * time.Millisecond
+	j := a.jitter(from, to, limit)
+	want := int(to.Sub(from)/a.cfg.Interval) * len(a.cfg.Targets) * len(a.cfg.Sites)
+	load, _ := os.ReadFile("/proc/loadavg")
+	a.t.Logf("probe timing %s: %s (want about %d probes); load average %s", what, j, want, strings.TrimSpace(string(load)))
+	if j.probes < want*9/10 {
+		a.t.Errorf("probing %s: %d probes, want about %d", what, j.probes, want)
+	}
+	if j.over > 0 {
+		a.t.Errorf("probe timing %s: %d of %d spacings off the %v interval by more than %v (max %v at %s, p99 %v)",
+			what, j.over, j.intervals, a.cfg.Interval, limit, j.max, j.worst, j.p99)
+	}
+	return j
+}
+
+// requireRootForFaults skips a test that needs root, except under CI, where it fails.
+func requireRootForFaults(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("needs root (%s); CI is set, so this is an error, not a skip", why)
+	}
+	t.Skipf("skipping: needs root (%s)", why)
+}
+
+// mountTmpfs mounts a tmpfs of size (mount's syntax, "256k") on a new directory and
+// unmounts it when the test ends.
+func mountTmpfs(t testing.TB, size string) string {
+	t.Helper()
+	requireRootForFaults(t, "mounts a tmpfs")
+	dir, err := os.MkdirTemp("", "edgeprobe-faults-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		os.Remove(dir)
+		t.Fatalf("mount -t tmpfs -o size=%s on %s: %v: %s", size, dir, err, out)
+	}
+	t.Cleanup(func() {
+		// The agent is stopped by now (cleanups run last-registered first).
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+			return
+		}
+		os.Remove(dir)
+	})
+	return dir
+}
+
+// remount changes a mount's options ("ro", "rw"), retrying while a write in progress
+// keeps it busy.
+func remount(t testing.TB, dir, opt string) {
+	t.Helper()
+	var out []byte
+	var err error
+	for range 50 {
+		if out, err = exec.Command("mount", "-o", "remount,"+opt, dir).CombinedOutput(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("mount -o remount,%s %s: %v: %s", opt, dir, err, out)
+}
