@@ -194,7 +194,8 @@ type icmpWaiter struct {
 	dst   netip.Addr
 	token uint64
 	sent  time.Time
-	reply chan icmpReply // capacity 1: the receiver never blocks on it
+	reply chan icmpReply // Probe waits here; capacity 1: the receiver never blocks on it
+	done  func(Result)   // set by Start instead: the receiver completes the probe itself
 }
 
 type icmpReply struct {
@@ -426,10 +427,13 @@ func (s *icmpSocket) unregister(seq uint16, w *icmpWaiter) bool {
 
 func (s *icmpSocket) receive() {
 	defer close(s.done)
-	buf := make([]byte, 1<<16)
-	oob := make([]byte, 128)
+	r := &icmpReader{buf: make([]byte, 1<<16), oob: make([]byte, 128)}
+	r.fn = r.read
 	for {
-		n, oobn, from, err := s.read(buf, oob)
+		err := s.raw.Read(r.fn)
+		if err == nil && r.errno != 0 {
+			err = os.NewSyscallError("recvmsg", r.errno)
+		}
 		now := time.Now()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -444,30 +448,28 @@ func (s *icmpSocket) receive() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		if ts, ok := kernelTimestamp(oob[:oobn]); ok {
+		if ts, ok := kernelTimestamp(r.oob[:r.oobn]); ok {
 			now = ts
 			s.engine.stats.timestamped.Add(1)
 		}
-		s.handle(buf[:n], from.Unmap().WithZone(""), now)
+		s.handle(r.buf[:r.n], sockaddrAddr(&r.from), now)
 	}
 }
 
-func (s *icmpSocket) read(buf, oob []byte) (n, oobn int, from netip.Addr, err error) {
-	switch c := s.conn.(type) {
-	case *net.UDPConn:
-		var ap netip.AddrPort
-		n, oobn, _, ap, err = c.ReadMsgUDPAddrPort(buf, oob)
-		return n, oobn, ap.Addr(), err
-	case *net.IPConn:
-		var a *net.IPAddr
-		n, oobn, _, a, err = c.ReadMsgIP(buf, oob)
-		if err != nil {
-			return n, oobn, netip.Addr{}, err
-		}
-		from, _ = netip.AddrFromSlice(a.IP)
-		return n, oobn, from, nil
-	}
-	return 0, 0, netip.Addr{}, fmt.Errorf("icmp socket of type %T", s.conn)
+// icmpReader holds the receive goroutine's buffers and its read callback, made once so
+// that a read allocates nothing.
+type icmpReader struct {
+	buf, oob []byte
+	from     unix.RawSockaddrAny
+	n, oobn  int
+	errno    unix.Errno
+	fn       func(fd uintptr) bool
+}
+
+// read is the syscall.RawConn read callback: false asks the poller to wait for data.
+func (r *icmpReader) read(fd uintptr) bool {
+	r.n, r.oobn, r.errno = recvmsg(fd, r.buf, r.oob, &r.from, unix.MSG_DONTWAIT)
+	return r.errno != unix.EAGAIN
 }
 
 // kernelTimestamp finds the SCM_TIMESTAMPNS control message. Its struct timespec has
@@ -646,23 +648,39 @@ func (s *icmpSocket) deliver(id, seq uint16, from netip.Addr, token uint64, chec
 		// monotonic clock read now.
 		rtt = time.Since(w.sent)
 	}
+	if w.done != nil {
+		w.done(icmpResult(w.sent, icmpReply{rtt: rtt, unreachable: unreachable}))
+		return
+	}
 	w.reply <- icmpReply{rtt: rtt, unreachable: unreachable}
 }
 
 // icmpProber probes one ICMPSpec through the shared engine.
 type icmpProber struct {
 	spec     ICMPSpec
-	network  string // "ip", "ip4", "ip6"
+	network  string     // "ip", "ip4", "ip6"
+	literal  netip.Addr // the address when it is an IP literal: Start needs no lookup
 	engine   *ICMPEngine
 	resolver *Resolver
 	waiter   icmpWaiter
 	packet   [2][]byte // echo request templates, [0] IPv4, [1] IPv6
 	dstIP    netip.Addr
-	dstAddr  net.Addr // cached WriteTo address for dstIP
+	dstAddr  net.Addr     // WriteTo address for dstIP, used when it has a zone
+	dstSa    icmpSockaddr // the same in the kernel's layout, for sendto
 	dstSock  *icmpSocket
+	seq      uint16 // sequence of the probe in flight, for Expire
+
+	// The socket's write callback and its inputs and output, made once so that a send
+	// allocates nothing.
+	writeFn  func(fd uintptr) bool
+	writePkt []byte
+	writeErr unix.Errno
 }
 
-var _ Prober = (*icmpProber)(nil)
+var (
+	_ Prober      = (*icmpProber)(nil)
+	_ AsyncProber = (*icmpProber)(nil)
+)
 
 func newICMPProber(spec ICMPSpec, env *Env) (*icmpProber, error) {
 	if spec.Address == "" {
@@ -685,6 +703,11 @@ func newICMPProber(spec ICMPSpec, env *Env) (*icmpProber, error) {
 		spec: spec, network: network, engine: env.ICMP, resolver: env.resolver(),
 		waiter: icmpWaiter{reply: make(chan icmpReply, 1)},
 	}
+	p.writeFn = p.write
+	if ip, err := netip.ParseAddr(spec.Address); err == nil && ip.Zone() == "" {
+		// The resolver returns a literal as it is, so Start may skip it.
+		p.literal = ip.Unmap()
+	}
 	for i, typ := range []icmp.Type{ipv4.ICMPTypeEcho, ipv6.ICMPTypeEchoRequest} {
 		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(env.ICMP.id), Data: make([]byte, spec.Size)}}
 		// Without a pseudo header the ICMPv6 checksum stays zero: the kernel fills it in.
@@ -702,58 +725,119 @@ func (p *icmpProber) Probe(ctx context.Context) Result {
 	if err != nil {
 		return failure(start, ReasonResolve, err.Error())
 	}
+	// The waiter's channel is empty here: a reply is sent only to a registered waiter,
+	// and every probe either receives it or, on timeout, unregisters first.
+	w := &p.waiter
+	w.done = nil
+	if r, ok := p.send(ip); !ok {
+		return r
+	}
+	select {
+	case r := <-w.reply:
+		return icmpResult(w.sent, r)
+	case <-ctx.Done():
+		if !p.dstSock.unregister(p.seq, w) {
+			// The receiver took the waiter out: its reply is in the channel.
+			return icmpResult(w.sent, <-w.reply)
+		}
+		return p.timeout()
+	}
+}
+
+// Start sends one echo request and returns at once: the engine's receive goroutine
+// calls done with the result when the reply comes, or Expire does when it does not.
+// This is what lets an agent run a thousand ICMP probes a second without a goroutine
+// or a timer per probe. A host name needs a lookup that may block, so for one Start
+// returns false and the caller runs Probe instead.
+func (p *icmpProber) Start(done func(Result)) bool {
+	if !p.literal.IsValid() {
+		return false
+	}
+	p.waiter.done = done
+	if r, ok := p.send(p.literal); !ok {
+		done(r)
+	}
+	return true
+}
+
+// Expire ends the probe in flight as timed out, unless its reply won the race, in which
+// case done has been or is being called with the reply.
+func (p *icmpProber) Expire() {
+	if w := &p.waiter; w.done != nil && p.dstSock != nil && p.dstSock.unregister(p.seq, w) {
+		w.done(p.timeout())
+	}
+}
+
+func (p *icmpProber) timeout() Result {
+	sent := p.waiter.sent
+	return Result{Start: sent, RTT: time.Since(sent), Reason: ReasonTimeout,
+		Detail: fmt.Sprintf("no echo reply from %s", p.dstIP)}
+}
+
+// send registers the prober's waiter under a fresh sequence number and writes one echo
+// request to ip; on failure it returns the failed probe's result and false.
+func (p *icmpProber) send(ip netip.Addr) (Result, bool) {
 	sock, err := p.engine.socket(ip.Is6())
 	if err != nil {
 		var perm *ICMPPermissionError
 		if errors.As(err, &perm) {
-			return failure(start, ReasonPermission, err.Error())
+			return failure(time.Now(), ReasonPermission, err.Error()), false
 		}
-		return failure(start, ReasonError, err.Error())
+		return failure(time.Now(), ReasonError, err.Error()), false
 	}
 	if ip != p.dstIP || sock != p.dstSock {
-		p.dstIP, p.dstSock, p.dstAddr = ip, sock, sock.netAddr(ip)
+		p.dstIP, p.dstSock, p.dstAddr, p.dstSa = ip, sock, sock.netAddr(ip), newICMPSockaddr(ip)
 	}
 	pkt := p.packet[0]
 	if ip.Is6() {
 		pkt = p.packet[1]
 	}
-
-	// The waiter's channel is empty here: a reply is sent only to a registered waiter,
-	// and every probe either receives it or, on timeout, unregisters first.
 	w := &p.waiter
 	w.dst = ip.WithZone("")
 	w.sent = time.Now()
 	w.token = uint64(w.sent.UnixNano())
 	seq, err := sock.register(w)
 	if err != nil {
-		return failure(start, ReasonError, err.Error())
+		return failure(w.sent, ReasonError, err.Error()), false
 	}
+	p.seq = seq
 	binary.BigEndian.PutUint16(pkt[6:], seq)
 	binary.BigEndian.PutUint64(pkt[8:], w.token)
 	if !ip.Is6() {
 		binary.BigEndian.PutUint16(pkt[2:], 0)
 		binary.BigEndian.PutUint16(pkt[2:], icmpChecksum(pkt))
 	}
-	if _, err := sock.conn.WriteTo(pkt, p.dstAddr); err != nil {
+	if err := p.writeTo(sock, pkt, ip); err != nil {
 		sock.unregister(seq, w)
-		return failure(w.sent, sendReason(err), fmt.Sprintf("send echo request to %s: %v", ip, err))
+		return failure(w.sent, sendReason(err), fmt.Sprintf("send echo request to %s: %v", ip, err)), false
 	}
 	p.engine.stats.sent.Add(1)
-
-	select {
-	case r := <-w.reply:
-		return p.result(w.sent, r)
-	case <-ctx.Done():
-		if !sock.unregister(seq, w) {
-			// The receiver took the waiter out: its reply is in the channel.
-			return p.result(w.sent, <-w.reply)
-		}
-		return Result{Start: w.sent, RTT: time.Since(w.sent), Reason: ReasonTimeout,
-			Detail: fmt.Sprintf("no echo reply from %s", ip)}
-	}
+	return Result{}, true
 }
 
-func (p *icmpProber) result(sent time.Time, r icmpReply) Result {
+// writeTo sends pkt to ip, itself (see icmp_syscall.go) unless ip has a zone.
+func (p *icmpProber) writeTo(sock *icmpSocket, pkt []byte, ip netip.Addr) error {
+	if ip.Zone() != "" {
+		_, err := sock.conn.WriteTo(pkt, p.dstAddr)
+		return err
+	}
+	p.writePkt = pkt
+	if err := sock.raw.Write(p.writeFn); err != nil {
+		return err
+	}
+	if p.writeErr != 0 {
+		return os.NewSyscallError("sendto", p.writeErr)
+	}
+	return nil
+}
+
+// write is the syscall.RawConn write callback: false asks the poller to wait for room.
+func (p *icmpProber) write(fd uintptr) bool {
+	p.writeErr = sendto(fd, p.writePkt, &p.dstSa)
+	return p.writeErr != unix.EAGAIN
+}
+
+func icmpResult(sent time.Time, r icmpReply) Result {
 	if r.unreachable != "" {
 		return Result{Start: sent, RTT: r.rtt, Reason: ReasonUnreachable, Detail: r.unreachable}
 	}

@@ -20,6 +20,9 @@ func TestICMPNetns(t *testing.T) {
 	const nowhere = "203.0.113.250"
 	for _, cmd := range [][]string{
 		{"a", "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		// The kernel rate-limits the ICMP errors it sends per destination; both modes
+		// ask for several here.
+		{"a", "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"},
 		{"a", "ip", "route", "add", "unreachable", nowhere + "/32"},
 		{"e0", "ip", "route", "add", nowhere + "/32", "via", site.String()},
 		// Namespaces have their own ping_group_range, so this one needs no restoring.
@@ -56,6 +59,13 @@ func TestICMPNetns(t *testing.T) {
 			if r := probeOnce(t, dead, time.Second); r.Reason != ReasonUnreachable || !strings.Contains(r.Detail, nowhere) {
 				t.Errorf("probe to %s: %+v, want unreachable", nowhere, r)
 			}
+			// The same through Start, as the agent runs ICMP probes.
+			if r := startOnce(t, up, 2*time.Second); !r.OK {
+				t.Errorf("Start to %s: %+v", site, r)
+			}
+			if r := startOnce(t, dead, time.Second); r.Reason != ReasonUnreachable || !strings.Contains(r.Detail, nowhere) {
+				t.Errorf("Start to %s: %+v, want unreachable", nowhere, r)
+			}
 			if st := e.Stats(); st.ReceiveErrors != 0 {
 				t.Errorf("stats %+v: the ICMP error must be read, not counted as a failed read", st)
 			}
@@ -64,6 +74,9 @@ func TestICMPNetns(t *testing.T) {
 			}
 			if r := probeOnce(t, up, 300*time.Millisecond); r.Reason != ReasonTimeout {
 				t.Errorf("probe to blackholed %s: %+v, want timeout", site, r)
+			}
+			if r := startOnce(t, up, 300*time.Millisecond); r.Reason != ReasonTimeout || !strings.Contains(r.Detail, site.String()) {
+				t.Errorf("Start to blackholed %s: %+v, want timeout naming it", site, r)
 			}
 			if err := n.HealSite("a"); err != nil {
 				t.Fatal(err)

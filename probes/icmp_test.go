@@ -540,3 +540,75 @@ func TestKernelTimestamp(t *testing.T) {
 		}
 	}
 }
+
+// startOnce runs one probe as the agent does, through AsyncProber.Start, calling Expire
+// at the deadline, and checks that done is called exactly once.
+func startOnce(t testing.TB, p Prober, timeout time.Duration) Result {
+	t.Helper()
+	ap, ok := p.(AsyncProber)
+	if !ok {
+		t.Fatalf("%T is not an AsyncProber", p)
+	}
+	results := make(chan Result, 2)
+	if !ap.Start(func(r Result) { results <- r }) {
+		t.Fatal("Start declined an IP literal")
+	}
+	var r Result
+	select {
+	case r = <-results:
+	case <-time.After(timeout):
+		ap.Expire()
+		r = <-results
+	}
+	ap.Expire() // too late: must not call done again
+	select {
+	case extra := <-results:
+		t.Fatalf("done called twice: %+v after %+v", extra, r)
+	case <-time.After(20 * time.Millisecond):
+	}
+	return r
+}
+
+// TestICMPStartExpireRace starts loopback probes and expires each at once, so that the
+// reply and the expiry race: whichever wins, done is called once, with a result that is
+// either the reply or a timeout, and no waiter is left behind.
+func TestICMPStartExpireRace(t *testing.T) {
+	e := icmpEngine(t, ICMPAuto)
+	p, err := New(KindICMP, ICMPSpec{Address: "127.0.0.1"}, &Env{ICMP: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := p.(AsyncProber)
+	var ok, timedOut int
+	for range 300 {
+		results := make(chan Result, 2)
+		if !ap.Start(func(r Result) { results <- r }) {
+			t.Fatal("Start declined an IP literal")
+		}
+		ap.Expire()
+		r := <-results
+		switch {
+		case r.OK:
+			ok++
+		case r.Reason == ReasonTimeout:
+			timedOut++
+		default:
+			t.Fatalf("result %+v", r)
+		}
+		if len(results) != 0 {
+			t.Fatalf("done called twice")
+		}
+	}
+	t.Logf("reply won %d times, expiry %d times", ok, timedOut)
+	if r := startOnce(t, p, time.Second); !r.OK {
+		t.Fatalf("after the races a probe fails: %+v", r)
+	}
+	// A host name needs a lookup: Start declines and the caller uses Probe.
+	named, err := New(KindICMP, ICMPSpec{Address: "localhost"}, &Env{ICMP: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if named.(AsyncProber).Start(func(Result) { t.Error("done called for a declined Start") }) {
+		t.Error("Start accepted a host name")
+	}
+}

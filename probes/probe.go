@@ -77,3 +77,16 @@ type Phases struct {
 type Prober interface {
 	Probe(ctx context.Context) Result
 }
+
+// AsyncProber is a Prober that can also run a probe without a goroutine of its own, for
+// kinds whose answers arrive on a shared socket (ICMP). Start sends a probe and returns;
+// done is then called exactly once with its result, from any goroutine (possibly from
+// within Start or Expire), and must not block. Start returns false, doing nothing, when
+// this probe cannot start without blocking: the caller runs Probe instead. The caller
+// calls Expire at the probe's deadline; if no answer came by then, done gets a timeout.
+// As with Probe, one prober never has two probes in flight.
+type AsyncProber interface {
+	Prober
+	Start(done func(Result)) bool
+	Expire()
+}
