@@ -2,9 +2,18 @@
 // target, site and agent states that it hands to sinks (the exporters).
 //
 // Data flows one way: config -> scheduler -> prober -> result -> state machines -> sinks.
-// One goroutine owns the schedule and all state, so detection needs no locks; each probe
-// runs in a goroutine of its own for exactly as long as the probe lasts, so an idle
-// target costs a heap entry and nothing else, and one timer serves every target.
+// One goroutine owns the schedule and all state, so detection needs no locks, and one
+// timer serves every target. An idle target costs a heap entry and nothing else.
+//
+// What a thousand probes a second cost is mostly the Go scheduler waking threads, not
+// the probes: a goroutine, a timer and two channel hand-offs per probe each wake a thread
+// through a futex or the poller's eventfd. So the scheduler works in batches. Probe slots
+// sit on a grid of schedulerTick, and one wake-up of the timer starts every probe due at
+// that slot. ICMP probes (probes.AsyncProber) start without a goroutine: the Run
+// goroutine writes the echo request, the engine's receive goroutine completes it, and
+// the entry's deadline waits in the same timing heap, so no timer is armed per probe.
+// Other kinds run in a goroutine for exactly as long as the probe lasts. Finished
+// probes queue under a lock and wake the Run goroutine once for however many arrived.
 package agent
 
 import (
@@ -16,6 +25,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"sync"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/probes"
@@ -32,6 +42,7 @@ type Options struct {
 // Agent probes the configured targets until its context ends.
 type Agent struct {
 	opts     Options
+	results  *resultQueue
 	reloads  chan reload
 	done     chan struct{} // closed when Run returns
 	ownEnv   bool
@@ -57,8 +68,10 @@ type schedule struct {
 type entry struct {
 	state       *targetState
 	prober      probes.Prober
-	next        time.Time // when to probe next
-	nextRegular time.Time // the next slot of the regular interval
+	async       probes.AsyncProber  // the prober, when it can start probes without a goroutine
+	complete    func(probes.Result) // hands a result of this entry to the Run goroutine
+	next        time.Time           // when to probe next; in flight: the async deadline, or never
+	nextRegular time.Time           // the next slot of the regular interval
 	lastStart   time.Time
 	inFlight    bool
 	retired     bool // removed by a reload; close the prober when its probe returns
@@ -74,7 +87,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	a := &Agent{opts: opts, reloads: make(chan reload), done: make(chan struct{})}
+	a := &Agent{opts: opts, results: newResultQueue(), reloads: make(chan reload), done: make(chan struct{})}
 	if a.opts.Env == nil {
 		env, err := newEnv(cfg)
 		if err != nil {
@@ -151,8 +164,11 @@ func (a *Agent) build(cfg *Config, old *schedule) (*schedule, error) {
 			}
 			return nil, fmt.Errorf("site %q target %q: %w", t.Site, t.Name, err)
 		}
-		entries[i] = &entry{prober: p, nextRegular: now.Add(stagger(t, targets))}
-		entries[i].next = entries[i].nextRegular
+		e := &entry{prober: p, nextRegular: now.Add(onGrid(stagger(t, targets)))}
+		e.async, _ = p.(probes.AsyncProber)
+		e.complete = func(r probes.Result) { a.results.put(result{e, r}) }
+		e.next = e.nextRegular
+		entries[i] = e
 	}
 	for i, e := range entries {
 		// A kept target keeps its entry, so a probe in flight across the reload comes
@@ -237,6 +253,19 @@ func stagger(t Target, all []Target) time.Duration {
 	return slot*time.Duration(pos) + slot*time.Duration(siteIndex)/time.Duration(len(sites))
 }
 
+// schedulerTick is the grid of probe slots. Starting slots on a grid lets one timer
+// wake-up start every probe due in it; 10 ms is a hundred wake-ups a second at most,
+// while a probe starts at most 10 ms after its evenly spread slot.
+const schedulerTick = 10 * time.Millisecond
+
+// onGrid rounds an offset up to the scheduler's grid.
+func onGrid(d time.Duration) time.Duration {
+	return (d + schedulerTick - 1) / schedulerTick * schedulerTick
+}
+
+// never is the heap time of an entry waiting for a probe with no deadline of its own.
+var never = time.Unix(1<<40, 0)
+
 func closeProber(p probes.Prober) {
 	if c, ok := p.(io.Closer); ok {
 		c.Close()
@@ -291,8 +320,39 @@ type result struct {
 	r probes.Result
 }
 
-// Run probes until ctx ends, then waits for probes in flight (they end at their
-// deadline or at once on cancellation) and closes every prober.
+// resultQueue carries finished probes to the Run goroutine. A producer (a probe's
+// goroutine, the ICMP engine's receiver, or Run itself) never blocks: it appends under
+// a lock and wakes the Run goroutine only if it is not already due to look.
+type resultQueue struct {
+	mu    sync.Mutex
+	items []result
+	ready chan struct{} // capacity 1: "there is something to take"
+}
+
+func newResultQueue() *resultQueue { return &resultQueue{ready: make(chan struct{}, 1)} }
+
+func (q *resultQueue) put(r result) {
+	q.mu.Lock()
+	q.items = append(q.items, r)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take returns every queued result, handing the queue the spare slice to fill next.
+func (q *resultQueue) take(spare []result) []result {
+	q.mu.Lock()
+	out := q.items
+	q.items = spare[:0]
+	q.mu.Unlock()
+	return out
+}
+
+// Run probes until ctx ends, then ends the probes in flight (async ones expire at once,
+// the others see their context cancelled), waits for their results and closes every
+// prober.
 func (a *Agent) Run(ctx context.Context) error {
 	defer close(a.done)
 	s := a.schedule
@@ -300,67 +360,101 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, e := range s.entries {
 		heap.Push(h, e)
 	}
-	results := make(chan result, 64)
 	inFlight := 0
 	probeCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var armed time.Time // what the timer is set for; zero once it fired
+	var batch []result
 
 	launch := func(e *entry, now time.Time) {
 		e.inFlight = true
 		e.lastStart = now
 		inFlight++
+		for !e.nextRegular.After(now) {
+			e.nextRegular = e.nextRegular.Add(e.state.target.Interval)
+		}
 		timeout := a.timeout(s.cfg, e.state)
+		if e.async != nil && e.async.Start(e.complete) {
+			e.next = now.Add(timeout)
+			return
+		}
+		e.next = never
 		go func() {
 			pctx, done := context.WithTimeout(probeCtx, timeout)
 			r := e.prober.Probe(pctx)
 			done()
-			results <- result{e, r}
+			e.complete(r)
 		}()
 	}
 	for {
 		now := a.opts.now()
 		for h.Len() > 0 && !(*h)[0].next.After(now) {
 			e := (*h)[0]
-			if !e.inFlight {
+			if e.inFlight {
+				// An async probe's deadline: its timeout (or its reply, if that won the
+				// race) arrives through the result queue.
+				e.next = never
+				e.async.Expire()
+			} else {
 				launch(e, now)
 			}
-			for !e.nextRegular.After(now) {
-				e.nextRegular = e.nextRegular.Add(e.state.target.Interval)
-			}
-			e.next = e.nextRegular
 			heap.Fix(h, 0)
 		}
-		if h.Len() > 0 {
-			timer.Reset((*h)[0].next.Sub(now))
+		if h.Len() > 0 && !(*h)[0].next.Equal(armed) {
+			armed = (*h)[0].next
+			timer.Reset(armed.Sub(now))
 		}
 		select {
 		case <-ctx.Done():
 			cancel()
-			for ; inFlight > 0; inFlight-- {
-				if res := <-results; res.e.retired {
-					closeProber(res.e.prober)
+			for _, e := range *h {
+				if e.inFlight && e.async != nil {
+					e.async.Expire()
+				}
+			}
+			for inFlight > 0 {
+				<-a.results.ready
+				batch = a.results.take(batch)
+				for _, res := range batch {
+					inFlight--
+					if res.e.retired {
+						closeProber(res.e.prober)
+					}
 				}
 			}
 			closeProbers(s.entries)
 			a.closeEnv()
 			return nil
-		case res := <-results:
-			inFlight--
-			a.finish(s, h, res)
+		case <-a.results.ready:
+			batch = a.results.take(batch)
+			for _, res := range batch {
+				inFlight--
+				a.finish(s, h, res)
+			}
 		case r := <-a.reloads:
 			ns, err := a.apply(r.cfg)
 			if err == nil {
+				// Probes in flight for removed targets stay in the heap until they
+				// return, so that an async one still meets its deadline.
+				var retired []*entry
+				for _, e := range *h {
+					if e.retired && e.inFlight {
+						retired = append(retired, e)
+					}
+				}
 				a.schedule, s = ns, ns
 				*h = (*h)[:0]
-				for _, e := range s.entries {
+				for _, e := range append(s.entries, retired...) {
 					heap.Push(h, e)
 				}
+				armed = time.Time{}
 				s.machine.evaluate(a.opts.now())
 			}
 			r.reply <- err
 		case <-timer.C:
+			armed = time.Time{}
 		}
 	}
 }
@@ -371,21 +465,22 @@ func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
 	e := res.e
 	e.inFlight = false
 	if e.retired {
+		heap.Remove(h, e.index)
 		closeProber(e.prober)
 		return
 	}
 	now := a.opts.now()
 	trigger := s.machine.observe(e.state, res.r, now)
+	e.next = e.nextRegular
 	// Suspect targets, and every failing target of a site whose verdict waits for
 	// uplink proof, are re-probed at the confirm interval; down ones at their interval.
 	ts := e.state
 	if ts.failing() && (ts.state != TargetDown || (ts.site != nil && ts.site.held)) {
-		confirm := e.lastStart.Add(s.cfg.Agent.ConfirmInterval.Duration)
-		if confirm.Before(e.nextRegular) {
+		if confirm := e.lastStart.Add(s.cfg.Agent.ConfirmInterval.Duration); confirm.Before(e.next) {
 			e.next = confirm
-			heap.Fix(h, e.index)
 		}
 	}
+	heap.Fix(h, e.index)
 	for _, ts := range trigger {
 		if t := s.byState[ts]; t != nil && !t.inFlight {
 			t.next = now

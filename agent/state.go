@@ -61,6 +61,10 @@ type machine struct {
 	control   []*targetState
 	isolated  bool
 	emit      func(Event)
+	// evaluate's inputs: a target changed state since it last ran (dirty), or a site is
+	// held waiting for uplink proof, which any success may bring (anyHeld). With
+	// neither, evaluate would find nothing to do, so a steady success skips it.
+	dirty, anyHeld bool
 }
 
 // newMachine builds the state for the given targets, all unknown.
@@ -124,7 +128,9 @@ func (m *machine) observe(t *targetState, r probes.Result, now time.Time) []*tar
 			m.changeTarget(t, TargetSuspect, now, now.Sub(t.firstFail), r.Reason)
 		}
 	}
-	m.evaluate(now)
+	if m.dirty || m.anyHeld {
+		m.evaluate(now)
+	}
 	return trigger
 }
 
@@ -162,6 +168,7 @@ func (m *machine) witnesses(t *targetState) []*targetState {
 func (m *machine) changeTarget(t *targetState, to string, now time.Time, detect time.Duration, reason probes.Reason) {
 	from := t.state
 	t.state = to
+	m.dirty = true
 	m.emit(Event{Type: EventTarget, Time: now, Agent: m.agent, Site: t.target.Site,
 		Target: t.target.Name, Kind: t.target.Kind, From: from, To: to, Detect: detect, Reason: reason})
 }
@@ -199,6 +206,7 @@ func rawState(s *siteState) string {
 
 // evaluate recomputes isolation and publishes site changes that are proven.
 func (m *machine) evaluate(now time.Time) {
+	m.dirty, m.anyHeld = false, false
 	raw := make([]string, len(m.sites))
 	down := 0
 	for i, s := range m.sites {
@@ -235,6 +243,7 @@ func (m *machine) evaluate(now time.Time) {
 		// on the way would be noise, as would a down that the uplink cannot vouch for.
 		if !m.isolated && worse(to, s.published) && (to == SiteDegraded && allFailing(s) || !m.uplinkProven(s)) {
 			s.held = true // until a witness answers, or isolation is declared
+			m.anyHeld = true
 			continue
 		}
 		from := s.published
