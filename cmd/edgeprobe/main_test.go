@@ -463,19 +463,33 @@ func TestAgentPrometheus(t *testing.T) {
 	}
 	a := startAgent(t, config)
 	a.waitLine(t, 5*time.Second, "a probe of target first", probeOf("first"))
-	resp, err := http.Get("http://" + metrics + "/metrics")
-	if err != nil {
-		t.Fatalf("scraping the agent: %v\nstderr:\n%s", err, a.stderr)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`version="` + testVersion + `"`, `site="lab"`, `agent="cli-test"`} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics has no %s", want)
+	// Sinks see each event one after another, so the scrape may come just before the
+	// Prometheus sink has taken the probe that stdout already printed: ask again.
+	wants := []string{`version="` + testVersion + `"`, `site="lab"`, `agent="cli-test"`}
+	var missing []string
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			t.Fatalf("scraping the agent: %v\nstderr:\n%s", err, a.stderr)
 		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing = missing[:0]
+		for _, want := range wants {
+			if !strings.Contains(string(body), want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range missing {
+		t.Errorf("/metrics has no %s", want)
 	}
 }
 
