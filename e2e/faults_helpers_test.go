@@ -31,6 +31,7 @@ type agentSpec struct {
 	Push         []string      // remote_write URLs, one exporter each
 	Interval     time.Duration // 0: the default (1s)
 	Timeout      string        // "" : the default ("auto")
+	Confirm      time.Duration // confirm_interval; 0: the default (100ms)
 	PushInterval time.Duration // 0: the default (1s)
 	Results      string        // stdout results: "changes" (default) or "all"
 	Metrics      string        // listen address of the Prometheus exporter; "" for none
@@ -47,6 +48,9 @@ func (s agentSpec) toml() string {
 	fmt.Fprintf(&b, "[agent]\nname = %q\nstate_dir = \"\"\n", s.Name)
 	if s.Interval > 0 {
 		fmt.Fprintf(&b, "interval = %q\n", s.Interval.String())
+	}
+	if s.Confirm > 0 {
+		fmt.Fprintf(&b, "confirm_interval = %q\n", s.Confirm.String())
 	}
 	if s.Timeout != "" {
 		fmt.Fprintf(&b, "timeout = %q\n", s.Timeout)
@@ -301,7 +305,8 @@ func transitions(events []sseEvent, site string) []string {
 	return out
 }
 
-// promValue reads one sample without labels (go_goroutines, say) from a /metrics page.
+// promValue reads the first sample of a metric (go_goroutines, say) from a /metrics page;
+// its labels, if any (the agent adds its name to every series), are ignored.
 func promValue(client *http.Client, url, name string) (float64, error) {
 	resp, err := client.Get(url)
 	if err != nil {
@@ -314,11 +319,12 @@ func promValue(client *http.Client, url, name string) (float64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name+" ")
-		if !ok {
+		rest, ok := strings.CutPrefix(sc.Text(), name)
+		if !ok || rest == "" || rest[0] != ' ' && rest[0] != '{' {
 			continue
 		}
-		return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		f := strings.Fields(rest)
+		return strconv.ParseFloat(f[len(f)-1], 64)
 	}
 	if err := sc.Err(); err != nil {
 		return 0, fmt.Errorf("GET %s: %v", url, err)
