@@ -416,3 +416,25 @@ func firstOf(s []int64) any {
 	}
 	return s[0]
 }
+
+// TestFaultNoneControl is the control of the probe timing checks: the same agent and
+// receiver with no fault for 20 s. When the others' timing fails, this one says whether
+// the fault or the machine (a loaded CI host, other tests) moved the probes.
+func TestFaultNoneControl(t *testing.T) {
+	t.Parallel()
+	recv := newRWReceiver(t)
+	recv.up(rwOK)
+	cfg := faultConfig{StateDir: t.TempDir(), Interval: 500 * time.Millisecond, Targets: tcpTargets(t, 2), Sites: faultSites,
+		URL: recv.url(), PushInterval: 100 * time.Millisecond, Timeout: time.Second, QueueSize: 1000, Spool: true}
+	a := startFaultAgent(t, cfg)
+	recv.waitFullState(15*time.Second, cfg)
+	start := time.Now()
+	time.Sleep(20 * time.Second)
+	a.checkJitter("with no fault", start, time.Now())
+	a.stop(syscall.SIGTERM)
+	stop := a.stopLine()
+	spoolKeys, _, _ := spoolContents(t, filepath.Join(cfg.StateDir, "spool", "recv"))
+	if acc := account(t, stop["created_samples"], recv.delivered(), spoolKeys, stop["dropped_batches"]); acc.lost != 0 || acc.duplicated > fullState(cfg) {
+		t.Errorf("with no fault: %d samples lost, %d duplicated", acc.lost, acc.duplicated)
+	}
+}
