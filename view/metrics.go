@@ -18,7 +18,7 @@ type viewMetrics struct {
 	notifications *prometheus.CounterVec
 }
 
-var rejectReasons = []string{"unauthorized", "forbidden", "unsupported", "too_large", "read", "bad_snappy", "bad_protobuf", "no_agent", "bad_content"}
+var rejectReasons = []string{"unauthorized", "forbidden", "unsupported", "too_large", "read", "bad_snappy", "bad_protobuf", "no_agent", "bad_content", "rate_limited"}
 
 func newViewMetrics(s *Server) *viewMetrics {
 	m := &viewMetrics{
@@ -59,6 +59,7 @@ var (
 	agentsDesc  = prometheus.NewDesc("edgeprobe_view_agents", "Known agents by freshness (fresh or stale).", []string{"freshness"}, nil)
 	clientsDesc = prometheus.NewDesc("edgeprobe_view_sse_clients", "Connected /api/v1/events clients.", nil, nil)
 	droppedDesc = prometheus.NewDesc("edgeprobe_view_sse_dropped_total", "Event clients cut off because they read too slowly.", nil, nil)
+	refusedDesc = prometheus.NewDesc("edgeprobe_view_sse_refused_total", "Event clients refused because max_event_clients were connected.", nil, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -66,6 +67,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- agentsDesc
 	ch <- clientsDesc
 	ch <- droppedDesc
+	ch <- refusedDesc
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -80,7 +82,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	fresh, stale := c.s.engine.AgentCounts(now)
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(fresh), "fresh")
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(stale), "stale")
-	clients, dropped := c.s.broker.counts()
+	clients, dropped, refused := c.s.broker.counts()
 	ch <- prometheus.MustNewConstMetric(clientsDesc, prometheus.GaugeValue, float64(clients))
 	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(refused))
 }

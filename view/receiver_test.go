@@ -272,3 +272,120 @@ func BenchmarkPush(b *testing.B) {
 		e.Apply(reports, at)
 	}
 }
+
+// FuzzPush: whatever a push holds, an engine that applies what DecodeWrite accepts keeps
+// valid verdicts: every site's witness counts equal a count from scratch, its verdict is
+// the one DESIGN.md's rule gives for them, and the expiry heap is sound; a refused push
+// changes nothing. Then every agent goes stale and every site turns unknown.
+func FuzzPush(f *testing.F) {
+	for _, seed := range fuzzSeeds(f) {
+		f.Add(seed)
+	}
+	at := time.UnixMilli(1_700_000_000_000)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e := NewEngine(&Config{Quorum: Quorum{N: 2}})
+		base := map[string]string{"pangyo": "up", "seoul": "down"}
+		for _, a := range []string{"edge1", "edge2", "edge3"} {
+			r := report(a, false, base)
+			r.SampleTime = at
+			e.Apply([]AgentReport{r}, at)
+		}
+		before := e.Sites(at)
+		now := at.Add(500 * time.Millisecond)
+		reports, err := DecodeWrite(body, 64<<10)
+		if err != nil {
+			if after := e.Sites(at); !reflect.DeepEqual(before, after) {
+				t.Fatalf("a refused push changed the engine")
+			}
+			return
+		}
+		changes, _ := e.Apply(reports, now)
+		for _, c := range changes {
+			if c.From == c.To || !validVerdict(c.To) || !validVerdict(c.From) {
+				t.Fatalf("change %+v", c)
+			}
+		}
+		checkEngine(t, e, now)
+		later := now.Add(time.Hour)
+		e.Expire(later)
+		checkEngine(t, e, later)
+		for _, s := range e.Sites(later) {
+			if s.State != VerdictUnknown || s.Witnesses != 0 {
+				t.Fatalf("site %s is %s with %d witnesses an hour after the last push", s.Name, s.State, s.Witnesses)
+			}
+		}
+	})
+}
+
+func validVerdict(v string) bool {
+	switch v {
+	case VerdictUp, VerdictDegraded, VerdictLost, VerdictUnknown:
+		return true
+	}
+	return false
+}
+
+// checkEngine recounts every site's witnesses from the agents' reports and checks the
+// engine's incremental counts, verdicts and expiry heap against that.
+func checkEngine(t *testing.T, e *Engine, now time.Time) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, a := range e.expiry {
+		if a.heapIdx != i {
+			t.Fatalf("agent %s at heap index %d thinks it is at %d", a.name, i, a.heapIdx)
+		}
+		if i > 0 && e.expiry[(i-1)/2].deadline.After(a.deadline) {
+			t.Fatalf("expiry heap out of order at %d", i)
+		}
+	}
+	for _, a := range e.agents {
+		if want := e.fresh(a, now) && !a.isolated; a.counted != want {
+			t.Fatalf("agent %s counted %v, want %v", a.name, a.counted, want)
+		}
+		if (a.heapIdx >= 0) != e.fresh(a, now) {
+			t.Fatalf("agent %s in the heap %v, fresh %v", a.name, a.heapIdx >= 0, e.fresh(a, now))
+		}
+	}
+	for name, s := range e.sites {
+		known, up, degraded, down := 0, 0, 0, 0
+		for _, a := range e.agents {
+			r, ok := a.sites[name]
+			if !ok {
+				continue
+			}
+			known++
+			if _, in := s.agents[a]; !in {
+				t.Fatalf("site %s misses agent %s", name, a.name)
+			}
+			if !a.counted {
+				continue
+			}
+			switch r.State {
+			case siteUp:
+				up++
+			case siteDegraded:
+				degraded++
+			case siteDown:
+				down++
+			}
+		}
+		if known != len(s.agents) || up != s.upN || degraded != s.degradedN || down != s.downN {
+			t.Fatalf("site %s counts known %d up %d degraded %d down %d, recounted %d %d %d %d",
+				name, len(s.agents), s.upN, s.degradedN, s.downN, known, up, degraded, down)
+		}
+		need := e.quorum.need(known)
+		want := VerdictUp
+		switch {
+		case down >= need:
+			want = VerdictLost
+		case up+degraded+down < need:
+			want = VerdictUnknown
+		case down > 0 || degraded > 0:
+			want = VerdictDegraded
+		}
+		if s.state != want || s.witnesses != up+degraded+down || s.down != down {
+			t.Fatalf("site %s is %s (%d witnesses, %d down), want %s (%d, %d)", name, s.state, s.witnesses, s.down, want, up+degraded+down, down)
+		}
+	}
+}

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +35,14 @@ type Options struct {
 	KeepAlive time.Duration
 	// RetryBase is the first delay between notification attempts; default 500ms.
 	RetryBase time.Duration
+	// Limits of the HTTP server against slow or oversized requests (slowloris): the time
+	// to read a request's headers (default 5s), the whole request (default 30s; an
+	// events stream lifts it once its headers are read), an idle keep-alive connection
+	// (default 2m), and the size of the headers (default 64 KiB).
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
 }
 
 // Server is the central view: it receives pushes, keeps verdicts, serves them and
@@ -48,6 +59,11 @@ type Server struct {
 	keepAlive time.Duration
 	wake      chan struct{}
 	mux       *http.ServeMux
+	opts      Options
+	limiter   *limiter
+	// decodeSlots bounds the pushes decoded at once, and so the memory that decoding
+	// takes however many connections send at once (each decoded body is bounded too).
+	decodeSlots chan struct{}
 
 	applyMu sync.Mutex
 }
@@ -66,6 +82,18 @@ func New(cfg *Config, opts Options) *Server {
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = 500 * time.Millisecond
 	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 5 * time.Second
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 30 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 64 << 10
+	}
 	s := &Server{
 		cfg:       cfg,
 		engine:    NewEngine(cfg),
@@ -75,6 +103,10 @@ func New(cfg *Config, opts Options) *Server {
 		keepAlive: opts.KeepAlive,
 		wake:      make(chan struct{}, 1),
 		mux:       http.NewServeMux(),
+		opts:      opts,
+		limiter:   newLimiter(cfg.PushRate, cfg.PushBurst),
+
+		decodeSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 	}
 	s.metrics = newViewMetrics(s)
 	for _, w := range cfg.Notifiers.Webhook {
@@ -124,9 +156,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv := &http.Server{
 		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		ReadTimeout:       s.opts.ReadTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	runDone := make(chan struct{})
@@ -183,6 +216,13 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusUnauthorized, "unauthorized", "missing or unknown bearer token")
 		return
 	}
+	// An agent's own token is limited before its body is even read.
+	if boundAgent != "" {
+		if wait, ok := s.limiter.allow(time.Now(), boundAgent); !ok {
+			s.rateLimited(w, boundAgent, wait)
+			return
+		}
+	}
 	if ct := r.Header.Get("Content-Type"); strings.Contains(ct, "io.prometheus.write.v2") {
 		s.reject(w, http.StatusUnsupportedMediaType, "unsupported", "remote_write 2.0 is not supported; send remote_write 1.0 (prometheus.WriteRequest)")
 		return
@@ -206,7 +246,9 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusBadRequest, "read", "read body: "+err.Error())
 		return
 	}
+	s.decodeSlots <- struct{}{}
 	reports, err := DecodeWrite(body, limit)
+	<-s.decodeSlots
 	if err != nil {
 		var pe *pushError
 		reason, code := "bad_content", http.StatusBadRequest
@@ -225,6 +267,15 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 				s.reject(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token of agent %q cannot push series of agent %q", boundAgent, rep.Agent))
 				return
 			}
+		}
+	} else {
+		names := make([]string, len(reports))
+		for i, rep := range reports {
+			names[i] = rep.Agent
+		}
+		if wait, ok := s.limiter.allow(time.Now(), names...); !ok {
+			s.rateLimited(w, strings.Join(names, ","), wait)
+			return
 		}
 	}
 	s.applyMu.Lock()
@@ -261,6 +312,14 @@ func (s *Server) authorize(r *http.Request) (agent string, ok bool) {
 		}
 	}
 	return "", false
+}
+
+// rateLimited answers 429 with the seconds until the agent may push again.
+func (s *Server) rateLimited(w http.ResponseWriter, agent string, wait time.Duration) {
+	secs := int(math.Ceil(wait.Seconds()))
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, secs)))
+	s.reject(w, http.StatusTooManyRequests, "rate_limited",
+		fmt.Sprintf("agent %s pushes faster than push_rate %g/s (burst %d)", agent, s.cfg.PushRate, s.cfg.PushBurst))
 }
 
 func (s *Server) reject(w http.ResponseWriter, code int, reason, msg string) {
@@ -322,11 +381,19 @@ const sseWriteTimeout = 10 * time.Second
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
+	sub := s.broker.subscribe(s.cfg.MaxEventClients)
+	if sub == nil {
+		s.log.Warn("events client refused", "remote", r.RemoteAddr, "max_event_clients", s.cfg.MaxEventClients)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, fmt.Sprintf("too many event clients (max_event_clients %d)", s.cfg.MaxEventClients), http.StatusServiceUnavailable)
+		return
+	}
+	defer s.broker.unsubscribe(sub)
+	// The server's read timeout would end the stream; its request is read already.
+	_ = rc.SetReadDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
-	sub := s.broker.subscribe()
-	defer s.broker.unsubscribe(sub)
 	send := func(text string) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 		if _, err := io.WriteString(w, text); err != nil {
@@ -364,17 +431,23 @@ type broker struct {
 	mu      sync.Mutex
 	clients map[chan []byte]struct{}
 	dropped int
+	refused int
 }
 
 const sseQueue = 64
 
 func newBroker() *broker { return &broker{clients: map[chan []byte]struct{}{}} }
 
-func (b *broker) subscribe() chan []byte {
-	ch := make(chan []byte, sseQueue)
+// subscribe adds a client, or returns nil when limit clients are connected already.
+func (b *broker) subscribe(limit int) chan []byte {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if limit > 0 && len(b.clients) >= limit {
+		b.refused++
+		return nil
+	}
+	ch := make(chan []byte, sseQueue)
 	b.clients[ch] = struct{}{}
-	b.mu.Unlock()
 	return ch
 }
 
@@ -410,8 +483,68 @@ func (b *broker) closeAll() {
 	}
 }
 
-func (b *broker) counts() (clients, dropped int) {
+func (b *broker) counts() (clients, dropped, refused int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.clients), b.dropped
+	return len(b.clients), b.dropped, b.refused
+}
+
+// limiter is a token bucket per agent: rate pushes a second, burst at once.
+type limiter struct {
+	rate  float64
+	burst float64
+
+	mu        sync.Mutex
+	buckets   map[string]*bucket
+	pruneSize int
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(rate float64, burst int) *limiter {
+	return &limiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}, pruneSize: 4096}
+}
+
+// allow takes one token from each agent's bucket, or none when one of them is empty; it
+// then says how long until that one has a token again.
+func (l *limiter) allow(now time.Time, agents ...string) (wait time.Duration, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buckets) >= l.pruneSize {
+		l.prune(now)
+	}
+	ok = true
+	for _, a := range agents {
+		b := l.buckets[a]
+		if b == nil {
+			b = &bucket{tokens: l.burst, last: now}
+			l.buckets[a] = b
+		}
+		b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+		b.last = now
+		if b.tokens < 1 {
+			ok = false
+			wait = max(wait, time.Duration((1-b.tokens)/l.rate*float64(time.Second)))
+		}
+	}
+	if ok {
+		for _, a := range agents {
+			l.buckets[a].tokens--
+		}
+	}
+	return wait, ok
+}
+
+// prune forgets the buckets that are full again (their agents are as if never seen), so
+// that pushes under ever new agent names cannot grow the map without end.
+func (l *limiter) prune(now time.Time) {
+	for a, b := range l.buckets {
+		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+			delete(l.buckets, a)
+		}
+	}
+	l.pruneSize = max(4096, 2*len(l.buckets))
 }

@@ -399,8 +399,8 @@ func TestEventsAndStaleness(t *testing.T) {
 // TestSlowEventClient: a client that stops reading is cut off; verdicts go on.
 func TestSlowEventClient(t *testing.T) {
 	b := newBroker()
-	slow := b.subscribe()
-	fast := b.subscribe()
+	slow := b.subscribe(0)
+	fast := b.subscribe(0)
 	for i := range sseQueue + 1 {
 		b.publish([]byte{byte(i)})
 		<-fast
@@ -412,11 +412,13 @@ func TestSlowEventClient(t *testing.T) {
 	if n != sseQueue {
 		t.Errorf("slow client got %d events before being closed, want %d", n, sseQueue)
 	}
-	if clients, dropped := b.counts(); clients != 1 || dropped != 1 {
+	if clients, dropped, _ := b.counts(); clients != 1 || dropped != 1 {
 		t.Errorf("clients %d dropped %d, want 1 and 1", clients, dropped)
 	}
 
-	base, _ := startView(t, DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.PushRate = 1e6 // 401 pushes as fast as they go
+	base, _ := startView(t, cfg)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
