@@ -46,6 +46,9 @@ var commands = []command{
 
 func main() {
 	exporters.Version = version
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		agentProcs()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
