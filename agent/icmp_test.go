@@ -94,7 +94,7 @@ func TestRunICMPSchedule(t *testing.T) {
 		for i := 1; i < len(starts); i++ {
 			worst = max(worst, (starts[i].Sub(starts[i-1]) - interval).Abs())
 		}
-		slots[(starts[0].Sub(first)%interval).Round(schedulerTick)] = true
+		slots[(starts[0].Sub(first) % interval).Round(schedulerTick)] = true
 	}
 	if want := int(interval / schedulerTick); len(slots) < want*3/4 {
 		t.Errorf("100 targets use %d of the %d slots of the interval: the stagger is lost", len(slots), want)
