@@ -17,6 +17,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -24,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -732,5 +734,26 @@ func TestResolverHostile(t *testing.T) {
 			env := &Env{Resolver: NewResolver([]string{server})}
 			runHostileEnv(t, env, []hostileCase{tc})
 		})
+	}
+}
+
+// TestHTTPReason checks the classification of net/http's plain-text errors by their own
+// text, never by the URL in front of them.
+func TestHTTPReason(t *testing.T) {
+	wrap := func(u, msg string) error { return &url.Error{Op: "Get", URL: u, Err: errors.New(msg)} }
+	for _, tc := range []struct {
+		err  error
+		want Reason
+	}{
+		{wrap("http://a.test/chunked/malformed HTTP", "something else"), ReasonError},
+		{wrap("http://a.test/", "net/http: server response headers exceeded 262144 bytes; aborted"), ReasonProtocol},
+		{wrap("http://a.test/", "malformed HTTP status code \"x\""), ReasonProtocol},
+		{errors.New("invalid byte in chunk length"), ReasonProtocol},
+		{wrap("https://a.test/", "http: server gave HTTP response to HTTPS client"), ReasonTLS},
+		{&url.Error{Op: "Get", URL: "http://a.test/", Err: context.DeadlineExceeded}, ReasonTimeout},
+	} {
+		if got := httpReason(tc.err); got != tc.want {
+			t.Errorf("httpReason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

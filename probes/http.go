@@ -211,7 +211,7 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 	resp, err := p.client.Do(req)
 	if err != nil {
 		reason, detail := httpFailure(err, times)
-		r := failure(start, reason, fmt.Sprintf("%s %s: %s", p.spec.Method, p.spec.URL, detail))
+		r := failure(start, reason, fmt.Sprintf("%s %s: %s", p.spec.Method, p.url.Redacted(), detail))
 		r.Phases = times.phases(time.Now())
 		return r
 	}
@@ -286,14 +286,19 @@ func httpReason(err error) Reason {
 	if reason != ReasonError {
 		return reason
 	}
+	// The error's own text, without the URL a *url.Error puts first (a URL may hold
+	// any of the words below).
 	msg := err.Error()
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		msg = uerr.Err.Error()
+	}
 	for _, s := range []string{
 		"server response headers exceeded", // more than MaxResponseHeaderBytes
 		"malformed HTTP",                   // status line, header or version
 		"chunk",                            // malformed chunked encoding
 		"unsupported protocol scheme",      // a redirect to ftp:// or the like
-		"stopped after",                    // net/http's own redirect cap
-		"invalid header", "missing form body", "bad Content-Length", "unexpected EOF",
+		"invalid header", "bad Content-Length", "unexpected EOF",
 		"http2:", "stream error", // HTTP/2 framing, GOAWAY, RST_STREAM
 	} {
 		if strings.Contains(msg, s) {
