@@ -106,9 +106,16 @@ func TestFaultReceiverDown(t *testing.T) {
 	a.stop(syscall.SIGTERM)
 	stop := a.stopLine()
 	spoolKeys, _, _ := spoolContents(t, spoolDir)
-	acc := account(t, stop["created_samples"], recv.delivered(), spoolKeys, stop["dropped_batches"])
+	d := recv.delivered()
+	acc := account(t, stop["created_samples"], d, spoolKeys, stop["dropped_batches"])
 	if acc.lost != 0 || acc.droppedBatches != 0 {
 		t.Errorf("%d samples lost and %d batches dropped over a %v outage, want none", acc.lost, acc.droppedBatches, *outage)
+	}
+	if acc.duplicated != 0 {
+		t.Errorf("%d samples ingested twice with no crash", acc.duplicated)
+	}
+	if d.outOfOrder != 0 {
+		t.Errorf("%d pushes arrived after a newer one: the backlog must go oldest first", d.outOfOrder)
 	}
 }
 

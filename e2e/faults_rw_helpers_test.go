@@ -58,6 +58,7 @@ type rwReceiver struct {
 	samples  map[string]int // series@timestamp -> times ingested
 	batches  map[int64]int  // a push's timestamp -> times ingested
 	series   map[int64]int  // a push's timestamp -> its number of series
+	order    []int64        // pushes' timestamps in the order ingested
 }
 
 func newRWReceiver(t testing.TB) *rwReceiver {
@@ -158,6 +159,7 @@ func (r *rwReceiver) ingest(wr *prompb.WriteRequest) {
 	if ts, ok := pushTimestamp(wr); ok {
 		r.batches[ts]++
 		r.series[ts] = len(wr.Timeseries)
+		r.order = append(r.order, ts)
 	}
 }
 
@@ -193,6 +195,7 @@ type delivery struct {
 	timestamps           []int64 // distinct batch timestamps, sorted
 	attempts             int
 	seriesMin, seriesMax int // series per push
+	outOfOrder           int // pushes ingested after a newer one (a repeat excepted)
 }
 
 // fullState is the number of series in a push once every site and target has a state:
@@ -235,6 +238,13 @@ func (r *rwReceiver) delivered() delivery {
 		}
 		d.timestamps = append(d.timestamps, ts)
 		d.seriesMin, d.seriesMax = min(d.seriesMin, r.series[ts]), max(d.seriesMax, r.series[ts])
+	}
+	var newest int64
+	for _, ts := range r.order {
+		if ts < newest {
+			d.outOfOrder++
+		}
+		newest = max(newest, ts)
 	}
 	sort.Slice(d.timestamps, func(i, j int) bool { return d.timestamps[i] < d.timestamps[j] })
 	sort.Slice(d.dupBatches, func(i, j int) bool { return d.dupBatches[i] < d.dupBatches[j] })
