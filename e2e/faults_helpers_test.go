@@ -35,6 +35,7 @@ type agentSpec struct {
 	PushInterval time.Duration // 0: the default (1s)
 	Results      string        // stdout results: "changes" (default) or "all"
 	Metrics      string        // listen address of the Prometheus exporter; "" for none
+	Extra        string        // more TOML, written after the sites (more [[site]] tables)
 	tokenFile    string        // set by startAgentSpec: holds viewToken
 }
 
@@ -74,6 +75,7 @@ func (s agentSpec) toml() string {
 			fmt.Fprintf(&b, "  [[site.tcp]]\n  address = %q\n", h.TCP.String())
 		}
 	}
+	b.WriteString(s.Extra)
 	results := s.Results
 	if results == "" {
 		results = "changes"
