@@ -33,7 +33,7 @@ func writeSelfSigned(t *testing.T, dir string) *x509.Certificate {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -111,5 +111,63 @@ func TestServeTLS(t *testing.T) {
 		if plain.StatusCode == http.StatusOK {
 			t.Errorf("plain HTTP answered 200 on a TLS-only view")
 		}
+	}
+}
+
+// TestServeMutualTLS: a web_config that requires verified client certificates is
+// authentication enough to listen beyond loopback (CheckExposure), and the view holds to
+// it: a client without a certificate is turned away in the handshake, one with a
+// certificate from client_ca_file pushes.
+func TestServeMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert := writeSelfSigned(t, dir)
+	webConfig := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(webConfig, []byte("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"+
+		"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig([]byte(`web_config = "`+webConfig+`"`), "view.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.CheckExposure("0.0.0.0:9470"); err != nil {
+		t.Errorf("mutual TLS not taken for authentication: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- New(cfg, Options{}).Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}})
+	push := func(certs []tls.Certificate) (int, error) {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
+		req, _ := http.NewRequest(http.MethodPost, "https://"+ln.Addr().String()+"/api/v1/write", bytes.NewReader(body))
+		req.Header.Set("Content-Encoding", "snappy")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := push(nil); err == nil {
+		t.Errorf("push without a client certificate answered %d, want the handshake refused", code)
+	}
+	if code, err := push([]tls.Certificate{pair}); err != nil || code != http.StatusNoContent {
+		t.Errorf("push with a client certificate: %d, %v; want 204", code, err)
 	}
 }
