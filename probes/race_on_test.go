@@ -1,0 +1,6 @@
+//go:build race
+
+package probes
+
+// raceEnabled: the race detector multiplies allocations, so byte budgets are not checked.
+const raceEnabled = true
