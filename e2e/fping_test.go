@@ -103,7 +103,7 @@ func TestFpingLoopback(t *testing.T) {
 		err := cmd.Run()
 		return e.String(), err
 	}
-	compareWithFping(t, ctx, targets, lines, fping, func() string { return stderr.String() })
+	fpingCompare(t, ctx, targets, lines, fping, func() string { return stderr.String() })
 }
 
 // TestFpingNetns compares RTTs across a veth pair: the agent and fping run on an edge,
@@ -157,7 +157,7 @@ func TestFpingNetns(t *testing.T) {
 		}
 		return p.Stderr(), p.Err()
 	}
-	compareWithFping(t, ctx, targets, lines, fping, agent.Stderr)
+	fpingCompare(t, ctx, targets, lines, fping, agent.Stderr)
 }
 
 // fpingAgentConfig writes an agent config with one site of ICMP targets, probed every
@@ -189,7 +189,7 @@ func fpingArgs(targets []netip.Addr) []string {
 
 // parseFping reads fping -C's summary: "ADDR : 0.031 0.036 - ..." in milliseconds, "-"
 // for a lost echo.
-func parseFping(out string) (map[netip.Addr][]time.Duration, error) {
+func fpingParse(out string) (map[netip.Addr][]time.Duration, error) {
 	got := map[netip.Addr][]time.Duration{}
 	for _, line := range strings.Split(out, "\n") {
 		addr, times, ok := strings.Cut(line, " : ")
@@ -214,8 +214,8 @@ func parseFping(out string) (map[netip.Addr][]time.Duration, error) {
 	return got, nil
 }
 
-// probeLine is the part of the stdout exporter's probe line that matters here.
-type probeLine struct {
+// fpingProbeLine is the part of the stdout exporter's probe line that matters here.
+type fpingProbeLine struct {
 	Type       string   `json:"type"`
 	Target     string   `json:"target"`
 	OK         *bool    `json:"ok"`
@@ -224,7 +224,7 @@ type probeLine struct {
 
 // compareWithFping starts fping once the agent's first results arrive, collects
 // fpingCount RTTs per target from the agent meanwhile, and compares the medians.
-func compareWithFping(t *testing.T, ctx context.Context, targets []netip.Addr, lines <-chan string,
+func fpingCompare(t *testing.T, ctx context.Context, targets []netip.Addr, lines <-chan string,
 	fping func() (string, error), agentStderr func() string) {
 	t.Helper()
 	type fpingOut struct {
@@ -252,9 +252,9 @@ func compareWithFping(t *testing.T, ctx context.Context, targets []netip.Addr, l
 		case <-ctx.Done():
 		}
 		if !ok {
-			t.Fatalf("agent stopped or %v passed before %d RTTs per target (have %v); stderr:\n%s", fpingTimeout, fpingCount, counts(agent), agentStderr())
+			t.Fatalf("agent stopped or %v passed before %d RTTs per target (have %v); stderr:\n%s", fpingTimeout, fpingCount, fpingCounts(agent), agentStderr())
 		}
-		var p probeLine
+		var p fpingProbeLine
 		if err := json.Unmarshal([]byte(line), &p); err != nil {
 			t.Fatalf("agent line %q: %v", line, err)
 		}
@@ -293,10 +293,10 @@ func compareWithFping(t *testing.T, ctx context.Context, targets []netip.Addr, l
 		t.Fatalf("fping did not end within %v", fpingTimeout)
 	}
 	// fping exits 1 when some target did not answer every echo; its output still counts.
-	if res.err != nil && !isExit(res.err, 1) {
+	if res.err != nil && !fpingIsExit(res.err, 1) {
 		t.Fatalf("fping: %v; output:\n%s", res.err, res.text)
 	}
-	ref, err := parseFping(res.text)
+	ref, err := fpingParse(res.text)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,11 +306,11 @@ func compareWithFping(t *testing.T, ctx context.Context, targets []netip.Addr, l
 			t.Fatalf("fping: %d of %d answers from %s; output:\n%s", len(ref[a]), fpingCount, a, res.text)
 		}
 		t.Logf("%-15s edgeprobe median %8v (min %8v)   fping median %8v (min %8v)",
-			a, rttMedian(agent[a]), slices.Min(agent[a]), rttMedian(ref[a]), slices.Min(ref[a]))
+			a, fpingMedian(agent[a]), slices.Min(agent[a]), fpingMedian(ref[a]), slices.Min(ref[a]))
 		allAgent = append(allAgent, agent[a]...)
 		allFping = append(allFping, ref[a]...)
 	}
-	ep, fp := rttMedian(allAgent), rttMedian(allFping)
+	ep, fp := fpingMedian(allAgent), fpingMedian(allFping)
 	tol := max(time.Duration(fpingRelTol*float64(fp)), fpingAbsTol)
 	diff := ep - fp
 	t.Logf("all targets: edgeprobe median %v over %d probes, fping median %v over %d echoes, difference %v (tolerance %v)",
@@ -320,7 +320,7 @@ func compareWithFping(t *testing.T, ctx context.Context, targets []netip.Addr, l
 	}
 }
 
-func rttMedian(ds []time.Duration) time.Duration {
+func fpingMedian(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
@@ -329,7 +329,7 @@ func rttMedian(ds []time.Duration) time.Duration {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func counts(m map[netip.Addr][]time.Duration) map[string]int {
+func fpingCounts(m map[netip.Addr][]time.Duration) map[string]int {
 	out := map[string]int{}
 	for a, ds := range m {
 		out[a.String()] = len(ds)
@@ -337,7 +337,7 @@ func counts(m map[netip.Addr][]time.Duration) map[string]int {
 	return out
 }
 
-func isExit(err error, code int) bool {
+func fpingIsExit(err error, code int) bool {
 	var ee *exec.ExitError
 	return errors.As(err, &ee) && ee.ExitCode() == code
 }
