@@ -299,7 +299,7 @@ func httpReason(err error) Reason {
 		"chunk",                            // malformed chunked encoding
 		"unsupported protocol scheme",      // a redirect to ftp:// or the like
 		"invalid header", "bad Content-Length", "unexpected EOF",
-		"http2:", "stream error", // HTTP/2 framing, GOAWAY, RST_STREAM
+		"http2:", "stream error", "connection error: ", // HTTP/2 framing, GOAWAY, RST_STREAM
 	} {
 		if strings.Contains(msg, s) {
 			return ReasonProtocol
