@@ -803,3 +803,39 @@ func TestQueuesKeepTheBatchInFlight(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteWriteChangeStormCoalesced: 200 state changes over about 200 ms (targets of a
+// site failing one after another) make a push per minChangeGap at most, not one each,
+// and the last push carries the last change.
+func TestRemoteWriteChangeStormCoalesced(t *testing.T) {
+	recv := startTestReceiver(t, nil)
+	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
+	waitFor(t, 5*time.Second, "the initial snapshot", func() bool { return len(recv.received()) == 1 })
+	time.Sleep(2 * minChangeGap)
+	start := time.Now()
+	const changes = 200
+	for i := range changes {
+		to := agent.TargetDown
+		if i%2 == 1 {
+			to = agent.TargetUp
+		}
+		rw.Handle(agent.Event{Type: agent.EventTarget, Time: time.Now(), Site: "s", Target: "t" + strconv.Itoa(i%50), Kind: probes.KindTCP, From: agent.TargetUp, To: to})
+		time.Sleep(time.Millisecond)
+	}
+	rw.Handle(agent.Event{Type: agent.EventAgent, Time: time.Now(), From: agent.AgentOK, To: agent.AgentIsolated})
+	elapsed := time.Since(start)
+	waitFor(t, 5*time.Second, "a push carrying the last change", func() bool {
+		pushes := recv.received()
+		v, ok := sampleOf(pushes[len(pushes)-1].req, "edgeprobe_agent_isolated", nil)
+		return ok && v == 1
+	})
+	pushes := len(recv.received()) - 1
+	limit := int(elapsed/minChangeGap) + 2
+	t.Logf("%d changes over %v: %d pushes (limit %d)", changes+1, elapsed.Round(time.Millisecond), pushes, limit)
+	if pushes > limit {
+		t.Errorf("%d pushes for %d changes over %v, want at most %d (one per %v)", pushes, changes+1, elapsed, limit, minChangeGap)
+	}
+	if pushes < 2 {
+		t.Errorf("%d pushes for changes over %v: changes must still go out while they happen", pushes, elapsed)
+	}
+}
