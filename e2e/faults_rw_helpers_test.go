@@ -402,6 +402,8 @@ type faultAgent struct {
 	done    chan struct{}
 	waitErr error
 
+	started time.Time // with its monotonic reading, to notice a step of the wall clock
+
 	mu      sync.Mutex
 	probes  map[string][]probeStart // by site/target
 	logs    []string                // stderr lines
@@ -422,7 +424,7 @@ func startFaultAgent(t testing.TB, cfg faultConfig) *faultAgent {
 	if err := os.WriteFile(path, file.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeStart{}}
+	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeStart{}, started: time.Now()}
 	a.cmd = exec.Command(binary, "agent", "--config", path)
 	stdout, err := a.cmd.StdoutPipe()
 	if err != nil {
@@ -763,14 +765,18 @@ func (a *faultAgent) checkJitter(what string, from, to time.Time) jitter {
 	j := a.jitter(from, to, limit)
 	want := int(to.Sub(from)/a.cfg.Interval) * len(a.cfg.Targets) * len(a.cfg.Sites)
 	load, _ := os.ReadFile("/proc/loadavg")
-	a.t.Logf("probe timing %s: %s (want about %d probes); load average %s", what, j, want, strings.TrimSpace(string(load)))
+	// The probe lines carry wall-clock times: a step of the system clock (another test
+	// on the machine setting it) moves them, and the spacings with them.
+	step := time.Now().Round(0).Sub(a.started.Round(0)) - time.Since(a.started)
+	a.t.Logf("probe timing %s: %s (want about %d probes); load average %s; wall clock stepped by %v since the agent started",
+		what, j, want, strings.TrimSpace(string(load)), step.Round(time.Millisecond))
 	if j.probes < want*9/10 {
 		a.t.Errorf("probing %s: %d probes, want about %d", what, j.probes, want)
 	}
 	if j.over > 0 {
 		a.t.Logf("first spacings over the limit:\n  %s", strings.Join(j.examples, "\n  "))
-		a.t.Errorf("probe timing %s: %d of %d spacings off the %v interval by more than %v (max %v at %s, p99 %v)",
-			what, j.over, j.intervals, a.cfg.Interval, limit, j.max, j.worst, j.p99)
+		a.t.Errorf("probe timing %s: %d of %d spacings off the %v interval by more than %v (max %v at %s, p99 %v; wall clock stepped by %v meanwhile)",
+			what, j.over, j.intervals, a.cfg.Interval, limit, j.max, j.worst, j.p99, step.Round(time.Millisecond))
 	}
 	return j
 }
