@@ -274,7 +274,11 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 			names[i] = rep.Agent
 		}
 		if wait, ok := s.limiter.allow(time.Now(), names...); !ok {
-			s.rateLimited(w, strings.Join(names, ","), wait)
+			who := names[0]
+			if len(names) > 1 {
+				who = fmt.Sprintf("%s (one of the %d agents in the push)", s.limiter.limited(time.Now(), names), len(names))
+			}
+			s.rateLimited(w, who, wait)
 			return
 		}
 	}
@@ -536,6 +540,18 @@ func (l *limiter) allow(now time.Time, agents ...string) (wait time.Duration, ok
 		}
 	}
 	return wait, ok
+}
+
+// limited names the first of agents whose bucket is empty at now, for messages.
+func (l *limiter) limited(now time.Time, agents []string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range agents {
+		if b := l.buckets[a]; b != nil && b.tokens+now.Sub(b.last).Seconds()*l.rate < 1 {
+			return a
+		}
+	}
+	return agents[0]
 }
 
 // prune forgets the buckets that are full again (their agents are as if never seen), so
