@@ -464,7 +464,9 @@ const fpBlackboxModules = `modules:
 `
 
 // fpBlackbox starts blackbox_exporter and a Prometheus that scrapes it at 1 s for every
-// target, through the usual relabelling to /probe?target=...&module=....
+// target, through the usual relabelling to /probe?target=...&module=.... The instance
+// label must be the target: left as the exporter's address, every target's series would
+// be the same series and Prometheus would drop nearly all samples as duplicates.
 func fpBlackbox(e *fpEnv, mixed bool) (*fpRun, error) {
 	bbPort, err := fpFreePort()
 	if err != nil {
@@ -492,6 +494,7 @@ scrape_configs:
   relabel_configs:
   - {source_labels: [__address__], target_label: __param_target}
   - {source_labels: [module], target_label: __param_module}
+  - {source_labels: [__param_target], target_label: instance}
   - {target_label: __address__, replacement: "127.0.0.1:%d"}
   static_configs:
 `, bbPort)
@@ -708,6 +711,7 @@ type fpResult struct {
 	procs     []fpProcResult
 	done, ok  float64
 	window    time.Duration
+	load      string        // /proc/loadavg's 1-minute figure at the window's end
 	scrapes   int           // scrapes of the tool's pages done in the window
 	scrapeErr int           // failed scrapes of the tool's pages during the window
 	maxScrape time.Duration // the slowest scrape in the window
@@ -728,8 +732,8 @@ func (r fpResult) String() string {
 		fmt.Fprintf(&b, "%s %.2f CPU s (%.2f%% of a core), peak RSS %.1f MiB, end RSS %.1f MiB; ",
 			p.name, p.cpu.Seconds(), p.core(), fpMiB(p.hwm), fpMiB(p.rss))
 	}
-	fmt.Fprintf(&b, "probes %.0f in %v (%.0f ok); scrapes %d done, %d failed, slowest %v, page %d bytes",
-		r.done, r.window.Round(time.Millisecond), r.ok, r.scrapes, r.scrapeErr, r.maxScrape.Round(time.Millisecond), r.pageBytes)
+	fmt.Fprintf(&b, "load %s; probes %.0f in %v (%.0f ok); scrapes %d done, %d failed, slowest %v, page %d bytes",
+		r.load, r.done, r.window.Round(time.Millisecond), r.ok, r.scrapes, r.scrapeErr, r.maxScrape.Round(time.Millisecond), r.pageBytes)
 	return b.String()
 }
 
@@ -895,7 +899,7 @@ func fpMeasure(e *fpEnv, c fpCase, s fpSetup, cfg fpConfig) (fpResult, error) {
 		return fpResult{}, err
 	}
 	t1 := time.Now()
-	r := fpResult{window: t1.Sub(t0)}
+	r := fpResult{window: t1.Sub(t0), load: fpLoad()}
 	for k, p := range run.procs {
 		hwm, rss, err := fpMem(p.pid())
 		if err != nil {
@@ -920,6 +924,19 @@ func fpMeasure(e *fpEnv, c fpCase, s fpSetup, cfg fpConfig) (fpResult, error) {
 		return fpResult{}, fmt.Errorf("counting probes: %w", err)
 	}
 	return r, nil
+}
+
+// fpLoad is the machine's 1-minute load average: other work competes for the same cores.
+func fpLoad() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // fpPage is one page read, stamped halfway through its request: a page served slowly
@@ -1010,8 +1027,8 @@ func fpSetPingGroup(v string) (func(), error) {
 func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fpResult) {
 	fmt.Fprintf(w, "\n## Footprint: %d targets at 1 s, window %v after %v warm-up, medians of up to %d rounds (n per row)\n\n",
 		cfg.targets, cfg.duration, cfg.warmup, cfg.reps)
-	fmt.Fprintln(w, "| case | tool (n) | process | CPU s | % of one core | peak RSS MiB | end RSS MiB | probes (of schedule) | ok | slowest scrape | CPU / edgeprobe |")
-	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| case | tool (n) | process | CPU s | % of one core | peak RSS MiB | end RSS MiB | probes (of schedule) | ok | slowest scrape | load | CPU / edgeprobe |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	type key struct{ c, s string }
 	core := map[key]float64{}
 	rss := map[key]float64{}
@@ -1020,7 +1037,7 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 		for _, s := range c.setups {
 			rs := results[c.name+"/"+s.name]
 			if len(rs) == 0 {
-				fmt.Fprintf(w, "| %s | %s | no window measured (see the errors above) | | | | | | | | |\n", c.name, s.name)
+				fmt.Fprintf(w, "| %s | %s | no window measured (see the errors above) | | | | | | | | | |\n", c.name, s.name)
 				continue
 			}
 			done := fpMedian(fpMap(rs, func(r fpResult) float64 { return r.done }))
@@ -1037,11 +1054,12 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 				}
 				probes, okCol := fmt.Sprintf("%.0f (%.1f%%)", done, sched), fmt.Sprintf("%.1f%%", ok)
 				slow := fmt.Sprintf("%.2f s", fpMedian(fpMap(rs, func(r fpResult) float64 { return r.maxScrape.Seconds() })))
+				load := fmt.Sprintf("%.1f", fpMedian(fpMap(rs, func(r fpResult) float64 { v, _ := strconv.ParseFloat(r.load, 64); return v })))
 				if k > 0 {
-					probes, okCol, slow = "", "", ""
+					probes, okCol, slow, load = "", "", "", ""
 				}
-				fmt.Fprintf(w, "| %s | %s (%d) | %s | %.2f | %.2f%% | %.1f | %.1f | %s | %s | %s | %s |\n",
-					c.name, s.name, len(rs), rs[0].procs[k].name, cpu, pct, hwm, end, probes, okCol, slow, ratio)
+				fmt.Fprintf(w, "| %s | %s (%d) | %s | %.2f | %.2f%% | %.1f | %.1f | %s | %s | %s | %s | %s |\n",
+					c.name, s.name, len(rs), rs[0].procs[k].name, cpu, pct, hwm, end, probes, okCol, slow, load, ratio)
 				if len(rs[0].procs) == 1 {
 					core[key{c.name, s.name}] = pct
 					rss[key{c.name, s.name}] = hwm
@@ -1057,13 +1075,14 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 					}
 					return fpMiB(sum)
 				}))
-				fmt.Fprintf(w, "| %s | %s | together | %.2f | %.2f%% | %.1f | | | | | %s |\n", c.name, s.name, cpu, pct, hwm, fpRatio(cpu, epCPU))
+				fmt.Fprintf(w, "| %s | %s | together | %.2f | %.2f%% | %.1f | | | | | | %s |\n", c.name, s.name, cpu, pct, hwm, fpRatio(cpu, epCPU))
 			}
 		}
 	}
 	fmt.Fprintf(w, "\nCPU s: utime+stime over the window; peak RSS: VmHWM (includes warm-up and start); "+
 		"end RSS: VmRSS at the window's end; probes: counted by each tool (blackbox: Prometheus' scrapes of /probe), "+
 		"and their share of targets x window seconds; slowest scrape: the longest GET of the tool's own /metrics (blackbox: its small page); "+
+		"load: the machine's 1-minute load average at the window's end (2 cores; other work runs beside); "+
 		"every exporter's /metrics read once a second by the harness.\n")
 	check := func(ok bool) string {
 		if ok {
