@@ -53,6 +53,8 @@ type soakFailure struct {
 type footprint struct {
 	goroutines, fds int
 	rssKiB          int64
+	cpu             time.Duration // used so far (at the last reading)
+	at              time.Time
 }
 
 // soakProc is a process whose footprint the soak follows.
@@ -69,7 +71,8 @@ type soakProc struct {
 // warm-up, one site per minute goes dark for 20 s and comes back, for -soak (5 minutes
 // under `go test`, an hour under `make soak`). It reads every process's goroutines (the
 // Go collector's go_goroutines on its /metrics), open files (/proc/PID/fd) and resident
-// set (VmRSS) at start and end, and the view's verdicts over its event stream.
+// set (VmRSS) at start and end, the CPU each used in between (of one core; not asserted),
+// and the view's verdicts over its event stream.
 //
 // It asserts: every dark period gives a lost of that site and every healing an up; no
 // lost for any other site, nor for the dark one outside its dark period (plus lostLate);
@@ -232,10 +235,11 @@ func TestSoak(t *testing.T) {
 	fmt.Fprintf(w, "\nsoak: %d targets per agent at %v, %d agents, one view, %d cycles of %v (a site dark %v), %v\n\n",
 		soakSites*soakHosts*4, soakInterval, len(soakEdges), len(cycles), soakPeriod, soakDark, time.Since(began).Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "process\tgoroutines start\tend\topen files start\tend\tRSS start\tend\t")
+	fmt.Fprintln(tw, "process\tgoroutines start\tend\topen files start\tend\tRSS start\tend\tCPU between\t")
 	for _, p := range procs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f MiB\t%.1f MiB\t\n", p.name, p.start.goroutines, p.end.goroutines,
-			p.start.fds, p.end.fds, float64(p.start.rssKiB)/1024, float64(p.end.rssKiB)/1024)
+		cpu := (p.end.cpu - p.start.cpu).Seconds() / p.end.at.Sub(p.start.at).Seconds()
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%.1f MiB\t%.1f MiB\t%.1f%%\t\n", p.name, p.start.goroutines, p.end.goroutines,
+			p.start.fds, p.end.fds, float64(p.start.rssKiB)/1024, float64(p.end.rssKiB)/1024, 100*cpu)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -286,7 +290,11 @@ func readFootprint(t *testing.T, n *testnet.Net, p *soakProc) footprint {
 		}
 		gs, fds, rss = append(gs, int(g)), append(fds, f), append(rss, r)
 	}
-	return footprint{goroutines: medianOf(gs), fds: medianOf(fds), rssKiB: medianOf(rss)}
+	cpu, err := procCPU(p.pid)
+	if err != nil {
+		t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
+	}
+	return footprint{goroutines: medianOf(gs), fds: medianOf(fds), rssKiB: medianOf(rss), cpu: cpu, at: time.Now()}
 }
 
 func medianOf[T int | int64 | time.Duration](xs []T) T {
