@@ -599,7 +599,7 @@ func TestICMPStartExpireRace(t *testing.T) {
 			t.Fatalf("done called twice")
 		}
 	}
-	t.Logf("reply won %d times, expiry %d times", ok, timedOut)
+	t.Logf("reply won %d times, expiry %d times; %+v", ok, timedOut, e.Stats())
 	if r := startOnce(t, p, time.Second); !r.OK {
 		t.Fatalf("after the races a probe fails: %+v", r)
 	}
