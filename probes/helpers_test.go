@@ -188,10 +188,6 @@ func onIsolatedThread(t testing.TB, iso isolation, fn func()) {
 		runtime.LockOSThread()
 		done <- isolateThread(iso)
 		fn()
-		// Goroutines that fn started (an engine's receivers) wait in this thread's run
-		// queue. Yield once so that another thread takes them before this locked one
-		// exits: we saw them stranded for over a second when it exited first.
-		runtime.Gosched()
 		close(done)
 	}()
 	if err := <-done; err != nil {
