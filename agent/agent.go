@@ -377,7 +377,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		timeout := a.timeout(s.cfg, e.state)
 		if e.async != nil && e.async.Start(e.complete) {
-			e.next = now.Add(timeout)
+			// From the clock read now, not the batch's: a long batch on a busy host
+			// must not eat into the probes sent last.
+			e.next = a.opts.now().Add(timeout)
 			return
 		}
 		e.next = never

@@ -183,6 +183,9 @@ type icmpSocket struct {
 	errBuf   []byte        // datagram mode: the receiver's buffers for the error queue
 	errOOB   []byte
 
+	drainMu sync.Mutex  // one drain at a time; it has buffers of its own
+	drainer *icmpReader // made on the first drain
+
 	mu      sync.Mutex
 	seq     uint16
 	waiters map[uint16]*icmpWaiter
@@ -448,12 +451,41 @@ func (s *icmpSocket) receive() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		if ts, ok := kernelTimestamp(r.oob[:r.oobn]); ok {
-			now = ts
-			s.engine.stats.timestamped.Add(1)
-		}
-		s.handle(r.buf[:r.n], sockaddrAddr(&r.from), now)
+		s.handleRead(r, now)
 	}
+}
+
+// handleRead matches one message read into r, stamped by the kernel if it can be.
+func (s *icmpSocket) handleRead(r *icmpReader, now time.Time) {
+	if ts, ok := kernelTimestamp(r.oob[:r.oobn]); ok {
+		now = ts
+		s.engine.stats.timestamped.Add(1)
+	}
+	s.handle(r.buf[:r.n], sockaddrAddr(&r.from), now)
+}
+
+// drain reads and matches every message already queued on the socket, without waiting.
+// Expire calls it before it declares a timeout: a reply that the kernel took in time
+// but the receive goroutine has not been scheduled to read yet (a busy host, one
+// processor) is an answer, not a timeout, and its kernel timestamp keeps its RTT true.
+// It reads through Control, not Read: the receive goroutine holds the read lock while
+// it waits for data. An error (a ping socket's queued ICMP error) ends the drain and is
+// left to the receive goroutine, which the same error wakes.
+func (s *icmpSocket) drain() {
+	s.drainMu.Lock()
+	defer s.drainMu.Unlock()
+	if s.drainer == nil {
+		s.drainer = &icmpReader{buf: make([]byte, 1<<16), oob: make([]byte, 128)}
+	}
+	r := s.drainer
+	s.raw.Control(func(fd uintptr) {
+		for {
+			if r.n, r.oobn, r.errno = recvmsg(fd, r.buf, r.oob, &r.from, unix.MSG_DONTWAIT); r.errno != 0 {
+				return
+			}
+			s.handleRead(r, time.Now())
+		}
+	})
 }
 
 // icmpReader holds the receive goroutine's buffers and its read callback, made once so
@@ -736,6 +768,7 @@ func (p *icmpProber) Probe(ctx context.Context) Result {
 	case r := <-w.reply:
 		return icmpResult(w.sent, r)
 	case <-ctx.Done():
+		p.dstSock.drain()
 		if !p.dstSock.unregister(p.seq, w) {
 			// The receiver took the waiter out: its reply is in the channel.
 			return icmpResult(w.sent, <-w.reply)
@@ -763,7 +796,12 @@ func (p *icmpProber) Start(done func(Result)) bool {
 // Expire ends the probe in flight as timed out, unless its reply won the race, in which
 // case done has been or is being called with the reply.
 func (p *icmpProber) Expire() {
-	if w := &p.waiter; w.done != nil && p.dstSock != nil && p.dstSock.unregister(p.seq, w) {
+	w := &p.waiter
+	if w.done == nil || p.dstSock == nil {
+		return
+	}
+	p.dstSock.drain()
+	if p.dstSock.unregister(p.seq, w) {
 		w.done(p.timeout())
 	}
 }
