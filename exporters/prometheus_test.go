@@ -160,7 +160,6 @@ func TestPrometheusScrape(t *testing.T) {
 		{"edgeprobe_site_detect_seconds", site, 0.23},
 		{"edgeprobe_agent_isolated", map[string]string{"agent": "edge1"}, 1},
 		{"edgeprobe_probe_failures_total", with(gw, "reason", "timeout"), 3},
-		{"edgeprobe_probe_failures_total", with(gw, "reason", "refused"), 0},
 		{"edgeprobe_probe_failures_total", with(web, "reason", "timeout"), 0},
 		{"probe_http_duration_seconds", with(web, "phase", "processing"), 0.001},
 		{"probe_http_duration_seconds", with(web, "phase", "tls"), 0},
@@ -168,6 +167,16 @@ func TestPrometheusScrape(t *testing.T) {
 	} {
 		if got := metricValue(findMetric(t, families, tc.name, tc.labels)); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// Only timeout is created before it happens; other reasons appear on their first failure.
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if f.GetName() == "edgeprobe_probe_failures_total" && l.GetName() == "reason" && l.GetValue() != "timeout" {
+					t.Errorf("edgeprobe_probe_failures_total{reason=%q} exists before any such failure", l.GetValue())
+				}
+			}
 		}
 	}
 	hist := findMetric(t, families, "probe_duration_seconds", web).Histogram

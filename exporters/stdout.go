@@ -170,6 +170,11 @@ func (s *Stdout) writeJSON(ev agent.Event) {
 	if ev.Type == agent.EventProbe {
 		b = append(b, `,"ok":`...)
 		b = strconv.AppendBool(b, ev.Result.OK)
+		if !ev.Result.Start.IsZero() {
+			b = append(b, `,"start":"`...)
+			b = ev.Result.Start.UTC().AppendFormat(b, jsonTime)
+			b = append(b, '"')
+		}
 		b = append(b, `,"rtt_seconds":`...)
 		b = appendJSONFloat(b, ev.Result.RTT.Seconds())
 		b = appendJSONField(b, "reason", string(ev.Result.Reason))

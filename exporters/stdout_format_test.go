@@ -23,6 +23,7 @@ type jsonEvent struct {
 	Target        string   `json:"target,omitempty"`
 	Kind          string   `json:"kind,omitempty"`
 	OK            *bool    `json:"ok,omitempty"`
+	Start         string   `json:"start,omitempty"`
 	RTTSeconds    *float64 `json:"rtt_seconds,omitempty"`
 	Reason        string   `json:"reason,omitempty"`
 	Detail        string   `json:"detail,omitempty"`
@@ -37,6 +38,9 @@ func referenceJSON(ev agent.Event) string {
 	if ev.Type == agent.EventProbe {
 		ok, rtt := ev.Result.OK, ev.Result.RTT.Seconds()
 		line.OK, line.RTTSeconds = &ok, &rtt
+		if !ev.Result.Start.IsZero() {
+			line.Start = ev.Result.Start.UTC().Format(jsonTime)
+		}
 		line.Reason, line.Detail = string(ev.Result.Reason), ev.Result.Detail
 	} else {
 		line.From, line.To, line.Reason = ev.From, ev.To, string(ev.Reason)

@@ -21,7 +21,7 @@ var scenario = []agent.Event{
 	{Type: agent.EventProbe, Time: t0, Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP,
 		Result: probes.Result{OK: true, RTT: 1500 * time.Microsecond}},
 	{Type: agent.EventProbe, Time: t0.Add(time.Second), Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP,
-		Result: probes.Result{OK: false, RTT: 250 * time.Millisecond, Reason: probes.ReasonTimeout, Detail: "no answer"}},
+		Result: probes.Result{Start: t0.Add(750 * time.Millisecond), OK: false, RTT: 250 * time.Millisecond, Reason: probes.ReasonTimeout, Detail: "no answer"}},
 	{Type: agent.EventTarget, Time: t0.Add(time.Second), Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP,
 		From: agent.TargetUp, To: agent.TargetSuspect, Reason: probes.ReasonTimeout},
 	{Type: agent.EventTarget, Time: t0.Add(1300 * time.Millisecond), Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP,
@@ -42,7 +42,7 @@ func TestStdoutLines(t *testing.T) {
 			cfg:  agent.StdoutConfig{Format: FormatJSON, Results: ResultsAll},
 			want: []string{
 				`{"time":"2026-11-24T19:30:00.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":true,"rtt_seconds":0.0015}`,
-				`{"time":"2026-11-24T19:30:01.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":false,"rtt_seconds":0.25,"reason":"timeout","detail":"no answer"}`,
+				`{"time":"2026-11-24T19:30:01.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":false,"start":"2026-11-24T19:30:00.870000000Z","rtt_seconds":0.25,"reason":"timeout","detail":"no answer"}`,
 				`{"time":"2026-11-24T19:30:01.120000000Z","type":"target","agent":"edge1","site":"beta","target":"http","kind":"http","reason":"timeout","from":"up","to":"suspect"}`,
 				`{"time":"2026-11-24T19:30:01.420000000Z","type":"target","agent":"edge1","site":"beta","target":"http","kind":"http","reason":"timeout","from":"suspect","to":"down","detect_seconds":0.3}`,
 				`{"time":"2026-11-24T19:30:01.420000000Z","type":"site","agent":"edge1","site":"beta","from":"up","to":"down","detect_seconds":0.3125}`,
