@@ -367,6 +367,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer timer.Stop()
 	var armed time.Time // what the timer is set for; zero once it fired
 	var batch []result
+	pool := newWorkers()
+	defer pool.stop()
 
 	launch := func(e *entry, now time.Time) {
 		e.inFlight = true
@@ -383,12 +385,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return
 		}
 		e.next = never
-		go func() {
+		pool.run(func() {
 			pctx, done := context.WithTimeout(probeCtx, timeout)
 			r := e.prober.Probe(pctx)
 			done()
 			e.complete(r)
-		}()
+		})
 	}
 	for {
 		now := a.opts.now()
@@ -460,6 +462,50 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// workers run blocking probes (DNS, HTTP, TCP) on goroutines that outlive one probe. A
+// new goroutine per probe starts with a small stack and grows it again through the
+// dialer, net/http and TLS on every probe: at 750 blocking probes a second that copying
+// was about 7% of the agent's CPU. A probe goes to an idle worker if there is one, else
+// to a new one; a worker idle for workerIdle ends, so a burst (a dark site's probes all
+// waiting out their timeouts) leaves no crowd of goroutines behind.
+type workers struct {
+	jobs chan func() // unbuffered: a send succeeds only when a worker is idle
+	quit chan struct{}
+}
+
+const workerIdle = 10 * time.Second
+
+func newWorkers() *workers {
+	return &workers{jobs: make(chan func()), quit: make(chan struct{})}
+}
+
+func (w *workers) run(job func()) {
+	select {
+	case w.jobs <- job:
+	default:
+		go w.work(job)
+	}
+}
+
+func (w *workers) work(job func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		job()
+		idle.Reset(workerIdle)
+		select {
+		case job = <-w.jobs:
+		case <-idle.C:
+			return
+		case <-w.quit:
+			return
+		}
+	}
+}
+
+// stop ends the idle workers; busy ones end after their probe.
+func (w *workers) stop() { close(w.quit) }
 
 // finish applies a probe result and reschedules: a suspect target is re-probed after
 // the confirm interval, and the targets the state machine names are probed at once.
