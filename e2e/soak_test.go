@@ -28,7 +28,9 @@ const (
 	soakWarmUp   = 20 * time.Second      // after every site is up, before the start figures
 	soakMetrics  = 9469                  // the agents' Prometheus exporter port
 	// Footprint readings: soakReadings of each figure, soakReadingGap apart, at start and
-	// at end; the median is compared, so a probe in flight at one reading does not count.
+	// at end. For goroutines and open files the smallest is compared: probes in flight
+	// (and the push and scrape connections) add to some readings, a leak to every one.
+	// For RSS, the median.
 	soakReadings   = 9
 	soakReadingGap = 300 * time.Millisecond
 )
@@ -49,7 +51,8 @@ type soakFailure struct {
 	down, heal time.Time
 }
 
-// footprint is one process's figures at one moment (medians of soakReadings readings).
+// footprint is one process's figures at one moment (of soakReadings readings: the
+// smallest goroutine and file counts, the median RSS).
 type footprint struct {
 	goroutines, fds int
 	rssKiB          int64
@@ -79,9 +82,9 @@ type soakProc struct {
 // and no growth beyond soakGoroutineSlack goroutines, soakFDSlack files, and 8 MiB or 25%
 // of resident memory. Why these: with every site up the number of goroutines and files of
 // a process is fixed but for the probes in flight and the push and scrape connections
-// open at the moment of reading, which the median of nine readings mostly absorbs; a
-// leak per failure cycle of more than two shows in five minutes, and any leak per probe
-// (a thousand probes a second per agent) shows in seconds. Resident memory moves with the
+// open at the moment of reading, which the smallest of nine readings leaves out; a leak
+// per failure cycle of more than two shows in five minutes, and any leak per probe (a
+// thousand probes a second per agent) shows in seconds. Resident memory moves with the
 // Go collector's pacing (the heap may grow to twice the live data before a collection)
 // and with memory the runtime has not yet returned, so it gets a ratio; a leak of 100
 // bytes per probe is 30 MB in five minutes.
@@ -269,7 +272,7 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-// readFootprint takes soakReadings readings of a process and returns their medians.
+// readFootprint takes soakReadings readings of a process.
 func readFootprint(t *testing.T, n *testnet.Net, p *soakProc) footprint {
 	t.Helper()
 	client := n.HTTPClient(p.node)
@@ -294,7 +297,7 @@ func readFootprint(t *testing.T, n *testnet.Net, p *soakProc) footprint {
 	if err != nil {
 		t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
 	}
-	return footprint{goroutines: medianOf(gs), fds: medianOf(fds), rssKiB: medianOf(rss), cpu: cpu, at: time.Now()}
+	return footprint{goroutines: slices.Min(gs), fds: slices.Min(fds), rssKiB: medianOf(rss), cpu: cpu, at: time.Now()}
 }
 
 func medianOf[T int | int64 | time.Duration](xs []T) T {
