@@ -18,11 +18,15 @@ build:
 deps:
 	scripts/install-deps.sh
 
-# test is the README's second command: installs what the tests use, then runs every test.
+# test is the README's second command: installs what the tests use, then runs every test,
+# fuzzes each fuzz target briefly (mk/fuzz.mk), and last, alone because it steps the
+# machine's clock, the wall-clock jump test (mk/soak.mk).
 test: deps build
 	$(MAKE) vet
 	$(BIN) check --config agent.toml.example >/dev/null
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory fuzz-short
+	$(MAKE) --no-print-directory test-clock
 
 # demo is the README's first command: a self-contained scenario on loopback.
 demo: build
