@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -19,8 +20,11 @@ import (
 // address. With replies that slow, a probe is in flight a good part of the time, so a
 // clock step lands in the middle of some. The sockets close when the test ends.
 func serveSlowEcho(t testing.TB, n *testnet.Net, site string, hosts int, delay time.Duration) error {
-	if _, err := n.Exec(site, "sysctl", "-q", "-w", "net.ipv4.icmp_echo_ignore_all=1"); err != nil {
-		return err
+	// /proc/sys/net belongs to the network namespace of the thread that opens it.
+	if err := n.Do(site, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/icmp_echo_ignore_all", []byte("1\n"), 0o644)
+	}); err != nil {
+		return fmt.Errorf("turning off the kernel's echo replies in site %q: %w", site, err)
 	}
 	for i := range hosts {
 		addr, err := n.SiteAddr(site, i)
