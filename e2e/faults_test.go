@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"slices"
@@ -219,7 +220,8 @@ func TestFaultTwoViews(t *testing.T) {
 	}
 }
 
-// Flapping: site a is dark for flapDown, then up for flapUp, flapCycles times.
+// Flapping: site a is dark for flapDown, then up for flapUp (plus up to a second),
+// flapCycles times.
 const (
 	flapDown   = 3 * time.Second
 	flapUp     = 3 * time.Second
@@ -234,8 +236,8 @@ const (
 	upWithin = 2 * time.Second
 )
 
-// TestFaultFlappingSite: site a goes dark for 3 s and comes back for 3 s, ten times (a
-// minute). Every dark period must give one lost at the view and every light period an
+// TestFaultFlappingSite: site a goes dark for 3 s and comes back for 3 to 4 s, ten times
+// (a minute). Every dark period must give one lost at the view and every light period an
 // up; a lost may only be announced during a dark period (or within lostLate after its
 // end); site b never changes at all.
 func TestFaultFlappingSite(t *testing.T) {
@@ -261,7 +263,9 @@ func TestFaultFlappingSite(t *testing.T) {
 			t.Fatal(err)
 		}
 		cycles = append(cycles, c)
-		time.Sleep(flapUp)
+		// A random extra fraction of the probe interval, so that the fires land at
+		// different points of the agents' schedules.
+		time.Sleep(flapUp + rand.N(time.Second))
 	}
 	v.client.poll("both sites up after the flapping", changeTimeout, allUpWith(3), nil)
 	time.Sleep(pushInterval)
@@ -323,8 +327,8 @@ func TestFaultFlappingSite(t *testing.T) {
 			}
 		}
 	}
-	fmt.Printf("flapping site a, %v dark / %v up x %d: lost seen %d of %d, up seen %d of %d, false lost (site b) %d\n",
-		flapDown, flapUp, flapCycles, lostSeen, flapCycles, upSeen, flapCycles, falseLost)
+	fmt.Printf("flapping site a, %v dark / %v-%v up x %d: lost seen %d of %d, up seen %d of %d, false lost (site b) %d\n",
+		flapDown, flapUp, flapUp+time.Second, flapCycles, lostSeen, flapCycles, upSeen, flapCycles, falseLost)
 }
 
 // seconds formats a duration as seconds with milliseconds; zero (never seen) as "-".
