@@ -30,9 +30,10 @@ const (
 	// Footprint readings: soakReadings of each figure, soakReadingGap apart, at start and
 	// at end. For goroutines and open files the smallest is compared: probes in flight
 	// (and the push and scrape connections) add to some readings, a leak to every one.
-	// For RSS, the median.
+	// For RSS, the median. The readings span 12 s, longer than an idle probe worker of the
+	// agent lives (10 s), so workers left from a burst of slow probes are gone by the last.
 	soakReadings   = 9
-	soakReadingGap = 300 * time.Millisecond
+	soakReadingGap = 1500 * time.Millisecond
 )
 
 // Growth allowed from start to end, for every process (see TestSoak's comment for why).
