@@ -394,6 +394,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	for {
 		now := a.opts.now()
+		started := false // an async probe was started in this batch
 		for h.Len() > 0 && !(*h)[0].next.After(now) {
 			e := (*h)[0]
 			if e.inFlight {
@@ -403,8 +404,12 @@ func (a *Agent) Run(ctx context.Context) error {
 				e.async.Expire()
 			} else {
 				launch(e, now)
+				started = started || e.async != nil
 			}
 			heap.Fix(h, 0)
+		}
+		if started && a.opts.Env.ICMP != nil {
+			a.opts.Env.ICMP.Poll() // replies already in: see Poll
 		}
 		if h.Len() > 0 && !(*h)[0].next.Equal(armed) {
 			armed = (*h)[0].next

@@ -108,6 +108,23 @@ func NewICMPEngine(mode ICMPMode) (*ICMPEngine, error) {
 	return &ICMPEngine{mode: mode, id: uint16(rand.UintN(1 << 16))}, nil
 }
 
+// Poll reads and matches every reply already queued on the engine's sockets, without
+// waiting, and has the receive goroutine wait for the replies still to come. A scheduler
+// that sent a batch of probes with Start calls it after the batch: see icmpSocket.arm.
+func (e *ICMPEngine) Poll() {
+	e.mu.Lock()
+	socks := [2]*icmpSocket{e.v4, e.v6}
+	e.mu.Unlock()
+	for _, s := range socks {
+		if s != nil {
+			s.drain()
+			if s.awaiting() {
+				s.arm()
+			}
+		}
+	}
+}
+
 // Stats returns the engine's counters so far.
 func (e *ICMPEngine) Stats() ICMPStats {
 	return ICMPStats{
@@ -134,6 +151,7 @@ func (e *ICMPEngine) Close() error {
 		if s == nil {
 			continue
 		}
+		close(s.closing)
 		errs = append(errs, s.conn.Close())
 		<-s.done
 	}
@@ -180,7 +198,10 @@ type icmpSocket struct {
 	conn     net.PacketConn // *net.IPConn (raw) or *net.UDPConn (datagram)
 	raw      syscall.RawConn
 	done     chan struct{} // closed when the receive goroutine ends
-	errBuf   []byte        // datagram mode: the receiver's buffers for the error queue
+	closing  chan struct{} // closed by Close, for a receive goroutine that is not reading
+	armed    chan struct{} // capacity 1: replies are awaited, the receive goroutine should read
+	errMu    sync.Mutex    // guards errBuf and errOOB
+	errBuf   []byte        // datagram mode: buffers for reading the error queue
 	errOOB   []byte
 
 	drainMu sync.Mutex  // one drain at a time; it has buffers of its own
@@ -302,8 +323,9 @@ func listenDatagram(v6 bool) (net.PacketConn, error) {
 func (e *ICMPEngine) newSocket(conn net.PacketConn, v6, datagram bool) (*icmpSocket, error) {
 	s := &icmpSocket{
 		engine: e, ipv6: v6, datagram: datagram, conn: conn,
-		done: make(chan struct{}), waiters: make(map[uint16]*icmpWaiter),
-		seq: uint16(rand.UintN(1 << 16)),
+		done: make(chan struct{}), closing: make(chan struct{}), armed: make(chan struct{}, 1),
+		waiters: make(map[uint16]*icmpWaiter),
+		seq:     uint16(rand.UintN(1 << 16)),
 	}
 	if err := s.setup(); err != nil {
 		conn.Close()
@@ -433,26 +455,56 @@ func (s *icmpSocket) receive() {
 	r := &icmpReader{buf: make([]byte, 1<<16), oob: make([]byte, 128)}
 	r.fn = r.read
 	for {
-		err := s.raw.Read(r.fn)
-		if err == nil && r.errno != 0 {
-			err = os.NewSyscallError("recvmsg", r.errno)
+		select {
+		case <-s.armed:
+		case <-s.closing:
+			return
 		}
-		now := time.Now()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+		for s.awaiting() {
+			err := s.raw.Read(r.fn)
+			if err == nil && r.errno != 0 {
+				err = os.NewSyscallError("recvmsg", r.errno)
 			}
-			// A ping socket reports a queued ICMP error as a failed read.
-			if s.datagram && s.drainErrorQueue() > 0 {
+			now := time.Now()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				// A ping socket reports a queued ICMP error as a failed read.
+				if s.datagram && s.drainErrorQueue() > 0 {
+					continue
+				}
+				s.engine.stats.receiveErrors.Add(1)
+				// A persistent error must not spin the CPU.
+				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			s.engine.stats.receiveErrors.Add(1)
-			// A persistent error must not spin the CPU.
-			time.Sleep(10 * time.Millisecond)
-			continue
+			s.handleRead(r, now)
 		}
-		s.handleRead(r, now)
 	}
+}
+
+// arm wakes the receive goroutine to read until no probe awaits a reply.
+//
+// The receive goroutine reads only while armed. Probe arms it at once. Start does not:
+// a scheduler that sends a batch then calls Poll, which reads the replies already there
+// (from nearby hosts, loopback always, they are there before sendto returns) and arms
+// the receiver only for those still to come. Were it always reading, every reply would
+// wake it, and through the result it hands over the scheduler too, only to find the
+// replies already taken. Expire reads what is queued before it gives up, so a probe is
+// never failed for a reply that the kernel holds.
+func (s *icmpSocket) arm() {
+	select {
+	case s.armed <- struct{}{}:
+	default:
+	}
+}
+
+// awaiting reports whether some probe waits for a reply on this socket.
+func (s *icmpSocket) awaiting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiters) > 0
 }
 
 // handleRead matches one message read into r, stamped by the kernel if it can be.
@@ -469,8 +521,8 @@ func (s *icmpSocket) handleRead(r *icmpReader, now time.Time) {
 // but the receive goroutine has not been scheduled to read yet (a busy host, one
 // processor) is an answer, not a timeout, and its kernel timestamp keeps its RTT true.
 // It reads through Control, not Read: the receive goroutine holds the read lock while
-// it waits for data. An error (a ping socket's queued ICMP error) ends the drain and is
-// left to the receive goroutine, which the same error wakes.
+// it waits for data. A failed read on a ping socket means a queued ICMP error, which is
+// read from the error queue here too (drainErrorQueue).
 func (s *icmpSocket) drain() {
 	s.drainMu.Lock()
 	defer s.drainMu.Unlock()
@@ -478,14 +530,19 @@ func (s *icmpSocket) drain() {
 		s.drainer = &icmpReader{buf: make([]byte, 1<<16), oob: make([]byte, 128)}
 	}
 	r := s.drainer
-	s.raw.Control(func(fd uintptr) {
-		for {
-			if r.n, r.oobn, r.errno = recvmsg(fd, r.buf, r.oob, &r.from, unix.MSG_DONTWAIT); r.errno != 0 {
-				return
+	for {
+		s.raw.Control(func(fd uintptr) {
+			for {
+				if r.n, r.oobn, r.errno = recvmsg(fd, r.buf, r.oob, &r.from, unix.MSG_DONTWAIT); r.errno != 0 {
+					return
+				}
+				s.handleRead(r, time.Now())
 			}
-			s.handleRead(r, time.Now())
+		})
+		if r.errno == unix.EAGAIN || !s.datagram || s.drainErrorQueue() == 0 {
+			return
 		}
-	})
+	}
 }
 
 // icmpReader holds the receive goroutine's buffers and its read callback, made once so
@@ -591,15 +648,19 @@ func (s *icmpSocket) handleUnreachable(b []byte, received time.Time) {
 // drainErrorQueue reads every queued ICMP error of a ping socket and returns how many
 // there were. Each holds our echo's header as data, the echo's destination as source
 // address and a sock_extended_err saying what happened.
+//
+// It reads through Control, never waiting (an empty queue ends the loop), so the
+// receive goroutine and drain may both call it; errMu guards the buffers.
 func (s *icmpSocket) drainErrorQueue() int {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
 	count := 0
 	for {
 		var n, oobn int
 		var from unix.Sockaddr
 		var readErr error
-		err := s.raw.Read(func(fd uintptr) bool {
+		err := s.raw.Control(func(fd uintptr) {
 			n, oobn, _, from, readErr = unix.Recvmsg(int(fd), s.errBuf, s.errOOB, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
-			return true // never wait: an empty queue ends the loop
 		})
 		if err != nil || readErr != nil {
 			return count
@@ -764,6 +825,7 @@ func (p *icmpProber) Probe(ctx context.Context) Result {
 	if r, ok := p.send(ip); !ok {
 		return r
 	}
+	p.dstSock.arm()
 	select {
 	case r := <-w.reply:
 		return icmpResult(w.sent, r)
@@ -777,8 +839,9 @@ func (p *icmpProber) Probe(ctx context.Context) Result {
 	}
 }
 
-// Start sends one echo request and returns at once: the engine's receive goroutine
-// calls done with the result when the reply comes, or Expire does when it does not.
+// Start sends one echo request and returns at once: done is called with the result when
+// the reply is read (by Poll, which the caller calls after a batch of Starts, or by the
+// receive goroutine that Poll arms), or by Expire when none came.
 // This is what lets an agent run a thousand ICMP probes a second without a goroutine
 // or a timer per probe. A host name needs a lookup that may block, so for one Start
 // returns false and the caller runs Probe instead.
