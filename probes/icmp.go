@@ -735,17 +735,24 @@ func (s *icmpSocket) deliver(id, seq uint16, from netip.Addr, token uint64, chec
 	delete(s.waiters, seq)
 	s.mu.Unlock()
 	st.matched.Add(1)
-	rtt := received.Sub(w.sent)
-	if rtt < 0 {
-		// The kernel stamp is wall-clock time; after a clock step fall back to the
-		// monotonic clock read now.
-		rtt = time.Since(w.sent)
-	}
+	rtt := icmpRTT(w.sent, received, time.Since(w.sent))
 	if w.done != nil {
 		w.done(icmpResult(w.sent, icmpReply{rtt: rtt, unreachable: unreachable}))
 		return
 	}
 	w.reply <- icmpReply{rtt: rtt, unreachable: unreachable}
+}
+
+// icmpRTT is the round trip from sent (with its monotonic reading) to received (a kernel
+// timestamp: wall-clock time only). The kernel's stamp is the more exact, but a step of
+// the wall clock between the two falsifies it, so it must lie between zero and elapsed,
+// the monotonic time from sending to now, which the reply cannot have taken longer than;
+// outside that, elapsed is the answer.
+func icmpRTT(sent, received time.Time, elapsed time.Duration) time.Duration {
+	if rtt := received.Sub(sent); rtt >= 0 && rtt <= elapsed {
+		return rtt
+	}
+	return elapsed
 }
 
 // icmpProber probes one ICMPSpec through the shared engine.

@@ -623,3 +623,26 @@ func TestICMPStartExpireRace(t *testing.T) {
 		t.Error("Start accepted a host name")
 	}
 }
+
+// TestICMPRTTClockStep: the kernel's receive stamp is wall-clock time, so a step of the
+// wall clock between send and receive must not become the RTT; the monotonic time since
+// sending bounds it.
+func TestICMPRTTClockStep(t *testing.T) {
+	sent := time.Now() // with a monotonic reading
+	wall := sent.Round(0)
+	for _, tc := range []struct {
+		name     string
+		received time.Time
+		elapsed  time.Duration
+		want     time.Duration
+	}{
+		{"no step", wall.Add(300 * time.Microsecond), time.Millisecond, 300 * time.Microsecond},
+		{"clock stepped an hour forwards", wall.Add(time.Hour + 300*time.Millisecond), 310 * time.Millisecond, 310 * time.Millisecond},
+		{"clock stepped an hour backwards", wall.Add(-time.Hour + 300*time.Millisecond), 310 * time.Millisecond, 310 * time.Millisecond},
+		{"stamp equals elapsed", wall.Add(5 * time.Millisecond), 5 * time.Millisecond, 5 * time.Millisecond},
+	} {
+		if got := icmpRTT(sent, tc.received, tc.elapsed); got != tc.want {
+			t.Errorf("%s: rtt %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
