@@ -260,17 +260,28 @@ func TestSoak(t *testing.T) {
 	fmt.Fprintf(w, "allowed growth: +%d goroutines, +%d open files, RSS +max(%d MiB, %.0f%%)\n",
 		soakGoroutineSlack, soakFDSlack, soakRSSSlackKiB>>10, soakRSSSlackRatio*100)
 
-	for _, p := range procs {
-		if p.end.goroutines > p.start.goroutines+soakGoroutineSlack {
-			t.Errorf("%s: goroutines grew from %d to %d", p.name, p.start.goroutines, p.end.goroutines)
+	// Growth, one subtest per figure so that a failure names what grew.
+	t.Run("GoroutinesDoNotGrow", func(t *testing.T) {
+		for _, p := range procs {
+			if p.end.goroutines > p.start.goroutines+soakGoroutineSlack {
+				t.Errorf("%s: goroutines grew from %d to %d (allowed +%d)", p.name, p.start.goroutines, p.end.goroutines, soakGoroutineSlack)
+			}
 		}
-		if p.end.fds > p.start.fds+soakFDSlack {
-			t.Errorf("%s: open files grew from %d to %d", p.name, p.start.fds, p.end.fds)
+	})
+	t.Run("OpenFilesDoNotGrow", func(t *testing.T) {
+		for _, p := range procs {
+			if p.end.fds > p.start.fds+soakFDSlack {
+				t.Errorf("%s: open files grew from %d to %d (allowed +%d)", p.name, p.start.fds, p.end.fds, soakFDSlack)
+			}
 		}
-		if limit := p.start.rssKiB + max(soakRSSSlackKiB, int64(float64(p.start.rssKiB)*soakRSSSlackRatio)); p.end.rssKiB > limit {
-			t.Errorf("%s: RSS grew from %d KiB to %d KiB (limit %d KiB)", p.name, p.start.rssKiB, p.end.rssKiB, limit)
+	})
+	t.Run("RSSDoesNotGrow", func(t *testing.T) {
+		for _, p := range procs {
+			if limit := p.start.rssKiB + max(soakRSSSlackKiB, int64(float64(p.start.rssKiB)*soakRSSSlackRatio)); p.end.rssKiB > limit {
+				t.Errorf("%s: RSS grew from %d KiB to %d KiB (limit %d KiB)", p.name, p.start.rssKiB, p.end.rssKiB, limit)
+			}
 		}
-	}
+	})
 }
 
 // readFootprint takes soakReadings readings of a process.
