@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -471,46 +472,84 @@ func (a *Agent) Run(ctx context.Context) error {
 // workers run blocking probes (DNS, HTTP, TCP) on goroutines that outlive one probe. A
 // new goroutine per probe starts with a small stack and grows it again through the
 // dialer, net/http and TLS on every probe: at 750 blocking probes a second that copying
-// was about 7% of the agent's CPU. A probe goes to an idle worker if there is one, else
-// to a new one; a worker idle for workerIdle ends, so a burst (a dark site's probes all
-// waiting out their timeouts) leaves no crowd of goroutines behind.
+// was about 7% of the agent's CPU. A probe goes to the worker that became idle last, or
+// to a new one if none is idle. Last in, first out, so that under a steady load the same
+// few workers stay busy and the rest of a burst's crowd (a dark site's probes all
+// waiting out their timeouts) stays idle and ends after workerIdle.
 type workers struct {
-	jobs chan func() // unbuffered: a send succeeds only when a worker is idle
-	quit chan struct{}
+	mu     sync.Mutex
+	idle   []*worker // a stack: the most recently idle on top
+	closed bool
+}
+
+type worker struct {
+	jobs chan func() // capacity 1
 }
 
 const workerIdle = 10 * time.Second
 
-func newWorkers() *workers {
-	return &workers{jobs: make(chan func()), quit: make(chan struct{})}
-}
+func newWorkers() *workers { return &workers{} }
 
-func (w *workers) run(job func()) {
-	select {
-	case w.jobs <- job:
-	default:
-		go w.work(job)
+func (ws *workers) run(job func()) {
+	ws.mu.Lock()
+	if n := len(ws.idle); n > 0 {
+		w := ws.idle[n-1]
+		ws.idle = ws.idle[:n-1]
+		ws.mu.Unlock()
+		w.jobs <- job
+		return
 	}
+	ws.mu.Unlock()
+	go ws.work(&worker{jobs: make(chan func(), 1)}, job)
 }
 
-func (w *workers) work(job func()) {
+func (ws *workers) work(w *worker, job func()) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
 		job()
-		idle.Reset(workerIdle)
-		select {
-		case job = <-w.jobs:
-		case <-idle.C:
+		ws.mu.Lock()
+		if ws.closed {
+			ws.mu.Unlock()
 			return
-		case <-w.quit:
+		}
+		ws.idle = append(ws.idle, w)
+		ws.mu.Unlock()
+		idle.Reset(workerIdle)
+		var ok bool
+		select {
+		case job, ok = <-w.jobs:
+			if !ok {
+				return // stopped
+			}
+			continue
+		case <-idle.C:
+		}
+		ws.mu.Lock()
+		if i := slices.Index(ws.idle, w); i >= 0 {
+			ws.idle = slices.Delete(ws.idle, i, i+1)
+			ws.mu.Unlock()
+			return
+		}
+		// run took this worker off the stack just now: its job is on the way (or stop
+		// closed the channel).
+		ws.mu.Unlock()
+		if job, ok = <-w.jobs; !ok {
 			return
 		}
 	}
 }
 
 // stop ends the idle workers; busy ones end after their probe.
-func (w *workers) stop() { close(w.quit) }
+func (ws *workers) stop() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	ws.closed = true
+	for _, w := range ws.idle {
+		close(w.jobs)
+	}
+	ws.idle = nil
+}
 
 // finish applies a probe result and reschedules: a suspect target is re-probed after
 // the confirm interval, and the targets the state machine names are probed at once.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -262,5 +263,54 @@ name = "c"
 	ev.mu.Unlock()
 	if before == 0 || after != before {
 		t.Errorf("probes of removed target %s: %d before, %d after the reload; want >0 and unchanged", key, before, after)
+	}
+}
+
+// TestWorkersLastInFirstOut: after a burst, a steady trickle of probes keeps reusing the
+// worker that became idle last, so the rest of the burst's workers idle out instead of
+// taking turns and living on; stop ends the idle ones.
+func TestWorkersLastInFirstOut(t *testing.T) {
+	ws := newWorkers()
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range 20 { // a burst: 20 probes in flight at once
+		wg.Add(1)
+		ws.run(func() { <-release; wg.Done() })
+	}
+	close(release)
+	wg.Wait()
+	waitIdle := func(n int) {
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			ws.mu.Lock()
+			got := len(ws.idle)
+			ws.mu.Unlock()
+			if got == n {
+				return
+			}
+		}
+		t.Fatalf("workers did not all become idle (want %d)", n)
+	}
+	waitIdle(20)
+	ws.mu.Lock()
+	before := slices.Clone(ws.idle)
+	ws.mu.Unlock()
+	for range 200 { // then one at a time
+		done := make(chan struct{})
+		ws.run(func() { close(done) })
+		<-done
+	}
+	waitIdle(20)
+	// The trickle went to the top worker alone: the other 19 are where the burst left
+	// them, at the bottom of the stack, the first to idle out.
+	ws.mu.Lock()
+	if !slices.Equal(ws.idle[:19], before[:19]) {
+		t.Errorf("the trickle of probes went to workers below the top of the stack")
+	}
+	ws.mu.Unlock()
+	ws.stop()
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if len(ws.idle) != 0 || !ws.closed {
+		t.Fatalf("after stop: %d idle, closed %v", len(ws.idle), ws.closed)
 	}
 }
