@@ -127,27 +127,7 @@ func startDNSPair(t testing.TB, zone dns.Handler) string {
 // rawUDP answers every datagram with reply(query), for servers that misbehave.
 func rawUDP(t testing.TB, reply func(query []byte) []byte) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(reply(buf[:n]), from)
-		}
-	}()
-	t.Cleanup(func() {
-		pc.Close()
-		<-done
-	})
-	return pc.LocalAddr().String()
+	return rawUDPConn(t, func(pc net.PacketConn, from net.Addr, q []byte) { pc.WriteTo(reply(q), from) })
 }
 
 // rawTCP answers each length-prefixed DNS query on a connection with reply(query).
