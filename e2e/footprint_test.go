@@ -279,14 +279,15 @@ func fpStart(e *fpEnv, name string, args ...string) (*fpProc, error) {
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	exited, err := startPinned(cmd)
+	if err != nil {
 		log.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &fpProc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
-		cmd.Wait()
+		<-exited
 		log.Close()
 		close(p.done)
 	}()

@@ -70,19 +70,19 @@ func TestFpingLoopback(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), fpingTimeout)
 	defer cancel()
 	agent := exec.Command(binary, "agent", "--config", conf)
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
 	agent.Stderr = &stderr
 	out, err := agent.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := agent.Start(); err != nil {
+	exited, err := startPinned(agent)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		agent.Process.Signal(syscall.SIGTERM)
-		agent.Wait()
+		<-exited
 	})
 	lines := make(chan string)
 	go func() {
