@@ -2,7 +2,6 @@ package view
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,24 +68,12 @@ func TestServeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- New(cfg, Options{}).Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	addr := strings.TrimPrefix(serveView(t, cfg, Options{}), "http://")
 
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	base := "https://" + ln.Addr().String()
+	base := "https://" + addr
 	body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}})
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(body))
 	req.Header.Set("Content-Encoding", "snappy")
@@ -105,7 +93,7 @@ func TestServeTLS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
 		t.Errorf("sites over TLS: %d (TLS %v), want 200 over TLS", resp.StatusCode, resp.TLS != nil)
 	}
-	plain, err := http.Get("http://" + ln.Addr().String() + "/api/v1/sites")
+	plain, err := http.Get("http://" + addr + "/api/v1/sites")
 	if err == nil {
 		plain.Body.Close()
 		if plain.StatusCode == http.StatusOK {
@@ -133,19 +121,7 @@ func TestServeMutualTLS(t *testing.T) {
 	if err := cfg.CheckExposure("0.0.0.0:9470"); err != nil {
 		t.Errorf("mutual TLS not taken for authentication: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- New(cfg, Options{}).Serve(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	addr := strings.TrimPrefix(serveView(t, cfg, Options{}), "http://")
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
@@ -155,7 +131,7 @@ func TestServeMutualTLS(t *testing.T) {
 	body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}})
 	push := func(certs []tls.Certificate) (int, error) {
 		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
-		req, _ := http.NewRequest(http.MethodPost, "https://"+ln.Addr().String()+"/api/v1/write", bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/api/v1/write", bytes.NewReader(body))
 		req.Header.Set("Content-Encoding", "snappy")
 		resp, err := client.Do(req)
 		if err != nil {
