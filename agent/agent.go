@@ -12,8 +12,9 @@
 // that slot. ICMP probes (probes.AsyncProber) start without a goroutine: the Run
 // goroutine writes the echo request, the engine's receive goroutine completes it, and
 // the entry's deadline waits in the same timing heap, so no timer is armed per probe.
-// Other kinds run in a goroutine for exactly as long as the probe lasts. Finished
-// probes queue under a lock and wake the Run goroutine once for however many arrived.
+// Other kinds block, so they run on workers (see workers) for as long as the probe
+// lasts. Finished probes queue under a lock and wake the Run goroutine once for however
+// many arrived.
 package agent
 
 import (
