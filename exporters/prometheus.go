@@ -13,11 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/edgeprobe/edgeprobe/agent"
-	"github.com/edgeprobe/edgeprobe/probes"
 )
 
 var _ agent.Sink = (*Prometheus)(nil)
@@ -32,7 +30,7 @@ const (
 // probeDurationBuckets span a LAN round trip (tens of microseconds on a switch) to a slow
 // WAN HTTP probe near the longest timeout (seconds), roughly 2.5x apart so that both a
 // 0.3 ms LAN and a 180 ms intercontinental RTT land in a bucket narrow enough to alert on.
-var probeDurationBuckets = []float64{
+var probeDurationBuckets = [nBuckets]float64{
 	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 	0.1, 0.25, 0.5, 1, 2.5, 5,
 }
@@ -46,8 +44,6 @@ type Prometheus struct {
 	state      *promState
 	registry   *prometheus.Registry
 	registerer prometheus.Registerer // adds agent and the agent labels
-	duration   *prometheus.HistogramVec
-	failures   *prometheus.CounterVec
 	listener   net.Listener
 	server     *http.Server
 }
@@ -84,16 +80,9 @@ func NewPrometheus(cfg agent.PrometheusConfig, agentName string, labels map[stri
 		logger:   logger,
 		state:    newPromState(),
 		registry: prometheus.NewRegistry(),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "probe_duration_seconds",
-			Help:    "Round-trip time of successful probes.",
-			Buckets: probeDurationBuckets,
-		}, []string{"site", "target", "kind"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgeprobe_probe_failures_total",
-			Help: "Failed probes by reason.",
-		}, []string{"site", "target", "kind", "reason"}),
 	}
+	// The per-target families are written by servePage from p.state (see prompage.go).
+	p.state.pageLabels = newPageLabels(agentName, extra)
 	p.registerer = prometheus.WrapRegistererWith(constLabels, p.registry)
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "edgeprobe_build_info",
@@ -102,7 +91,7 @@ func NewPrometheus(cfg agent.PrometheusConfig, agentName string, labels map[stri
 	})
 	buildInfo.Set(1)
 	for _, c := range []prometheus.Collector{
-		p.duration, p.failures, buildInfo, &stateCollector{state: p.state},
+		buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := p.registerer.Register(c); err != nil {
@@ -111,7 +100,7 @@ func NewPrometheus(cfg agent.PrometheusConfig, agentName string, labels map[stri
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(cfg.Path, promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc(cfg.Path, p.servePage)
 	if cfg.Path != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "edgeprobe",
@@ -146,55 +135,15 @@ func (p *Prometheus) Register(c prometheus.Collector) error {
 	return p.registerer.Register(c)
 }
 
-// targetMetrics are one target's metric handles, looked up once when the target is first
-// seen: WithLabelValues hashes the label values on every call, which at 1000 probes a
-// second was most of Handle's cost. They live in the target's promTargetState.
-type targetMetrics struct {
-	kind     probes.Kind
-	duration prometheus.Observer
-	timeouts prometheus.Counter // failures with reason timeout; other reasons on their first failure
-}
-
-// Handle records an event. It only updates in-memory metrics and never blocks on I/O; a
+// Handle records an event. It only updates in-memory state and never blocks on I/O: a
 // probe result costs one uncontended lock and one map lookup, and allocates nothing.
+// promState.apply counts it in the target's histogram and failure counters (a target's
+// histogram and its timeout counter exist at 0 from its first event, so that rate() sees
+// the first probe and the first timeout; other reasons appear on their first failure,
+// since one series per reason and target was 12 of 34 series per target). A target whose
+// kind changes (a reload) gets new series; the old ones stay, as they always did.
 func (p *Prometheus) Handle(ev agent.Event) {
-	_, t := p.state.apply(ev)
-	if t == nil {
-		return
-	}
-	m := t.prom.Load()
-	if m == nil || (ev.Kind != "" && ev.Kind != m.kind) {
-		m = p.newTargetMetrics(ev.Site, ev.Target, ev.Kind)
-		t.prom.Store(m)
-	}
-	if ev.Type != agent.EventProbe {
-		return
-	}
-	if ev.Result.OK {
-		m.duration.Observe(ev.Result.RTT.Seconds())
-		return
-	}
-	if ev.Result.Reason == probes.ReasonTimeout {
-		m.timeouts.Inc()
-		return
-	}
-	p.failures.WithLabelValues(ev.Site, ev.Target, string(m.kind), string(ev.Result.Reason)).Inc()
-}
-
-// newTargetMetrics creates a target's series at zero, so that rate() sees the first
-// probe and the first timeout, and returns their handles. Of the failure reasons only
-// timeout (what a dark site gives) is created up front: one series per reason and
-// target was 12 of the 34 series per target, and /metrics at 1000 targets was 3.4 MB to
-// build every scrape. Other reasons appear on their first failure. Two concurrent first events of one target
-// may both get here; WithLabelValues returns the same series to both. A target whose kind
-// changes (a reload) gets new series; the old ones stay, as they always did.
-func (p *Prometheus) newTargetMetrics(site, target string, kind probes.Kind) *targetMetrics {
-	m := &targetMetrics{
-		kind:     kind,
-		duration: p.duration.WithLabelValues(site, target, string(kind)),
-		timeouts: p.failures.WithLabelValues(site, target, string(kind), string(probes.ReasonTimeout)),
-	}
-	return m
+	p.state.apply(ev)
 }
 
 // Run serves /metrics until ctx is done, then shuts the server down gracefully.
@@ -246,46 +195,4 @@ func buildVersion() string {
 		return info.Main.Version
 	}
 	return "unknown"
-}
-
-// stateCollector turns the shared promState into gauges at scrape time, so a scrape sees
-// exactly the state a remote_write push would carry.
-type stateCollector struct{ state *promState }
-
-var stateDescs = map[string]*prometheus.Desc{
-	"edgeprobe_agent_isolated": prometheus.NewDesc("edgeprobe_agent_isolated",
-		"1 when the agent's self-check says its own uplink is the likely cause of failures.", nil, nil),
-	"edgeprobe_site_state": prometheus.NewDesc("edgeprobe_site_state",
-		"State set of each site as this agent sees it: 1 for the current state.", []string{"site", "state"}, nil),
-	"edgeprobe_site_state_change_timestamp_seconds": prometheus.NewDesc("edgeprobe_site_state_change_timestamp_seconds",
-		"Unix time when the site entered its current state.", []string{"site"}, nil),
-	"edgeprobe_site_detect_seconds": prometheus.NewDesc("edgeprobe_site_detect_seconds",
-		"Time from the first failed (or, on recovery, successful) probe to the last site change.", []string{"site"}, nil),
-	"edgeprobe_target_up": prometheus.NewDesc("edgeprobe_target_up",
-		"1 when the target is up or suspect, 0 when down.", []string{"site", "target", "kind"}, nil),
-	"probe_success": prometheus.NewDesc("probe_success",
-		"1 when the last probe succeeded.", []string{"site", "target", "kind"}, nil),
-	"probe_http_duration_seconds": prometheus.NewDesc("probe_http_duration_seconds",
-		"Phases of the last HTTP probe, as blackbox_exporter names them.", []string{"site", "target", "kind", "phase"}, nil),
-}
-
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range stateDescs {
-		ch <- d
-	}
-}
-
-func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range append(c.state.series(0), c.state.httpPhases()...) {
-		desc, ok := stateDescs[s.name]
-		if !ok {
-			// probe_duration_seconds is the histogram here, not the last value.
-			continue
-		}
-		values := make([]string, len(s.labels))
-		for i, l := range s.labels {
-			values[i] = l.value
-		}
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.value, values...)
-	}
 }

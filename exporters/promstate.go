@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/agent"
@@ -54,11 +53,13 @@ type promSeries struct {
 }
 
 type promSiteState struct {
-	name   string
-	enc    *siteLabels // remote_write's encoded label sets, built on its first snapshot
-	state  string
-	since  time.Time // zero until the first EventSite
-	detect time.Duration
+	name string
+	enc  *siteLabels // remote_write's encoded label sets, built on its first snapshot
+	// /metrics' rendered labels (agent, agent labels, site), made with the site.
+	pageBlock *labelBlock
+	state     string
+	since     time.Time // zero until the first EventSite
+	detect    time.Duration
 }
 
 type promTargetKey struct{ site, target string }
@@ -71,9 +72,12 @@ func (k promTargetKey) less(o promTargetKey) bool {
 }
 
 type promTargetState struct {
-	key    promTargetKey
-	enc    *targetLabels                 // remote_write's encoded label sets, rebuilt when kind changes
-	prom   atomic.Pointer[targetMetrics] // the /metrics exporter's handles
+	key promTargetKey
+	enc *targetLabels // remote_write's encoded label sets, rebuilt when kind changes
+	// /metrics' histogram and failure counters: cur is the set of the current kind, sets
+	// every kind seen (sorted by kind). Only the Prometheus exporter's state has them.
+	cur    *promSeriesSet
+	sets   []*promSeriesSet
 	kind   probes.Kind
 	state  string // agent.Target* name
 	probed bool   // a probe result has been seen
@@ -94,6 +98,9 @@ type promState struct {
 	// as they appear so that a snapshot or scrape sorts nothing.
 	siteList   []*promSiteState
 	targetList []*promTargetState
+	// pageLabels is set for the /metrics exporter: apply then also counts each probe
+	// result in the target's promSeriesSet and renders label blocks as series appear.
+	pageLabels *pageLabels
 }
 
 func newPromState() *promState {
@@ -131,6 +138,14 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 	if ev.Kind != "" {
 		t.kind = ev.Kind
 	}
+	if s.pageLabels != nil {
+		if t.cur == nil || ev.Kind != "" && ev.Kind != t.cur.kind {
+			t.cur = t.seriesSet(ev.Kind, s.pageLabels)
+		}
+		if ev.Type == agent.EventProbe {
+			t.cur.observe(ev.Result)
+		}
+	}
 	switch ev.Type {
 	case agent.EventTarget:
 		t.state = ev.To
@@ -146,6 +161,9 @@ func (s *promState) site(name string) *promSiteState {
 	site := s.sites[name]
 	if site == nil {
 		site = &promSiteState{name: name, state: agent.SiteUnknown}
+		if s.pageLabels != nil {
+			site.pageBlock = s.pageLabels.block([]labelPair{{"site", name}}, "state")
+		}
 		s.sites[name] = site
 		i := sort.Search(len(s.siteList), func(i int) bool { return s.siteList[i].name >= name })
 		s.siteList = slices.Insert(s.siteList, i, site)
