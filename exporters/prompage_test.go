@@ -514,3 +514,35 @@ func TestPrometheusScrapeAllocs(t *testing.T) {
 		t.Errorf("a scrape of 2000 targets allocates %v times, of 100 targets %v: it grows with the series", large, small)
 	}
 }
+
+// TestPrometheusPageInvalidUTF8: a name that is not UTF-8 (client_golang panicked on it)
+// is written with U+FFFD, and the page still parses and lints.
+func TestPrometheusPageInvalidUTF8(t *testing.T) {
+	p := startPrometheus(t, agent.PrometheusConfig{})
+	p.Handle(agent.Event{Type: agent.EventProbe, Time: time.Now(), Agent: "edge1", Site: "s\xff", Target: "t\xc3",
+		Kind: probes.KindICMP, Result: probes.Result{OK: true, RTT: time.Millisecond}})
+	body := scrape(t, http.DefaultClient, "http://"+p.Addr()+"/metrics")
+	m := findMetric(t, parsePage(t, "/metrics", body), famSuccess, map[string]string{"site": "s\uFFFD", "target": "t\uFFFD"})
+	if metricValue(m) != 1 {
+		t.Errorf("probe_success = %v, want 1", metricValue(m))
+	}
+	promtoolCheckMetrics(t, body)
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for header, want := range map[string]bool{
+		"":                       false,
+		"gzip":                   true,
+		"GZIP":                   true,
+		"identity":               false,
+		"br, gzip;q=0.5":         true,
+		"gzip;q=0, identity":     false,
+		"gzip; q=0.0":            false,
+		"deflate , gzip ;q=1.0 ": true,
+		"x-gzip":                 false,
+	} {
+		if got := acceptsGzip(header); got != want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
