@@ -8,8 +8,8 @@
 // What a thousand probes a second cost is mostly the Go scheduler waking threads, not
 // the probes: a goroutine, a timer and two channel hand-offs per probe each wake a thread
 // through a futex or the poller's eventfd. So the scheduler works in batches. Probe slots
-// sit on a grid of schedulerTick, and one wake-up of the timer starts every probe due at
-// that slot. ICMP probes (probes.AsyncProber) start without a goroutine: the Run
+// sit on a grid of schedulerTick, and one wake-up of the timer (a timerfd: see
+// wakeTimer) starts every probe due at that slot. ICMP probes (probes.AsyncProber) start without a goroutine: the Run
 // goroutine writes the echo request, the engine's receive goroutine completes it, and
 // the entry's deadline waits in the same timing heap, so no timer is armed per probe.
 // Other kinds block, so they run on workers (see workers) for as long as the probe
@@ -44,7 +44,7 @@ type Options struct {
 // Agent probes the configured targets until its context ends.
 type Agent struct {
 	opts     Options
-	results  *resultQueue
+	results  *wakeQueue
 	reloads  chan reload
 	done     chan struct{} // closed when Run returns
 	ownEnv   bool
@@ -89,7 +89,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	a := &Agent{opts: opts, results: newResultQueue(), reloads: make(chan reload), done: make(chan struct{})}
+	a := &Agent{opts: opts, results: newWakeQueue(), reloads: make(chan reload, 1), done: make(chan struct{})}
 	if a.opts.Env == nil {
 		env, err := newEnv(cfg)
 		if err != nil {
@@ -298,9 +298,15 @@ func (a *Agent) Reload(cfg *Config) error {
 	r := reload{cfg: cfg, reply: make(chan error, 1)}
 	select {
 	case a.reloads <- r:
-		return <-r.reply
+		a.results.wake()
 	case <-a.done:
 		return errors.New("reload: the agent is not running")
+	}
+	select {
+	case err := <-r.reply:
+		return err
+	case <-a.done:
+		return errors.New("reload: the agent stopped")
 	}
 }
 
@@ -326,36 +332,6 @@ type result struct {
 	r probes.Result
 }
 
-// resultQueue carries finished probes to the Run goroutine. A producer (a probe's
-// goroutine, the ICMP engine's receiver, or Run itself) never blocks: it appends under
-// a lock and wakes the Run goroutine only if it is not already due to look.
-type resultQueue struct {
-	mu    sync.Mutex
-	items []result
-	ready chan struct{} // capacity 1: "there is something to take"
-}
-
-func newResultQueue() *resultQueue { return &resultQueue{ready: make(chan struct{}, 1)} }
-
-func (q *resultQueue) put(r result) {
-	q.mu.Lock()
-	q.items = append(q.items, r)
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-}
-
-// take returns every queued result, handing the queue the spare slice to fill next.
-func (q *resultQueue) take(spare []result) []result {
-	q.mu.Lock()
-	out := q.items
-	q.items = spare[:0]
-	q.mu.Unlock()
-	return out
-}
-
 // Run probes until ctx ends, then ends the probes in flight (async ones expire at once,
 // the others see their context cancelled), waits for their results and closes every
 // prober.
@@ -369,9 +345,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	inFlight := 0
 	probeCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var armed time.Time // what the timer is set for; zero once it fired
+	if err := a.results.open(); err != nil {
+		return fmt.Errorf("agent: scheduler timer: %w", err)
+	}
+	defer a.results.close()
+	stopWake := context.AfterFunc(ctx, a.results.wake)
+	defer stopWake()
+	var armed time.Time // what the timer is set for; zero once it may have fired
 	var batch []result
 	pool := newWorkers()
 	defer pool.stop()
@@ -417,9 +397,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		if started && a.opts.Env.ICMP != nil {
 			a.opts.Env.ICMP.Poll() // replies already in: see Poll
 		}
-		if h.Len() > 0 && !(*h)[0].next.Equal(armed) {
-			armed = (*h)[0].next
-			timer.Reset(armed.Sub(now))
+		next := never
+		if h.Len() > 0 {
+			next = (*h)[0].next
+		}
+		if !next.Equal(armed) {
+			armed = next
+			a.results.arm(next.Sub(now))
+		}
+		waited, err := a.results.sleep()
+		if err != nil {
+			cancel()
+			return fmt.Errorf("agent: scheduler timer: %w", err)
+		}
+		if waited {
+			armed = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
@@ -429,8 +421,8 @@ func (a *Agent) Run(ctx context.Context) error {
 					e.async.Expire()
 				}
 			}
+			a.results.arm(never.Sub(now))
 			for inFlight > 0 {
-				<-a.results.ready
 				batch = a.results.take(batch)
 				for _, res := range batch {
 					inFlight--
@@ -438,16 +430,23 @@ func (a *Agent) Run(ctx context.Context) error {
 						closeProber(res.e.prober)
 					}
 				}
+				if inFlight > 0 {
+					if _, err := a.results.sleep(); err != nil {
+						break
+					}
+				}
 			}
 			closeProbers(s.entries)
 			a.closeEnv()
 			return nil
-		case <-a.results.ready:
-			batch = a.results.take(batch)
-			for _, res := range batch {
-				inFlight--
-				a.finish(s, h, res)
-			}
+		default:
+		}
+		batch = a.results.take(batch)
+		for _, res := range batch {
+			inFlight--
+			a.finish(s, h, res)
+		}
+		select {
 		case r := <-a.reloads:
 			ns, err := a.apply(r.cfg)
 			if err == nil {
@@ -468,8 +467,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				s.machine.evaluate(a.opts.now())
 			}
 			r.reply <- err
-		case <-timer.C:
-			armed = time.Time{}
+		default:
 		}
 	}
 }
