@@ -340,7 +340,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	s := a.schedule
 	h := &timingHeap{}
 	for _, e := range s.entries {
-		heap.Push(h, e)
+		h.push(e)
 	}
 	inFlight := 0
 	probeCtx, cancel := context.WithCancel(context.Background())
@@ -381,8 +381,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		now := a.opts.now()
 		started := false // an async probe was started in this batch
-		for h.Len() > 0 && !(*h)[0].next.After(now) {
-			e := (*h)[0]
+		for due := heapKey(now); h.Len() > 0 && (*h)[0].at <= due; {
+			e := (*h)[0].e
 			if e.inFlight {
 				// An async probe's deadline: its timeout (or its reply, if that won the
 				// race) arrives through the result queue.
@@ -392,14 +392,14 @@ func (a *Agent) Run(ctx context.Context) error {
 				launch(e, now)
 				started = started || e.async != nil
 			}
-			heap.Fix(h, 0)
+			h.fix(0)
 		}
 		if started && a.opts.Env.ICMP != nil {
 			a.opts.Env.ICMP.Poll() // replies already in: see Poll
 		}
 		next := never
 		if h.Len() > 0 {
-			next = (*h)[0].next
+			next = (*h)[0].e.next
 		}
 		if !next.Equal(armed) {
 			armed = next
@@ -416,8 +416,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			cancel()
-			for _, e := range *h {
-				if e.inFlight && e.async != nil {
+			for _, sl := range *h {
+				if e := sl.e; e.inFlight && e.async != nil {
 					e.async.Expire()
 				}
 			}
@@ -453,15 +453,15 @@ func (a *Agent) Run(ctx context.Context) error {
 				// Probes in flight for removed targets stay in the heap until they
 				// return, so that an async one still meets its deadline.
 				var retired []*entry
-				for _, e := range *h {
-					if e.retired && e.inFlight {
+				for _, sl := range *h {
+					if e := sl.e; e.retired && e.inFlight {
 						retired = append(retired, e)
 					}
 				}
 				a.schedule, s = ns, ns
 				*h = (*h)[:0]
 				for _, e := range append(s.entries, retired...) {
-					heap.Push(h, e)
+					h.push(e)
 				}
 				armed = time.Time{}
 				s.machine.evaluate(a.opts.now())
@@ -575,11 +575,11 @@ func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
 			e.next = confirm
 		}
 	}
-	heap.Fix(h, e.index)
+	h.fix(e.index)
 	for _, ts := range trigger {
 		if t := s.byState[ts]; t != nil && !t.inFlight {
 			t.next = now
-			heap.Fix(h, t.index)
+			h.fix(t.index)
 		}
 	}
 }
@@ -594,23 +594,48 @@ func (a *Agent) timeout(cfg *Config, ts *targetState) time.Duration {
 	return ts.rto.timeout(cfg.Agent.TimeoutMin.Duration, ceiling)
 }
 
-// timingHeap orders entries by their next probe time.
-type timingHeap []*entry
+// timingHeap orders entries by their next probe time. Each slot carries its entry's time
+// as an integer beside the pointer, so that sifting compares within the heap's own
+// array instead of loading an entry per comparison: at 1000 targets the comparisons
+// were a third of the scheduler's own CPU, mostly cache misses on entries.
+type timingHeap []heapSlot
+
+type heapSlot struct {
+	at int64 // heapKey(e.next)
+	e  *entry
+}
+
+// heapEpoch is the origin of heap keys; it has a monotonic reading, so keys of times
+// read from time.Now (all of the scheduler's) follow the monotonic clock.
+var heapEpoch = time.Now()
+
+// heapKey is t in nanoseconds from heapEpoch; never and anything past 292 years sort
+// last.
+func heapKey(t time.Time) int64 { return int64(t.Sub(heapEpoch)) }
+
+// push adds e at its e.next.
+func (h *timingHeap) push(e *entry) { heap.Push(h, heapSlot{heapKey(e.next), e}) }
+
+// fix restores the order after the entry at i changed its e.next.
+func (h *timingHeap) fix(i int) {
+	(*h)[i].at = heapKey((*h)[i].e.next)
+	heap.Fix(h, i)
+}
 
 func (h timingHeap) Len() int           { return len(h) }
-func (h timingHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h timingHeap) Less(i, j int) bool { return h[i].at < h[j].at }
 func (h timingHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
+	h[i].e.index, h[j].e.index = i, j
 }
 func (h *timingHeap) Push(x any) {
-	e := x.(*entry)
-	e.index = len(*h)
-	*h = append(*h, e)
+	sl := x.(heapSlot)
+	sl.e.index = len(*h)
+	*h = append(*h, sl)
 }
 func (h *timingHeap) Pop() any {
 	old := *h
-	e := old[len(old)-1]
+	sl := old[len(old)-1]
 	*h = old[:len(old)-1]
-	return e
+	return sl
 }
