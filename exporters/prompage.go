@@ -1,7 +1,7 @@
 package exporters
 
 import (
-	"compress/gzip"
+	"github.com/klauspost/compress/gzip"
 	"io"
 	"math"
 	"net/http"
@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -28,6 +27,9 @@ import (
 // CPU); the agent's RSS went from 19 to 36 MiB on the first scrapes, beyond issue 5's
 // 20 MiB budget. Here the numbers sit in one compact struct per target and kind, each
 // series' label block is rendered once, and a scrape formats into pooled buffers.
+// gzip is github.com/klauspost/compress/gzip (its snappy already encodes remote_write), not
+// compress/gzip: at BestSpeed it compressed this page in 3.4 ms instead of 5.1 ms per scrape,
+// to 90 KB instead of 91 KB.
 // client_golang still serves everything small (build info, the Go and process collectors,
 // the remote_write delivery counters): Gather, then expfmt, merged in name order.
 
@@ -299,12 +301,48 @@ type page struct {
 	isolated bool
 }
 
-var pagePool = sync.Pool{New: func() any { return &page{buf: make([]byte, 0, 64<<10)} }}
+// Free lists of pages and gzip writers between scrapes, at most two of each (a scrape
+// and one concurrent). Not sync.Pools: the GC empties a pool between scrapes 15 s apart,
+// and a new gzip writer is hundreds of KB of garbage per scrape, which showed in the RSS.
+var (
+	freePages = make(chan *page, 2)
+	freeGzips = make(chan *gzip.Writer, 2)
+)
 
-var gzipPool = sync.Pool{New: func() any {
-	w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
-	return w
-}}
+func getPage() *page {
+	select {
+	case pg := <-freePages:
+		return pg
+	default:
+		return &page{buf: make([]byte, 0, 64<<10)}
+	}
+}
+
+func putPage(pg *page) {
+	select {
+	case freePages <- pg:
+	default:
+	}
+}
+
+func getGzip(w io.Writer) *gzip.Writer {
+	select {
+	case zw := <-freeGzips:
+		zw.Reset(w)
+		return zw
+	default:
+		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed) // a valid level: no error
+		return zw
+	}
+}
+
+func putGzip(zw *gzip.Writer) {
+	zw.Reset(io.Discard) // drop the reference to the response
+	select {
+	case freeGzips <- zw:
+	default:
+	}
+}
 
 // flushAt is the buffered size at which the page goes to the response writer.
 const flushAt = 32 << 10
@@ -572,13 +610,12 @@ func (p *Prometheus) servePage(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	h.Add("Vary", "Accept-Encoding")
-	pg := pagePool.Get().(*page)
+	pg := getPage()
 	pg.out, pg.err = w, nil
 	var zw *gzip.Writer
 	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		h.Set("Content-Encoding", "gzip")
-		zw = gzipPool.Get().(*gzip.Writer)
-		zw.Reset(w)
+		zw = getGzip(w)
 		pg.out = zw
 	}
 	p.writePage(pg, gathered)
@@ -587,8 +624,7 @@ func (p *Prometheus) servePage(w http.ResponseWriter, r *http.Request) {
 		if err := zw.Close(); err != nil && pg.err == nil {
 			pg.err = err
 		}
-		zw.Reset(io.Discard) // drop the reference to w
-		gzipPool.Put(zw)
+		putGzip(zw)
 	}
 	if pg.err != nil {
 		p.logger.Debug("prometheus exporter: write /metrics", "err", pg.err)
@@ -598,7 +634,7 @@ func (p *Prometheus) servePage(w http.ResponseWriter, r *http.Request) {
 	clear(pg.sets[:cap(pg.sets)])
 	clear(pg.reasons[:cap(pg.reasons)])
 	clear(pg.sites[:cap(pg.sites)])
-	pagePool.Put(pg)
+	putPage(pg)
 }
 
 // writePage writes every family into pg in name order.
