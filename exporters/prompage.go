@@ -1,7 +1,6 @@
 package exporters
 
 import (
-	"github.com/klauspost/compress/gzip"
 	"io"
 	"math"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/klauspost/compress/gzip"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
@@ -59,8 +59,8 @@ func newPageLabels(agentName string, extra []labelPair) *pageLabels {
 
 // labelBlock is a series' labels rendered once for the page: `name="value",` for each label
 // in name order (as client_golang writes them), each followed by a comma. at[i] is where
-// the name insertAt[i] would go in that order (phase and reason for targets, state for
-// sites), so a scrape can add that label by copying two slices.
+// the i-th label name given to block would go in that order (phase and reason for
+// targets, state for sites), so a scrape adds that label by copying around it.
 type labelBlock struct {
 	b  []byte
 	at [2]int
