@@ -48,6 +48,7 @@ func main() {
 	exporters.Version = version
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		agentProcs()
+		agentGC()
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime"
+	"runtime/debug"
 )
 
 // agentProcessors is how many processors the agent's Go code gets by default.
@@ -24,5 +25,23 @@ const agentProcessors = 2
 func agentProcs() {
 	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) > agentProcessors {
 		runtime.GOMAXPROCS(agentProcessors)
+	}
+}
+
+// agentGCPercent is the agent's default GOGC.
+const agentGCPercent = 50
+
+// agentGC sets the garbage collector's target to agentGCPercent unless GOGC is set.
+//
+// The agent allocates nothing per probe, so its garbage comes from the exporters'
+// periodic work (a /metrics scrape, a remote_write snapshot), and a collection finds
+// a small live heap. Go's default (GOGC=100) lets the heap grow to twice that before
+// collecting, and that headroom is most of the agent's memory beyond its state. At
+// 1000 ICMP targets scraped every second, 50 took the RSS from 21.1-21.2 to 19.8-20.0
+// MiB at the same CPU (2.2-2.5% of a core either way, 30 s runs side by side): a
+// collection of a 3 MB heap costs about a millisecond.
+func agentGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(agentGCPercent)
 	}
 }
