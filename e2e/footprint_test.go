@@ -54,7 +54,7 @@ import (
 // Same treatment for all: the harness GETs the /metrics page of every measured exporter
 // once a second (edgeprobe, smokeping_prober, blackbox_exporter's own page; blackbox's
 // probes are scraped by Prometheus, which is measured separately). The CPU figures thus
-// include serving a 1 s scrape. The ICMP cases also run edgeprobe a second time with its
+// include serving a 1 s scrape. Every case also runs edgeprobe a second time with its
 // page read only at the window's edges ("edgeprobe, page unscraped"): what probing costs
 // alone, and by difference what a 1 s scrape of its 2.8 MB page adds (a Prometheus
 // scraping every 15 s or more adds a fifteenth of that). A page that takes longer than a second
@@ -105,6 +105,7 @@ func TestBenchFootprint(t *testing.T) {
 	}}
 	mixed := fpCase{name: "mixed", what: fmt.Sprintf("%d targets, 1/4 each ICMP (raw), DNS, HTTP, TCP", cfg.targets), setups: []fpSetup{
 		{name: "edgeprobe", start: func(e *fpEnv) (*fpRun, error) { return fpEdgeprobe(e, "raw", true) }},
+		{name: fpUnscraped, edgesOnly: true, start: func(e *fpEnv) (*fpRun, error) { return fpEdgeprobe(e, "raw", true) }},
 		{name: "blackbox+prometheus", start: func(e *fpEnv) (*fpRun, error) { return fpBlackbox(e, true) }},
 	}}
 	for _, c := range []fpCase{raw, dgram, mixed} {
@@ -1167,9 +1168,15 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 			fmt.Fprintln(w)
 		}
 	}
-	if pct, ok := core[key{"mixed", "edgeprobe"}]; ok {
-		fmt.Fprintf(w, "- %d mixed @1s: edgeprobe %.2f%% of one core (<= 10%%: %s), peak RSS %.1f MiB\n",
-			cfg.targets, pct, check(pct <= 10), rss[key{"mixed", "edgeprobe"}])
+	for _, s := range []string{"edgeprobe", fpUnscraped} {
+		if pct, ok := core[key{"mixed", s}]; ok {
+			how := "page read every " + cfg.scrape.String()
+			if s == fpUnscraped || cfg.scrape == 0 {
+				how = "page read at the window's edges"
+			}
+			fmt.Fprintf(w, "- %d mixed @1s, %s: edgeprobe %.2f%% of one core (<= 10%%: %s), peak RSS %.1f MiB\n",
+				cfg.targets, how, pct, check(pct <= 10), rss[key{"mixed", s}])
+		}
 	}
 }
 
