@@ -11,7 +11,7 @@ FOOTPRINT_CASES    ?= icmp-raw,icmp-datagram,mixed
 
 # bench-footprint: the side-by-side run (TestBenchFootprint in e2e/footprint_test.go, build
 # tag bench; it builds the edgeprobe binary from the tree), then every Go benchmark of the
-# hot-path packages with allocations. About 26 minutes with the defaults (7 tool sets x
+# hot-path packages with allocations. About 33 minutes with the defaults (10 tool sets x
 # 3 rounds x 70 s).
 bench-footprint: bench-footprint-peers bench-footprint-go
 
