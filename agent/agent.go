@@ -448,8 +448,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		select {
 		case r := <-a.reloads:
+			old := s
 			ns, err := a.apply(r.cfg)
 			if err == nil {
+				a.emitRemoved(old, ns)
 				// Probes in flight for removed targets stay in the heap until they
 				// return, so that an async one still meets its deadline.
 				var retired []*entry
@@ -552,6 +554,26 @@ func (ws *workers) stop() {
 		close(w.jobs)
 	}
 	ws.idle = nil
+}
+
+// emitRemoved tells the sinks which targets and sites of old a reload left out of ns:
+// without it they would export the last state of a target or site that is no longer
+// probed, and a view would keep counting this agent as a witness of a removed site.
+func (a *Agent) emitRemoved(old, ns *schedule) {
+	now := a.opts.now()
+	for _, e := range old.entries {
+		if e.retired {
+			t := e.state.target
+			a.emit(Event{Type: EventRemoved, Time: now, Agent: old.machine.agent, Site: t.Site, Target: t.Name, Kind: t.Kind,
+				From: e.state.state, To: Removed})
+		}
+	}
+	for _, prev := range old.machine.sites {
+		if !slices.ContainsFunc(ns.machine.sites, func(s *siteState) bool { return s.name == prev.name }) {
+			a.emit(Event{Type: EventRemoved, Time: now, Agent: old.machine.agent, Site: prev.name,
+				From: prev.published, To: Removed})
+		}
+	}
 }
 
 // finish applies a probe result and reschedules: a suspect target is re-probed after

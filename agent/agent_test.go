@@ -36,6 +36,8 @@ func (e *events) Handle(ev Event) {
 		line = fmt.Sprintf("site %s %s>%s", ev.Site, ev.From, ev.To)
 	case EventAgent:
 		line = fmt.Sprintf("agent %s>%s", ev.From, ev.To)
+	case EventRemoved:
+		line = fmt.Sprintf("removed %s/%s %s %s>%s", ev.Site, ev.Target, ev.Kind, ev.From, ev.To)
 	}
 	e.mu.Lock()
 	e.lines = append(e.lines, line)
@@ -263,6 +265,17 @@ name = "c"
 	ev.mu.Unlock()
 	if before == 0 || after != before {
 		t.Errorf("probes of removed target %s: %d before, %d after the reload; want >0 and unchanged", key, before, after)
+	}
+	// The sinks were told, the target first, then its site, each with its last state.
+	var removed []string
+	for _, l := range ev.all() {
+		if strings.HasPrefix(l, "removed ") {
+			removed = append(removed, l)
+		}
+	}
+	want := []string{"removed c/" + key[len("c/"):] + " tcp up>removed", "removed c/ " + " up>removed"}
+	if !slices.Equal(removed, want) {
+		t.Errorf("removal events %q, want %q", removed, want)
 	}
 }
 

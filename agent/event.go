@@ -15,6 +15,10 @@ const (
 	EventTarget                      // a target changed state: From/To are TargetState names
 	EventSite                        // a site changed state: From/To are SiteState names
 	EventAgent                       // the agent's self-check changed: To is "ok" or "isolated"
+	// EventRemoved: a reload removed a target (Target and Kind set) or a whole site (Target
+	// empty). Sinks forget it: its series leave /metrics and the pushes. A target whose
+	// kind changed is removed under its old kind and starts anew under the new one.
+	EventRemoved
 )
 
 // Target states.
@@ -32,6 +36,9 @@ const (
 	SiteDegraded = "degraded" // some targets down
 	SiteDown     = "down"     // every target down
 )
+
+// Removed is the To of an EventRemoved; its From is the last state.
+const Removed = "removed"
 
 // Agent self-check states.
 const (

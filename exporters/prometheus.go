@@ -140,8 +140,8 @@ func (p *Prometheus) Register(c prometheus.Collector) error {
 // promState.apply counts it in the target's histogram and failure counters (a target's
 // histogram and its timeout counter exist at 0 from its first event, so that rate() sees
 // the first probe and the first timeout; other reasons appear on their first failure,
-// since one series per reason and target was 12 of 34 series per target). A target whose
-// kind changes (a reload) gets new series; the old ones stay, as they always did.
+// since one series per reason and target was 12 of 34 series per target). A reload that
+// removes a target, or changes its kind, removes its series (agent.EventRemoved).
 func (p *Prometheus) Handle(ev agent.Event) {
 	p.state.apply(ev)
 }

@@ -148,7 +148,8 @@ func appendFloat(b []byte, f float64) []byte {
 
 // promSeriesSet is one target's histogram and failure counters for one kind: what
 // client_golang's HistogramVec and CounterVec kept per label set. A target whose kind
-// changes gets a new set; the old one stays on the page with its counts, as before.
+// changes without a reload's removal event (sinks fed by hand) gets a second set beside
+// the first; the agent removes the old kind first (agent.EventRemoved).
 type promSeriesSet struct {
 	kind     probes.Kind
 	labels   *labelBlock      // site, target, kind; never changed once made

@@ -121,6 +121,13 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		site := s.site(ev.Site)
 		site.state, site.since, site.detect = ev.To, ev.Time, ev.Detect
 		return true, nil
+	case ev.Type == agent.EventRemoved:
+		if ev.Target != "" {
+			s.removeTarget(promTargetKey{ev.Site, ev.Target})
+		} else {
+			s.removeSite(ev.Site)
+		}
+		return true, nil
 	case ev.Target == "":
 		return false, nil
 	}
@@ -154,6 +161,31 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
 	}
 	return false, t
+}
+
+// removeTarget forgets a target (all its kinds' series). s.mu is held.
+func (s *promState) removeTarget(key promTargetKey) {
+	if _, ok := s.targets[key]; !ok {
+		return
+	}
+	delete(s.targets, key)
+	i := sort.Search(len(s.targetList), func(i int) bool { return !s.targetList[i].key.less(key) })
+	if i < len(s.targetList) && s.targetList[i].key == key {
+		s.targetList = slices.Delete(s.targetList, i, i+1)
+	}
+}
+
+// removeSite forgets a site and any target still listed under it. s.mu is held.
+func (s *promState) removeSite(name string) {
+	if _, ok := s.sites[name]; ok {
+		delete(s.sites, name)
+		s.siteList = slices.DeleteFunc(s.siteList, func(site *promSiteState) bool { return site.name == name })
+	}
+	for key := range s.targets {
+		if key.site == name {
+			s.removeTarget(key)
+		}
+	}
 }
 
 // site returns the named site's state, adding it (unknown) on first sight. s.mu is held.

@@ -133,14 +133,26 @@ func (s *Stdout) track(ev agent.Event) {
 		s.sites[siteKey{ev.Agent, ev.Site}] = ev.To
 	case agent.EventAgent:
 		s.isolated[ev.Agent] = ev.To == agent.AgentIsolated
+	case agent.EventRemoved:
+		if ev.Target != "" {
+			delete(s.targets, targetKey{ev.Agent, ev.Site, ev.Target})
+			return
+		}
+		delete(s.sites, siteKey{ev.Agent, ev.Site})
+		for k := range s.targets {
+			if k.agent == ev.Agent && k.site == ev.Site {
+				delete(s.targets, k)
+			}
+		}
 	}
 }
 
 var eventTypeNames = map[agent.EventType]string{
-	agent.EventProbe:  "probe",
-	agent.EventTarget: "target",
-	agent.EventSite:   "site",
-	agent.EventAgent:  "agent",
+	agent.EventProbe:   "probe",
+	agent.EventTarget:  "target",
+	agent.EventSite:    "site",
+	agent.EventAgent:   "agent",
+	agent.EventRemoved: "removed",
 }
 
 func typeName(t agent.EventType) string {
@@ -284,8 +296,8 @@ func (s *Stdout) writeText(ev agent.Event) {
 	b = appendPadded(b, 7, typeName(ev.Type))
 	b = append(b, ' ', ' ')
 	mark := len(b)
-	switch ev.Type {
-	case agent.EventProbe, agent.EventTarget:
+	switch {
+	case ev.Type == agent.EventProbe || ev.Type == agent.EventTarget || ev.Type == agent.EventRemoved && ev.Target != "":
 		if ev.Site == "" {
 			b = append(b, "control"...)
 		} else {
@@ -293,7 +305,7 @@ func (s *Stdout) writeText(ev agent.Event) {
 		}
 		b = append(b, '/')
 		b = append(b, ev.Target...)
-	case agent.EventSite:
+	case ev.Type == agent.EventSite || ev.Type == agent.EventRemoved:
 		b = append(b, ev.Site...)
 	default:
 		b = append(b, ev.Agent...)
@@ -335,8 +347,10 @@ func (s *Stdout) writeText(ev agent.Event) {
 		if ev.Result.Detail != "" {
 			b = detail(b, ev.Result.Detail)
 		}
-	case agent.EventTarget:
-		b = detail(b, string(ev.Kind))
+	case agent.EventTarget, agent.EventRemoved:
+		if ev.Type == agent.EventTarget || ev.Kind != "" {
+			b = detail(b, string(ev.Kind))
+		}
 		if ev.Reason != "" {
 			b = detail(b, string(ev.Reason))
 		}

@@ -168,3 +168,44 @@ func TestSitesSorted(t *testing.T) {
 		t.Errorf("seoul agents %+v, want alpha then zeta", ag)
 	}
 }
+
+// TestSiteDroppedFromPushes: an agent whose pushes stop carrying a site (a reload removed
+// it, and the agent's sinks forgot it) is no longer its witness from that push on, so a
+// site it had seen down is not held lost on its word.
+func TestSiteDroppedFromPushes(t *testing.T) {
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}})
+	both := map[string]string{"pangyo": "down", "seoul": "up"}
+	e.Apply([]AgentReport{report("a", false, both), report("b", false, both), report("c", false, both)}, t0)
+	if s := siteNamed(t, e, "pangyo"); s.State != VerdictLost || s.Witnesses != 3 {
+		t.Fatalf("before: pangyo %s with %d witnesses, want lost with 3", s.State, s.Witnesses)
+	}
+	later := t0.Add(100 * time.Millisecond)
+	for _, a := range []string{"a", "b"} {
+		r := report(a, false, map[string]string{"seoul": "up"})
+		r.SampleTime = later
+		e.Apply([]AgentReport{r}, later)
+	}
+	s := siteNamed(t, e, "pangyo")
+	if s.Witnesses != 1 || s.State == VerdictLost {
+		t.Errorf("after a and b dropped pangyo: %s with %d witnesses, want one witness and not lost", s.State, s.Witnesses)
+	}
+	for _, ag := range s.Agents {
+		if ag.Name == "a" || ag.Name == "b" {
+			t.Errorf("agent %s still listed under pangyo after dropping it", ag.Name)
+		}
+	}
+	if s := siteNamed(t, e, "seoul"); s.State != VerdictUp || s.Witnesses != 3 {
+		t.Errorf("seoul %s with %d witnesses, want up with 3", s.State, s.Witnesses)
+	}
+}
+
+func siteNamed(t *testing.T, e *Engine, name string) SiteView {
+	t.Helper()
+	for _, s := range e.Sites(t0.Add(time.Second)) {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no site %q", name)
+	return SiteView{}
+}

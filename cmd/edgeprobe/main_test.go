@@ -427,6 +427,9 @@ func TestAgentSignals(t *testing.T) {
 	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	a.waitLine(t, 5*time.Second, "the removal of target first", func(v map[string]any) bool {
+		return v["type"] == "removed" && v["target"] == "first" && v["site"] == "lab" && v["to"] == "removed"
+	})
 	a.waitLine(t, 5*time.Second, "a probe of target second after the reload", probeOf("second"))
 	a.waitStderr(t, time.Second, "configuration reloaded")
 
