@@ -44,14 +44,6 @@ func extraLabels(labels map[string]string) ([]labelPair, error) {
 
 type labelPair struct{ name, value string }
 
-// promSeries is one gauge value of the agent's current state: a metric name, the labels
-// beyond agent and the agent labels, and the value.
-type promSeries struct {
-	name   string
-	labels []labelPair
-	value  float64
-}
-
 type promSiteState struct {
 	name string
 	enc  *siteLabels // remote_write's encoded label sets, built on its first snapshot
@@ -139,8 +131,7 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		}
 		t = &promTargetState{key: key, state: agent.TargetUnknown}
 		s.targets[key] = t
-		i := sort.Search(len(s.targetList), func(i int) bool { return !s.targetList[i].key.less(key) })
-		s.targetList = slices.Insert(s.targetList, i, t)
+		s.targetList = slices.Insert(s.targetList, s.targetIndex(key), t)
 	}
 	if ev.Kind != "" {
 		t.kind = ev.Kind
@@ -163,14 +154,18 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 	return false, t
 }
 
+// targetIndex is where key is, or would go, in targetList. s.mu is held.
+func (s *promState) targetIndex(key promTargetKey) int {
+	return sort.Search(len(s.targetList), func(i int) bool { return !s.targetList[i].key.less(key) })
+}
+
 // removeTarget forgets a target (all its kinds' series). s.mu is held.
 func (s *promState) removeTarget(key promTargetKey) {
 	if _, ok := s.targets[key]; !ok {
 		return
 	}
 	delete(s.targets, key)
-	i := sort.Search(len(s.targetList), func(i int) bool { return !s.targetList[i].key.less(key) })
-	if i < len(s.targetList) && s.targetList[i].key == key {
+	if i := s.targetIndex(key); i < len(s.targetList) && s.targetList[i].key == key {
 		s.targetList = slices.Delete(s.targetList, i, i+1)
 	}
 }
@@ -201,73 +196,6 @@ func (s *promState) site(name string) *promSiteState {
 		s.siteList = slices.Insert(s.siteList, i, site)
 	}
 	return site
-}
-
-// series returns the current state as gauges in a stable order: agent-wide first, then
-// sites by name, then targets by site and name. pushInterval, when positive, adds
-// edgeprobe_push_interval_seconds (remote_write only: it tells receivers when a push is late).
-func (s *promState) series(pushInterval time.Duration) []promSeries {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := []promSeries{{name: "edgeprobe_agent_isolated", value: boolValue(s.isolated)}}
-	if pushInterval > 0 {
-		out = append(out, promSeries{name: "edgeprobe_push_interval_seconds", value: pushInterval.Seconds()})
-	}
-	for _, site := range s.siteList {
-		name := site.name
-		siteLabel := []labelPair{{"site", name}}
-		for _, state := range siteStates {
-			out = append(out, promSeries{"edgeprobe_site_state",
-				[]labelPair{{"site", name}, {"state", state}}, boolValue(site.state == state)})
-		}
-		if !site.since.IsZero() {
-			out = append(out,
-				promSeries{"edgeprobe_site_state_change_timestamp_seconds", siteLabel,
-					float64(site.since.UnixNano()) / 1e9},
-				promSeries{"edgeprobe_site_detect_seconds", siteLabel, site.detect.Seconds()})
-		}
-	}
-	for _, t := range s.targetList {
-		key := t.key
-		labels := []labelPair{{"site", key.site}, {"target", key.target}, {"kind", string(t.kind)}}
-		switch t.state {
-		case agent.TargetUp, agent.TargetSuspect:
-			out = append(out, promSeries{"edgeprobe_target_up", labels, 1})
-		case agent.TargetDown:
-			out = append(out, promSeries{"edgeprobe_target_up", labels, 0})
-		}
-		if t.probed {
-			out = append(out,
-				promSeries{"probe_success", labels, boolValue(t.ok)},
-				promSeries{"probe_duration_seconds", labels, t.rtt.Seconds()})
-		}
-	}
-	return out
-}
-
-// httpPhases returns, per HTTP target that has been probed, the last probe's phase
-// timings in blackbox_exporter's probe_http_duration_seconds{phase} shape.
-func (s *promState) httpPhases() []promSeries {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []promSeries
-	for key, t := range s.targets {
-		if t.kind != probes.KindHTTP || !t.probed {
-			continue
-		}
-		for _, p := range []struct {
-			phase string
-			d     time.Duration
-		}{
-			{"resolve", t.phases.Resolve}, {"connect", t.phases.Connect}, {"tls", t.phases.TLS},
-			{"processing", t.phases.Processing}, {"transfer", t.phases.Transfer},
-		} {
-			out = append(out, promSeries{"probe_http_duration_seconds", []labelPair{
-				{"site", key.site}, {"target", key.target}, {"kind", string(t.kind)}, {"phase", p.phase},
-			}, p.d.Seconds()})
-		}
-	}
-	return out
 }
 
 func boolValue(b bool) float64 {
