@@ -9,9 +9,10 @@
 // the probes: a goroutine, a timer and two channel hand-offs per probe each wake a thread
 // through a futex or the poller's eventfd. So the scheduler works in batches. Probe slots
 // sit on a grid of schedulerTick, and one wake-up of the timer (a timerfd: see
-// wakeTimer) starts every probe due at that slot. ICMP probes (probes.AsyncProber) start without a goroutine: the Run
-// goroutine writes the echo request, the engine's receive goroutine completes it, and
-// the entry's deadline waits in the same timing heap, so no timer is armed per probe.
+// wakeTimer) starts every probe due at that slot. ICMP probes (probes.AsyncProber)
+// start without a goroutine: the Run goroutine writes the echo request, the engine's
+// receive goroutine completes it, and the entry's deadline waits in the same timing
+// heap, so no timer is armed per probe.
 // Other kinds block, so they run on workers (see workers) for as long as the probe
 // lasts. Finished probes queue under a lock and wake the Run goroutine once for however
 // many arrived.
