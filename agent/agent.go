@@ -31,12 +31,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
 // Options are the parts of an agent that are not configuration.
 type Options struct {
-	Sinks  []Sink       // receive every event, in order, from one goroutine
+	Sinks  []Sink       // receive every event, in order, from the Run goroutine
 	Logger *slog.Logger // diagnostics; default slog.Default()
 	Env    *probes.Env  // shared probe resources; default built from the config
 	now    func() time.Time
@@ -54,13 +55,13 @@ type Agent struct {
 
 // reload carries a new configuration to the Run goroutine and its verdict back.
 type reload struct {
-	cfg   *Config
+	cfg   *config.Config
 	reply chan error
 }
 
 // schedule is everything derived from one configuration.
 type schedule struct {
-	cfg     *Config
+	cfg     *config.Config
 	machine *machine
 	entries []*entry
 	byState map[*targetState]*entry
@@ -83,7 +84,7 @@ type entry struct {
 
 // New checks that every target can be probed (an ICMP socket can be opened, a URL
 // parses) and returns an agent ready to Run.
-func New(cfg *Config, opts Options) (*Agent, error) {
+func New(cfg *config.Config, opts Options) (*Agent, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -109,7 +110,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 
 // newEnv opens the shared resources the configuration needs. The ICMP sockets of the
 // families in use are opened here, so a missing permission fails the start.
-func newEnv(cfg *Config) (*probes.Env, error) {
+func newEnv(cfg *config.Config) (*probes.Env, error) {
 	env := &probes.Env{}
 	families := map[bool]bool{} // v6 -> needed
 	for _, t := range cfg.Targets() {
@@ -143,7 +144,7 @@ func (a *Agent) closeEnv() {
 
 // build makes a schedule for cfg. Targets that are identical to one in old keep their
 // prober, state and timing, so a reload does not forget what is down.
-func (a *Agent) build(cfg *Config, old *schedule) (*schedule, error) {
+func (a *Agent) build(cfg *config.Config, old *schedule) (*schedule, error) {
 	targets := cfg.Targets()
 	s := &schedule{cfg: cfg, byState: map[*targetState]*entry{}, byKey: map[targetKey]*entry{}}
 	var states []*targetState
@@ -212,7 +213,7 @@ type targetKey struct {
 }
 
 // find returns the entry probing exactly target t, if any.
-func (s *schedule) find(t Target) *entry {
+func (s *schedule) find(t config.Target) *entry {
 	if s == nil {
 		return nil
 	}
@@ -232,7 +233,7 @@ func carry(to, from *targetState) {
 // their interval, and sites are interleaved: with two sites of four targets at 1s,
 // site A probes at 0, 250, 500, 750 ms and site B at 125, 375, 625, 875 ms. A fire is
 // then noticed by the next of the site's probes, at most interval/len(targets) later.
-func stagger(t Target, all []Target) time.Duration {
+func stagger(t config.Target, all []config.Target) time.Duration {
 	var sites []string
 	pos, n := 0, 0
 	for _, o := range all {
@@ -295,7 +296,7 @@ func (a *Agent) emit(ev Event) {
 // and schedule; new ones start unknown; removed ones stop. When a new target cannot be
 // built, or the ICMP mode changed (that needs a restart), Reload fails and the running
 // configuration stays.
-func (a *Agent) Reload(cfg *Config) error {
+func (a *Agent) Reload(cfg *config.Config) error {
 	r := reload{cfg: cfg, reply: make(chan error, 1)}
 	select {
 	case a.reloads <- r:
@@ -312,7 +313,7 @@ func (a *Agent) Reload(cfg *Config) error {
 }
 
 // apply builds the schedule for a reload; it runs on the Run goroutine.
-func (a *Agent) apply(cfg *Config) (*schedule, error) {
+func (a *Agent) apply(cfg *config.Config) (*schedule, error) {
 	old := a.schedule
 	if cfg.Agent.ICMPMode != old.cfg.Agent.ICMPMode {
 		return nil, errors.New("agent.icmp_mode changed: restart the agent to apply it")
@@ -608,7 +609,7 @@ func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
 }
 
 // timeout is the probe deadline for a target: fixed, or adapted from its RTT.
-func (a *Agent) timeout(cfg *Config, ts *targetState) time.Duration {
+func (a *Agent) timeout(cfg *config.Config, ts *targetState) time.Duration {
 	t := ts.target.Timeout
 	if !t.Auto {
 		return t.Fixed

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/config"
 )
 
 // events collects events from the running agent for assertions.
@@ -91,7 +93,7 @@ func listen(t *testing.T, addr string) net.Listener {
 }
 
 // twoSiteConfig returns a config of two sites with two TCP targets each on loopback.
-func twoSiteConfig(t *testing.T, a1, a2, b1, b2 string, extra string) *Config {
+func twoSiteConfig(t *testing.T, a1, a2, b1, b2 string, extra string) *config.Config {
 	t.Helper()
 	text := fmt.Sprintf(`
 [agent]
@@ -114,7 +116,7 @@ name = "b"
   [[site.tcp]]
   address = %q
 %s`, a1, a2, b1, b2, extra)
-	cfg, err := Parse([]byte(text), "test.toml")
+	cfg, err := config.Parse([]byte(text), "test.toml")
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -122,7 +124,7 @@ name = "b"
 }
 
 // start runs an agent until the test ends; the returned channel closes when Run returns.
-func start(t *testing.T, cfg *Config, sinks ...Sink) (*Agent, context.CancelFunc, chan struct{}) {
+func start(t *testing.T, cfg *config.Config, sinks ...Sink) (*Agent, context.CancelFunc, chan struct{}) {
 	t.Helper()
 	a, err := New(cfg, Options{Sinks: sinks})
 	if err != nil {
@@ -190,7 +192,7 @@ func TestRunStopsPromptly(t *testing.T) {
 	go srv.Serve(hl)
 	t.Cleanup(func() { close(stall); srv.Close() })
 
-	cfg, err := Parse([]byte(fmt.Sprintf(`
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 [agent]
 interval = "10s"
 timeout = "9s"

@@ -3,6 +3,7 @@ package agent
 import (
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -29,12 +30,12 @@ const (
 	TargetDown    = "down"
 )
 
-// Site states, per agent.
+// Site states, per agent: the push contract's (see contract.SiteStates).
 const (
-	SiteUnknown  = "unknown"  // some target not probed yet
-	SiteUp       = "up"       // every target up (suspect counts as up)
-	SiteDegraded = "degraded" // some targets down
-	SiteDown     = "down"     // every target down
+	SiteUnknown  = contract.SiteUnknown  // some target not probed yet, or the agent is isolated
+	SiteUp       = contract.SiteUp       // every target up (suspect counts as up)
+	SiteDegraded = contract.SiteDegraded // some targets down
+	SiteDown     = contract.SiteDown     // every target down
 )
 
 // Removed is the To of an EventRemoved; its From is the last state.
@@ -64,8 +65,9 @@ type Event struct {
 	Reason probes.Reason // for target changes to suspect/down: the failure reason
 }
 
-// Sink receives events. Handle is called from the agent's goroutines, possibly
-// concurrently, and must not block: a sink that does I/O queues internally.
+// Sink receives events. Handle is called from the agent's Run goroutine alone, one event
+// at a time and in the order they happened, and must not block: a sink that does I/O
+// queues internally.
 type Sink interface {
 	Handle(Event)
 }

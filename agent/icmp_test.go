@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/config"
 )
 
 // requireRawICMP skips a test that needs a raw ICMP socket unless run as root; in CI,
@@ -23,7 +25,7 @@ func requireRawICMP(t testing.TB) {
 }
 
 // icmpConfig is sites x perSite ICMP targets on distinct loopback addresses.
-func icmpConfig(t testing.TB, sites, perSite int, interval string) *Config {
+func icmpConfig(t testing.TB, sites, perSite int, interval string) *config.Config {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "[agent]\nname = \"icmp-test\"\ninterval = %q\nicmp_mode = \"raw\"\nstate_dir = \"\"\n", interval)
@@ -35,7 +37,7 @@ func icmpConfig(t testing.TB, sites, perSite int, interval string) *Config {
 			fmt.Fprintf(&b, "  [[site.icmp]]\n  address = \"127.0.%d.%d\"\n", 10+n/250, 1+n%250)
 		}
 	}
-	cfg, err := Parse([]byte(b.String()), "icmp.toml")
+	cfg, err := config.Parse([]byte(b.String()), "icmp.toml")
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}

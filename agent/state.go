@@ -3,6 +3,7 @@ package agent
 import (
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -26,12 +27,14 @@ import (
 // at once (see observe's return value) and to keep re-probing a site that is held, so
 // the proof costs a round trip, not an interval.
 //
-// Isolation: when at least two sites are down at once, or every control target is down,
-// the agent is isolated; its sites are then reported unknown, since it cannot see them.
+// Isolation: without control targets, the agent is isolated when it has two sites or
+// more and every one of them is down at once; with control targets ([control]), when
+// every control target is down, and then only (while they answer, every site down is
+// real). An isolated agent reports its sites unknown, since it cannot see them.
 
 // targetState is the detection state of one target.
 type targetState struct {
-	target    Target
+	target    config.Target
 	site      *siteState // nil for control targets
 	state     string
 	fails     int           // consecutive failures
@@ -68,7 +71,7 @@ type machine struct {
 }
 
 // newMachine builds the state for the given targets, all unknown.
-func newMachine(agentName string, threshold int, targets []Target, emit func(Event)) (*machine, []*targetState) {
+func newMachine(agentName string, threshold int, targets []config.Target, emit func(Event)) (*machine, []*targetState) {
 	m := &machine{agent: agentName, threshold: threshold, emit: emit}
 	bySite := map[string]*siteState{}
 	states := make([]*targetState, len(targets))

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -54,10 +56,10 @@ type harness struct {
 // newHarness builds a machine for targets written "site/name" ("/name" for control).
 func newHarness(t *testing.T, keys ...string) *harness {
 	h := &harness{t: t, rec: &recorder{}, byKey: map[string]*targetState{}}
-	var targets []Target
+	var targets []config.Target
 	for _, k := range keys {
 		site, name, _ := strings.Cut(k, "/")
-		targets = append(targets, Target{Site: site, Name: name, Kind: probes.KindTCP, Interval: time.Second})
+		targets = append(targets, config.Target{Site: site, Name: name, Kind: probes.KindTCP, Interval: time.Second})
 	}
 	var states []*targetState
 	h.m, states = newMachine("edge1", 3, targets, h.rec.Handle)
@@ -282,10 +284,10 @@ func TestRTO(t *testing.T) {
 }
 
 func TestStagger(t *testing.T) {
-	var all []Target
+	var all []config.Target
 	for _, k := range []string{"a/1", "a/2", "a/3", "a/4", "b/1", "b/2", "b/3", "b/4"} {
 		site, name, _ := strings.Cut(k, "/")
-		all = append(all, Target{Site: site, Name: name, Interval: time.Second})
+		all = append(all, config.Target{Site: site, Name: name, Interval: time.Second})
 	}
 	var got []string
 	for _, t := range all {

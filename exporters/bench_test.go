@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
@@ -90,7 +92,7 @@ func benchChanges(b *testing.B, s agent.Sink, evs []agent.Event) {
 }
 
 func newBenchPrometheus(b *testing.B) *Prometheus {
-	p, err := NewPrometheus(agent.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge-seoul-01", map[string]string{"region": "kr"}, nil)
+	p, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge-seoul-01", map[string]string{"region": "kr"}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -99,7 +101,7 @@ func newBenchPrometheus(b *testing.B) *Prometheus {
 }
 
 func newBenchStdout(b *testing.B, format, results string) *Stdout {
-	s, err := NewStdout(io.Discard, agent.StdoutConfig{Format: format, Results: results, Summary: agent.Duration{Duration: 10 * time.Second}})
+	s, err := NewStdout(io.Discard, config.StdoutConfig{Format: format, Results: results, Summary: config.Duration{Duration: 10 * time.Second}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -107,7 +109,7 @@ func newBenchStdout(b *testing.B, format, results string) *Stdout {
 }
 
 func newBenchRemoteWrite(b *testing.B) *RemoteWrite {
-	rw, err := NewRemoteWrite(agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge-seoul-01", map[string]string{"region": "kr"}, nil)
+	rw, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge-seoul-01", map[string]string{"region": "kr"}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,8 +125,8 @@ func BenchmarkPrometheusChange(b *testing.B) {
 }
 
 func BenchmarkStdoutProbe(b *testing.B) {
-	for _, format := range []string{FormatJSON, FormatText} {
-		for _, results := range []string{ResultsChanges, ResultsAll} {
+	for _, format := range []string{config.FormatJSON, config.FormatText} {
+		for _, results := range []string{config.ResultsChanges, config.ResultsAll} {
 			b.Run(format+"/"+results, func(b *testing.B) {
 				benchProbes(b, newBenchStdout(b, format, results), benchTargets(20, 1000))
 			})
@@ -133,9 +135,9 @@ func BenchmarkStdoutProbe(b *testing.B) {
 }
 
 func BenchmarkStdoutChange(b *testing.B) {
-	for _, format := range []string{FormatJSON, FormatText} {
+	for _, format := range []string{config.FormatJSON, config.FormatText} {
 		b.Run(format, func(b *testing.B) {
-			benchChanges(b, newBenchStdout(b, format, ResultsChanges), benchTargets(20, 1000))
+			benchChanges(b, newBenchStdout(b, format, config.ResultsChanges), benchTargets(20, 1000))
 		})
 	}
 }

@@ -16,16 +16,10 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/config"
 )
 
 var _ agent.Sink = (*Prometheus)(nil)
-
-// Defaults of [exporters.prometheus], applied when a field is empty so that a zero
-// PrometheusConfig works too.
-const (
-	DefaultPrometheusListen = "127.0.0.1:9469"
-	DefaultPrometheusPath   = "/metrics"
-)
 
 // probeDurationBuckets span a LAN round trip (tens of microseconds on a switch) to a slow
 // WAN HTTP probe near the longest timeout (seconds), roughly 2.5x apart so that both a
@@ -39,7 +33,7 @@ var probeDurationBuckets = [nBuckets]float64{
 // server to scrape. It keeps its own registry, so nothing registered elsewhere in the
 // process leaks into the page, and adds the agent name and agent labels to every series.
 type Prometheus struct {
-	cfg        agent.PrometheusConfig
+	cfg        config.PrometheusConfig
 	logger     *slog.Logger
 	state      *promState
 	registry   *prometheus.Registry
@@ -51,13 +45,8 @@ type Prometheus struct {
 // NewPrometheus checks the web config file (TLS, basic auth; see exporter-toolkit),
 // registers the metrics and binds the listen address, so that a busy port or a bad file
 // is reported before the agent starts. Serving starts with Run.
-func NewPrometheus(cfg agent.PrometheusConfig, agentName string, labels map[string]string, logger *slog.Logger) (*Prometheus, error) {
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultPrometheusListen
-	}
-	if cfg.Path == "" {
-		cfg.Path = DefaultPrometheusPath
-	}
+func NewPrometheus(cfg config.PrometheusConfig, agentName string, labels map[string]string, logger *slog.Logger) (*Prometheus, error) {
+	cfg.SetDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

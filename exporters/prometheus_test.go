@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -53,10 +55,10 @@ func sampleEvents(agentName string) []agent.Event {
 	}
 }
 
-func startPrometheus(t *testing.T, cfg agent.PrometheusConfig) *Prometheus {
+func startPrometheus(t *testing.T, cfg config.PrometheusConfig) *Prometheus {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
-	p, err := NewPrometheus(cfg, "edge1", map[string]string{"region": "kr", "agent": "ignored"}, nil)
+	p, err := NewPrometheus(cfg, "edge1", map[string]string{"region": "kr"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func metricValue(m *dto.Metric) float64 {
 }
 
 func TestPrometheusScrape(t *testing.T) {
-	p := startPrometheus(t, agent.PrometheusConfig{})
+	p := startPrometheus(t, config.PrometheusConfig{})
 	for _, ev := range sampleEvents("edge1") {
 		p.Handle(ev)
 	}
@@ -256,7 +258,7 @@ func TestPrometheusWebConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := writeFile(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".yml", tc.webConfig)
-			p := startPrometheus(t, agent.PrometheusConfig{WebConfig: file})
+			p := startPrometheus(t, config.PrometheusConfig{WebConfig: file})
 			req, err := http.NewRequest(http.MethodGet, tc.scheme+"://"+p.Addr()+"/metrics", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -275,7 +277,7 @@ func TestPrometheusWebConfig(t *testing.T) {
 		})
 	}
 	t.Run("plain http refused by a tls endpoint", func(t *testing.T) {
-		p := startPrometheus(t, agent.PrometheusConfig{WebConfig: writeFile(t, dir, "tls-only.yml", tlsServer)})
+		p := startPrometheus(t, config.PrometheusConfig{WebConfig: writeFile(t, dir, "tls-only.yml", tlsServer)})
 		resp, err := http.Get("http://" + p.Addr() + "/metrics")
 		if err == nil {
 			defer resp.Body.Close()
@@ -311,15 +313,15 @@ func TestPrometheusConstructorErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name    string
-		cfg     agent.PrometheusConfig
+		cfg     config.PrometheusConfig
 		labels  map[string]string
 		wantErr string
 	}{
-		{"missing web config", agent.PrometheusConfig{Listen: "127.0.0.1:0", WebConfig: dir + "/absent.yml"}, nil, dir + "/absent.yml"},
-		{"bad web config", agent.PrometheusConfig{Listen: "127.0.0.1:0", WebConfig: writeFile(t, dir, "bad.yml", "tls_server_config: [\n")}, nil, "bad.yml"},
-		{"busy port", agent.PrometheusConfig{Listen: busy.Addr().String()}, nil, busy.Addr().String()},
-		{"bad label name", agent.PrometheusConfig{Listen: "127.0.0.1:0"}, map[string]string{"bad-name": "x"}, `"bad-name"`},
-		{"no agent name", agent.PrometheusConfig{Listen: "127.0.0.1:0"}, nil, "agent name"},
+		{"missing web config", config.PrometheusConfig{Listen: "127.0.0.1:0", WebConfig: dir + "/absent.yml"}, nil, dir + "/absent.yml"},
+		{"bad web config", config.PrometheusConfig{Listen: "127.0.0.1:0", WebConfig: writeFile(t, dir, "bad.yml", "tls_server_config: [\n")}, nil, "bad.yml"},
+		{"busy port", config.PrometheusConfig{Listen: busy.Addr().String()}, nil, busy.Addr().String()},
+		{"bad label name", config.PrometheusConfig{Listen: "127.0.0.1:0"}, map[string]string{"bad-name": "x"}, `"bad-name"`},
+		{"no agent name", config.PrometheusConfig{Listen: "127.0.0.1:0"}, nil, "agent name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			agentName := "edge1"
@@ -339,7 +341,7 @@ func TestPrometheusConstructorErrors(t *testing.T) {
 }
 
 func TestPrometheusCloseWithoutRun(t *testing.T) {
-	p, err := NewPrometheus(agent.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", nil, nil)
+	p, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,11 +357,11 @@ func TestPrometheusCloseWithoutRun(t *testing.T) {
 }
 
 func TestPrometheusShowsRemoteWriteDelivery(t *testing.T) {
-	p := startPrometheus(t, agent.PrometheusConfig{})
+	p := startPrometheus(t, config.PrometheusConfig{})
 	good := startTestReceiver(t, nil)
 	bad := startTestReceiver(t, func(n int, w http.ResponseWriter) { http.Error(w, "no", http.StatusBadRequest) })
-	view, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: good.URL, Name: "view", PushInterval: duration(time.Minute)}, "")
-	mimir, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: bad.URL, Name: "mimir", PushInterval: duration(time.Minute)}, "")
+	view, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: good.URL, Name: "view", PushInterval: duration(time.Minute)}, "")
+	mimir, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: bad.URL, Name: "mimir", PushInterval: duration(time.Minute)}, "")
 	for _, rw := range []*RemoteWrite{view, mimir} {
 		if err := p.Register(rw); err != nil {
 			t.Fatalf("register %s: %v", rw.Name(), err)

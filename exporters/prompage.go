@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -454,16 +455,17 @@ type pageFamily struct {
 	write func(pg *page, s *promState)
 }
 
+// The families of the push contract, and two that only /metrics carries.
 const (
-	famIsolated = "edgeprobe_agent_isolated"
+	famIsolated = contract.MetricAgentIsolated
 	famFailures = "edgeprobe_probe_failures_total"
-	famDetect   = "edgeprobe_site_detect_seconds"
-	famState    = "edgeprobe_site_state"
-	famSince    = "edgeprobe_site_state_change_timestamp_seconds"
-	famUp       = "edgeprobe_target_up"
-	famDuration = "probe_duration_seconds"
+	famDetect   = contract.MetricSiteDetect
+	famState    = contract.MetricSiteState
+	famSince    = contract.MetricSiteStateChange
+	famUp       = contract.MetricTargetUp
+	famDuration = contract.MetricProbeDuration
 	famHTTP     = "probe_http_duration_seconds"
-	famSuccess  = "probe_success"
+	famSuccess  = contract.MetricProbeSuccess
 )
 
 // pageFamilies are in name order, the order client_golang writes families in.
@@ -572,9 +574,9 @@ var pageFamilies = []pageFamily{
 
 var leInf = []byte("+Inf")
 
-// sortedSiteStates is siteStates in the order client_golang sorts the series.
+// sortedSiteStates is contract.SiteStates in the order client_golang sorts the series.
 var sortedSiteStates = func() []string {
-	s := append([]string(nil), siteStates...)
+	s := append([]string(nil), contract.SiteStates...)
 	sort.Strings(s)
 	return s
 }()

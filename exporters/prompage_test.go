@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -276,10 +278,10 @@ func canonical(mf *dto.MetricFamily) []string {
 // TestPrometheusPageOracle feeds the same events to the exporter and to the former
 // client_golang exporter and requires the same families, series and values.
 func TestPrometheusPageOracle(t *testing.T) {
-	labels := map[string]string{"region": "kr", "aaa": "first", "zone": "a\"b\\c\nd", "agent": "ignored", "pz": "between phase and reason"}
+	labels := map[string]string{"region": "kr", "aaa": "first", "zone": "a\"b\\c\nd", "pz": "between phase and reason"}
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			p, err := NewPrometheus(agent.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", labels, nil)
+			p, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", labels, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -399,7 +401,7 @@ func scrapeEncoding(t *testing.T, url, encoding string) []byte {
 // results (run it with -race): every page parses, has no series twice, and the last one
 // counts every probe result.
 func TestPrometheusScrapeConcurrent(t *testing.T) {
-	p := startPrometheus(t, agent.PrometheusConfig{})
+	p := startPrometheus(t, config.PrometheusConfig{})
 	url := "http://" + p.Addr() + "/metrics"
 	const writers, perWriter = 4, 3000
 	var wg sync.WaitGroup
@@ -496,7 +498,7 @@ func TestPrometheusScrapeAllocs(t *testing.T) {
 		t.Skip("short")
 	}
 	allocs := func(n int) float64 {
-		p, err := NewPrometheus(agent.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", nil, nil)
+		p, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -518,7 +520,7 @@ func TestPrometheusScrapeAllocs(t *testing.T) {
 // TestPrometheusPageInvalidUTF8: a name that is not UTF-8 (client_golang panicked on it)
 // is written with U+FFFD, and the page still parses and lints.
 func TestPrometheusPageInvalidUTF8(t *testing.T) {
-	p := startPrometheus(t, agent.PrometheusConfig{})
+	p := startPrometheus(t, config.PrometheusConfig{})
 	p.Handle(agent.Event{Type: agent.EventProbe, Time: time.Now(), Agent: "edge1", Site: "s\xff", Target: "t\xc3",
 		Kind: probes.KindICMP, Result: probes.Result{OK: true, RTT: time.Millisecond}})
 	body := scrape(t, http.DefaultClient, "http://"+p.Addr()+"/metrics")

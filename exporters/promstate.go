@@ -5,36 +5,31 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
-// siteStates is the state set of edgeprobe_site_state: every state is exported on every
-// scrape or push, 1 for the current one, so a reader never has to know which were seen.
-var siteStates = []string{agent.SiteUp, agent.SiteDegraded, agent.SiteDown, agent.SiteUnknown}
-
-// reservedLabels are the label names the exporters set themselves; agent labels from the
-// configuration may not override them.
-var reservedLabels = map[string]bool{
-	"agent": true, "site": true, "target": true, "kind": true, "state": true, "phase": true,
-	"reason": true, "le": true, "version": true, "goversion": true, "receiver": true,
-}
-
 var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
-// extraLabels checks the [agent].labels for names Prometheus accepts and drops those that
-// would override the exporters' own labels, returning them sorted by name.
+// extraLabels checks the [agent].labels (which config has validated) and returns them
+// sorted by name. A name Prometheus refuses, or one the exporters set themselves
+// (contract.ReservedLabels), is an error: overriding agent or site would misattribute
+// every series.
 func extraLabels(labels map[string]string) ([]labelPair, error) {
 	out := make([]labelPair, 0, len(labels))
 	for name, value := range labels {
-		if !labelNameRE.MatchString(name) || len(name) > 1 && name[:2] == "__" {
+		switch {
+		case !labelNameRE.MatchString(name) || strings.HasPrefix(name, "__"):
 			return nil, fmt.Errorf("agent label %q: not a Prometheus label name (letters, digits and _, not starting with a digit or __)", name)
-		}
-		if reservedLabels[name] || value == "" {
-			continue
+		case slices.Contains(contract.ReservedLabels, name):
+			return nil, fmt.Errorf("agent label %q: reserved, edgeprobe sets it itself", name)
+		case value == "":
+			return nil, fmt.Errorf("agent label %q: empty value", name)
 		}
 		out = append(out, labelPair{name, value})
 	}

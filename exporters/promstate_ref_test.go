@@ -1,9 +1,12 @@
 package exporters
 
 import (
+	"testing"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -33,7 +36,7 @@ func (s *promState) series(pushInterval time.Duration) []promSeries {
 	for _, site := range s.siteList {
 		name := site.name
 		siteLabel := []labelPair{{"site", name}}
-		for _, state := range siteStates {
+		for _, state := range contract.SiteStates {
 			out = append(out, promSeries{"edgeprobe_site_state",
 				[]labelPair{{"site", name}, {"state", state}}, boolValue(site.state == state)})
 		}
@@ -85,4 +88,22 @@ func (s *promState) httpPhases() []promSeries {
 		}
 	}
 	return out
+}
+
+// TestExtraLabelsRefuseReserved: an agent label may not take a name the exporters set
+// themselves; config refuses it first (config.TestLoadInvalidFiles), and an exporter
+// built in code refuses it too instead of dropping it silently.
+func TestExtraLabelsRefuseReserved(t *testing.T) {
+	for _, name := range contract.ReservedLabels {
+		if _, err := extraLabels(map[string]string{"region": "kr", name: "x"}); err == nil {
+			t.Errorf("extraLabels accepts the reserved label %q", name)
+		}
+		if _, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", map[string]string{name: "x"}, nil); err == nil {
+			t.Errorf("NewPrometheus accepts the reserved label %q", name)
+		}
+	}
+	got, err := extraLabels(map[string]string{"zone": "a", "region": "kr"})
+	if err != nil || len(got) != 2 || got[0].name != "region" || got[1].name != "zone" {
+		t.Errorf("extraLabels = %v, %v; want region, zone in order", got, err)
+	}
 }

@@ -3,8 +3,6 @@ package exporters
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -24,7 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeprobe/edgeprobe/agent"
-	"github.com/edgeprobe/edgeprobe/probes"
+	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
 var (
@@ -32,14 +30,7 @@ var (
 	_ prometheus.Collector = (*RemoteWrite)(nil)
 )
 
-// Defaults of [[exporters.remote_write]], applied when a field is zero so that a zero
-// RemoteWriteConfig with a URL works too.
 const (
-	DefaultPushInterval   = time.Second
-	DefaultPushTimeout    = 5 * time.Second
-	DefaultQueueSize      = 1000
-	DefaultSpoolMaxBytes  = 64 << 20
-	DefaultSpoolMaxAge    = time.Hour
 	remoteWriteVersion    = "0.1.0"
 	minBackoff            = 50 * time.Millisecond
 	maxBackoff            = 5 * time.Second
@@ -70,7 +61,7 @@ var dropReasons = []string{DropRejected, DropQueueFull, DropSpoolFull, DropSpool
 // retries. One RemoteWrite serves one URL, so a dead or slow receiver holds up nothing but
 // its own queue.
 type RemoteWrite struct {
-	cfg       agent.RemoteWriteConfig
+	cfg       config.RemoteWriteConfig
 	url       string
 	name      string
 	agentName string
@@ -137,25 +128,14 @@ type RemoteWriteStats struct {
 // NewRemoteWrite checks the configuration, reads the credentials once to report a bad
 // file at start-up, and opens the spool when one is configured; batches a previous run
 // left in the spool are delivered first. Pushing starts with Run.
-func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, labels map[string]string, logger *slog.Logger) (*RemoteWrite, error) {
+func NewRemoteWrite(cfg config.RemoteWriteConfig, stateDir, agentName string, labels map[string]string, logger *slog.Logger) (*RemoteWrite, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("remote_write %q: url must be http:// or https:// with a host", cfg.URL)
 	}
-	if cfg.Name == "" {
-		cfg.Name = u.Host
-	}
+	cfg.SetDefaults()
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("remote_write %s: %s", cfg.Name, fmt.Sprintf(format, args...))
-	}
-	if cfg.PushInterval.Duration <= 0 {
-		cfg.PushInterval.Duration = DefaultPushInterval
-	}
-	if cfg.Timeout.Duration <= 0 {
-		cfg.Timeout.Duration = DefaultPushTimeout
-	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -189,7 +169,7 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 	if _, err := r.authorization(); err != nil {
 		return nil, fail("%v", err)
 	}
-	tlsConfig, err := clientTLSConfig(cfg.TLS)
+	tlsConfig, err := cfg.TLS.ClientConfig()
 	if err != nil {
 		return nil, fail("tls: %v", err)
 	}
@@ -205,12 +185,6 @@ func NewRemoteWrite(cfg agent.RemoteWriteConfig, stateDir, agentName string, lab
 		return r, nil
 	}
 	maxBytes, maxAge := cfg.Spool.MaxBytes, cfg.Spool.MaxAge.Duration
-	if maxBytes <= 0 {
-		maxBytes = DefaultSpoolMaxBytes
-	}
-	if maxAge <= 0 {
-		maxAge = DefaultSpoolMaxAge
-	}
 	if stateDir == "" {
 		return nil, fail("spool needs agent.state_dir")
 	}
@@ -539,9 +513,14 @@ func (r *RemoteWrite) authorization() (string, error) {
 	return "", nil
 }
 
-// readSecret reads a one-line secret file; the trailing newline editors add is not part of it.
+// maxSecretBytes bounds a secret file: a token or password is a line, and a link to
+// /dev/zero must not be read until the memory runs out.
+const maxSecretBytes = 64 << 10
+
+// readSecret reads a one-line secret file (a regular file of at most maxSecretBytes); the
+// trailing newline editors add is not part of it.
 func readSecret(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	data, err := tomlconf.ReadFileLimit(path, maxSecretBytes)
 	if err != nil {
 		return "", err
 	}
@@ -550,47 +529,6 @@ func readSecret(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return secret, nil
-}
-
-// clientTLSConfig builds the TLS settings for an https receiver; Enable is ignored, the
-// URL's scheme decides.
-func clientTLSConfig(spec probes.TLSSpec) (*tls.Config, error) {
-	cfg := &tls.Config{
-		ServerName:         spec.ServerName,
-		InsecureSkipVerify: spec.Insecure, // only when the operator wrote insecure = true
-		MinVersion:         tls.VersionTLS12,
-	}
-	if spec.CAFile != "" {
-		pem, err := os.ReadFile(spec.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate found", spec.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (spec.CertFile == "") != (spec.KeyFile == "") {
-		return nil, errors.New("cert_file and key_file go together")
-	}
-	if spec.CertFile == "" {
-		return cfg, nil
-	}
-	load := func() (*tls.Certificate, error) {
-		cert, err := tls.LoadX509KeyPair(spec.CertFile, spec.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate %s, key %s: %w", spec.CertFile, spec.KeyFile, err)
-		}
-		return &cert, nil
-	}
-	if _, err := load(); err != nil {
-		return nil, err
-	}
-	// Read at every handshake (rare: connections are kept alive), so that short-lived
-	// certificates renewed on disk are picked up without a restart.
-	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return load() }
-	return cfg, nil
 }
 
 // pushDescs are a RemoteWrite's delivery metrics. The receiver is a constant label, so

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -40,7 +41,7 @@ type snapSeries struct {
 
 // siteLabels are a site's series, in the order snapshot writes them.
 type siteLabels struct {
-	states        [4][]byte // edgeprobe_site_state per siteStates
+	states        [4][]byte // edgeprobe_site_state per contract.SiteStates
 	since, detect []byte
 }
 
@@ -52,8 +53,8 @@ type targetLabels struct {
 
 func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
 	e := &snapEncoder{agentName: agentName, extra: extra}
-	e.isolated = e.labels("edgeprobe_agent_isolated")
-	e.pushInterval = e.labels("edgeprobe_push_interval_seconds")
+	e.isolated = e.labels(contract.MetricAgentIsolated)
+	e.pushInterval = e.labels(contract.MetricPushInterval)
 	return e
 }
 
@@ -61,7 +62,7 @@ func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
 // pairs; an empty value means no label (the site of a control target).
 func (e *snapEncoder) labels(name string, pairs ...labelPair) []byte {
 	all := make([]labelPair, 0, 2+len(e.extra)+len(pairs))
-	all = append(all, labelPair{"__name__", name}, labelPair{"agent", e.agentName})
+	all = append(all, labelPair{contract.LabelName, name}, labelPair{contract.LabelAgent, e.agentName})
 	all = append(all, e.extra...)
 	for _, p := range pairs {
 		if p.value != "" {
@@ -84,21 +85,21 @@ func (e *snapEncoder) labels(name string, pairs ...labelPair) []byte {
 
 func (e *snapEncoder) siteLabels(site string) *siteLabels {
 	l := &siteLabels{}
-	for i, state := range siteStates {
-		l.states[i] = e.labels("edgeprobe_site_state", labelPair{"site", site}, labelPair{"state", state})
+	for i, state := range contract.SiteStates {
+		l.states[i] = e.labels(contract.MetricSiteState, labelPair{contract.LabelSite, site}, labelPair{contract.LabelState, state})
 	}
-	l.since = e.labels("edgeprobe_site_state_change_timestamp_seconds", labelPair{"site", site})
-	l.detect = e.labels("edgeprobe_site_detect_seconds", labelPair{"site", site})
+	l.since = e.labels(contract.MetricSiteStateChange, labelPair{contract.LabelSite, site})
+	l.detect = e.labels(contract.MetricSiteDetect, labelPair{contract.LabelSite, site})
 	return l
 }
 
 func (e *snapEncoder) targetLabels(key promTargetKey, kind probes.Kind) *targetLabels {
-	pairs := []labelPair{{"site", key.site}, {"target", key.target}, {"kind", string(kind)}}
+	pairs := []labelPair{{contract.LabelSite, key.site}, {contract.LabelTarget, key.target}, {contract.LabelKind, string(kind)}}
 	return &targetLabels{
 		kind:     kind,
-		up:       e.labels("edgeprobe_target_up", pairs...),
-		success:  e.labels("probe_success", pairs...),
-		duration: e.labels("probe_duration_seconds", pairs...),
+		up:       e.labels(contract.MetricTargetUp, pairs...),
+		success:  e.labels(contract.MetricProbeSuccess, pairs...),
+		duration: e.labels(contract.MetricProbeDuration, pairs...),
 	}
 }
 
@@ -114,7 +115,7 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 		if site.enc == nil {
 			site.enc = e.siteLabels(site.name)
 		}
-		for i, state := range siteStates {
+		for i, state := range contract.SiteStates {
 			out = append(out, snapSeries{site.enc.states[i], boolValue(site.state == state)})
 		}
 		if !site.since.IsZero() {

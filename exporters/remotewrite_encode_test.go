@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/proto"
 
@@ -42,7 +44,7 @@ func referenceEncode(r *RemoteWrite, ms int64) []byte {
 // proto.Marshal makes of the same WriteRequest, through state changes, a kind change, a
 // control target, zero and negative values, and agent labels sorting before __name__.
 func TestSnapshotEncodingMatchesProto(t *testing.T) {
-	rw, err := NewRemoteWrite(agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge1",
+	rw, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge1",
 		map[string]string{"Zone": "a", "region": "kr", "zz": "last"}, nil)
 	if err != nil {
 		t.Fatal(err)

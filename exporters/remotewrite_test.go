@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/proto"
 
@@ -131,10 +133,9 @@ next:
 	return 0, false
 }
 
-func runRemoteWrite(t *testing.T, cfg agent.RemoteWriteConfig, stateDir string) (*RemoteWrite, context.CancelFunc) {
+func runRemoteWrite(t *testing.T, cfg config.RemoteWriteConfig, stateDir string) (*RemoteWrite, context.CancelFunc) {
 	t.Helper()
-	// "site" must not override the exporter's own label.
-	rw, err := NewRemoteWrite(cfg, stateDir, "edge1", map[string]string{"region": "kr", "site": "override"}, nil)
+	rw, err := NewRemoteWrite(cfg, stateDir, "edge1", map[string]string{"region": "kr"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,12 +155,12 @@ func runRemoteWrite(t *testing.T, cfg agent.RemoteWriteConfig, stateDir string) 
 	return rw, stop
 }
 
-func duration(d time.Duration) agent.Duration { return agent.Duration{Duration: d} }
+func duration(d time.Duration) config.Duration { return config.Duration{Duration: d} }
 
 func TestRemoteWriteStateChangePushedAtOnce(t *testing.T) {
 	recv := startTestReceiver(t, nil)
 	// A heartbeat a minute apart: any push within the wait below was caused by the change.
-	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
+	rw, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
 	waitFor(t, 5*time.Second, "the initial snapshot", func() bool { return len(recv.received()) == 1 })
 	events := sampleEvents("edge1")
 	handled := time.Now()
@@ -251,7 +252,7 @@ func TestRemoteWriteStateChangePushedAtOnce(t *testing.T) {
 
 func TestRemoteWriteControlTargetHasNoSite(t *testing.T) {
 	recv := startTestReceiver(t, nil)
-	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute)}, "")
+	rw, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute)}, "")
 	rw.Handle(agent.Event{Type: agent.EventProbe, Time: time.Now(), Agent: "edge1", Target: "uplink", Kind: probes.KindICMP,
 		Result: probes.Result{OK: true, RTT: time.Millisecond}})
 	rw.Handle(agent.Event{Type: agent.EventTarget, Time: time.Now(), Agent: "edge1", Target: "uplink", Kind: probes.KindICMP,
@@ -280,7 +281,7 @@ func TestRemoteWriteControlTargetHasNoSite(t *testing.T) {
 
 func TestRemoteWriteHeartbeat(t *testing.T) {
 	recv := startTestReceiver(t, nil)
-	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(20 * time.Millisecond)}, "")
+	rw, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(20 * time.Millisecond)}, "")
 	rw.Handle(sampleEvents("edge1")[0])
 	waitFor(t, 10*time.Second, "five heartbeats", func() bool { return len(recv.received()) >= 5 })
 	pushes := recv.received()
@@ -336,7 +337,7 @@ func TestRemoteWriteResponses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			recv := startTestReceiver(t, tc.respond)
-			rw, stop := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute)}, "")
+			rw, stop := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute)}, "")
 			if tc.wantSent {
 				waitFor(t, 10*time.Second, "delivery", func() bool { return rw.Stats().Sent == 1 })
 			} else {
@@ -371,8 +372,8 @@ func TestRemoteWriteDeadReceiverDoesNotDelayAnother(t *testing.T) {
 	dead := startTestReceiver(t, func(n int, w http.ResponseWriter) { <-release })
 	defer close(release) // before dead.Close (cleanup) so its handlers can return
 	alive := startTestReceiver(t, nil)
-	rwDead, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: dead.URL, Name: "dead", PushInterval: duration(time.Minute), Timeout: duration(time.Minute)}, "")
-	rwAlive, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: alive.URL, Name: "alive", PushInterval: duration(time.Minute)}, "")
+	rwDead, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: dead.URL, Name: "dead", PushInterval: duration(time.Minute), Timeout: duration(time.Minute)}, "")
+	rwAlive, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: alive.URL, Name: "alive", PushInterval: duration(time.Minute)}, "")
 	waitFor(t, 5*time.Second, "the dead receiver holding a request", func() bool { return len(dead.received()) == 1 })
 	sinks := []agent.Sink{rwDead, rwAlive}
 	for _, ev := range sampleEvents("edge1") {
@@ -400,17 +401,17 @@ func TestRemoteWriteAuth(t *testing.T) {
 	passwordFile := writeFile(t, dir, "password", "pa55\n")
 	for _, tc := range []struct {
 		name     string
-		cfg      agent.RemoteWriteConfig
+		cfg      config.RemoteWriteConfig
 		tls      bool
 		wantAuth string
 		wantCN   string
 	}{
-		{name: "bearer token from a file", cfg: agent.RemoteWriteConfig{BearerTokenFile: tokenFile}, wantAuth: "Bearer t0ken"},
+		{name: "bearer token from a file", cfg: config.RemoteWriteConfig{BearerTokenFile: tokenFile}, wantAuth: "Bearer t0ken"},
 		{name: "basic auth with a password file",
-			cfg:      agent.RemoteWriteConfig{BasicAuth: &agent.BasicAuthConfig{Username: "edge", PasswordFile: passwordFile}},
+			cfg:      config.RemoteWriteConfig{BasicAuth: &config.BasicAuthConfig{Username: "edge", PasswordFile: passwordFile}},
 			wantAuth: "Basic ZWRnZTpwYTU1"},
 		{name: "tls with a client certificate", tls: true,
-			cfg: agent.RemoteWriteConfig{BearerTokenFile: tokenFile, TLS: probes.TLSSpec{
+			cfg: config.RemoteWriteConfig{BearerTokenFile: tokenFile, TLS: probes.TLSSpec{
 				CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}},
 			wantAuth: "Bearer t0ken", wantCN: "client"},
 	} {
@@ -462,7 +463,7 @@ func TestRemoteWriteClientCertificateRenewal(t *testing.T) {
 	recv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
 	recv.StartTLS()
 	t.Cleanup(recv.Close)
-	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute),
+	rw, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL, PushInterval: duration(time.Minute),
 		TLS: probes.TLSSpec{CAFile: pki.caFile, CertFile: certFile, KeyFile: keyFile}}, "")
 	waitFor(t, 5*time.Second, "the first push", func() bool { return rw.Stats().Sent == 1 })
 	// The certificate is renewed on disk; the next connection presents the new one.
@@ -499,8 +500,8 @@ func TestRemoteWriteSpoolSurvivesRestart(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	stateDir := t.TempDir()
-	cfg := agent.RemoteWriteConfig{URL: recv.URL, Name: "view:9470", PushInterval: duration(20 * time.Millisecond),
-		Spool: &agent.SpoolConfig{}}
+	cfg := config.RemoteWriteConfig{URL: recv.URL, Name: "view:9470", PushInterval: duration(20 * time.Millisecond),
+		Spool: &config.SpoolConfig{}}
 	first, stop := runRemoteWrite(t, cfg, stateDir)
 	for _, ev := range sampleEvents("edge1") {
 		first.Handle(ev)
@@ -642,29 +643,29 @@ func TestSpoolBounds(t *testing.T) {
 func TestRemoteWriteConstructorErrors(t *testing.T) {
 	dir := t.TempDir()
 	pki := newTestPKI(t)
-	locked, err := NewRemoteWrite(agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &agent.SpoolConfig{}}, dir, "edge1", nil, nil)
+	locked, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &config.SpoolConfig{}}, dir, "edge1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer locked.Close()
 	for _, tc := range []struct {
 		name     string
-		cfg      agent.RemoteWriteConfig
+		cfg      config.RemoteWriteConfig
 		stateDir string
 		wantErr  string
 	}{
-		{"no scheme", agent.RemoteWriteConfig{URL: "view:9470/api/v1/write"}, "", `"view:9470/api/v1/write"`},
-		{"missing token file", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/absent"}, "", dir + "/absent"},
-		{"empty password file", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/",
-			BasicAuth: &agent.BasicAuthConfig{Username: "u", PasswordFile: writeFile(t, dir, "empty", "\n")}}, "", "empty"},
-		{"token and basic auth", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/x",
-			BasicAuth: &agent.BasicAuthConfig{}}, "", "exclusive"},
-		{"cert without key", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert}}, "", "cert_file and key_file"},
-		{"key not matching the certificate", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert, KeyFile: pki.serverKey}}, "", pki.clientCert},
-		{"ca file without certificates", agent.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CAFile: pki.clientKey}}, "", pki.clientKey},
-		{"spool without state dir", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Spool: &agent.SpoolConfig{}}, "", "state_dir"},
-		{"spool in use", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &agent.SpoolConfig{}}, dir, "in use"},
-		{"no agent name", agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "agent name"},
+		{"no scheme", config.RemoteWriteConfig{URL: "view:9470/api/v1/write"}, "", `"view:9470/api/v1/write"`},
+		{"missing token file", config.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/absent"}, "", dir + "/absent"},
+		{"empty password file", config.RemoteWriteConfig{URL: "http://127.0.0.1:9/",
+			BasicAuth: &config.BasicAuthConfig{Username: "u", PasswordFile: writeFile(t, dir, "empty", "\n")}}, "", "empty"},
+		{"token and basic auth", config.RemoteWriteConfig{URL: "http://127.0.0.1:9/", BearerTokenFile: dir + "/x",
+			BasicAuth: &config.BasicAuthConfig{}}, "", "exclusive"},
+		{"cert without key", config.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert}}, "", "cert_file and key_file"},
+		{"key not matching the certificate", config.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CertFile: pki.clientCert, KeyFile: pki.serverKey}}, "", pki.clientCert},
+		{"ca file without certificates", config.RemoteWriteConfig{URL: "https://127.0.0.1:9/", TLS: probes.TLSSpec{CAFile: pki.clientKey}}, "", pki.clientKey},
+		{"spool without state dir", config.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Spool: &config.SpoolConfig{}}, "", "state_dir"},
+		{"spool in use", config.RemoteWriteConfig{URL: "http://127.0.0.1:9/", Name: "busy", Spool: &config.SpoolConfig{}}, dir, "in use"},
+		{"no agent name", config.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "agent name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			agentName := "edge1"
@@ -727,7 +728,7 @@ func TestBackoff(t *testing.T) {
 // BenchmarkEncodeSnapshot measures one push of an agent watching 10 sites of 5 targets,
 // and reports its compressed size (what the spool stores per push interval).
 func BenchmarkEncodeSnapshot(b *testing.B) {
-	rw, err := NewRemoteWrite(agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge-seoul-01", map[string]string{"region": "kr"}, nil)
+	rw, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge-seoul-01", map[string]string{"region": "kr"}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -809,7 +810,7 @@ func TestQueuesKeepTheBatchInFlight(t *testing.T) {
 // and the last push carries the last change.
 func TestRemoteWriteChangeStormCoalesced(t *testing.T) {
 	recv := startTestReceiver(t, nil)
-	rw, _ := runRemoteWrite(t, agent.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
+	rw, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
 	waitFor(t, 5*time.Second, "the initial snapshot", func() bool { return len(recv.received()) == 1 })
 	time.Sleep(2 * minChangeGap)
 	start := time.Now()

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/proto"
 
@@ -37,7 +39,7 @@ func removalEvents(agentName string) (before, removal []agent.Event) {
 // TestPrometheusForgetsRemoved: after a reload removes a target and a site, none of
 // their series stays on /metrics; the rest do.
 func TestPrometheusForgetsRemoved(t *testing.T) {
-	p := startPrometheus(t, agent.PrometheusConfig{})
+	p := startPrometheus(t, config.PrometheusConfig{})
 	before, removal := removalEvents("edge1")
 	for _, ev := range before {
 		p.Handle(ev)
@@ -72,7 +74,7 @@ func TestPrometheusForgetsRemoved(t *testing.T) {
 // TestRemoteWriteForgetsRemoved: a push after the removal carries none of the removed
 // target's or site's series, so a view stops counting this agent as a witness there.
 func TestRemoteWriteForgetsRemoved(t *testing.T) {
-	rw, err := NewRemoteWrite(agent.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge1", nil, nil)
+	rw, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func TestStdoutRemoved(t *testing.T) {
 		removal[i].Time = at
 	}
 	var buf bytes.Buffer
-	s, err := NewStdout(&buf, agent.StdoutConfig{Format: FormatJSON})
+	s, err := NewStdout(&buf, config.StdoutConfig{Format: config.FormatJSON})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +153,7 @@ func TestStdoutRemoved(t *testing.T) {
 	}
 
 	buf.Reset()
-	s, err = NewStdout(&buf, agent.StdoutConfig{Summary: agent.Duration{Duration: time.Hour}})
+	s, err = NewStdout(&buf, config.StdoutConfig{Summary: config.Duration{Duration: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,17 +18,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/config"
 )
 
 var _ agent.Sink = (*Stdout)(nil)
-
-// Stdout output formats and result selections, as written in [exporters.stdout].
-const (
-	FormatText     = "text"
-	FormatJSON     = "json"
-	ResultsChanges = "changes"
-	ResultsAll     = "all"
-)
 
 // jsonTime has a fixed nine-digit fraction so that lines sort and align as text.
 const jsonTime = "2006-01-02T15:04:05.000000000Z07:00"
@@ -66,7 +59,7 @@ type targetKey struct{ agent, site, target string }
 
 // NewStdout returns a sink that writes to w as cfg says. An empty Format means text, an
 // empty Results means state changes only, and a zero Summary turns the text summary off.
-func NewStdout(w io.Writer, cfg agent.StdoutConfig) (*Stdout, error) {
+func NewStdout(w io.Writer, cfg config.StdoutConfig) (*Stdout, error) {
 	s := &Stdout{
 		w:        bufio.NewWriter(w),
 		summary:  cfg.Summary.Duration,
@@ -75,18 +68,18 @@ func NewStdout(w io.Writer, cfg agent.StdoutConfig) (*Stdout, error) {
 		isolated: make(map[string]bool),
 	}
 	switch cfg.Format {
-	case "", FormatText:
-	case FormatJSON:
+	case "", config.FormatText:
+	case config.FormatJSON:
 		s.json = true
 	default:
-		return nil, fmt.Errorf("stdout exporter: format %q: want %q or %q", cfg.Format, FormatText, FormatJSON)
+		return nil, fmt.Errorf("stdout exporter: format %q: want %q or %q", cfg.Format, config.FormatText, config.FormatJSON)
 	}
 	switch cfg.Results {
-	case "", ResultsChanges:
-	case ResultsAll:
+	case "", config.ResultsChanges:
+	case config.ResultsAll:
 		s.all = true
 	default:
-		return nil, fmt.Errorf("stdout exporter: results %q: want %q or %q", cfg.Results, ResultsChanges, ResultsAll)
+		return nil, fmt.Errorf("stdout exporter: results %q: want %q or %q", cfg.Results, config.ResultsChanges, config.ResultsAll)
 	}
 	if s.summary < 0 {
 		return nil, fmt.Errorf("stdout exporter: summary %s: want zero (off) or a positive duration", s.summary)

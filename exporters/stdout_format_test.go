@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
@@ -132,15 +134,15 @@ func TestStdoutMatchesReference(t *testing.T) {
 			Detect: durs[(i/5)%len(durs)], Reason: probes.Reason(strs[(i/19)%len(strs)]),
 			Result: probes.Result{OK: i%2 == 0, RTT: durs[i%len(durs)], Reason: probes.Reason(strs[(i/23)%len(strs)]), Detail: strs[(i/29)%len(strs)]},
 		}
-		for _, format := range []string{FormatJSON, FormatText} {
+		for _, format := range []string{config.FormatJSON, config.FormatText} {
 			var buf bytes.Buffer
-			s, err := NewStdout(&buf, agent.StdoutConfig{Format: format, Results: ResultsAll})
+			s, err := NewStdout(&buf, config.StdoutConfig{Format: format, Results: config.ResultsAll})
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.Handle(ev)
 			want := referenceText(ev)
-			if format == FormatJSON {
+			if format == config.FormatJSON {
 				want = referenceJSON(ev)
 			}
 			if got := buf.String(); got != want {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
@@ -34,12 +36,12 @@ var scenario = []agent.Event{
 func TestStdoutLines(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  agent.StdoutConfig
+		cfg  config.StdoutConfig
 		want []string
 	}{
 		{
 			name: "json every result",
-			cfg:  agent.StdoutConfig{Format: FormatJSON, Results: ResultsAll},
+			cfg:  config.StdoutConfig{Format: config.FormatJSON, Results: config.ResultsAll},
 			want: []string{
 				`{"time":"2026-11-24T19:30:00.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":true,"rtt_seconds":0.0015}`,
 				`{"time":"2026-11-24T19:30:01.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":false,"start":"2026-11-24T19:30:00.870000000Z","rtt_seconds":0.25,"reason":"timeout","detail":"no answer"}`,
@@ -51,7 +53,7 @@ func TestStdoutLines(t *testing.T) {
 		},
 		{
 			name: "json changes only",
-			cfg:  agent.StdoutConfig{Format: FormatJSON, Results: ResultsChanges},
+			cfg:  config.StdoutConfig{Format: config.FormatJSON, Results: config.ResultsChanges},
 			want: []string{
 				`{"time":"2026-11-24T19:30:01.120000000Z","type":"target","agent":"edge1","site":"beta","target":"http","kind":"http","reason":"timeout","from":"up","to":"suspect"}`,
 				`{"time":"2026-11-24T19:30:01.420000000Z","type":"target","agent":"edge1","site":"beta","target":"http","kind":"http","reason":"timeout","from":"suspect","to":"down","detect_seconds":0.3}`,
@@ -61,7 +63,7 @@ func TestStdoutLines(t *testing.T) {
 		},
 		{
 			name: "text every result",
-			cfg:  agent.StdoutConfig{Results: ResultsAll},
+			cfg:  config.StdoutConfig{Results: config.ResultsAll},
 			want: []string{
 				"19:30:00.120  probe    beta/http                 ok                    http  rtt 1.5ms",
 				"19:30:01.120  probe    beta/http                 FAIL timeout          http  rtt 250ms  no answer",
@@ -73,7 +75,7 @@ func TestStdoutLines(t *testing.T) {
 		},
 		{
 			name: "text changes with summary",
-			cfg:  agent.StdoutConfig{Format: FormatText, Summary: agent.Duration{Duration: time.Second}},
+			cfg:  config.StdoutConfig{Format: config.FormatText, Summary: config.Duration{Duration: time.Second}},
 			want: []string{
 				"19:30:01.120  summary  sites 0 up, 0 degraded, 0 down; targets 0 down of 1; 1.0 probes/s",
 				"19:30:01.120  target   beta/http                 up -> suspect         http  timeout",
@@ -84,7 +86,7 @@ func TestStdoutLines(t *testing.T) {
 		},
 		{
 			name: "text summary of an isolated agent",
-			cfg:  agent.StdoutConfig{Summary: agent.Duration{Duration: 100 * time.Millisecond}},
+			cfg:  config.StdoutConfig{Summary: config.Duration{Duration: 100 * time.Millisecond}},
 			want: []string{
 				"19:30:01.120  summary  sites 0 up, 0 degraded, 0 down; targets 0 down of 1; 1.0 probes/s",
 				"19:30:01.120  target   beta/http                 up -> suspect         http  timeout",
@@ -116,7 +118,7 @@ func TestStdoutLines(t *testing.T) {
 
 func TestStdoutSummaryCountsStates(t *testing.T) {
 	var buf bytes.Buffer
-	s, err := NewStdout(&buf, agent.StdoutConfig{Summary: agent.Duration{Duration: 10 * time.Second}})
+	s, err := NewStdout(&buf, config.StdoutConfig{Summary: config.Duration{Duration: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,12 +143,12 @@ func TestStdoutSummaryCountsStates(t *testing.T) {
 
 func TestNewStdoutRejects(t *testing.T) {
 	tests := []struct {
-		cfg  agent.StdoutConfig
+		cfg  config.StdoutConfig
 		want string
 	}{
-		{agent.StdoutConfig{Format: "yaml"}, `stdout exporter: format "yaml": want "text" or "json"`},
-		{agent.StdoutConfig{Results: "some"}, `stdout exporter: results "some": want "changes" or "all"`},
-		{agent.StdoutConfig{Summary: agent.Duration{Duration: -time.Second}}, `stdout exporter: summary -1s: want zero (off) or a positive duration`},
+		{config.StdoutConfig{Format: "yaml"}, `stdout exporter: format "yaml": want "text" or "json"`},
+		{config.StdoutConfig{Results: "some"}, `stdout exporter: results "some": want "changes" or "all"`},
+		{config.StdoutConfig{Summary: config.Duration{Duration: -time.Second}}, `stdout exporter: summary -1s: want zero (off) or a positive duration`},
 	}
 	for _, tt := range tests {
 		_, err := NewStdout(&bytes.Buffer{}, tt.cfg)
@@ -172,7 +174,7 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 // every line must be one whole JSON object.
 func TestStdoutConcurrent(t *testing.T) {
 	var out lockedBuffer
-	s, err := NewStdout(&out, agent.StdoutConfig{Format: FormatJSON, Results: ResultsAll})
+	s, err := NewStdout(&out, config.StdoutConfig{Format: config.FormatJSON, Results: config.ResultsAll})
 	if err != nil {
 		t.Fatal(err)
 	}

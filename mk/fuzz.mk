@@ -3,7 +3,7 @@
 # executions per target and fail when any target fails. A failing input is written by
 # go test to <package>/testdata/fuzz/<target>/ and replayed by every later `go test`.
 # go test -fuzz accepts one package and one target per run, so the targets run in turn.
-# Pick targets with FUZZ_TARGETS="./probes:FuzzDNSReply ./agent:FuzzParse".
+# Pick targets with FUZZ_TARGETS="./probes:FuzzDNSReply ./config:FuzzParse".
 
 FUZZTIME      ?= 1m
 FUZZSHORTTIME ?= 12s
@@ -11,7 +11,7 @@ FUZZSHORTTIME ?= 12s
 # short run on a large seed (a 40-record DNS reply): a bounded count keeps the time on
 # fuzzing. Failing inputs are minimized under the same bound.
 FUZZMINIMIZE  ?= 500x
-FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./agent:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush
+FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush
 
 .PHONY: fuzz fuzz-short fuzz-run
 

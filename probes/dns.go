@@ -31,66 +31,29 @@ var _ Prober = (*dnsProber)(nil)
 func newDNSProber(spec DNSSpec, env *Env) (*dnsProber, error) {
 	p := &dnsProber{spec: spec, resolver: env.resolver()}
 	switch spec.Transport {
-	case "", "udp":
+	case "udp":
 		p.client.Net, p.port = "udp", "53"
 	case "tcp":
 		p.client.Net, p.port = "tcp", "53"
 	case "tls":
 		p.client.Net, p.port = "tcp-tls", "853"
-	default:
-		return nil, fmt.Errorf(`transport: %q, must be "udp", "tcp" or "tls"`, spec.Transport)
-	}
-	if spec.Server == "" {
-		return nil, fmt.Errorf("server: must be set (host or host:port)")
 	}
 	if host, port, err := net.SplitHostPort(spec.Server); err == nil {
-		if _, err := splitHostPort(spec.Server); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
 		p.host, p.port = host, port
 	} else {
 		p.host = strings.Trim(spec.Server, "[]")
 	}
-
-	if spec.Query == "" {
-		return nil, fmt.Errorf("query: must be set (the name to ask for)")
+	p.query.SetQuestion(spec.Query, dns.StringToType[spec.Type])
+	p.query.RecursionDesired = *spec.Recursion
+	for _, s := range spec.Rcodes {
+		p.rcodes = append(p.rcodes, dns.StringToRcode[s])
 	}
-	name := dns.Fqdn(spec.Query)
-	if _, ok := dns.IsDomainName(name); !ok {
-		return nil, fmt.Errorf("query: %q is not a domain name", spec.Query)
-	}
-	qtype := dns.TypeA
-	if spec.Type != "" {
-		t, ok := dns.StringToType[strings.ToUpper(spec.Type)]
-		if !ok {
-			return nil, fmt.Errorf("type: %q is not a DNS record type", spec.Type)
-		}
-		qtype = t
-	}
-	p.query.SetQuestion(name, qtype)
-	p.query.RecursionDesired = spec.Recursion == nil || *spec.Recursion
-
-	rcodes := spec.Rcodes
-	if len(rcodes) == 0 {
-		rcodes = []string{"NOERROR"}
-	}
-	for i, s := range rcodes {
-		code, ok := dns.StringToRcode[strings.ToUpper(s)]
-		if !ok {
-			return nil, fmt.Errorf("rcodes[%d]: %q is not an rcode (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...)", i, s)
-		}
-		p.rcodes = append(p.rcodes, code)
-		p.rcodeNames = append(p.rcodeNames, s)
-	}
-	for i, s := range spec.Answers {
-		re, err := regexp.Compile(s)
-		if err != nil {
-			return nil, fmt.Errorf("answers[%d]: %w", i, err)
-		}
-		p.answers = append(p.answers, re)
+	p.rcodeNames = spec.Rcodes
+	for _, s := range spec.Answers {
+		p.answers = append(p.answers, regexp.MustCompile(s))
 	}
 	if p.client.Net == "tcp-tls" {
-		conf, err := tlsConfig(spec.TLS)
+		conf, err := spec.TLS.ClientConfig()
 		if err != nil {
 			return nil, err
 		}

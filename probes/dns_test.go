@@ -272,10 +272,10 @@ func TestDNSSpecErrors(t *testing.T) {
 		spec DNSSpec
 		want string
 	}{
-		{DNSSpec{Query: "a.test"}, "server: must be set"},
+		{DNSSpec{Query: "a.test"}, "server: missing"},
 		{DNSSpec{Server: "127.0.0.1", Query: "a.test", Transport: "quic"}, `transport: "quic"`},
 		{DNSSpec{Server: "127.0.0.1:99999", Query: "a.test"}, "server: "},
-		{DNSSpec{Server: "127.0.0.1"}, "query: must be set"},
+		{DNSSpec{Server: "127.0.0.1"}, "query: missing"},
 		{DNSSpec{Server: "127.0.0.1", Query: "a..test"}, "query: "},
 		{DNSSpec{Server: "127.0.0.1", Query: "a.test", Type: "BOGUS"}, `type: "BOGUS"`},
 		{DNSSpec{Server: "127.0.0.1", Query: "a.test", Rcodes: []string{"NOERROR", "MAYBE"}}, `rcodes[1]: "MAYBE"`},

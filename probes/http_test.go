@@ -89,7 +89,6 @@ func TestHTTPProbe(t *testing.T) {
 		{"huge body over the default limit", HTTPSpec{URL: "/huge", BodyMatch: "needle$"}, ReasonBody},
 		{"huge body cut off without match", HTTPSpec{URL: "/huge"}, ReasonNone},
 		{"slow body", HTTPSpec{URL: "/slow"}, ReasonTimeout},
-		{"ip6 family to an ip4 literal", HTTPSpec{URL: "/healthz", Family: "ip6"}, ReasonResolve},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,18 +223,19 @@ func TestHTTPSpecErrors(t *testing.T) {
 		spec HTTPSpec
 		want string
 	}{
-		{HTTPSpec{}, "url: must be set"},
-		{HTTPSpec{URL: "ftp://example.test/"}, "scheme must be http or https"},
+		{HTTPSpec{}, "url: missing"},
+		{HTTPSpec{URL: "ftp://example.test/"}, `has scheme "ftp"; allowed: http or https`},
 		{HTTPSpec{URL: "http:///path"}, "has no host"},
+		{HTTPSpec{URL: "http://127.0.0.1/", Family: "ip6"}, `family: "ip6" contradicts the address 127.0.0.1`},
 		{HTTPSpec{URL: "http://a.test/", Method: "GE T"}, `method: "GE T"`},
-		{HTTPSpec{URL: "http://a.test/", Headers: map[string]string{"Bad Name": "x"}}, `headers: "Bad Name"`},
+		{HTTPSpec{URL: "http://a.test/", Headers: map[string]string{"Bad Name": "x"}}, `headers."Bad Name": "Bad Name" is not a valid header name`},
 		{HTTPSpec{URL: "http://a.test/", Status: []string{"2xx", "700"}}, `status[1]: "700"`},
 		{HTTPSpec{URL: "http://a.test/", Status: []string{"ok"}}, `status[0]: "ok"`},
 		{HTTPSpec{URL: "http://a.test/", BodyMatch: "(["}, "body_match: "},
 		{HTTPSpec{URL: "http://a.test/", BodyLimit: -1}, "body_limit: -1"},
 		{HTTPSpec{URL: "http://a.test/", Redirects: -2}, "redirects: -2"},
 		{HTTPSpec{URL: "http://a.test/", Family: "ipv4"}, `family: "ipv4"`},
-		{HTTPSpec{URL: "https://a.test/", TLS: TLSSpec{CertFile: "c.pem"}}, "tls.key_file: must be set"},
+		{HTTPSpec{URL: "https://a.test/", TLS: TLSSpec{CertFile: "c.pem"}}, "tls: cert_file and key_file go together"},
 	}
 	for _, tt := range tests {
 		_, err := New(KindHTTP, tt.spec, nil)

@@ -783,19 +783,7 @@ var (
 )
 
 func newICMPProber(spec ICMPSpec, env *Env) (*icmpProber, error) {
-	if spec.Address == "" {
-		return nil, errors.New("address: must be set (IP address or host name)")
-	}
-	network, err := familyNetwork(spec.Family)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case spec.Size == 0:
-		spec.Size = DefaultICMPSize
-	case spec.Size < icmpTokenLen || spec.Size > 65000:
-		return nil, fmt.Errorf("size: %d is out of range (%d to 65000 bytes)", spec.Size, icmpTokenLen)
-	}
+	network := familyNetwork(spec.Family)
 	if env == nil || env.ICMP == nil {
 		return nil, errors.New("icmp: no ICMP engine in the probe environment")
 	}
@@ -804,6 +792,7 @@ func newICMPProber(spec ICMPSpec, env *Env) (*icmpProber, error) {
 		waiter: icmpWaiter{reply: make(chan icmpReply, 1)},
 	}
 	p.writeFn = p.write
+	var err error
 	if ip, err := netip.ParseAddr(spec.Address); err == nil && ip.Zone() == "" {
 		// The resolver returns a literal as it is, so Start may skip it.
 		p.literal = ip.Unmap()

@@ -473,7 +473,7 @@ func TestICMPSpecErrors(t *testing.T) {
 		env  *Env
 		want string
 	}{
-		{ICMPSpec{}, &Env{ICMP: e}, "address: must be set"},
+		{ICMPSpec{}, &Env{ICMP: e}, "address: missing"},
 		{ICMPSpec{Address: "127.0.0.1", Family: "ipx"}, &Env{ICMP: e}, `family: "ipx"`},
 		{ICMPSpec{Address: "127.0.0.1", Size: 4}, &Env{ICMP: e}, "size: 4 is out of range"},
 		{ICMPSpec{Address: "127.0.0.1"}, &Env{}, "no ICMP engine"},

@@ -40,9 +40,17 @@ var constructors = map[Kind]constructor{
 	KindTCP:  typed(newTCPProber),
 }
 
+// specRules are the methods every spec has (validate.go): its defaults and its bounds.
+type specRules[S any] interface {
+	*S
+	Complete(Written)
+	Validate() FieldErrors
+}
+
 // typed adapts a constructor of one spec type to the any-typed map entry. It accepts the
-// spec by value or by pointer.
-func typed[S any, P Prober](build func(S, *Env) (P, error)) constructor {
+// spec by value or by pointer, fills its defaults and checks it, so that a constructor
+// receives a spec that meets every rule a config file is held to.
+func typed[S any, PS specRules[S], P Prober](build func(S, *Env) (P, error)) constructor {
 	return func(spec any, env *Env) (Prober, error) {
 		var s S
 		switch v := spec.(type) {
@@ -56,6 +64,10 @@ func typed[S any, P Prober](build func(S, *Env) (P, error)) constructor {
 		default:
 			return nil, fmt.Errorf("spec is %T, want %T", spec, s)
 		}
+		PS(&s).Complete(nil)
+		if err := PS(&s).Validate().err(); err != nil {
+			return nil, err
+		}
 		p, err := build(s, env)
 		if err != nil {
 			return nil, err
@@ -64,8 +76,8 @@ func typed[S any, P Prober](build func(S, *Env) (P, error)) constructor {
 	}
 }
 
-// New validates spec (a probes.*Spec value or pointer of kind's type) and returns a
-// Prober for it. Errors name the spec field at fault.
+// New completes and validates spec (a probes.*Spec value or pointer of kind's type) and
+// returns a Prober for it. Errors name the spec field at fault.
 func New(kind Kind, spec any, env *Env) (Prober, error) {
 	build, ok := constructors[kind]
 	if !ok {
@@ -82,15 +94,12 @@ func failure(start time.Time, reason Reason, detail string) Result {
 	return Result{Start: start, RTT: time.Since(start), Reason: reason, Detail: detail}
 }
 
-// familyNetwork maps a spec's Family to the network name net and Resolver use.
-func familyNetwork(family string) (string, error) {
-	switch family {
-	case "":
-		return "ip", nil
-	case "ip4", "ip6":
-		return family, nil
+// familyNetwork maps a validated spec's Family to the network name net and Resolver use.
+func familyNetwork(family string) string {
+	if family == "" {
+		return "ip"
 	}
-	return "", fmt.Errorf(`family: %q, must be "", "ip4" or "ip6"`, family)
+	return family
 }
 
 // reasonOf maps a dial, TLS or I/O error onto the failure vocabulary.

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"strconv"
 	"time"
 )
 
@@ -23,17 +22,11 @@ type tcpProber struct {
 var _ Prober = (*tcpProber)(nil)
 
 func newTCPProber(spec TCPSpec, env *Env) (*tcpProber, error) {
-	host, err := splitHostPort(spec.Address)
-	if err != nil {
-		return nil, fmt.Errorf("address: %w", err)
-	}
-	network, err := familyNetwork(spec.Family)
-	if err != nil {
-		return nil, err
-	}
-	p := &tcpProber{spec: spec, network: network, host: host, resolver: env.resolver()}
+	host, _, _ := net.SplitHostPort(spec.Address)
+	p := &tcpProber{spec: spec, network: familyNetwork(spec.Family), host: host, resolver: env.resolver()}
 	if spec.TLS.Enable {
-		if p.tls, err = tlsConfig(spec.TLS); err != nil {
+		var err error
+		if p.tls, err = spec.TLS.ClientConfig(); err != nil {
 			return nil, err
 		}
 		if p.tls.ServerName == "" {
@@ -41,21 +34,6 @@ func newTCPProber(spec TCPSpec, env *Env) (*tcpProber, error) {
 		}
 	}
 	return p, nil
-}
-
-// splitHostPort checks a "host:port" address and returns its host.
-func splitHostPort(address string) (string, error) {
-	host, port, err := net.SplitHostPort(address)
-	if err != nil {
-		return "", fmt.Errorf("%q is not host:port: %v", address, err)
-	}
-	if host == "" {
-		return "", fmt.Errorf("%q has no host", address)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("%q: port must be a number from 1 to 65535", address)
-	}
-	return host, nil
 }
 
 // Probe connects, optionally shakes hands, and closes.

@@ -107,11 +107,11 @@ func TestTCPSpecErrors(t *testing.T) {
 	}{
 		{TCPSpec{}, "address: "},
 		{TCPSpec{Address: "127.0.0.1"}, "is not host:port"},
-		{TCPSpec{Address: ":80"}, "has no host"},
-		{TCPSpec{Address: "127.0.0.1:http"}, "port must be a number"},
-		{TCPSpec{Address: "127.0.0.1:0"}, "port must be a number from 1 to 65535"},
+		{TCPSpec{Address: ":80"}, "address: missing"},
+		{TCPSpec{Address: "127.0.0.1:http"}, `port "http" is not a number from 1 to 65535`},
+		{TCPSpec{Address: "127.0.0.1:0"}, `port "0" is not a number from 1 to 65535`},
 		{TCPSpec{Address: "127.0.0.1:80", Family: "v6"}, `family: "v6"`},
-		{TCPSpec{Address: "127.0.0.1:443", TLS: TLSSpec{Enable: true, KeyFile: "k.pem"}}, "tls.cert_file: must be set"},
+		{TCPSpec{Address: "127.0.0.1:443", TLS: TLSSpec{Enable: true, KeyFile: "k.pem"}}, "tls: cert_file and key_file go together"},
 		{TCPSpec{Address: "127.0.0.1:443", TLS: TLSSpec{Enable: true, CAFile: "/nonexistent.pem"}}, "tls.ca_file: "},
 	}
 	for _, tt := range tests {

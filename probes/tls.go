@@ -3,19 +3,23 @@ package probes
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"time"
 )
 
-// tlsConfig builds a client TLS configuration from spec. Verification stays on unless
-// spec.Insecure. An empty ServerName lets the caller's host name (or the HTTP request's
-// host, which follows redirects) be used for SNI and verification. Files are read once,
-// when the prober is built.
-func tlsConfig(spec TLSSpec) (*tls.Config, error) {
+// ClientConfig builds the client TLS configuration of a spec: for the probes, and for
+// the agent's remote_write exporter, which keeps its TLS settings in the same spec.
+// Verification stays on unless Insecure. An empty ServerName lets the caller's host
+// name (or the HTTP request's host, which follows redirects) be used for SNI and
+// verification. The CA bundle is read once; a client certificate is read now, so that
+// a bad file fails at start, and again whenever its files change on disk, so that a
+// short-lived certificate renewed in place needs no restart.
+func (spec TLSSpec) ClientConfig() (*tls.Config, error) {
 	conf := &tls.Config{
 		ServerName:         spec.ServerName,
-		InsecureSkipVerify: spec.Insecure,
+		InsecureSkipVerify: spec.Insecure, // only when the operator wrote insecure = true
 		MinVersion:         tls.VersionTLS12,
 	}
 	if spec.CAFile != "" {
@@ -29,17 +33,48 @@ func tlsConfig(spec TLSSpec) (*tls.Config, error) {
 		}
 		conf.RootCAs = pool
 	}
-	switch {
-	case spec.CertFile != "" && spec.KeyFile != "":
-		cert, err := tls.LoadX509KeyPair(spec.CertFile, spec.KeyFile)
+	if errs := spec.Validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	if spec.CertFile == "" {
+		return conf, nil
+	}
+	kp := &keyPair{cert: spec.CertFile, key: spec.KeyFile}
+	if _, err := kp.get(nil); err != nil {
+		return nil, err
+	}
+	conf.GetClientCertificate = kp.get
+	return conf, nil
+}
+
+// keyPair is a client certificate and key on disk, loaded again when either file's
+// modification time changes.
+type keyPair struct {
+	cert, key string
+
+	mu       sync.Mutex
+	loaded   *tls.Certificate
+	modified [2]time.Time
+}
+
+func (kp *keyPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	var mod [2]time.Time
+	for i, name := range []string{kp.cert, kp.key} {
+		fi, err := os.Stat(name)
 		if err != nil {
 			return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
 		}
-		conf.Certificates = []tls.Certificate{cert}
-	case spec.CertFile != "":
-		return nil, errors.New("tls.key_file: must be set with tls.cert_file")
-	case spec.KeyFile != "":
-		return nil, errors.New("tls.cert_file: must be set with tls.key_file")
+		mod[i] = fi.ModTime()
 	}
-	return conf, nil
+	kp.mu.Lock()
+	defer kp.mu.Unlock()
+	if kp.loaded != nil && mod == kp.modified {
+		return kp.loaded, nil
+	}
+	cert, err := tls.LoadX509KeyPair(kp.cert, kp.key)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert_file %s, tls.key_file %s: %w", kp.cert, kp.key, err)
+	}
+	kp.loaded, kp.modified = &cert, mod
+	return kp.loaded, nil
 }

@@ -1,18 +1,18 @@
 package view
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v2"
+
+	"github.com/edgeprobe/edgeprobe/internal/netcheck"
+	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
 // Defaults for a view started with no config file.
@@ -27,8 +27,13 @@ const (
 	DefaultPushRate        = 10
 	DefaultPushBurst       = 100
 	DefaultMaxEventClients = 256
-	defaultStaleFactor     = 3
-	minStaleAfter          = time.Second
+	// A notifier's attempt times out after DefaultNotifyTimeout and is retried
+	// DefaultNotifyRetries times; Alertmanager alerts are re-sent every DefaultResend.
+	DefaultNotifyTimeout = 5 * time.Second
+	DefaultNotifyRetries = 5
+	DefaultResend        = time.Minute
+	defaultStaleFactor   = 3
+	minStaleAfter        = time.Second
 )
 
 // Config is view.toml. The zero value (after Defaults) is a working view on loopback
@@ -173,25 +178,9 @@ type AlertmanagerConfig struct {
 	MaxRetries int      `toml:"max_retries"`
 }
 
-// Duration is a TOML string with a unit ("3s"); a bare number is rejected so that
-// nobody configures nanoseconds by accident.
-type Duration time.Duration
-
-// UnmarshalText implements encoding.TextUnmarshaler for TOML strings.
-func (d *Duration) UnmarshalText(text []byte) error {
-	v, err := time.ParseDuration(string(text))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q (want a number with a unit, e.g. \"3s\")", text)
-	}
-	if v < 0 {
-		return fmt.Errorf("invalid duration %q: negative", text)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText keeps Duration round-trippable.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+// Duration is a TOML string with a unit ("3s"); a bare number is refused so that nobody
+// configures nanoseconds by accident.
+type Duration = tomlconf.Duration
 
 // Quorum is a fixed number of witnesses, or Majority.
 type Quorum struct {
@@ -258,215 +247,135 @@ func (c *Config) Defaults() {
 	}
 	for i := range c.Notifiers.Webhook {
 		w := &c.Notifiers.Webhook[i]
-		if w.Timeout == 0 {
-			w.Timeout = Duration(5 * time.Second)
-		}
+		w.Timeout.Duration = w.Timeout.Or(DefaultNotifyTimeout)
 		if w.MaxRetries == 0 {
-			w.MaxRetries = 5
+			w.MaxRetries = DefaultNotifyRetries
 		}
 	}
 	for i := range c.Notifiers.Alertmanager {
 		a := &c.Notifiers.Alertmanager[i]
-		if a.Timeout == 0 {
-			a.Timeout = Duration(5 * time.Second)
-		}
-		if a.Resend == 0 {
-			a.Resend = Duration(time.Minute)
-		}
+		a.Timeout.Duration = a.Timeout.Or(DefaultNotifyTimeout)
+		a.Resend.Duration = a.Resend.Or(DefaultResend)
 		if a.MaxRetries == 0 {
-			a.MaxRetries = 5
+			a.MaxRetries = DefaultNotifyRetries
 		}
 	}
 }
 
 // DefaultConfig is the config of a view started without a file.
 func DefaultConfig() *Config {
-	c := &Config{MaxSampleAge: Duration(DefaultMaxSampleAge)}
+	c := &Config{MaxSampleAge: Duration{Duration: DefaultMaxSampleAge}}
 	c.Defaults()
 	return c
 }
 
-// ConfigError is one problem in a config file.
-type ConfigError struct {
-	Path string
-	Line int // 0 when unknown
-	Key  string
-	Msg  string
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Path)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Key != "" {
-		fmt.Fprintf(&b, ": %s", e.Key)
-	}
-	fmt.Fprintf(&b, ": %s", e.Msg)
-	return b.String()
-}
-
-// LoadConfig reads, decodes and validates a view.toml file.
+// LoadConfig reads, decodes and validates a view.toml file. Errors reading the file come
+// back as the *fs.PathError the os package gives; problems with its content as
+// *tomlconf.Errors, one per problem, each FILE:LINE: KEY: what is allowed.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := tomlconf.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read view config: %w", err)
+		return nil, err
 	}
 	return ParseConfig(data, path)
 }
 
-// ParseConfig decodes and validates view.toml content; path names it in errors. On bad
-// input the error joins one *ConfigError per problem.
+// ParseConfig decodes and validates view.toml content read from path (used in messages,
+// and as the directory relative file names are resolved against).
 func ParseConfig(data []byte, path string) (*Config, error) {
-	c := &Config{MaxSampleAge: Duration(DefaultMaxSampleAge)}
-	md, err := toml.Decode(string(data), c)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &ConfigError{Path: path, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
-		}
-		return nil, &ConfigError{Path: path, Msg: err.Error()}
-	}
-	var errs []error
-	for _, k := range md.Undecoded() {
-		errs = append(errs, &ConfigError{Path: path, Line: keyLine(data, k), Key: k.String(),
-			Msg: "unknown key (" + allowedKeys(k) + ")"})
+	c := &Config{MaxSampleAge: Duration{Duration: DefaultMaxSampleAge}}
+	doc, ok := tomlconf.Decode(data, path, c, tomlconf.Options{ZeroAllowed: viewZeroAllowed})
+	if !ok {
+		return nil, doc.Err()
 	}
 	c.Path = path
 	c.Defaults()
-	errs = append(errs, c.validate(data)...)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	c.validate(doc)
+	if err := doc.Err(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// allowedKeys names the keys allowed beside an unknown one, for its error message.
-func allowedKeys(k toml.Key) string {
-	switch {
-	case len(k) == 1:
-		return "allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, allow_unauthenticated, push_rate, push_burst, max_event_clients, notifiers"
-	case k[0] == "agent_tokens":
-		return "allowed: agent, token_file"
-	case len(k) == 2 && k[0] == "notifiers":
-		return "allowed: webhook, alertmanager"
-	case k[0] == "notifiers" && k[1] == "webhook":
-		return "allowed: url, timeout, max_retries"
-	case k[0] == "notifiers" && k[1] == "alertmanager":
-		return "allowed: url, timeout, resend, max_retries"
-	}
-	return "see view/README.md"
-}
+// viewZeroAllowed names the durations where "0s" means something: no sample age check.
+func viewZeroAllowed(path string) bool { return path == "max_sample_age" }
 
-func (c *Config) validate(data []byte) []error {
-	var errs []error
-	// bad reports a problem with key; for "table[i].name" the line is that of the
-	// (i+1)-th assignment of name, which is right for the usual one-key-per-table files.
-	bad := func(key, format string, args ...any) {
-		name, nth := key, 0
-		if open := strings.LastIndex(key, "["); open >= 0 {
-			fmt.Sscanf(key[open:], "[%d]", &nth)
-			name = key[strings.LastIndex(key, ".")+1:]
-		}
-		errs = append(errs, &ConfigError{Path: c.Path, Line: assignmentLine(data, name, nth), Key: key, Msg: fmt.Sprintf(format, args...)})
+func (c *Config) validate(doc *tomlconf.Doc) {
+	bad := doc.Errf
+	if msg := netcheck.Listen(c.Listen, DefaultListen); msg != "" {
+		bad("listen", "%s", msg)
 	}
-	if err := web.Validate(c.WebConfig); err != nil {
-		bad("web_config", "%s: %v", c.WebConfig, err)
+	doc.ReadableFile("web_config", &c.WebConfig)
+	if doc.OK() {
+		if err := web.Validate(c.WebConfig); err != nil {
+			bad("web_config", "%s: %v", c.WebConfig, err)
+		}
 	}
 	if c.MaxBodyBytes < 1024 {
-		bad("max_body_bytes", "%d is too small: want at least 1024", c.MaxBodyBytes)
+		bad("max_body_bytes", "%d is too small; allowed: 1024 or more", c.MaxBodyBytes)
 	}
-	if c.PushRate < 0 || math.IsNaN(c.PushRate) || math.IsInf(c.PushRate, 0) {
-		bad("push_rate", "%v: want a positive number of pushes a second per agent", c.PushRate)
+	if c.PushRate <= 0 || math.IsNaN(c.PushRate) || math.IsInf(c.PushRate, 0) {
+		bad("push_rate", "%v is not allowed; allowed: a positive number of pushes a second per agent", c.PushRate)
 	}
 	if c.PushBurst < 1 {
-		bad("push_burst", "%d: want at least 1", c.PushBurst)
+		bad("push_burst", "%d is too small; allowed: 1 or more", c.PushBurst)
 	}
 	if c.MaxEventClients < 1 {
-		bad("max_event_clients", "%d: want at least 1", c.MaxEventClients)
+		bad("max_event_clients", "%d is too small; allowed: 1 or more", c.MaxEventClients)
 	}
-	if c.StaleAfter != 0 && time.Duration(c.StaleAfter) < 100*time.Millisecond {
-		bad("stale_after", "%s is too short: want at least 100ms", time.Duration(c.StaleAfter))
+	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
+		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}
 	for i, t := range c.Tokens {
 		if strings.TrimSpace(t) == "" {
-			bad("tokens", "token %d is empty", i+1)
+			bad(tomlconf.IndexPath("tokens", i), "empty; allowed: a secret of at least one character")
 		}
 	}
-	seen := map[string]bool{}
+	seen := map[string]string{}
 	for i := range c.AgentTokens {
 		at := &c.AgentTokens[i]
-		key := fmt.Sprintf("agent_tokens[%d]", i)
-		if at.Agent == "" {
-			bad(key+".agent", "missing: the agent name the token belongs to")
-		} else if seen[at.Agent] {
-			bad(key+".agent", "agent %q has a token already", at.Agent)
+		key := tomlconf.IndexPath("agent_tokens", i)
+		switch {
+		case at.Agent == "":
+			bad(key+".agent", "missing; allowed: the name of the agent the token belongs to")
+		case seen[at.Agent] != "":
+			bad(key+".agent", "agent %q has a token already in %s", at.Agent, seen[at.Agent])
+		default:
+			seen[at.Agent] = key
 		}
-		seen[at.Agent] = true
 		if at.TokenFile == "" {
-			bad(key+".token_file", "missing: a file holding the token")
+			bad(key+".token_file", "missing; allowed: a file holding the token")
 			continue
 		}
-		b, err := os.ReadFile(at.TokenFile)
+		doc.ReadableFile(key+".token_file", &at.TokenFile)
+		b, err := tomlconf.ReadFileLimit(at.TokenFile, maxTokenBytes)
 		if err != nil {
-			bad(key+".token_file", "read token: %v", err)
-			continue
+			continue // ReadableFile said why, or the file is too large
 		}
-		at.token = strings.TrimSpace(string(b))
-		if at.token == "" {
-			bad(key+".token_file", "%s is empty", at.TokenFile)
-		}
-	}
-	checkURL := func(key, raw string) {
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(key, "%q is not an http(s) URL", raw)
+		if at.token = strings.TrimSpace(string(b)); at.token == "" {
+			bad(key+".token_file", "%s is empty; allowed: a file holding the token", at.TokenFile)
 		}
 	}
 	for i, w := range c.Notifiers.Webhook {
-		checkURL(fmt.Sprintf("notifiers.webhook[%d].url", i), w.URL)
+		key := tomlconf.IndexPath("notifiers.webhook", i)
+		if msg := netcheck.URL(w.URL); msg != "" {
+			bad(key+".url", "%s", msg)
+		}
 		if w.MaxRetries < 0 {
-			bad(fmt.Sprintf("notifiers.webhook[%d].max_retries", i), "must not be negative")
+			bad(key+".max_retries", "%d is negative; allowed: 0 or more", w.MaxRetries)
 		}
 	}
 	for i, a := range c.Notifiers.Alertmanager {
-		checkURL(fmt.Sprintf("notifiers.alertmanager[%d].url", i), a.URL)
+		key := tomlconf.IndexPath("notifiers.alertmanager", i)
+		if msg := netcheck.URL(a.URL); msg != "" {
+			bad(key+".url", "%s", msg)
+		}
 		if a.MaxRetries < 0 {
-			bad(fmt.Sprintf("notifiers.alertmanager[%d].max_retries", i), "must not be negative")
+			bad(key+".max_retries", "%d is negative; allowed: 0 or more", a.MaxRetries)
 		}
 	}
-	return errs
 }
 
-// keyLine finds the line where the undecoded key k is assigned or opened as a table.
-// The TOML decoder keeps key positions to itself, so this scans the text; 0 when unsure.
-func keyLine(data []byte, k toml.Key) int {
-	if len(k) == 0 {
-		return 0
-	}
-	if n := assignmentLine(data, k[len(k)-1], 0); n > 0 {
-		return n
-	}
-	for i, line := range strings.Split(string(data), "\n") {
-		if strings.Trim(strings.TrimSpace(line), "[]") == k.String() {
-			return i + 1
-		}
-	}
-	return 0
-}
-
-// assignmentLine is the line of the (nth+1)-th "name = ..." in data, or 0.
-func assignmentLine(data []byte, name string, nth int) int {
-	for i, line := range strings.Split(string(data), "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), name)
-		if !ok || !strings.HasPrefix(strings.TrimSpace(rest), "=") {
-			continue
-		}
-		if nth == 0 {
-			return i + 1
-		}
-		nth--
-	}
-	return 0
-}
+// maxTokenBytes bounds a token file: a token is a line, and a link to /dev/zero must not
+// be read until the memory runs out.
+const maxTokenBytes = 64 << 10

@@ -13,25 +13,25 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.Quorum.Majority || time.Duration(cfg.StaleAfter) != 2*time.Second || cfg.MaxBodyBytes != 1<<20 ||
-		time.Duration(cfg.MaxSampleAge) != 30*time.Second || len(cfg.Tokens) != 1 {
+	if !cfg.Quorum.Majority || cfg.StaleAfter.Duration != 2*time.Second || cfg.MaxBodyBytes != 1<<20 ||
+		cfg.MaxSampleAge.Duration != 30*time.Second || len(cfg.Tokens) != 1 {
 		t.Errorf("config %+v does not match testdata/view.toml", cfg)
 	}
-	if w := cfg.Notifiers.Webhook; len(w) != 1 || w[0].MaxRetries != 3 || time.Duration(w[0].Timeout) != 2*time.Second {
+	if w := cfg.Notifiers.Webhook; len(w) != 1 || w[0].MaxRetries != 3 || w[0].Timeout.Duration != 2*time.Second {
 		t.Errorf("webhooks %+v", w)
 	}
-	if a := cfg.Notifiers.Alertmanager; len(a) != 1 || time.Duration(a[0].Resend) != 30*time.Second || a[0].MaxRetries != 5 {
+	if a := cfg.Notifiers.Alertmanager; len(a) != 1 || a[0].Resend.Duration != 30*time.Second || a[0].MaxRetries != 5 {
 		t.Errorf("alertmanagers %+v: want resend 30s and the default 5 retries", a)
 	}
 }
 
 func TestDefaultConfig(t *testing.T) {
 	cfg := DefaultConfig()
-	if cfg.Listen != "127.0.0.1:9470" || cfg.Quorum.N != 2 || cfg.StaleAfter != 0 || cfg.MaxBodyBytes != DefaultMaxBodyBytes {
+	if cfg.Listen != "127.0.0.1:9470" || cfg.Quorum.N != 2 || cfg.StaleAfter.Duration != 0 || cfg.MaxBodyBytes != DefaultMaxBodyBytes {
 		t.Errorf("defaults %+v", cfg)
 	}
 	empty, err := ParseConfig(nil, "empty.toml")
-	if err != nil || empty.Quorum.N != 2 || time.Duration(empty.MaxSampleAge) != DefaultMaxSampleAge {
+	if err != nil || empty.Quorum.N != 2 || empty.MaxSampleAge.Duration != DefaultMaxSampleAge {
 		t.Errorf("empty file: %+v, %v; want the defaults", empty, err)
 	}
 }
@@ -39,14 +39,14 @@ func TestDefaultConfig(t *testing.T) {
 // TestInvalidConfigs: each testdata/invalid-*.toml must fail with the exact message.
 func TestInvalidConfigs(t *testing.T) {
 	want := map[string]string{
-		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key (allowed: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, allow_unauthenticated, push_rate, push_burst, max_event_clients, notifiers)",
-		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook.retries: unknown key (allowed: url, timeout, max_retries)",
-		"invalid-web-config.toml":  "testdata/invalid-web-config.toml:1: web_config: /nonexistent/web.yml: open /nonexistent/web.yml: no such file or directory",
+		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key; allowed here: listen, web_config, quorum, stale_after, max_sample_age, max_body_bytes, tokens, agent_tokens, notifiers, allow_unauthenticated, push_rate, push_burst, max_event_clients",
+		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook[0].retries: unknown key; allowed here: url, timeout, max_retries",
+		"invalid-web-config.toml":  "testdata/invalid-web-config.toml:1: web_config: open /nonexistent/web.yml: no such file or directory; allowed: an existing, readable regular file",
 		"invalid-quorum.toml":      `testdata/invalid-quorum.toml:1: quorum: quorum 0 out of range: want a number >= 1 or "majority"`,
 		"invalid-quorum-word.toml": `testdata/invalid-quorum-word.toml:1: quorum: quorum "most": want a number >= 1 or "majority"`,
-		"invalid-duration.toml":    `testdata/invalid-duration.toml:2: stale_after: invalid duration "3" (want a number with a unit, e.g. "3s")`,
-		"invalid-webhook-url.toml": `testdata/invalid-webhook-url.toml:2: notifiers.webhook[0].url: "ftp://example.test/x" is not an http(s) URL`,
-		"invalid-token-file.toml":  "testdata/invalid-token-file.toml:3: agent_tokens[0].token_file: read token: open /nonexistent/edge1.token: no such file or directory",
+		"invalid-duration.toml":    `testdata/invalid-duration.toml:2: stale_after: bare number 3 is not a duration; use a string with a unit, e.g. "500ms"`,
+		"invalid-webhook-url.toml": `testdata/invalid-webhook-url.toml:2: notifiers.webhook[0].url: "ftp://example.test/x" has scheme "ftp"; allowed: http or https`,
+		"invalid-token-file.toml":  "testdata/invalid-token-file.toml:3: agent_tokens[0].token_file: open /nonexistent/edge1.token: no such file or directory; allowed: an existing, readable regular file",
 	}
 	files, _ := filepath.Glob("testdata/invalid-*.toml")
 	if len(files) != len(want) {

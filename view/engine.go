@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/contract"
 )
 
 // Site verdicts.
@@ -17,12 +19,12 @@ const (
 	VerdictUnknown  = "unknown"
 )
 
-// Per-agent site states, as agents push them.
+// Per-agent site states, as agents push them (the push contract's).
 const (
-	siteUp       = "up"
-	siteDegraded = "degraded"
-	siteDown     = "down"
-	siteUnknown  = "unknown"
+	siteUp       = contract.SiteUp
+	siteDegraded = contract.SiteDegraded
+	siteDown     = contract.SiteDown
+	siteUnknown  = contract.SiteUnknown
 )
 
 // AgentReport is what one push says about one agent: its complete current state.
@@ -133,8 +135,8 @@ type Engine struct {
 func NewEngine(cfg *Config) *Engine {
 	return &Engine{
 		quorum:       cfg.Quorum,
-		staleAfter:   time.Duration(cfg.StaleAfter),
-		maxSampleAge: time.Duration(cfg.MaxSampleAge),
+		staleAfter:   cfg.StaleAfter.Duration,
+		maxSampleAge: cfg.MaxSampleAge.Duration,
 		agents:       map[string]*agentRecord{},
 		sites:        map[string]*siteRecord{},
 	}
@@ -302,7 +304,7 @@ func (e *Engine) evaluate(now time.Time) []Change {
 	return changes
 }
 
-// verdict applies DESIGN.md's rule to one site from its witness counts. Witnesses are
+// verdict applies the verdict rule (docs/DESIGN.md) to one site from its witness counts. Witnesses are
 // fresh, non-isolated agents that report a known state for the site.
 func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses, down int, detect *float64) {
 	known := len(s.agents)

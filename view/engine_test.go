@@ -90,7 +90,7 @@ func TestStaleness(t *testing.T) {
 }
 
 func TestStaleAfterFixed(t *testing.T) {
-	e := NewEngine(&Config{Quorum: Quorum{N: 1}, StaleAfter: Duration(500 * time.Millisecond)})
+	e := NewEngine(&Config{Quorum: Quorum{N: 1}, StaleAfter: Duration{Duration: 500 * time.Millisecond}})
 	e.Apply([]AgentReport{report("a", false, map[string]string{"s": "up"})}, t0)
 	if next := e.NextExpiry(t0); !next.Equal(t0.Add(500 * time.Millisecond)) {
 		t.Fatalf("NextExpiry = %v, want t0+500ms", next)
@@ -100,7 +100,7 @@ func TestStaleAfterFixed(t *testing.T) {
 // TestOldReportsIgnored: a retried or spooled push older than what the view has must not
 // roll an agent's state back, nor keep a silent agent fresh.
 func TestOldReportsIgnored(t *testing.T) {
-	e := NewEngine(&Config{Quorum: Quorum{N: 1}, MaxSampleAge: Duration(time.Minute)})
+	e := NewEngine(&Config{Quorum: Quorum{N: 1}, MaxSampleAge: Duration{Duration: time.Minute}})
 	up := report("a", false, map[string]string{"s": "up"})
 	e.Apply([]AgentReport{up}, t0)
 	old := report("a", false, map[string]string{"s": "down"})

@@ -128,7 +128,7 @@ func newWebhook(cfg WebhookConfig, retryBase time.Duration, m *viewMetrics, log 
 	return &webhook{
 		url:   cfg.URL,
 		queue: make(chan Change, notifyQueue),
-		poster: poster{name: "webhook", client: &http.Client{Timeout: time.Duration(cfg.Timeout)},
+		poster: poster{name: "webhook", client: &http.Client{Timeout: cfg.Timeout.Duration},
 			maxRetries: cfg.MaxRetries, retryBase: retryBase, metrics: m, log: log},
 	}
 }
@@ -179,11 +179,11 @@ type amAlert struct {
 func newAlertmanager(cfg AlertmanagerConfig, retryBase time.Duration, generatorURL string, m *viewMetrics, log *slog.Logger) *alertmanager {
 	return &alertmanager{
 		url:          strings.TrimSuffix(cfg.URL, "/") + "/api/v2/alerts",
-		resend:       time.Duration(cfg.Resend),
+		resend:       cfg.Resend.Duration,
 		generatorURL: generatorURL,
 		queue:        make(chan Change, notifyQueue),
 		firing:       map[string]amAlert{},
-		poster: poster{name: "alertmanager", client: &http.Client{Timeout: time.Duration(cfg.Timeout)},
+		poster: poster{name: "alertmanager", client: &http.Client{Timeout: cfg.Timeout.Duration},
 			maxRetries: cfg.MaxRetries, retryBase: retryBase, metrics: m, log: log},
 	}
 }

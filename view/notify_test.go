@@ -195,7 +195,7 @@ func listAlerts(t *testing.T, am string) []amListed {
 func TestAlertmanager(t *testing.T) {
 	am := startAlertmanager(t)
 	cfg := DefaultConfig()
-	cfg.Notifiers.Alertmanager = []AlertmanagerConfig{{URL: am, Resend: Duration(400 * time.Millisecond)}}
+	cfg.Notifiers.Alertmanager = []AlertmanagerConfig{{URL: am, Resend: Duration{Duration: 400 * time.Millisecond}}}
 	base, _ := startView(t, cfg)
 
 	pushSite(t, base, "up", "a", "b")

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/contract"
+
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/proto"
 
@@ -42,9 +44,9 @@ func (p agentPush) series() []*prompb.TimeSeries {
 	if p.isolated {
 		iso = 1
 	}
-	out := []*prompb.TimeSeries{series(metricAgentIsolated, iso, at, "agent", p.agent)}
+	out := []*prompb.TimeSeries{series(contract.MetricAgentIsolated, iso, at, "agent", p.agent)}
 	if p.interval > 0 {
-		out = append(out, series(metricPushInterval, p.interval, at, "agent", p.agent))
+		out = append(out, series(contract.MetricPushInterval, p.interval, at, "agent", p.agent))
 	}
 	names := make([]string, 0, len(p.sites))
 	for s := range p.sites {
@@ -57,11 +59,11 @@ func (p agentPush) series() []*prompb.TimeSeries {
 			if st == p.sites[site] {
 				v = 1
 			}
-			out = append(out, series(metricSiteState, v, at, "agent", p.agent, "site", site, "state", st))
+			out = append(out, series(contract.MetricSiteState, v, at, "agent", p.agent, "site", site, "state", st))
 		}
 		if !p.since.IsZero() {
-			out = append(out, series(metricSiteChange, float64(p.since.UnixNano())/1e9, at, "agent", p.agent, "site", site))
-			out = append(out, series(metricSiteDetect, p.detect, at, "agent", p.agent, "site", site))
+			out = append(out, series(contract.MetricSiteStateChange, float64(p.since.UnixNano())/1e9, at, "agent", p.agent, "site", site))
+			out = append(out, series(contract.MetricSiteDetect, p.detect, at, "agent", p.agent, "site", site))
 		}
 		out = append(out, series("probe_success", 1, at, "agent", p.agent, "site", site, "target", "web", "kind", "http"))
 	}

@@ -10,20 +10,8 @@ import (
 
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/encoding/protowire"
-)
 
-// Series and labels of the push contract (see README.md) that the view reads; other
-// series are ignored.
-const (
-	metricSiteState     = "edgeprobe_site_state"
-	metricSiteChange    = "edgeprobe_site_state_change_timestamp_seconds"
-	metricSiteDetect    = "edgeprobe_site_detect_seconds"
-	metricAgentIsolated = "edgeprobe_agent_isolated"
-	metricPushInterval  = "edgeprobe_push_interval_seconds"
-	labelName           = "__name__"
-	labelAgent          = "agent"
-	labelSite           = "site"
-	labelState          = "state"
+	"github.com/edgeprobe/edgeprobe/contract"
 )
 
 // Bounds on one push, so that a hostile body cannot make the view allocate without end.
@@ -187,13 +175,13 @@ func (d *pushDecoder) series(i int, b []byte) error {
 				return err
 			}
 			switch string(k) {
-			case labelName:
+			case contract.LabelName:
 				name = v
-			case labelAgent:
+			case contract.LabelAgent:
 				agent = v
-			case labelSite:
+			case contract.LabelSite:
 				site = v
-			case labelState:
+			case contract.LabelState:
 				state = v
 			}
 		case num == 2 && typ == protowire.BytesType: // repeated Sample samples = 2
@@ -362,7 +350,7 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		r.SampleTime = t
 	}
 	switch metric := contractName(name); metric {
-	case metricSiteState, metricSiteChange, metricSiteDetect:
+	case contract.MetricSiteState, contract.MetricSiteStateChange, contract.MetricSiteDetect:
 		if len(site) == 0 {
 			return rejectf("bad_content", "series %s of agent %q has no site label", name, r.Agent)
 		}
@@ -371,15 +359,15 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 			return err
 		}
 		st := stateName(state)
-		if st == "" && metric == metricSiteState {
+		if st == "" && metric == contract.MetricSiteState {
 			st = string(state) // refused below, by name
 		}
 		if err := readSiteSeries(sr, metric, st, v); err != nil {
 			return rejectf("bad_content", "agent %q site %q: %v", r.Agent, site, err)
 		}
-	case metricAgentIsolated:
+	case contract.MetricAgentIsolated:
 		r.Isolated = v == 1
-	case metricPushInterval:
+	case contract.MetricPushInterval:
 		if !math.IsNaN(v) && v > 0 && v < 86400 {
 			r.PushInterval = time.Duration(v * float64(time.Second))
 		}
@@ -390,16 +378,16 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 // contractName is the push contract's metric name that b spells, or "".
 func contractName(b []byte) string {
 	switch string(b) {
-	case metricSiteState:
-		return metricSiteState
-	case metricSiteChange:
-		return metricSiteChange
-	case metricSiteDetect:
-		return metricSiteDetect
-	case metricAgentIsolated:
-		return metricAgentIsolated
-	case metricPushInterval:
-		return metricPushInterval
+	case contract.MetricSiteState:
+		return contract.MetricSiteState
+	case contract.MetricSiteStateChange:
+		return contract.MetricSiteStateChange
+	case contract.MetricSiteDetect:
+		return contract.MetricSiteDetect
+	case contract.MetricAgentIsolated:
+		return contract.MetricAgentIsolated
+	case contract.MetricPushInterval:
+		return contract.MetricPushInterval
 	}
 	return ""
 }
@@ -442,7 +430,7 @@ func (d *pushDecoder) reports() []AgentReport {
 func readSiteSeries(sr *SiteReport, name, state string, v float64) error {
 	finite := !math.IsNaN(v) && !math.IsInf(v, 0)
 	switch name {
-	case metricSiteState:
+	case contract.MetricSiteState:
 		switch state {
 		case siteUp, siteDegraded, siteDown, siteUnknown:
 		default:
@@ -455,12 +443,12 @@ func readSiteSeries(sr *SiteReport, name, state string, v float64) error {
 			return errors.New("state set has both " + sr.State + " and " + state + " at 1")
 		}
 		sr.State = state
-	case metricSiteChange:
+	case contract.MetricSiteStateChange:
 		if finite && v > 0 && v < 1e11 {
 			sec, frac := math.Modf(v)
 			sr.Since = time.Unix(int64(sec), int64(frac*1e9))
 		}
-	case metricSiteDetect:
+	case contract.MetricSiteDetect:
 		if finite && v >= 0 && v < 86400 {
 			sr.Detect = v
 		}

@@ -4,6 +4,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/contract"
+
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/proto"
 
@@ -41,13 +43,13 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 		var name, agent, site, state string
 		for _, l := range ts.GetLabels() {
 			switch l.GetName() {
-			case labelName:
+			case contract.LabelName:
 				name = l.GetValue()
-			case labelAgent:
+			case contract.LabelAgent:
 				agent = l.GetValue()
-			case labelSite:
+			case contract.LabelSite:
 				site = l.GetValue()
-			case labelState:
+			case contract.LabelState:
 				state = l.GetValue()
 			}
 		}
@@ -78,7 +80,7 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 		}
 		v := latest.GetValue()
 		switch name {
-		case metricSiteState, metricSiteChange, metricSiteDetect:
+		case contract.MetricSiteState, contract.MetricSiteStateChange, contract.MetricSiteDetect:
 			if site == "" {
 				return nil, rejectf("bad_content", "series %s of agent %q has no site label", name, agent)
 			}
@@ -96,9 +98,9 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 				return nil, rejectf("bad_content", "agent %q site %q: %v", agent, site, err)
 			}
 			r.Sites[site] = sr
-		case metricAgentIsolated:
+		case contract.MetricAgentIsolated:
 			r.Isolated = v == 1
-		case metricPushInterval:
+		case contract.MetricPushInterval:
 			if !math.IsNaN(v) && v > 0 && v < 86400 {
 				r.PushInterval = time.Duration(v * float64(time.Second))
 			}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/contract"
+
 	"github.com/klauspost/compress/snappy"
 
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
@@ -53,17 +55,17 @@ func TestDecodeWrite(t *testing.T) {
 		{"not snappy", func(t *testing.T) []byte { return []byte("\xff\xff\xff\xff\xffnot snappy") }, "bad_snappy", "decode snappy block"},
 		{"not protobuf", func(t *testing.T) []byte { return snappy.Encode(nil, []byte("\x0a\xff\xff\xff\xff\x0fjunk")) }, "bad_protobuf", "decode protobuf WriteRequest"},
 		{"no agent label", func(t *testing.T) []byte {
-			return encodeWrite(t, series(metricSiteState, 1, at, "site", "pangyo", "state", "down"))
+			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "site", "pangyo", "state", "down"))
 		}, "no_agent", "has no agent label"},
 		{"state set with two states", func(t *testing.T) []byte {
-			return encodeWrite(t, series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"),
-				series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "up"))
+			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"),
+				series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "up"))
 		}, "bad_content", "both down and up"},
 		{"unknown state", func(t *testing.T) []byte {
-			return encodeWrite(t, series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire"))
+			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire"))
 		}, "bad_content", `state "on-fire"`},
 		{"site series without site", func(t *testing.T) []byte {
-			return encodeWrite(t, series(metricSiteState, 1, at, "agent", "a", "state", "up"))
+			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "agent", "a", "state", "up"))
 		}, "bad_content", "has no site label"},
 		{"expands beyond the limit", func(t *testing.T) []byte {
 			return snappy.Encode(nil, make([]byte, 2<<20))
@@ -88,7 +90,7 @@ func TestDecodeWrite(t *testing.T) {
 func TestDecodeWriteLatestSample(t *testing.T) {
 	at := time.UnixMilli(1_700_000_000_000)
 	ts := &prompb.TimeSeries{
-		Labels: []*prompb.Label{{Name: "__name__", Value: metricAgentIsolated}, {Name: "agent", Value: "a"}},
+		Labels: []*prompb.Label{{Name: "__name__", Value: contract.MetricAgentIsolated}, {Name: "agent", Value: "a"}},
 		Samples: []*prompb.Sample{
 			{Value: 0, Timestamp: at.Add(2 * time.Second).UnixMilli()},
 			{Value: 1, Timestamp: at.UnixMilli()},
@@ -114,11 +116,11 @@ func fuzzSeeds(f *testing.F) [][]byte {
 		encodePushes(f, agentPush{agent: "edge2", isolated: true, at: at}),
 		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up", "busan": "degraded"}, since: at, at: at},
 			agentPush{agent: "edge2", interval: 2, sites: map[string]string{"pangyo": "down", "seoul": "unknown"}, since: at, at: at}),
-		encodeWrite(f, series(metricSiteState, 1, at, "site", "pangyo", "state", "down")),
-		encodeWrite(f, series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"), series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "up")),
-		encodeWrite(f, series(metricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire")),
-		encodeWrite(f, series(metricSiteState, 1, at, "agent", "a", "state", "up")),
-		encodeWrite(f, series(metricPushInterval, math.NaN(), at, "agent", "a"), series(metricSiteDetect, math.Inf(1), at, "agent", "a", "site", "p")),
+		encodeWrite(f, series(contract.MetricSiteState, 1, at, "site", "pangyo", "state", "down")),
+		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"), series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "up")),
+		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire")),
+		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "state", "up")),
+		encodeWrite(f, series(contract.MetricPushInterval, math.NaN(), at, "agent", "a"), series(contract.MetricSiteDetect, math.Inf(1), at, "agent", "a", "site", "p")),
 		raw([]byte("\x0a\x0c\x0a\x0a\x0a\x05agent\x12\x01\xff")),     // a label value that is not UTF-8
 		raw([]byte("\x0a\x09\x0a\x07\x0a\x05agent\x12\x00\x08\x01")), // a stray varint field
 		raw([]byte("\x0a\x04\x12\x02\x08\x01\x0b\x0c")),              // a group in the request

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/contract"
 )
 
 // syncBuffer collects the event log, written from handlers and read by the test.
@@ -202,7 +204,7 @@ func TestWriteRejected(t *testing.T) {
 	half := encodeWrite(t, append(agentPush{agent: "a", sites: map[string]string{"pangyo": "down"}}.series(),
 		agentPush{agent: "b", sites: map[string]string{"pangyo": "down"}}.series()...)...)
 	noAgent := encodeWrite(t, append(agentPush{agent: "a", sites: map[string]string{"pangyo": "down"}}.series(),
-		series(metricSiteState, 1, time.Now(), "site", "pangyo", "state", "down"))...)
+		series(contract.MetricSiteState, 1, time.Now(), "site", "pangyo", "state", "down"))...)
 	tests := []struct {
 		name        string
 		contentType string
@@ -357,7 +359,7 @@ func nextChange(t *testing.T, data <-chan string, within time.Duration) Change {
 // silent: the staleness timer, not a push, turns the site unknown.
 func TestEventsAndStaleness(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.StaleAfter = Duration(time.Second)
+	cfg.StaleAfter = Duration{Duration: time.Second}
 	base, _ := startView(t, cfg)
 	data, comments := readEvents(t, base)
 

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 )
 
@@ -40,7 +42,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hangup)
 
 	logger := newLogger(stderr)
-	cfg, err := agent.Load(*configPath)
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		logConfigErrors(logger, "cannot start: invalid configuration", *configPath, err)
 		return exitUsage
@@ -102,8 +104,8 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 // reloadAgent reads the configuration file again and hands it to the running agent.
 // Any error leaves the running configuration in place, so a typo during an incident
 // never stops the probing. It returns the configuration now running.
-func reloadAgent(a *agent.Agent, running *agent.Config, path string, logger *slog.Logger) *agent.Config {
-	cfg, err := agent.Load(path)
+func reloadAgent(a *agent.Agent, running *config.Config, path string, logger *slog.Logger) *config.Config {
+	cfg, err := config.Load(path)
 	if err != nil {
 		logConfigErrors(logger, "reload rejected, running configuration kept", path, err)
 		return running

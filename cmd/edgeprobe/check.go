@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/config"
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -20,7 +20,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(fs, "unexpected argument %q (the file goes after --config)", fs.Arg(0))
 	}
-	cfg, err := agent.Load(*configPath)
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage

@@ -29,10 +29,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/miekg/dns"
 
 	"github.com/edgeprobe/edgeprobe/agent"
-	"github.com/edgeprobe/edgeprobe/exporters"
 	"github.com/edgeprobe/edgeprobe/view"
 )
 
@@ -68,7 +69,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "[options]", demoAbout, stderr)
 	keepRunning := fs.Bool("keep-running", false, "repeat the blackhole and heal cycle until Ctrl-C")
 	cycles := fs.Int("cycles", 1, "blackhole and heal cycles to run (more cycles, more samples)")
-	format := fs.String("format", exporters.FormatText, "stdout format of agent edge1: text or json (then the demo's own lines go to stderr)")
+	format := fs.String("format", config.FormatText, "stdout format of agent edge1: text or json (then the demo's own lines go to stderr)")
 	viewListen := fs.String("view-listen", view.DefaultListen, "`address` of the demo's view; a busy port falls back to any free one")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
@@ -79,14 +80,14 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if *cycles < 1 {
 		return usageError(fs, "--cycles %d: must be at least 1", *cycles)
 	}
-	if *format != exporters.FormatText && *format != exporters.FormatJSON {
+	if *format != config.FormatText && *format != config.FormatJSON {
 		return usageError(fs, "--format %q: want text or json", *format)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := &lockedWriter{w: stdout}
 	d := &demo{out: out, narration: out, format: *format, viewListen: *viewListen, logger: newLogger(stderr)}
-	if *format == exporters.FormatJSON {
+	if *format == config.FormatJSON {
 		d.narration = stderr // keep stdout one JSON object per line
 	}
 	if err := d.run(ctx, *cycles, *keepRunning); err != nil {
@@ -164,7 +165,7 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 	var targets int
 	for i := 1; i <= demoAgents; i++ {
 		name := fmt.Sprintf("edge%d", i)
-		cfg, err := agent.Parse([]byte(demoConfig(name, d.format, caFile, viewURL, d.alpha, d.beta)), "demo")
+		cfg, err := config.Parse([]byte(demoConfig(name, d.format, caFile, viewURL, d.alpha, d.beta)), "demo")
 		if err != nil {
 			return fmt.Errorf("the demo's configuration of agent %s: %w", name, err)
 		}
@@ -654,7 +655,7 @@ func followVerdicts(ctx context.Context, url string, to chan<- view.Change) erro
 }
 
 // startAgent runs one agent with its exporters until the returned stop is called.
-func (d *demo) startAgent(cfg *agent.Config, stdout io.Writer, extra []agent.Sink) (stop func(), err error) {
+func (d *demo) startAgent(cfg *config.Config, stdout io.Writer, extra []agent.Sink) (stop func(), err error) {
 	out, err := newOutputs(cfg, stdout, d.logger)
 	if err != nil {
 		return nil, err

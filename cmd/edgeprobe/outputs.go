@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/exporters"
 )
@@ -29,7 +31,7 @@ type runner interface {
 // newOutputs builds every exporter of cfg. stdout is always on (Load fills in its
 // section when the file has none). Ports are bound and files read here, so that a busy
 // port or a missing token file stops the agent before its first probe.
-func newOutputs(cfg *agent.Config, stdout io.Writer, logger *slog.Logger) (*outputs, error) {
+func newOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger) (*outputs, error) {
 	o := &outputs{}
 	s, err := exporters.NewStdout(stdout, *cfg.Exporters.Stdout)
 	if err != nil {

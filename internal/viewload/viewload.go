@@ -39,7 +39,9 @@ import (
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+	"github.com/edgeprobe/edgeprobe/view"
 )
 
 // Bounds: the generator is a test tool, never a flood.
@@ -154,8 +156,6 @@ type simAgent struct {
 	raw, body []byte
 }
 
-var states = [4]string{"up", "degraded", "down", "unknown"}
-
 func siteName(i int) string { return fmt.Sprintf("site%03d", i) }
 
 func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
@@ -177,18 +177,18 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 		a.samples = append(a.samples, s)
 		return len(a.samples) - 1
 	}
-	add(0, "__name__", "edgeprobe_agent_isolated", "agent", name)
-	add(cfg.Interval.Seconds(), "__name__", "edgeprobe_push_interval_seconds", "agent", name)
+	add(0, contract.LabelName, contract.MetricAgentIsolated, contract.LabelAgent, name)
+	add(cfg.Interval.Seconds(), contract.LabelName, contract.MetricPushInterval, contract.LabelAgent, name)
 	for i := range cfg.Sites {
 		a.since[i] = start
 		site := siteName(i)
 		var idx [4]int
-		for j, st := range states {
-			idx[j] = add(0, "__name__", "edgeprobe_site_state", "agent", name, "site", site, "state", st)
+		for j, st := range contract.SiteStates {
+			idx[j] = add(0, contract.LabelName, contract.MetricSiteState, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelState, st)
 		}
 		a.stateIdx = append(a.stateIdx, idx)
-		a.changeIdx = append(a.changeIdx, add(0, "__name__", "edgeprobe_site_state_change_timestamp_seconds", "agent", name, "site", site))
-		a.detectIdx = append(a.detectIdx, add(0.4, "__name__", "edgeprobe_site_detect_seconds", "agent", name, "site", site))
+		a.changeIdx = append(a.changeIdx, add(0, contract.LabelName, contract.MetricSiteStateChange, contract.LabelAgent, name, contract.LabelSite, site))
+		a.detectIdx = append(a.detectIdx, add(0.4, contract.LabelName, contract.MetricSiteDetect, contract.LabelAgent, name, contract.LabelSite, site))
 	}
 	// Targets come after the sites, ordered by site and target, as the exporter orders them.
 	for i := range cfg.Sites {
@@ -200,9 +200,9 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 				target, kind = fmt.Sprintf("t%d-http", k), "http"
 			}
 			idx = append(idx,
-				add(1, "__name__", "edgeprobe_target_up", "agent", name, "site", site, "target", target, "kind", kind),
-				add(1, "__name__", "probe_success", "agent", name, "site", site, "target", target, "kind", kind))
-			add(0.0012, "__name__", "probe_duration_seconds", "agent", name, "site", site, "target", target, "kind", kind)
+				add(1, contract.LabelName, contract.MetricTargetUp, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind),
+				add(1, contract.LabelName, contract.MetricProbeSuccess, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind))
+			add(0.0012, contract.LabelName, contract.MetricProbeDuration, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind)
 		}
 		a.targetIdx = append(a.targetIdx, idx)
 	}
@@ -454,9 +454,9 @@ func (r *run) flipLoop(ctx context.Context, end time.Time) {
 // change at once; the last push decides the verdict.
 func (r *run) flip(ctx context.Context, site int, down bool) {
 	name := siteName(site)
-	to := "up"
+	to := view.VerdictUp
 	if down {
-		to = "lost"
+		to = view.VerdictLost
 	}
 	q := r.cfg.Quorum
 	for j := range q {
@@ -545,7 +545,7 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 // flipStep says whether a verdict change is the expected step of a flip before its
 // deciding push: degraded on the way down (from up) or up (from lost).
 func flipStep(from, to string) bool {
-	return to == "degraded" && (from == "up" || from == "lost")
+	return to == view.VerdictDegraded && (from == view.VerdictUp || from == view.VerdictLost)
 }
 
 // Percentile is the p-th percentile (0..100) of ds by nearest rank, 0 for none.

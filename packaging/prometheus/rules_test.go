@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/config"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/exporters"
 )
@@ -57,9 +59,9 @@ func TestRulesEndToEnd(t *testing.T) {
 	defer cancel()
 	agents := map[string]*exporters.RemoteWrite{}
 	for _, name := range []string{"e1", "e2", "e3"} {
-		rw, err := exporters.NewRemoteWrite(agent.RemoteWriteConfig{
+		rw, err := exporters.NewRemoteWrite(config.RemoteWriteConfig{
 			URL:          prom + "/api/v1/write",
-			PushInterval: agent.Duration{Duration: 250 * time.Millisecond},
+			PushInterval: config.Duration{Duration: 250 * time.Millisecond},
 		}, "", name, map[string]string{"region": "kr"}, nil)
 		if err != nil {
 			t.Fatal(err)

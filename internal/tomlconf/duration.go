@@ -1,4 +1,4 @@
-package agent
+package tomlconf
 
 import (
 	"fmt"
@@ -7,11 +7,15 @@ import (
 	"time"
 )
 
-// parseDuration reads a duration as the config writes it: a Go duration string with a
+// Duration is a time.Duration written in TOML as a string with a unit ("250ms", "1s").
+// A bare number is an error, never nanoseconds.
+type Duration struct{ time.Duration }
+
+// ParseDuration reads a duration as a config writes it: a Go duration string with a
 // unit. A bare number is refused because readers disagree on what it means (seconds to
 // a person, nanoseconds to time.Duration); the toml decoder hands integers and floats to
 // UnmarshalText as their decimal text, so this check also catches `interval = 5`.
-func parseDuration(s string) (time.Duration, error) {
+func ParseDuration(s string) (time.Duration, error) {
 	if _, err := strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil {
 		return 0, fmt.Errorf("bare number %s is not a duration; use a string with a unit, e.g. \"500ms\"", s)
 	}
@@ -24,7 +28,7 @@ func parseDuration(s string) (time.Duration, error) {
 
 // UnmarshalText reads a duration string with a unit ("250ms", "1s").
 func (d *Duration) UnmarshalText(text []byte) error {
-	v, err := parseDuration(string(text))
+	v, err := ParseDuration(string(text))
 	if err != nil {
 		return err
 	}
@@ -37,35 +41,22 @@ func (d Duration) MarshalText() ([]byte, error) {
 	return []byte(d.Duration.String()), nil
 }
 
-// timeoutAuto is the spelling of an adaptive timeout.
-const timeoutAuto = "auto"
-
-// UnmarshalText reads "auto" or a duration string with a unit.
-func (t *Timeout) UnmarshalText(text []byte) error {
-	if string(text) == timeoutAuto {
-		*t = Timeout{Auto: true}
-		return nil
+// Sign is -1, 0 or 1: Decode refuses durations that are not positive unless the key
+// may be zero (Options.ZeroAllowed).
+func (d Duration) Sign() int {
+	switch {
+	case d.Duration < 0:
+		return -1
+	case d.Duration == 0:
+		return 0
 	}
-	d, err := parseDuration(string(text))
-	if err != nil {
-		return fmt.Errorf("%v, or \"auto\"", err)
-	}
-	*t = Timeout{Fixed: d}
-	return nil
+	return 1
 }
 
-// MarshalText writes "auto" or the fixed duration.
-func (t Timeout) MarshalText() ([]byte, error) {
-	return []byte(t.String()), nil
-}
-
-// String is "auto" or the fixed duration.
-func (t Timeout) String() string {
-	if t.Auto {
-		return timeoutAuto
+// Or is d, or def when d is zero (not set).
+func (d Duration) Or(def time.Duration) time.Duration {
+	if d.Duration == 0 {
+		return def
 	}
-	return t.Fixed.String()
+	return d.Duration
 }
-
-// isSet tells a configured timeout from the zero value, which means "inherit".
-func (t Timeout) isSet() bool { return t.Auto || t.Fixed != 0 }

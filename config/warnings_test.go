@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 )
 
 // TestConfigWarnings: every secret file the config names, and the config itself when it
-// holds header values, gives a warning when every user can read it, naming the file and
+// holds secrets inline (header values, URL passwords), gives a warning when every user can read it, naming the file and
 // the fix; private files and a config without inline secrets give none.
 func TestConfigWarnings(t *testing.T) {
 	dir := t.TempDir()
@@ -79,7 +79,7 @@ web_config = "` + openWeb + `"
 [[exporters.remote_write]]
 url = "http://203.0.113.201:9470/api/v1/write"
 headers = { X-Scope-OrgID = "tenant", X-Api-Key = "secret" }
-`, []string{"agent.toml holds header values (exporters.remote_write[0].headers) and is readable by every user; chmod o-r "}},
+`, []string{"agent.toml holds secrets inline (exporters.remote_write[0].headers) and is readable by every user; chmod o-r "}},
 		{"private config with inline headers", 0o640, site + `
   [[site.http]]
   url = "http://198.51.100.11/"

@@ -1,8 +1,15 @@
-package agent
+// Package config is the agent's configuration: the TOML model of agent.toml, loading it
+// with every problem reported as FILE:LINE: KEY: what is allowed, its defaults, and the
+// resolved list of targets the scheduler runs. A probe spec's own defaults and bounds
+// live beside the spec in probes/; this package calls them and adds where in the file
+// a problem is. The exporters read their settings from here too, so that nothing
+// downstream of the agent imports the agent to learn how it is configured.
+package config
 
 import (
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -138,10 +145,4 @@ type Target struct {
 
 // Duration is a time.Duration written in TOML as a string with a unit ("250ms", "1s").
 // A bare number is an error, never nanoseconds.
-type Duration struct{ time.Duration }
-
-// Timeout is "auto" or a fixed Duration.
-type Timeout struct {
-	Auto  bool
-	Fixed time.Duration
-}
+type Duration = tomlconf.Duration

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"bytes"
@@ -12,16 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
-// configErrorLines returns the lines of a *ConfigErrors, failing the test on any other
+// configErrorLines returns the lines of a *tomlconf.Errors, failing the test on any other
 // kind of error.
 func configErrorLines(t *testing.T, err error) []string {
 	t.Helper()
-	var ce *ConfigErrors
+	var ce *tomlconf.Errors
 	if !errors.As(err, &ce) {
-		t.Fatalf("error is %T, want *ConfigErrors: %v", err, err)
+		t.Fatalf("error is %T, want *tomlconf.Errors: %v", err, err)
 	}
 	return strings.Split(ce.Error(), "\n")
 }
@@ -31,7 +32,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reserved := "reserved: agent, site, target, kind, state, instance, job"
+	reserved := "reserved: agent, site, target, kind, state, phase, reason, le, version, goversion, receiver, instance, job"
 	tests := []struct {
 		file string
 		want []string // exact lines; {dir} is the absolute testdata directory
@@ -48,7 +49,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		}},
 		{"invalid-bare-number.toml", []string{
 			`testdata/invalid-bare-number.toml:4: agent.interval: bare number 5 is not a duration; use a string with a unit, e.g. "500ms"`,
-			`testdata/invalid-bare-number.toml:12: site[0].icmp[1].timeout: bare number 0.5 is not a duration; use a string with a unit, e.g. "500ms"`,
+			`testdata/invalid-bare-number.toml:12: site[0].icmp[1].timeout: bare number 0.5 is not a duration; use a string with a unit, e.g. "500ms", or "auto"`,
 			`testdata/invalid-bare-number.toml:16: exporters.remote_write[0].push_interval: bare number 1 is not a duration; use a string with a unit, e.g. "500ms"`,
 		}},
 		{"invalid-durations.toml", []string{
@@ -82,7 +83,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 			`testdata/invalid-targets.toml:11: site[0].icmp[2].address: "198.51.100.300" is neither an IP address nor a host name`,
 			`testdata/invalid-targets.toml:12: site[0].icmp[2].family: "ipv4" is not allowed; allowed: "", "ip4", "ip6"`,
 			`testdata/invalid-targets.toml:15: site[0].icmp[3].family: "ip4" contradicts the address 2001:db8::1`,
-			`testdata/invalid-targets.toml:16: site[0].icmp[3].size: 8 is out of range; allowed: 24 to 65487 bytes`,
+			`testdata/invalid-targets.toml:16: site[0].icmp[3].size: 4 is out of range; allowed: 8 to 65487`,
 			`testdata/invalid-targets.toml:19: site[0].dns[0].server: port "99999" is not a number from 1 to 65535`,
 			`testdata/invalid-targets.toml:20: site[0].dns[0].query: missing; allowed: a domain name such as "www.example.test."`,
 			`testdata/invalid-targets.toml:21: site[0].dns[0].type: "BOGUS" is not a DNS record type; allowed: a mnemonic such as A, AAAA, CNAME, MX, NS, SOA, TXT`,
@@ -95,9 +96,9 @@ func TestLoadInvalidFiles(t *testing.T) {
 			`testdata/invalid-targets.toml:33: site[0].http[2].status[2]: "600" is not a status code; allowed: a code from 100 to 599 ("204") or a class ("2xx")`,
 			"testdata/invalid-targets.toml:34: site[0].http[2].body_match: \"a(b\" is not a valid regular expression: missing closing ): `a(b`",
 			`testdata/invalid-targets.toml:35: site[0].http[2].method: "GE T" is not an HTTP method; allowed: a token such as GET, HEAD or POST`,
-			`testdata/invalid-targets.toml:36: site[0].http[2].redirects: -1 is out of range; allowed: 0 (do not follow) to 20`,
+			`testdata/invalid-targets.toml:36: site[0].http[2].redirects: -1 is out of range; allowed: 0 to 20`,
 			`testdata/invalid-targets.toml:37: site[0].http[2].tls: cert_file and key_file go together; set both for a client certificate, or neither`,
-			`testdata/invalid-targets.toml:38: site[0].http[2].tls.enable: applies to tcp targets only; http uses TLS for https URLs, dns for transport = "tls"`,
+			`testdata/invalid-targets.toml:38: site[0].http[2].tls.enable: applies to tcp targets only; http uses TLS for https URLs`,
 			`testdata/invalid-targets.toml:42: site[0].http[3].name: "web" is already the name of site[0].http[2]; target names must be unique within a site (set name = "...")`,
 			`testdata/invalid-targets.toml:45: site[0].tcp[0].address: "198.51.100.15" is not host:port; allowed e.g. "198.51.100.13:443" or "[2001:db8::13]:443"`,
 			`testdata/invalid-targets.toml:47: site[0].tcp[1].address: port "0" is not a number from 1 to 65535`,
@@ -107,13 +108,13 @@ func TestLoadInvalidFiles(t *testing.T) {
 			`testdata/invalid-exporters.toml:3: agent.icmp_mode: "fast" is not allowed; allowed: "auto", "raw", "datagram"`,
 			`testdata/invalid-exporters.toml:12: exporters.stdout.format: "yaml" is not allowed; allowed: "text", "json"`,
 			`testdata/invalid-exporters.toml:13: exporters.stdout.results: "some" is not allowed; allowed: "changes", "all"`,
-			`testdata/invalid-exporters.toml:16: exporters.prometheus.listen: "9469" is not host:port; allowed e.g. "127.0.0.1:9469" or ":9469" (all addresses)`,
+			`testdata/invalid-exporters.toml:16: exporters.prometheus.listen: "9469" is not host:port; allowed e.g. "127.0.0.1:9469", or ":9469" for all addresses`,
 			`testdata/invalid-exporters.toml:17: exporters.prometheus.path: "metrics" does not start with '/'; allowed e.g. "/metrics"`,
-			`testdata/invalid-exporters.toml:18: exporters.prometheus.web_config: open {dir}/missing-web.yml: no such file or directory; allowed: an existing, readable file`,
+			`testdata/invalid-exporters.toml:18: exporters.prometheus.web_config: open {dir}/missing-web.yml: no such file or directory; allowed: an existing, readable regular file`,
 			`testdata/invalid-exporters.toml:21: exporters.remote_write[0].url: "view.example:9470/api/v1/write" has scheme "view.example"; allowed: http or https`,
 			`testdata/invalid-exporters.toml:23: exporters.remote_write[0].queue_size: 0 is too small; allowed: 1 or more`,
 			`testdata/invalid-exporters.toml:24: exporters.remote_write[0].headers.Content-Type: is set by edgeprobe; reserved: Authorization, Content-Encoding, Content-Length, Content-Type, Host, User-Agent, X-Prometheus-Remote-Write-Version`,
-			`testdata/invalid-exporters.toml:25: exporters.remote_write[0].bearer_token_file: open {dir}/missing.token: no such file or directory; allowed: an existing, readable file`,
+			`testdata/invalid-exporters.toml:25: exporters.remote_write[0].bearer_token_file: open {dir}/missing.token: no such file or directory; allowed: an existing, readable regular file`,
 			`testdata/invalid-exporters.toml:26: exporters.remote_write[0].basic_auth: set together with bearer_token_file; allowed: one of the two`,
 			`testdata/invalid-exporters.toml:26: exporters.remote_write[0].basic_auth.password_file: missing; basic_auth needs a username and a password_file`,
 			`testdata/invalid-exporters.toml:28: exporters.remote_write[0].spool: needs agent.state_dir, which is set to ""; set a state directory or remove the spool`,
@@ -197,7 +198,7 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 			`line 1: site: must be an array, not a table`,
 		}},
 		{"timeout as a number", "[agent]\ntimeout = 1\n" + site, []string{
-			`line 2: agent.timeout: bare number 1 is not a duration; use a string with a unit, e.g. "500ms"`,
+			`line 2: agent.timeout: bare number 1 is not a duration; use a string with a unit, e.g. "500ms", or "auto"`,
 		}},
 		{"duration as a boolean", "[agent]\ninterval = true\n" + site, []string{
 			`line 2: agent.interval: must be a string with a unit, e.g. "500ms", not the boolean true`,
@@ -206,7 +207,7 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 			`line 4: agent.timeout_min: 200ms is above agent.timeout_max 100ms (its default, min(interval, 1s)); allowed: at most timeout_max`,
 		}},
 		{"zero is not a default request", site + "size = 0\n[[site.http]]\nurl = \"http://198.51.100.13/\"\nbody_limit = 0\nstatus = []\n", []string{
-			`line 5: site[0].icmp[0].size: 0 is out of range; allowed: 24 to 65487 bytes`,
+			`line 5: site[0].icmp[0].size: 0 is out of range; allowed: 8 to 65487`,
 			`line 8: site[0].http[0].body_limit: 0 is too small; allowed: 1 or more`,
 			`line 9: site[0].http[0].status: empty; list at least one accepted code, e.g. ["2xx"]`,
 		}},
@@ -223,7 +224,7 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 		}},
 		{"basic auth without a username, file is a directory", site + "[[exporters.remote_write]]\nurl = \"http://view.example/\"\n[exporters.remote_write.basic_auth]\npassword_file = \"/\"\n", []string{
 			`line 7: exporters.remote_write[0].basic_auth.username: missing; basic_auth needs a username and a password_file`,
-			`line 8: exporters.remote_write[0].basic_auth.password_file: / is a directory; allowed: an existing, readable file`,
+			`line 8: exporters.remote_write[0].basic_auth.password_file: open /: not a regular file (a directory); allowed: an existing, readable regular file`,
 		}},
 		{"deep nesting is refused before decoding", "a = " + strings.Repeat("[", 40) + strings.Repeat("]", 40) + "\n", []string{
 			`arrays or inline tables nest more than 32 levels deep`,
@@ -258,7 +259,7 @@ func TestLoadIOErrors(t *testing.T) {
 		t.Errorf("missing file: error %q, want %q", err, want)
 	}
 	_, err = Load("testdata")
-	if want := "read testdata: is a directory"; err == nil || err.Error() != want {
+	if want := "open testdata: not a regular file (a directory)"; err == nil || err.Error() != want {
 		t.Errorf("directory: error %q, want %q", err, want)
 	}
 }
@@ -276,11 +277,11 @@ func TestParseDefaults(t *testing.T) {
 		Path: "testdata/valid-minimal.toml",
 		Agent: AgentConfig{
 			Name:            host,
-			Interval:        Duration{time.Second},
+			Interval:        Duration{Duration: time.Second},
 			Timeout:         Timeout{Auto: true},
-			TimeoutMin:      Duration{20 * time.Millisecond},
-			TimeoutMax:      Duration{time.Second},
-			ConfirmInterval: Duration{100 * time.Millisecond},
+			TimeoutMin:      Duration{Duration: 20 * time.Millisecond},
+			TimeoutMax:      Duration{Duration: time.Second},
+			ConfirmInterval: Duration{Duration: 100 * time.Millisecond},
 			FailThreshold:   3,
 			ICMPMode:        probes.ICMPAuto,
 			StateDir:        "/var/lib/edgeprobe",
@@ -290,14 +291,14 @@ func TestParseDefaults(t *testing.T) {
 			TargetSet: TargetSet{ICMP: []ICMPTarget{{
 				TargetOptions: TargetOptions{
 					Name:     "icmp:198.51.100.11",
-					Interval: Duration{time.Second},
+					Interval: Duration{Duration: time.Second},
 					Timeout:  Timeout{Auto: true},
 				},
 				ICMPSpec: probes.ICMPSpec{Address: "198.51.100.11", Size: 56},
 			}}},
 		}},
 		Exporters: ExportersConfig{
-			Stdout: &StdoutConfig{Format: "text", Results: "changes", Summary: Duration{10 * time.Second}},
+			Stdout: &StdoutConfig{Format: "text", Results: "changes", Summary: Duration{Duration: 10 * time.Second}},
 		},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -361,8 +362,8 @@ url = "https://[2001:db8::1]:9470/api/v1/write"
 	rw := cfg.Exporters.RemoteWrite
 	if got, want := rw[0], (RemoteWriteConfig{
 		URL: "http://view.example/api/v1/write", Name: "view.example:80",
-		PushInterval: Duration{time.Second}, Timeout: Duration{5 * time.Second}, QueueSize: 1000,
-		Spool: &SpoolConfig{MaxBytes: 64 << 20, MaxAge: Duration{time.Hour}},
+		PushInterval: Duration{Duration: time.Second}, Timeout: Duration{Duration: 5 * time.Second}, QueueSize: 1000,
+		Spool: &SpoolConfig{MaxBytes: 64 << 20, MaxAge: Duration{Duration: time.Hour}},
 	}); !reflect.DeepEqual(got, want) {
 		t.Errorf("remote_write defaults: got %+v, want %+v", got, want)
 	}
@@ -429,24 +430,14 @@ func TestExampleDocumentsEveryOption(t *testing.T) {
 	// Options commented out in the example (their files must exist) count as shown.
 	commented := regexp.MustCompile(`(?m)^(\s*)# ?(\[.*\]|[a-z_]+ = .*)$`)
 	shown := map[string]bool{}
-	for plain := range scanKeyLines(commented.ReplaceAllString(string(data), "$1$2")).plain {
+	for _, plain := range tomlconf.WrittenKeys(commented.ReplaceAllString(string(data), "$1$2")) {
 		shown[canonicalOption(plain)] = true
 	}
-	var walk func(rt reflect.Type, path string)
-	walk = func(rt reflect.Type, path string) {
-		tt := tableType(rt)
-		if tt == nil {
-			return
-		}
-		for _, f := range tomlFields(tt) {
-			p := joinPlain(path, f.name)
-			if !shown[canonicalOption(p)] {
-				t.Errorf("agent.toml.example does not show %s", p)
-			}
-			walk(f.typ, p)
+	for _, key := range tomlconf.SchemaKeys(Config{}) {
+		if !shown[canonicalOption(key)] {
+			t.Errorf("agent.toml.example does not show %s", key)
 		}
 	}
-	walk(reflect.TypeFor[Config](), "")
 }
 
 var (
@@ -510,7 +501,7 @@ func TestConfigTargetsOrderNamesAndOverrides(t *testing.T) {
 // TestConfigTargetsBuiltInCode: Targets fills what Load would, for configs made in tests.
 func TestConfigTargetsBuiltInCode(t *testing.T) {
 	cfg := &Config{
-		Agent: AgentConfig{Interval: Duration{time.Second}, Timeout: Timeout{Fixed: 300 * time.Millisecond}},
+		Agent: AgentConfig{Interval: Duration{Duration: time.Second}, Timeout: Timeout{Fixed: 300 * time.Millisecond}},
 		Sites: []SiteConfig{{Name: "s", TargetSet: TargetSet{
 			TCP: []TCPTarget{{TCPSpec: probes.TCPSpec{Address: "127.0.0.1:80"}}},
 		}}},
@@ -557,42 +548,6 @@ func TestConfigWriteEffectiveRoundTrip(t *testing.T) {
 	}
 }
 
-func TestDurationText(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    time.Duration
-		wantErr string
-	}{
-		{"250ms", 250 * time.Millisecond, ""},
-		{"1m30s", 90 * time.Second, ""},
-		{"0s", 0, ""},
-		{"5", 0, `bare number 5 is not a duration; use a string with a unit, e.g. "500ms"`},
-		{"0.5", 0, `bare number 0.5 is not a duration; use a string with a unit, e.g. "500ms"`},
-		{"5.000000", 0, `bare number 5.000000 is not a duration; use a string with a unit, e.g. "500ms"`},
-		{"soon", 0, `"soon" is not a duration; use a number with a unit (ms, s, m, h), e.g. "500ms"`},
-		{"", 0, `"" is not a duration; use a number with a unit (ms, s, m, h), e.g. "500ms"`},
-	}
-	for _, tt := range tests {
-		var d Duration
-		err := d.UnmarshalText([]byte(tt.in))
-		if tt.wantErr != "" {
-			if err == nil || err.Error() != tt.wantErr {
-				t.Errorf("UnmarshalText(%q) error = %v, want %q", tt.in, err, tt.wantErr)
-			}
-			continue
-		}
-		if err != nil || d.Duration != tt.want {
-			t.Errorf("UnmarshalText(%q) = %v, %v; want %v", tt.in, d.Duration, err, tt.want)
-			continue
-		}
-		text, _ := d.MarshalText()
-		var back Duration
-		if err := back.UnmarshalText(text); err != nil || back != d {
-			t.Errorf("MarshalText(%v) = %q does not read back: %v, %v", d, text, back, err)
-		}
-	}
-}
-
 func TestTimeoutText(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -623,89 +578,6 @@ func TestTimeoutText(t *testing.T) {
 	}
 }
 
-func TestConfigErrorFormat(t *testing.T) {
-	tests := []struct {
-		err  ConfigError
-		want string
-	}{
-		{ConfigError{File: "a.toml", Line: 3, Key: "agent.interval", Msg: "bad"}, "a.toml:3: agent.interval: bad"},
-		{ConfigError{File: "a.toml", Key: "site", Msg: "no sites"}, "a.toml: site: no sites"},
-		{ConfigError{File: "a.toml", Line: 7, Msg: "invalid TOML"}, "a.toml:7: invalid TOML"},
-		{ConfigError{Line: 2, Key: "k", Msg: "m"}, "line 2: k: m"},
-		{ConfigError{Msg: "m"}, "m"},
-	}
-	for _, tt := range tests {
-		if got := tt.err.Error(); got != tt.want {
-			t.Errorf("%+v.Error() = %q, want %q", tt.err, got, tt.want)
-		}
-	}
-	list := &ConfigErrors{Errors: []ConfigError{tests[0].err, tests[1].err}}
-	if got, want := list.Error(), tests[0].want+"\n"+tests[1].want; got != want {
-		t.Errorf("ConfigErrors.Error() = %q, want %q", got, want)
-	}
-}
-
-// TestConfigKeyLines checks the line scan on TOML that would mislead a line-by-line reader.
-func TestConfigKeyLines(t *testing.T) {
-	src := `# [[site]] in a comment
-title = """
-[[site]]
-x = 1
-"""
-lit = '''
-[agent] '''''
-"quoted.key" = 'v' # comment [x]
-dotted . key = 1
-arr = [
-  1, # [[site]]
-  { k = "}" },
-]
-[[site]]
-name = "a"
-labels = { region = "kr", "odd key" = "x" }
-  [[site.icmp]]
-  address = "198.51.100.11"
-  [[site.icmp]]
-  address = "198.51.100.12"
-[site.extra]
-[[site]]
-  [[site.icmp]]
-  address = "198.51.100.13"
-[ agent . "sub" ]
-`
-	kl := scanKeyLines(src)
-	tests := []struct {
-		path string
-		line int
-	}{
-		{"title", 2},
-		{"lit", 6},
-		{`"quoted.key"`, 8},
-		{"dotted.key", 9},
-		{"arr", 10},
-		{"arr[0]", 11},
-		{"arr[1].k", 12},
-		{"site[0]", 14},
-		{"site[0].name", 15},
-		{"site[0].labels.region", 16},
-		{`site[0].labels."odd key"`, 16},
-		{"site[0].icmp[1].address", 20},
-		{"site[0].icmp[1].timeout", 19}, // not written: its table
-		{"site[0].extra", 21},
-		{"site[1].icmp[0].address", 24},
-		{"agent.sub", 25},
-		{"nothing.here", 0},
-	}
-	for _, tt := range tests {
-		if got := kl.lineOf(tt.path); got != tt.line {
-			t.Errorf("lineOf(%s) = %d, want %d", tt.path, got, tt.line)
-		}
-	}
-	if got, want := kl.plain["site.icmp.address"], []string{"site[0].icmp[0].address", "site[0].icmp[1].address", "site[1].icmp[0].address"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("plain[site.icmp.address] = %v, want %v", got, want)
-	}
-}
-
 // FuzzParse: no input makes Parse panic or hang, and what it accepts it can write back.
 func FuzzParse(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*.toml")
@@ -720,9 +592,9 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, "fuzz.toml")
 		if err != nil {
-			var ce *ConfigErrors
+			var ce *tomlconf.Errors
 			if !errors.As(err, &ce) || len(ce.Errors) == 0 {
-				t.Fatalf("error is not a non-empty *ConfigErrors: %v", err)
+				t.Fatalf("error is not a non-empty *tomlconf.Errors: %v", err)
 			}
 			return
 		}

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"fmt"
@@ -30,7 +30,7 @@ func (c *Config) Targets() []Target {
 }
 
 func (c *Config) appendTargets(out []Target, site string, siteLabels map[string]string, ts *TargetSet) []Target {
-	add := func(o TargetOptions, kind probes.Kind, spec any) {
+	add := func(o TargetOptions, kind probes.Kind, value any, named spec) {
 		t := Target{
 			Site:     site,
 			Name:     o.Name,
@@ -38,10 +38,10 @@ func (c *Config) appendTargets(out []Target, site string, siteLabels map[string]
 			Interval: o.Interval.Duration,
 			Timeout:  o.Timeout,
 			Labels:   mergeLabels(c.Agent.Labels, siteLabels, o.Labels),
-			Spec:     spec,
+			Spec:     value,
 		}
 		if t.Name == "" {
-			t.Name = defaultTargetName(spec)
+			t.Name = defaultTargetName(named)
 		}
 		if t.Interval == 0 {
 			t.Interval = c.Agent.Interval.Duration
@@ -52,16 +52,16 @@ func (c *Config) appendTargets(out []Target, site string, siteLabels map[string]
 		out = append(out, t)
 	}
 	for _, t := range ts.ICMP {
-		add(t.TargetOptions, probes.KindICMP, t.ICMPSpec)
+		add(t.TargetOptions, probes.KindICMP, t.ICMPSpec, &t.ICMPSpec)
 	}
 	for _, t := range ts.DNS {
-		add(t.TargetOptions, probes.KindDNS, t.DNSSpec)
+		add(t.TargetOptions, probes.KindDNS, t.DNSSpec, &t.DNSSpec)
 	}
 	for _, t := range ts.HTTP {
-		add(t.TargetOptions, probes.KindHTTP, t.HTTPSpec)
+		add(t.TargetOptions, probes.KindHTTP, t.HTTPSpec, &t.HTTPSpec)
 	}
 	for _, t := range ts.TCP {
-		add(t.TargetOptions, probes.KindTCP, t.TCPSpec)
+		add(t.TargetOptions, probes.KindTCP, t.TCPSpec, &t.TCPSpec)
 	}
 	return out
 }

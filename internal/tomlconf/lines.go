@@ -1,4 +1,4 @@
-package agent
+package tomlconf
 
 import (
 	"fmt"
@@ -55,8 +55,8 @@ func parentPath(path string) string {
 	return ""
 }
 
-// joinKey appends one key to an indexed path, quoting it when it is not a bare key.
-func joinKey(path, key string) string {
+// JoinKey appends one key to an indexed path, quoting it when it is not a bare key.
+func JoinKey(path, key string) string {
 	if !isBareKey(key) {
 		key = strconv.Quote(key)
 	}
@@ -66,8 +66,8 @@ func joinKey(path, key string) string {
 	return path + "." + key
 }
 
-// indexPath appends an array index to a path.
-func indexPath(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+// IndexPath appends an array index to a path.
+func IndexPath(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 
 func isBareKey(k string) bool {
 	if k == "" {
@@ -146,14 +146,14 @@ func (s *lineScanner) header() (string, string) {
 	s.skipLine()
 	path, plain := "", ""
 	for j, k := range keys {
-		path, plain = joinKey(path, k), joinPlain(plain, k)
+		path, plain = JoinKey(path, k), joinPlain(plain, k)
 		n := s.arrays[path]
 		switch {
 		case array && j == len(keys)-1:
 			s.arrays[path] = n + 1
-			path = indexPath(path, n)
+			path = IndexPath(path, n)
 		case n > 0:
-			path = indexPath(path, n-1)
+			path = IndexPath(path, n-1)
 		}
 	}
 	s.record(path, plain, start)
@@ -165,7 +165,7 @@ func (s *lineScanner) keyValue(table, plain string) {
 	start := s.i
 	path := table
 	for _, k := range s.keys() {
-		path, plain = joinKey(path, k), joinPlain(plain, k)
+		path, plain = JoinKey(path, k), joinPlain(plain, k)
 	}
 	s.record(path, plain, start)
 	s.skipSpace(false)
@@ -217,8 +217,8 @@ func (s *lineScanner) container(path, plain string) {
 		}
 		start := s.i
 		if end == ']' {
-			s.recordLine(indexPath(path, n), start)
-			s.value(indexPath(path, n), plain)
+			s.recordLine(IndexPath(path, n), start)
+			s.value(IndexPath(path, n), plain)
 		} else {
 			s.keyValue(path, plain)
 		}
