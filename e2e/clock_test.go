@@ -1,4 +1,4 @@
-//go:build clockjump
+//go:build linux && clockjump
 
 package e2e
 

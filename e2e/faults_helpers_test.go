@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Helpers shared by the fault tests (faults_test.go), the soak (soak_test.go) and the

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Fault tests of issue 6, item 1: the view restarted, two views fed by the same agents,

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // The soak of issue 6, item 4: fast settings for a long time, a site failing and healing

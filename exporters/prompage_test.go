@@ -185,7 +185,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 		case 0: // exactly on a bound
 			return time.Duration(probeDurationBuckets[rnd.IntN(nBuckets)] * 1e9)
 		case 1: // above the last bound
-			return 5*time.Second + time.Duration(rnd.IntN(5e9))
+			return 5*time.Second + time.Duration(rnd.Int64N(5e9))
 		default: // anywhere, log-uniform from 1 µs to 5 s
 			return time.Duration(1e3 * math.Pow(10, rnd.Float64()*6.7))
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package probes
 
 // Fuzz targets for the checks that read what a remote endpoint sends: a DNS reply against

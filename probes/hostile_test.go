@@ -1,3 +1,5 @@
+//go:build linux
+
 package probes
 
 // Hostile endpoints (issue 6, "bad input"): real servers on loopback that trickle, flood,

@@ -1,3 +1,5 @@
+//go:build linux
+
 package probes
 
 // Hostile ICMP (issue 6, "bad input"): forged echo replies, crafted as raw IPv4 packets

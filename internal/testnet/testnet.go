@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testnet builds throwaway networks of Linux network namespaces in which a
 // datacenter can really go dark, for edgeprobe's end-to-end tests and detection benchmarks.
 //
