@@ -36,7 +36,7 @@ func (s *sample) add(e event, since time.Time) {
 }
 
 // TestBenchDetect measures agent-local detection on the namespace network at the default
-// 1 s interval (issue 2's "Numbers to reach": median <= 0.4 s, max <= 0.9 s from the
+// 1 s interval (the target in e2e/README.md: median <= 0.4 s, max <= 0.9 s from the
 // blackhole to the site's down line, and no false down). It only runs with -tags bench:
 //
 //	go test -tags bench -run TestBenchDetect -v ./e2e -args -trials 10
@@ -151,7 +151,7 @@ func report(w io.Writer, samples ...*sample) {
 	fmt.Fprintln(w, "\nfalse down: a site down line that is not true. other wrong: site b changing or the agent\n"+
 		"isolated while site a is blackholed or heals; the agent isolated while only the web server\n"+
 		"is dropped; a site degraded while the agent's uplink is cut or heals.")
-	fmt.Fprintln(w, "target (issue 2): blackhole -> down median <= 0.400 s, max <= 0.900 s; no false down")
+	fmt.Fprintln(w, "target: blackhole -> down median <= 0.400 s, max <= 0.900 s; no false down")
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -152,7 +152,7 @@ type viewSample struct {
 	wrong     int // other verdicts that must not happen: a site not up while an agent restarts
 }
 
-// TestBenchDetectView measures detection at the view (issue 3, item 5) and, in the same
+// TestBenchDetectView measures detection at the view and, in the same
 // run on the same network, the peer stack a new user would build instead: Debian's
 // prometheus-blackbox-exporter on each edge and Debian's prometheus beside the view, both
 // at 1 s. It only runs with -tags bench:
@@ -540,5 +540,5 @@ func viewReport(w io.Writer, lost, peerLost *viewSample, rest ...*viewSample) {
 		"ratio: peer median / edgeprobe median. false lost: readings with a site lost that is not dark.\n"+
 		"other wrong: readings with a site not up while an agent restarts. view restart: from the\n"+
 		"new view's start to both sites up with three witnesses; agent restart: from the stop.")
-	fmt.Fprintln(w, "target (issue 3): blackhole -> lost median <= 0.500 s, max <= 1.000 s; up median <= 1.500 s; ratio >= 4x")
+	fmt.Fprintln(w, "target: blackhole -> lost median <= 0.500 s, max <= 1.000 s; up median <= 1.500 s; ratio >= 4x")
 }

@@ -2,7 +2,7 @@
 
 package e2e
 
-// The wall-clock jump test of issue 6, item 1. It sets the machine's real clock
+// The wall-clock jump test. It sets the machine's real clock
 // (clock_settime(CLOCK_REALTIME), root only), which every process on the machine sees, so
 // it has its own build tag and runs alone: `make test-clock`, after `go test ./...`.
 //

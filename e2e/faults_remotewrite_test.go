@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// The remote_write faults of issue 6, each against the built agent on loopback pushing to
+// The remote_write faults, each against the built agent on loopback pushing to
 // a real receiver in this process (faults_rw_helpers_test.go). What is counted:
 //
 //   - produced: the samples of every snapshot the exporter encoded and queued, from its

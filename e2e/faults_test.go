@@ -2,7 +2,7 @@
 
 package e2e
 
-// Fault tests of issue 6, item 1: the view restarted, two views fed by the same agents,
+// Fault tests of the view: the view restarted, two views fed by the same agents,
 // and a flapping site. Each runs three agents at the default settings (1 s interval and
 // push interval) on the namespace network, pushing to `edgeprobe view` processes on
 // hosts of that network.

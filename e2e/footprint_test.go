@@ -24,7 +24,7 @@ import (
 	"time"
 )
 
-// TestBenchFootprint is `make bench-footprint` (issue 5, item 4): the CPU and memory that
+// TestBenchFootprint is `make bench-footprint`: the CPU and memory that
 // edgeprobe spends on N targets at a 1 s interval, side by side with the peers over the
 // same targets for the same measured window:
 //
@@ -45,7 +45,7 @@ import (
 // Every target is distinct: ICMP to 127.0.x.y, each server on its own 127.0.x.y address.
 //
 // Sequential, not concurrent. smokeping_prober alone needs about two cores for 1000 hosts
-// (issue 5), which is the whole machine: run beside edgeprobe it would starve it and the
+// (e2e/README.md), which is the whole machine: run beside edgeprobe it would starve it and the
 // scheduler, and edgeprobe's figure would measure the peer. So each tool set runs alone in
 // its own window, and noise (other work on the machine) is spread fairly by repetition:
 // -reps rounds, the order inside each case reversed every other round, and the table
@@ -71,7 +71,7 @@ import (
 //
 // The numbers are reported, not asserted, except that edgeprobe must have done at least
 // 90% of the probes its schedule asks for and all but 1% of them must have succeeded:
-// a harness that measures an idle or broken agent proves nothing. Issue 5's budget is
+// a harness that measures an idle or broken agent proves nothing. The footprint budget is
 // printed beside the figures.
 func TestBenchFootprint(t *testing.T) {
 	cfg, err := fpParseFlags()
@@ -1070,7 +1070,7 @@ func fpSetPingGroup(v string) (func(), error) {
 }
 
 // fpReport prints the medians over the rounds as a markdown table, then the figures
-// issue 5 asks for against its budget.
+// the footprint section of e2e/README.md sets against its budget.
 func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fpResult) {
 	scrape := fmt.Sprintf("every /metrics read each %v", cfg.scrape)
 	if cfg.scrape == 0 {
@@ -1141,7 +1141,7 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 		}
 		return "MISSES"
 	}
-	fmt.Fprintf(w, "\nIssue 5 budget (medians):\n")
+	fmt.Fprintf(w, "\nFootprint budget (medians):\n")
 	for _, c := range []struct{ name, mode string }{{"icmp-raw", "raw"}, {"icmp-datagram", "datagram"}} {
 		pct, ok := core[key{c.name, "edgeprobe"}]
 		if !ok {

@@ -22,7 +22,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
-// Issue 5, item 5: edgeprobe's round-trip times agree with fping's on the same targets,
+// edgeprobe's round-trip times agree with fping's on the same targets,
 // measured at the same time: the median of each within 10% or 50 µs of the other,
 // whichever is larger. Both the agent (the engine that runs in production, through its
 // JSON lines with results = "all") and fping ping every target 20 times; the agent's

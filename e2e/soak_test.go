@@ -2,7 +2,7 @@
 
 package e2e
 
-// The soak of issue 6, item 4: fast settings for a long time, a site failing and healing
+// The soak: fast settings for a long time, a site failing and healing
 // every minute, and the footprint of every process compared between start and end.
 
 import (

@@ -25,7 +25,7 @@ import (
 // promState, not through client_golang. Measured at 1000 ICMP targets (23 series each,
 // BenchmarkPrometheusScrape1000): client_golang's HistogramVec/CounterVec kept 4-5 MB of
 // series live, and a scrape built the 2.8 MB page as 255,000 allocations (12 MB, ~50 ms of
-// CPU); the agent's RSS went from 19 to 36 MiB on the first scrapes, beyond issue 5's
+// CPU); the agent's RSS went from 19 to 36 MiB on the first scrapes, beyond the footprint budget's
 // 20 MiB budget. Here the numbers sit in one compact struct per target and kind, each
 // series' label block is rendered once, and a scrape formats into pooled buffers.
 // gzip is github.com/klauspost/compress/gzip (its snappy already encodes remote_write), not

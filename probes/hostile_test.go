@@ -2,7 +2,7 @@
 
 package probes
 
-// Hostile endpoints (issue 6, "bad input"): real servers on loopback that trickle, flood,
+// Hostile endpoints: real servers on loopback that trickle, flood,
 // loop, lie or never finish. Every probe must fail cleanly with the right Reason and a
 // Detail that says what happened, by its deadline, without reading without bound.
 

@@ -2,7 +2,7 @@
 
 package probes
 
-// Hostile ICMP (issue 6, "bad input"): forged echo replies, crafted as raw IPv4 packets
+// Hostile ICMP: forged echo replies, crafted as raw IPv4 packets
 // in a site namespace of a test network, reach an engine in an edge namespace while it
 // probes a target that does not answer by itself (icmp_echo_ignore_all). Only the
 // exported API of the engine is used (NewICMPEngine, Open, Stats, New, Probe): the forger

@@ -216,7 +216,7 @@ func BenchmarkDecodePush(b *testing.B) {
 }
 
 // BenchmarkApplyPush: applying one agent's decoded push of 20 sites to an engine that
-// knows 1000 agents reporting the same 20 sites (issue 5's load), without a change and
+// knows 1000 agents reporting the same 20 sites (the load of view/README.md), without a change and
 // with a verdict change each time (the site flips between lost and up).
 func BenchmarkApplyPush(b *testing.B) {
 	at := time.Now()
@@ -277,7 +277,7 @@ func BenchmarkPush(b *testing.B) {
 
 // FuzzPush: whatever a push holds, an engine that applies what DecodeWrite accepts keeps
 // valid verdicts: every site's witness counts equal a count from scratch, its verdict is
-// the one DESIGN.md's rule gives for them, and the expiry heap is sound; a refused push
+// the one the verdict rule (docs/DESIGN.md) gives for them, and the expiry heap is sound; a refused push
 // changes nothing. Then every agent goes stale and every site turns unknown.
 func FuzzPush(f *testing.F) {
 	for _, seed := range fuzzSeeds(f) {

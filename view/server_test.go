@@ -114,7 +114,7 @@ func eventuallyMetric(t *testing.T, base, line string) {
 	t.Errorf("/metrics lacks %q after 5s", line)
 }
 
-// TestSitesAPIShape checks the contract of DESIGN.md key by key, since tests outside the
+// TestSitesAPIShape checks the API contract (view/README.md) key by key, since tests outside the
 // project parse it.
 func TestSitesAPIShape(t *testing.T) {
 	base, events := startView(t, DefaultConfig())

@@ -10,7 +10,7 @@
 // the root namespace, and a namespace has no route but the two documentation prefixes, so
 // no probe can leak to the outside world.
 //
-// Failures are the ones DESIGN.md asks for. A site blackhole or an uplink cut sets the
+// Failures are those of a fire or a cut fibre. A site blackhole or an uplink cut sets the
 // node's bridge port down: packets vanish without an answer, as in a fire or a cut fibre.
 // A partial failure (only the web server) is an nftables drop inside the site's namespace.
 // Ports are switched with an ioctl from a thread inside the core namespace rather than by
@@ -103,7 +103,7 @@ type Net struct {
 }
 
 // Address plan. Sites share 198.51.100.0/24 in equal power-of-two blocks (two sites get a
-// /25 each); hosts within a block start at .11 so the first site looks like DESIGN.md's
+// /25 each); hosts within a block start at .11 so the first site looks like the configuration examples'
 // example. Edges take 203.0.113.11 upwards, other hosts 203.0.113.201 upwards.
 var (
 	sitePrefix = netip.MustParsePrefix("198.51.100.0/24")

@@ -386,7 +386,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 	}
 }
 
-// TestEdgesAndHost checks the layout issue 3's benchmark uses: three edges and a central
+// TestEdgesAndHost checks the layout the view's detection benchmark uses: three edges and a central
 // host on the edges' side. Every edge reaches the host; cutting one edge's uplink cuts
 // that edge alone, from the host as from the sites.
 func TestEdgesAndHost(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package viewload plays many edgeprobe agents against one view, on loopback only, to
-// measure what the view costs and how fast it decides (issue 5: 1000 agents x 20 sites at
+// measure what the view costs and how fast it decides (the load of view/README.md: 1000 agents x 20 sites at
 // one push a second).
 //
 // Each simulated agent pushes its complete state every interval, exactly the series an
