@@ -58,7 +58,13 @@ type Config struct {
 	// agent name. With neither set, pushes need no token.
 	Tokens      []string     `toml:"tokens"`
 	AgentTokens []AgentToken `toml:"agent_tokens"`
-	Notifiers   Notifiers    `toml:"notifiers"`
+	// ReadTokens, when set, are required to read the view (the page, the API, the event
+	// stream, /metrics); without them reads are open. AdminTokens guard what changes the
+	// view (silences, the failover hold and failback); without them that API is off.
+	// An admin token also reads.
+	ReadTokens  []string  `toml:"read_tokens"`
+	AdminTokens []string  `toml:"admin_tokens"`
+	Notifiers   Notifiers `toml:"notifiers"`
 	// AllowUnauthenticated lets the view listen beyond loopback with no authentication
 	// (no tokens, no client certificates, no basic auth in web_config). Without it such a
 	// view refuses to start: anyone who reaches it could forge a site loss.
@@ -83,7 +89,7 @@ func (c *Config) Warnings() []string {
 		fi, err := os.Stat(path)
 		return err == nil && fi.Mode().Perm()&0o004 != 0
 	}
-	if len(c.Tokens) > 0 && c.Path != "" && worldReadable(c.Path) {
+	if len(c.Tokens)+len(c.ReadTokens)+len(c.AdminTokens) > 0 && c.Path != "" && worldReadable(c.Path) {
 		out = append(out, fmt.Sprintf("%s holds tokens and is readable by every user; chmod o-r it", c.Path))
 	}
 	for _, at := range c.AgentTokens {
@@ -326,9 +332,14 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
 		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}
-	for i, t := range c.Tokens {
-		if strings.TrimSpace(t) == "" {
-			bad(tomlconf.IndexPath("tokens", i), "empty; allowed: a secret of at least one character")
+	for _, list := range []struct {
+		key    string
+		tokens []string
+	}{{"tokens", c.Tokens}, {"read_tokens", c.ReadTokens}, {"admin_tokens", c.AdminTokens}} {
+		for i, t := range list.tokens {
+			if strings.TrimSpace(t) == "" {
+				bad(tomlconf.IndexPath(list.key, i), "empty; allowed: a secret of at least one character")
+			}
 		}
 	}
 	seen := map[string]string{}

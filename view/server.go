@@ -112,9 +112,11 @@ func New(cfg *Config, opts Options) *Server {
 		s.notifiers = append(s.notifiers, newAlertmanager(a, opts.RetryBase, "http://"+cfg.Listen+"/", s.metrics, s.log))
 	}
 	s.mux.HandleFunc("POST /api/v1/write", s.handleWrite)
-	s.mux.HandleFunc("GET /api/v1/sites", s.handleSites)
-	s.mux.HandleFunc("GET /api/v1/events", s.handleEvents)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+	s.mux.HandleFunc("GET /api/v1/sites", s.requireRead(s.handleSites))
+	s.mux.HandleFunc("GET /api/v1/events", s.requireRead(s.handleEvents))
+	s.mux.HandleFunc("GET /metrics", s.requireRead(promhttp.HandlerFor(s.metrics.registry,
+		promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP))
+	// The page holds no data: it reads the API, with the read token a reader gives it.
 	s.mux.HandleFunc("GET /{$}", s.handlePage)
 	return s
 }

@@ -1,7 +1,6 @@
 package view
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -95,30 +94,6 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// authorize checks the bearer token. It returns the agent the token is bound to ("" for
-// a shared token or when no tokens are configured).
-func (s *Server) authorize(r *http.Request) (agent string, ok bool) {
-	if len(s.cfg.Tokens) == 0 && len(s.cfg.AgentTokens) == 0 {
-		return "", true
-	}
-	got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !found || got == "" {
-		return "", false
-	}
-	match := func(want string) bool { return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1 }
-	for _, at := range s.cfg.AgentTokens {
-		if match(at.token) {
-			return at.Agent, true
-		}
-	}
-	for _, t := range s.cfg.Tokens {
-		if match(t) {
-			return "", true
-		}
-	}
-	return "", false
 }
 
 // rateLimited answers 429 with the seconds until the agent may push again.
