@@ -42,7 +42,7 @@ func TestDefaultConfig(t *testing.T) {
 func TestInvalidConfigs(t *testing.T) {
 	want := map[string]string{
 		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key; allowed here: " + strings.Join(topLevelKeys(), ", "),
-		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook[0].retries: unknown key; allowed here: url, timeout, max_retries",
+		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook[0].retries: unknown key; allowed here: url, secret_file, lost_for, recover_for, timeout, max_retries",
 		"invalid-web-config.toml":  "testdata/invalid-web-config.toml:1: web_config: open /nonexistent/web.yml: no such file or directory; allowed: an existing, readable regular file",
 		"invalid-quorum.toml":      `testdata/invalid-quorum.toml:1: quorum: quorum 0 out of range: want a number >= 1 or "majority"`,
 		"invalid-quorum-word.toml": `testdata/invalid-quorum-word.toml:1: quorum: quorum "most": want a number >= 1 or "majority"`,

@@ -27,7 +27,11 @@ func serveView(t *testing.T, cfg *Config, opts Options) (base string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- New(cfg, opts).Serve(ctx, ln) }()
+	srv, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { served <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {

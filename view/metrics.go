@@ -1,8 +1,6 @@
 package view
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -42,7 +40,7 @@ func newViewMetrics(s *Server) *viewMetrics {
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, v := range []string{VerdictUp, VerdictDegraded, VerdictLost, VerdictUnknown} {
+	for _, v := range append(Verdicts, VerdictForgotten) {
 		m.changes.WithLabelValues(v)
 	}
 	m.registry.MustRegister(m.received, m.rejected, m.ignored, m.changes, m.notifications,
@@ -71,15 +69,10 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
-	now := time.Now()
-	counts := map[string]int{VerdictUp: 0, VerdictDegraded: 0, VerdictLost: 0, VerdictUnknown: 0}
-	for _, site := range c.s.engine.Sites(now) {
-		counts[site.State]++
+	verdicts, fresh, stale := c.s.engine.Counts()
+	for _, state := range Verdicts {
+		ch <- prometheus.MustNewConstMetric(sitesDesc, prometheus.GaugeValue, float64(verdicts[state]), state)
 	}
-	for state, n := range counts {
-		ch <- prometheus.MustNewConstMetric(sitesDesc, prometheus.GaugeValue, float64(n), state)
-	}
-	fresh, stale := c.s.engine.AgentCounts(now)
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(fresh), "fresh")
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(stale), "stale")
 	clients, dropped, refused := c.s.broker.counts()

@@ -180,7 +180,7 @@ type amListed struct {
 
 func listAlerts(t *testing.T, am string) []amListed {
 	t.Helper()
-	resp, err := http.Get(am + "/api/v2/alerts?filter=" + url.QueryEscape(fmt.Sprintf("alertname=%q", AlertName)))
+	resp, err := http.Get(am + "/api/v2/alerts?filter=" + url.QueryEscape(fmt.Sprintf("alertname=%q", AlertLost)))
 	if err != nil {
 		t.Fatal(err)
 	}

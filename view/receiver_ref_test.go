@@ -1,6 +1,7 @@
 package view
 
 import (
+	"maps"
 	"math"
 	"time"
 
@@ -41,6 +42,7 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 	var order []string
 	for i, ts := range req.GetTimeseries() {
 		var name, agent, site, state string
+		labels := map[string]string{}
 		for _, l := range ts.GetLabels() {
 			switch l.GetName() {
 			case contract.LabelName:
@@ -51,6 +53,8 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 				site = l.GetValue()
 			case contract.LabelState:
 				state = l.GetValue()
+			default:
+				labels[l.GetName()] = l.GetValue()
 			}
 		}
 		if agent == "" {
@@ -75,8 +79,8 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			byAgent[agent] = r
 			order = append(order, agent)
 		}
-		if t := time.UnixMilli(latest.GetTimestamp()); t.After(r.SampleTime) {
-			r.SampleTime = t
+		if t := time.UnixMilli(latest.GetTimestamp()); !r.HasSamples || t.After(r.SampleTime) {
+			r.SampleTime, r.HasSamples = t, true
 		}
 		v := latest.GetValue()
 		switch name {
@@ -100,6 +104,12 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			r.Sites[site] = sr
 		case contract.MetricAgentIsolated:
 			r.Isolated = v == 1
+			if r.Labels == nil {
+				r.Labels = map[string]string{}
+			}
+			maps.Copy(r.Labels, labels)
+		case contract.MetricAgentImpaired:
+			r.Impaired = v == 1
 		case contract.MetricPushInterval:
 			if !math.IsNaN(v) && v > 0 && v < 86400 {
 				r.PushInterval = time.Duration(v * float64(time.Second))

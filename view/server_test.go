@@ -42,7 +42,10 @@ func startView(t *testing.T, cfg *Config) (base string, events *syncBuffer) {
 	t.Helper()
 	cfg.Defaults()
 	events = &syncBuffer{}
-	s := New(cfg, Options{Events: events, KeepAlive: 50 * time.Millisecond, RetryBase: 20 * time.Millisecond})
+	s, err := New(cfg, Options{Events: events, KeepAlive: 50 * time.Millisecond, RetryBase: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -143,7 +146,8 @@ func TestSitesAPIShape(t *testing.T) {
 	if len(doc) != 1 || len(sites) != 2 {
 		t.Fatalf("document %v: want exactly {\"sites\": [2 sites]}", doc)
 	}
-	allowedSite := map[string]bool{"name": true, "state": true, "since": true, "witnesses": true, "down": true, "agents": true, "detect_seconds": false}
+	allowedSite := map[string]bool{"name": true, "state": true, "since": true, "witnesses": true, "down": true, "up": true,
+		"agents": true, "silenced": true, "detect_seconds": false}
 	for _, s := range sites {
 		for k := range s {
 			if _, ok := allowedSite[k]; !ok {
@@ -401,14 +405,14 @@ func TestEventsAndStaleness(t *testing.T) {
 // TestSlowEventClient: a client that stops reading is cut off; verdicts go on.
 func TestSlowEventClient(t *testing.T) {
 	b := newBroker()
-	slow := b.subscribe(0)
-	fast := b.subscribe(0)
+	slow, _ := b.subscribe("a", 0, 0)
+	fast, _ := b.subscribe("b", 0, 0)
 	for i := range sseQueue + 1 {
-		b.publish([]byte{byte(i)})
-		<-fast
+		b.publish(Change{ID: uint64(i + 1)})
+		<-fast.ch
 	}
 	n := 0
-	for range slow {
+	for range slow.ch {
 		n++
 	}
 	if n != sseQueue {

@@ -386,7 +386,13 @@ func (d *demo) startView() (url string, stop func(), err error) {
 	url = "http://" + cfg.Listen
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- view.New(cfg, view.Options{Logger: d.logger}).Serve(ctx, ln) }()
+	srv, err := view.New(cfg, view.Options{Logger: d.logger})
+	if err != nil {
+		cancel()
+		ln.Close()
+		return "", nil, err
+	}
+	go func() { served <- srv.Serve(ctx, ln) }()
 	stop = func() {
 		cancel()
 		if err := <-served; err != nil {

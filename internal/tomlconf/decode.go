@@ -21,6 +21,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -327,6 +328,7 @@ func fieldFor(t reflect.Type, key string) (f *schemaField, exact bool) {
 }
 
 var (
+	timeType        = reflect.TypeFor[time.Time]()
 	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 	tomlUnmarshaler = reflect.TypeFor[toml.Unmarshaler]()
 )
@@ -440,6 +442,11 @@ func (d *Doc) checkScalar(path string, v any, t reflect.Type) {
 		err = u.UnmarshalTOML(v)
 	case encoding.TextUnmarshaler:
 		switch x := v.(type) {
+		case time.Time:
+			if t != timeType {
+				d.Errf(path, "must be a string, not the date-time %s", x.Format(time.RFC3339))
+			}
+			return
 		case string:
 			err = u.UnmarshalText([]byte(x))
 		case int64, float64:

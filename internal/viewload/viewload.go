@@ -12,9 +12,12 @@
 // The exporter has no exported encoder, so the bytes are built here from exporters/prompb.
 // Agents' pushes are spread evenly over the interval (agent i starts at i/N of it).
 //
-// On a schedule, a site goes down on a quorum of agents (each agent pushes its change at
-// once, as a real agent does) and later comes back up. The push that completes the
-// quorum is the deciding push; the verdict latency is from just before it is sent to the
+// Agents come in groups of Quorum (the last group takes the remainder), and each group
+// reports its own Sites sites, so that every site has a quorum of witnesses and no
+// more. On a schedule, a site goes down on all of its group's agents (each agent pushes
+// its change at once, as a real agent does: the view says lost only once its witnesses
+// agree, docs/DESIGN.md) and later comes back up. The push of the group's last agent is
+// the deciding push; the verdict latency is from just before it is sent to the
 // verdict's arrival on the view's /api/v1/events stream, and, separately, to the push's
 // response (the view decides before it answers).
 package viewload
@@ -156,9 +159,14 @@ type simAgent struct {
 	raw, body []byte
 }
 
-func siteName(i int) string { return fmt.Sprintf("site%03d", i) }
+func siteName(group, i int) string { return fmt.Sprintf("g%04d-site%03d", group, i) }
 
-func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
+// groups is the number of agent groups; agent i is in group min(i/Quorum, groups-1).
+func (c *Config) groups() int { return max(1, c.Agents/c.Quorum) }
+
+func (c *Config) group(agent int) int { return min(agent/c.Quorum, c.groups()-1) }
+
+func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent {
 	a := &simAgent{
 		name:   name,
 		down:   make([]bool, cfg.Sites),
@@ -181,7 +189,7 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 	add(cfg.Interval.Seconds(), contract.LabelName, contract.MetricPushInterval, contract.LabelAgent, name)
 	for i := range cfg.Sites {
 		a.since[i] = start
-		site := siteName(i)
+		site := siteName(group, i)
 		var idx [4]int
 		for j, st := range contract.SiteStates {
 			idx[j] = add(0, contract.LabelName, contract.MetricSiteState, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelState, st)
@@ -192,7 +200,7 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 	}
 	// Targets come after the sites, ordered by site and target, as the exporter orders them.
 	for i := range cfg.Sites {
-		site := siteName(i)
+		site := siteName(group, i)
 		var idx []int
 		for k := range cfg.Targets {
 			target, kind := fmt.Sprintf("t%d-icmp", k), "icmp"
@@ -321,7 +329,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
 	r := &run{cfg: cfg, pending: map[string]*pending{}}
 	for i := range cfg.Agents {
-		r.agents = append(r.agents, newSimAgent(fmt.Sprintf("load%04d", i), &cfg, start))
+		r.agents = append(r.agents, newSimAgent(fmt.Sprintf("load%04d", i), cfg.group(i), &cfg, start))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -432,7 +440,7 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, offset time.Duration) 
 func (r *run) flipLoop(ctx context.Context, end time.Time) {
 	tick := time.NewTicker(r.cfg.FlipEvery)
 	defer tick.Stop()
-	down := make([]bool, r.cfg.Sites)
+	down := make([]bool, r.cfg.groups()*r.cfg.Sites)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for n := 0; ; n++ {
@@ -444,29 +452,34 @@ func (r *run) flipLoop(ctx context.Context, end time.Time) {
 				return
 			}
 		}
-		site := n % r.cfg.Sites
-		down[site] = !down[site]
-		wg.Go(func() { r.flip(ctx, site, down[site]) })
+		// Every group in turn, and within a group every site in turn.
+		group, site := n%r.cfg.groups(), (n/r.cfg.groups())%r.cfg.Sites
+		k := group*r.cfg.Sites + site
+		down[k] = !down[k]
+		wg.Go(func() { r.flip(ctx, group, site, down[k]) })
 	}
 }
 
-// flip turns site down (or up) on Quorum agents, one after the other, each pushing its
-// change at once; the last push decides the verdict.
-func (r *run) flip(ctx context.Context, site int, down bool) {
-	name := siteName(site)
+// flip turns a site of group down (or up) on every agent of the group, one after the
+// other, each pushing its change at once; the last push decides the verdict.
+func (r *run) flip(ctx context.Context, group, site int, down bool) {
+	name := siteName(group, site)
 	to := view.VerdictUp
 	if down {
 		to = view.VerdictLost
 	}
-	q := r.cfg.Quorum
-	for j := range q {
-		a := r.agents[(site*q+j)%len(r.agents)]
+	first, last := group*r.cfg.Quorum, (group+1)*r.cfg.Quorum
+	if group == r.cfg.groups()-1 {
+		last = len(r.agents)
+	}
+	for j := first; j < last; j++ {
+		a := r.agents[j]
 		a.mu.Lock()
 		a.down[site] = down
 		a.since[site] = time.Now()
 		var before func()
 		var p *pending
-		if j == q-1 {
+		if j == last-1 {
 			p = &pending{to: to}
 			before = func() {
 				r.mu.Lock()

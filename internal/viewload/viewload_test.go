@@ -23,7 +23,11 @@ func TestSmoke(t *testing.T) {
 	cfg.Listen = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- view.New(cfg, view.Options{}).Serve(ctx, ln) }()
+	srv, err := view.New(cfg, view.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { served <- srv.Serve(ctx, ln) }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {
