@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -42,6 +43,14 @@ func (h *hookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.got = append(h.got, p)
 	h.arrived <- struct{}{}
+}
+
+// newHookServer serves rec on loopback until the test ends and returns its URL.
+func newHookServer(t *testing.T, rec *hookRecorder) string {
+	t.Helper()
+	srv := httptest.NewServer(rec)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func pushSite(t *testing.T, base, state string, agents ...string) {
@@ -236,5 +245,186 @@ func TestAlertmanager(t *testing.T) {
 	text := metricsText(t, base)
 	if !strings.Contains(text, `edgeprobe_view_notifications_total{notifier="alertmanager",result="sent"}`) || strings.Contains(text, `result="failed"`) {
 		t.Errorf("notification metrics: want sends and no failures in\n%s", text)
+	}
+}
+
+// TestWebhookDamping: with lost_for, a loss shorter than it notifies nothing and one that
+// lasts notifies once; with recover_for, a site flapping back and forth is one alert and
+// one resolution.
+func TestWebhookDamping(t *testing.T) {
+	rec := &hookRecorder{arrived: make(chan struct{}, 100)}
+	hook := newHookServer(t, rec)
+	cfg := DefaultConfig()
+	cfg.Notifiers.Webhook = []WebhookConfig{{URL: hook + "/hook",
+		// Margins a loaded machine keeps: spells of 100 ms against 2 s and 3 s.
+		Damping: Damping{LostFor: Duration{Duration: 2 * time.Second}, RecoverFor: Duration{Duration: 3 * time.Second}}}}
+	base, _ := startView(t, cfg)
+	pushSite(t, base, "up", "a", "b")
+	// Dark for about 100 ms, five times: each spell is shorter than lost_for.
+	for range 5 {
+		pushSite(t, base, "down", "a", "b")
+		time.Sleep(100 * time.Millisecond)
+		pushSite(t, base, "up", "a", "b")
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-rec.arrived:
+		t.Fatal("a loss shorter than lost_for was notified")
+	case <-time.After(2500 * time.Millisecond):
+	}
+	// A loss that lasts, with short ups in it: one alert.
+	pushSite(t, base, "down", "a", "b")
+	waitArrival(t, rec.arrived)
+	for range 3 {
+		pushSite(t, base, "up", "a", "b")
+		time.Sleep(50 * time.Millisecond)
+		pushSite(t, base, "down", "a", "b")
+		time.Sleep(50 * time.Millisecond)
+	}
+	pushSite(t, base, "up", "a", "b")
+	waitArrival(t, rec.arrived)
+	select {
+	case <-rec.arrived:
+		t.Fatal("more than one alert and one resolution")
+	case <-time.After(300 * time.Millisecond):
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.got) != 2 || rec.got[0].Status != "firing" || rec.got[1].Status != "resolved" || rec.got[1].Verdict != "up" {
+		t.Fatalf("payloads %+v: want firing then resolved (up)", rec.got)
+	}
+}
+
+// TestWebhookSignature: a webhook with a secret signs every body; the signature is the
+// HMAC-SHA256 of the timestamp, a dot and the body.
+func TestWebhookSignature(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "hook.secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan bool, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		ts := r.Header.Get(TimestampHeader)
+		got <- ts != "" && r.Header.Get(SignatureHeader) == Sign([]byte("s3cret"), ts, body)
+	}))
+	defer hook.Close()
+	cfg := DefaultConfig()
+	cfg.Notifiers.Webhook = []WebhookConfig{{URL: hook.URL, SecretFile: secret}}
+	base, _ := startView(t, cfg)
+	pushSite(t, base, "up", "a", "b")
+	pushSite(t, base, "down", "a", "b")
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatal("the webhook's signature does not verify")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no webhook call")
+	}
+}
+
+// TestWebhookPartitioned: a partitioned site is a warning of its own, and a partition that
+// turns into a loss ends it and starts the loss.
+func TestWebhookPartitioned(t *testing.T) {
+	rec := &hookRecorder{arrived: make(chan struct{}, 10)}
+	hook := newHookServer(t, rec)
+	cfg := DefaultConfig()
+	cfg.Notifiers.Webhook = []WebhookConfig{{URL: hook + "/hook"}}
+	base, _ := startView(t, cfg)
+	pushSite(t, base, "up", "a", "b", "c")
+	pushSite(t, base, "down", "a", "b") // c still sees it up: partitioned
+	waitArrival(t, rec.arrived)
+	pushSite(t, base, "down", "c")
+	waitArrival(t, rec.arrived)
+	waitArrival(t, rec.arrived)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := []string{"firing partitioned", "resolved partitioned", "firing lost"}
+	if len(rec.got) != len(want) {
+		t.Fatalf("payloads %+v, want %v", rec.got, want)
+	}
+	for i, p := range rec.got {
+		if p.Status+" "+p.Alert != want[i] {
+			t.Errorf("payload %d: %s %s, want %s", i, p.Status, p.Alert, want[i])
+		}
+	}
+}
+
+// amRecorder is an Alertmanager API v2 receiver that refuses requests until ready, and
+// keeps the last alert it was sent per alertname and site.
+type amRecorder struct {
+	mu    sync.Mutex
+	ready bool
+	last  map[string]amAlert
+}
+
+func (a *amRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ready {
+		http.Error(w, "overloaded", http.StatusServiceUnavailable)
+		return
+	}
+	var alerts []amAlert
+	if err := json.NewDecoder(r.Body).Decode(&alerts); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, al := range alerts {
+		a.last[al.Labels["alertname"]+"/"+al.Labels["site"]] = al
+	}
+}
+
+// TestAlertmanagerReconciles: while Alertmanager refuses everything, many sites go lost
+// and come back; once it answers, what it was last told of every site is that its alert
+// ended: no recovered site is left firing, on no resend.
+func TestAlertmanagerReconciles(t *testing.T) {
+	am := &amRecorder{last: map[string]amAlert{}}
+	srv := httptest.NewServer(am)
+	defer srv.Close()
+	cfg := DefaultConfig()
+	cfg.PushRate, cfg.PushBurst = 1e6, 1e6
+	cfg.Notifiers.Alertmanager = []AlertmanagerConfig{{URL: srv.URL, Resend: Duration{Duration: 200 * time.Millisecond}, MaxRetries: 1}}
+	base, _ := startView(t, cfg)
+	const sites = 300
+	push := func(state string) {
+		var pushes []agentPush
+		for _, a := range []string{"a", "b"} {
+			p := agentPush{agent: a, interval: 1, sites: map[string]string{}}
+			for i := range sites {
+				p.sites[fmt.Sprintf("s%03d", i)] = state
+			}
+			pushes = append(pushes, p)
+		}
+		if code := postWrite(t, base, "", encodePushes(t, pushes...)); code != http.StatusNoContent {
+			t.Fatalf("push %s: %d", state, code)
+		}
+	}
+	push("up")
+	push("down")
+	time.Sleep(300 * time.Millisecond)
+	push("up")
+	am.mu.Lock()
+	am.ready = true
+	am.mu.Unlock()
+	waitFor(t, 10*time.Second, "Alertmanager to hear that every alert ended", func() bool {
+		am.mu.Lock()
+		defer am.mu.Unlock()
+		for _, al := range am.last {
+			if al.EndsAt.After(time.Now()) {
+				return false
+			}
+		}
+		return true
+	})
+	// A few resends later, nothing fires again.
+	time.Sleep(600 * time.Millisecond)
+	am.mu.Lock()
+	defer am.mu.Unlock()
+	for key, al := range am.last {
+		if al.EndsAt.After(time.Now()) {
+			t.Errorf("%s re-sent as firing (endsAt %v) after its site recovered", key, al.EndsAt)
+		}
 	}
 }

@@ -25,6 +25,8 @@ type agentPush struct {
 	since    time.Time         // change timestamp of every site; zero leaves it out
 	detect   float64           // detect seconds of every site
 	at       time.Time         // sample timestamp
+	labels   []string          // the agent's own labels, name and value pairs
+	impaired bool
 }
 
 func series(name string, v float64, at time.Time, labels ...string) *prompb.TimeSeries {
@@ -44,7 +46,10 @@ func (p agentPush) series() []*prompb.TimeSeries {
 	if p.isolated {
 		iso = 1
 	}
-	out := []*prompb.TimeSeries{series(contract.MetricAgentIsolated, iso, at, "agent", p.agent)}
+	out := []*prompb.TimeSeries{series(contract.MetricAgentIsolated, iso, at, append([]string{"agent", p.agent}, p.labels...)...)}
+	if p.impaired {
+		out = append(out, series(contract.MetricAgentImpaired, 1, at, "agent", p.agent))
+	}
 	if p.interval > 0 {
 		out = append(out, series(contract.MetricPushInterval, p.interval, at, "agent", p.agent))
 	}

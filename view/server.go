@@ -34,6 +34,8 @@ type Options struct {
 	KeepAlive time.Duration
 	// RetryBase is the first delay between notification attempts; default 500ms.
 	RetryBase time.Duration
+	// EventRing is how many verdict changes are kept for replay; default DefaultEventRing.
+	EventRing int
 	// Limits of the HTTP server against slow or oversized requests (slowloris): the time
 	// to read a request's headers (default 5s), the whole request (default 30s; an
 	// events stream lifts it once its headers are read), an idle keep-alive connection
@@ -84,6 +86,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = 500 * time.Millisecond
 	}
+	if opts.EventRing <= 0 {
+		opts.EventRing = DefaultEventRing
+	}
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 5 * time.Second
 	}
@@ -111,7 +116,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		decodeSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 	}
 	var err error
-	if s.eventLog, err = newEventLog(cfg.StateDir, DefaultEventRing, s.log); err != nil {
+	if s.eventLog, err = newEventLog(cfg.StateDir, opts.EventRing, s.log); err != nil {
 		return nil, err
 	}
 	if s.silences, err = newSilences(cfg, time.Now()); err != nil {

@@ -40,9 +40,17 @@ func (b *syncBuffer) String() string {
 // startView runs a view on httptest with its staleness loop; everything stops with t.
 func startView(t *testing.T, cfg *Config) (base string, events *syncBuffer) {
 	t.Helper()
+	return startViewWith(t, cfg, Options{})
+}
+
+// startViewWith is startView with options; the event log and short keep-alives and
+// retries are always the test's.
+func startViewWith(t *testing.T, cfg *Config, opts Options) (base string, events *syncBuffer) {
+	t.Helper()
 	cfg.Defaults()
 	events = &syncBuffer{}
-	s, err := New(cfg, Options{Events: events, KeepAlive: 50 * time.Millisecond, RetryBase: 20 * time.Millisecond})
+	opts.Events, opts.KeepAlive, opts.RetryBase = events, 50*time.Millisecond, 20*time.Millisecond
+	s, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,11 +314,20 @@ token_file = "`+tokenFile+`"
 	}
 }
 
-// readEvents follows /api/v1/events and sends each data payload and comment on.
-func readEvents(t *testing.T, base string) (data, comments <-chan string) {
+// sseEvent is one server-sent event as a client sees it.
+type sseEvent struct {
+	ID, Event, Data string
+}
+
+// followEvents reads /api/v1/events, sending Last-Event-ID when lastID is set, and sends
+// on each event (id, event type, data) and each comment line.
+func followEvents(t *testing.T, base, lastID string) (events <-chan sseEvent, comments <-chan string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/events", nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
@@ -319,19 +336,35 @@ func readEvents(t *testing.T, base string) (data, comments <-chan string) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Errorf("Content-Type %q, want text/event-stream", ct)
 	}
-	d, c := make(chan string, 100), make(chan string, 100)
+	e, c := make(chan sseEvent, 1000), make(chan string, 100)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer close(e)
 		sc := bufio.NewScanner(resp.Body)
+		var ev sseEvent
 		for sc.Scan() {
 			line := sc.Text()
-			if rest, ok := strings.CutPrefix(line, "data: "); ok {
-				d <- rest
-			} else if strings.HasPrefix(line, ":") {
+			switch {
+			case line == "":
+				if ev.Data != "" {
+					e <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, ":"):
 				select {
 				case c <- line:
 				default:
+				}
+			default:
+				k, v, _ := strings.Cut(line, ": ")
+				switch k {
+				case "id":
+					ev.ID = v
+				case "event":
+					ev.Event = v
+				case "data":
+					ev.Data = v
 				}
 			}
 		}
@@ -341,7 +374,20 @@ func readEvents(t *testing.T, base string) (data, comments <-chan string) {
 		resp.Body.Close()
 		<-done
 	})
-	return d, c
+	return e, c
+}
+
+// readEvents follows /api/v1/events and sends each data payload and comment on.
+func readEvents(t *testing.T, base string) (data, comments <-chan string) {
+	t.Helper()
+	events, comments := followEvents(t, base, "")
+	d := make(chan string, 1000)
+	go func() {
+		for ev := range events {
+			d <- ev.Data
+		}
+	}()
+	return d, comments
 }
 
 func nextChange(t *testing.T, data <-chan string, within time.Duration) Change {
