@@ -3,6 +3,7 @@ package view
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +199,27 @@ func TestCheckExposure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestViewExample: view.toml.example is valid and shows every option (commented-out
+// lines, whose files must exist on a real host, count as shown).
+func TestViewExample(t *testing.T) {
+	if _, err := LoadConfig("../view.toml.example"); err != nil {
+		t.Fatalf("view.toml.example does not pass:\n%v", err)
+	}
+	data, err := os.ReadFile("../view.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	commented := regexp.MustCompile(`(?m)^(\s*)# ?(\[.*\]|[a-z_]+ = .*)$`)
+	shown := map[string]bool{}
+	for _, k := range tomlconf.WrittenKeys(commented.ReplaceAllString(string(data), "$1$2")) {
+		shown[k] = true
+	}
+	for _, k := range tomlconf.SchemaKeys(Config{}) {
+		if !shown[k] {
+			t.Errorf("view.toml.example does not show %s", k)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -114,6 +115,11 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		limiter:   newLimiter(cfg.PushRate, cfg.PushBurst),
 
 		decodeSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+	}
+	if cfg.StateDir != "" {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("state_dir: %w", err)
+		}
 	}
 	var err error
 	if s.eventLog, err = newEventLog(cfg.StateDir, opts.EventRing, s.log); err != nil {

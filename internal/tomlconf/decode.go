@@ -512,8 +512,15 @@ func describe(v any) string {
 // (tables included), for tests that a documented example shows every option.
 func WrittenKeys(src string) []string {
 	kl := scanKeyLines(src)
-	keys := make([]string, 0, len(kl.plain))
+	seen := map[string]bool{}
 	for k := range kl.plain {
+		// A table is written when a key in it is.
+		for p := k; p != ""; p = parentPath(p) {
+			seen[p] = true
+		}
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
