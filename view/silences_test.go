@@ -152,9 +152,9 @@ func TestParseSilence(t *testing.T) {
 		t.Fatalf("parseSilence = %+v, %v", sl, err)
 	}
 	for body, want := range map[string]string{
-		`{"site":"s","end":"2026-12-01T13:00:00Z","duration":"1h"}`: "give one of the two",
-		`{"site":"s","duration":"5"}`:                              "bare number",
-		`{"site":"s","duration":"1h"} {}`:                          "more than one",
+		`{"site":"s","end":"2026-12-01T13:00:00Z","duration":"1h"}`:   "give one of the two",
+		`{"site":"s","duration":"5"}`:                                 "bare number",
+		`{"site":"s","duration":"1h"} {}`:                             "more than one",
 		`{"site":"` + strings.Repeat("x", 300) + `","duration":"1h"}`: "longer than 256",
 	} {
 		if _, err := parseSilence([]byte(body), now); err == nil || !strings.Contains(err.Error(), want) {
