@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,17 +29,18 @@ import (
 
 // agentSpec is what startAgentSpec writes into an agent's TOML file.
 type agentSpec struct {
-	Name         string        // the agent's name and the edge it runs on
-	Sites        []siteTargets // every service of every host listed here becomes a target
-	Push         []string      // remote_write URLs, one exporter each
-	Interval     time.Duration // 0: the default (1s)
-	Timeout      string        // "" : the default ("auto")
-	Confirm      time.Duration // confirm_interval; 0: the default (100ms)
-	PushInterval time.Duration // 0: the default (1s)
-	Results      string        // stdout results: "changes" (default) or "all"
-	Metrics      string        // listen address of the Prometheus exporter; "" for none
-	Extra        string        // more TOML, written after the sites (more [[site]] tables)
-	tokenFile    string        // set by startAgentSpec: holds viewToken
+	Name         string            // the agent's name and the edge it runs on
+	Sites        []siteTargets     // every service of every host listed here becomes a target
+	Push         []string          // remote_write URLs, one exporter each
+	Interval     time.Duration     // 0: the default (1s)
+	Timeout      string            // "" : the default ("auto")
+	Confirm      time.Duration     // confirm_interval; 0: the default (100ms)
+	PushInterval time.Duration     // 0: the default (1s)
+	Results      string            // stdout results: "changes" (default) or "all"
+	Metrics      string            // listen address of the Prometheus exporter; "" for none
+	Extra        string            // more TOML, written after the sites (more [[site]] tables)
+	Labels       map[string]string // the agent's own labels ([agent] labels)
+	tokenFile    string            // set by startAgentSpec: holds viewToken
 }
 
 // viewToken is the bearer token every test view accepts and every test agent sends: a
@@ -57,6 +59,14 @@ func (s agentSpec) toml() string {
 	}
 	if s.Timeout != "" {
 		fmt.Fprintf(&b, "timeout = %q\n", s.Timeout)
+	}
+	if len(s.Labels) > 0 {
+		var pairs []string
+		for k, v := range s.Labels {
+			pairs = append(pairs, fmt.Sprintf("%s = %q", k, v))
+		}
+		sort.Strings(pairs)
+		fmt.Fprintf(&b, "labels = { %s }\n", strings.Join(pairs, ", "))
 	}
 	// Several hosts of one site arrive as several siteTargets with the same name: they
 	// are written as one [[site]] with every host's four targets.

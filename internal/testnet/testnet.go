@@ -88,6 +88,7 @@ type node struct {
 	addrs     []netip.Addr // the first is the node's address
 	prefixLen int          // of the node's own subnet
 	nftReady  bool         // the drop table exists (sites only)
+	pathReady bool         // the path-cut table exists (sites only)
 }
 
 // Net is a built network. Its methods are safe for concurrent use.
