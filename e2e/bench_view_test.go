@@ -327,6 +327,38 @@ func TestBenchDetectView(t *testing.T) {
 		fmt.Printf("web-only trial %d: degraded after %v\n", i+1, d.Round(time.Millisecond))
 	}
 
+	// Two of the three edges lose their path to live site a: partitioned, never lost.
+	part := &viewSample{name: "partial partition -> partitioned"}
+	for i := 0; i < *trials; i++ {
+		phase()
+		start := time.Now()
+		for _, e := range []string{"e0", "e1"} {
+			if err := n.CutPath("a", e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := pollUntil(start, viewPoll, changeTimeout, func() (bool, error) {
+			got, err := v.sites()
+			if err != nil {
+				return false, err
+			}
+			part.falseLost += countLost(t, got)
+			return got["a"].State == "partitioned", nil
+		})
+		if err != nil {
+			t.Fatalf("partition trial %d: waiting for site a partitioned: %v", i+1, err)
+		}
+		part.took = append(part.took, d)
+		part.falseLost += watchLost(t, v, 2*probeInterval)
+		for _, e := range []string{"e0", "e1"} {
+			if err := n.HealPath("a", e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v.poll("both sites up after the partition", changeTimeout, allUp, nil)
+		fmt.Printf("partition trial %d: partitioned after %v\n", i+1, d.Round(time.Millisecond))
+	}
+
 	cut := &viewSample{name: "uplink cut -> agent out"}
 	shown := map[string]int{}
 	for i := 0; i < *trials; i++ {
@@ -433,7 +465,7 @@ func TestBenchDetectView(t *testing.T) {
 
 	viewReport(os.Stdout, lost, peerLost, up, peerUp, web, cut, restartView, restartAgent)
 	fmt.Printf("uplink cut: e1 first shown out as %v (counts per trial)\n", shown)
-	for _, s := range []*viewSample{lost, up, web, cut, restartView, restartAgent} {
+	for _, s := range []*viewSample{lost, up, web, part, cut, restartView, restartAgent} {
 		if s.falseLost > 0 || s.wrong > 0 {
 			t.Errorf("%s: %d false lost readings, %d other wrong", s.name, s.falseLost, s.wrong)
 		}
