@@ -18,13 +18,16 @@ view-bench:
 
 # bench-view-load: VIEW_AGENTS agents x VIEW_SITES sites pushing every second for
 # VIEW_DURATION to an `edgeprobe view` started as its own process on loopback; prints the
-# view's CPU and RSS, pushes/s, errors and verdict latency. VIEW_LOAD_ARGS adds flags of
+# view's CPU and RSS, pushes/s, errors, verdict latency and the latency of reads of the
+# sites API, the page and /metrics every VIEW_READ_EVERY beside the pushes. VIEW_LOAD_ARGS adds flags of
 # internal/viewload/cmd/viewload (e.g. --cpuprofile out/view-load.pprof).
-VIEW_AGENTS   ?= 1000
+VIEW_AGENTS   ?= 10000
 VIEW_SITES    ?= 20
 VIEW_DURATION ?= 60s
+VIEW_READ_EVERY ?= 1s
 bench-view-load:
 	mkdir -p out
 	$(GO) build -o out/edgeprobe ./cmd/edgeprobe
 	$(GO) build -o out/viewload ./internal/viewload/cmd/viewload
-	out/viewload --view out/edgeprobe --agents $(VIEW_AGENTS) --sites $(VIEW_SITES) --duration $(VIEW_DURATION) $(VIEW_LOAD_ARGS)
+	out/viewload --view out/edgeprobe --agents $(VIEW_AGENTS) --sites $(VIEW_SITES) --duration $(VIEW_DURATION) \
+		--read-every $(VIEW_READ_EVERY) $(VIEW_LOAD_ARGS)

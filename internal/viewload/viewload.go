@@ -49,7 +49,7 @@ import (
 
 // Bounds: the generator is a test tool, never a flood.
 const (
-	MaxAgents   = 5000
+	MaxAgents   = 10000
 	MaxSites    = 500
 	MaxDuration = 30 * time.Minute
 )
@@ -71,6 +71,9 @@ type Config struct {
 	FlipEvery time.Duration
 	// VerdictTimeout is how long a flip's verdict may take before it counts as missing.
 	VerdictTimeout time.Duration
+	// ReadEvery, if set, has a reader fetch /api/v1/sites, the page and /metrics this
+	// often during the window, as a dashboard and a scraper would.
+	ReadEvery time.Duration
 	// Window, if set, is called when the measured window begins (true) and ends (false),
 	// so a caller can read the view's CPU time over exactly that window.
 	Window func(begin bool)
@@ -90,6 +93,8 @@ type Result struct {
 	EventLatency                 []time.Duration // deciding push sent -> verdict on /api/v1/events
 	ResponseLatency              []time.Duration // deciding push sent -> its response
 	PushLatency                  []time.Duration // every periodic push: sent -> response (a sample)
+	// ReadLatency is, per path read (ReadEvery), request sent -> whole answer read.
+	ReadLatency map[string][]time.Duration
 }
 
 func (c *Config) defaults() {
@@ -357,6 +362,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.measuring.Store(true)
 	windowStart := time.Now()
+	if cfg.ReadEvery > 0 {
+		wg.Go(func() { r.readLoop(ctx, time.Now().Add(cfg.Duration)) })
+	}
 	r.flipLoop(ctx, time.Now().Add(cfg.Duration))
 	// Pushes go on while the last flips' verdicts are awaited.
 	for wait := time.Now().Add(cfg.VerdictTimeout); time.Now().Before(wait) && ctx.Err() == nil; {
@@ -431,6 +439,57 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, offset time.Duration) 
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// readPaths are what a dashboard and a scraper read from a view.
+var readPaths = []string{"/api/v1/sites", "/", "/metrics"}
+
+// readLoop reads readPaths every ReadEvery until end, one after the other, and records
+// how long each whole answer took.
+func (r *run) readLoop(ctx context.Context, end time.Time) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	tick := time.NewTicker(r.cfg.ReadEvery)
+	defer tick.Stop()
+	for {
+		for _, path := range readPaths {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+path, nil)
+			if err != nil {
+				return
+			}
+			if r.cfg.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
+			}
+			start := time.Now()
+			resp, err := client.Do(req)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("GET %s: %s", path, resp.Status)
+				}
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fail(fmt.Errorf("read %s: %w", path, err))
+				}
+				continue
+			}
+			r.mu.Lock()
+			if r.res.ReadLatency == nil {
+				r.res.ReadLatency = map[string][]time.Duration{}
+			}
+			r.res.ReadLatency[path] = append(r.res.ReadLatency[path], time.Since(start))
+			r.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if now.After(end) {
+				return
+			}
 		}
 	}
 }

@@ -41,6 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Interval, "interval", time.Second, "push interval of every agent")
 	fs.IntVar(&cfg.Quorum, "quorum", 2, "the view's quorum: a flip changes a site on this many agents")
 	fs.DurationVar(&cfg.FlipEvery, "flip-every", 500*time.Millisecond, "a flip (next site down, or back up) this often")
+	fs.DurationVar(&cfg.ReadEvery, "read-every", 0, "read /api/v1/sites, / and /metrics this often during the window (0: never)")
 	cpuProfile := fs.String("cpuprofile", "", "with --view: have the view write a CPU profile to `file`")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -138,6 +139,11 @@ func report(w io.Writer, r *viewload.Result, before, after procSample, selfCPU t
 		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(viewload.Percentile(ds, 50)), ms(viewload.Percentile(ds, 99)), ms(viewload.Percentile(ds, 100)), len(ds))
 	}
 	row("deciding push -> SSE verdict", lat(r.EventLatency))
+	for _, path := range []string{"/api/v1/sites", "/", "/metrics"} {
+		if ds := r.ReadLatency[path]; len(ds) > 0 {
+			row("read "+path, lat(ds))
+		}
+	}
 	row("deciding push -> its response", lat(r.ResponseLatency))
 	row("any push -> response (1 in 10)", lat(r.PushLatency))
 	tw.Flush()
