@@ -65,7 +65,6 @@ timeout = "2s"
 // fastRetries makes the retry tests quick.
 const fastRetries = `
 [actions]
-lost_for = "0s"
 retry_min = "20ms"
 retry_max = "100ms"
 `
