@@ -95,6 +95,7 @@ type Controller struct {
 	audit   *auditLog
 	saved   map[string]*savedSite // dry run: the real states, written back unchanged
 	pending []Alert
+	dirty   bool // the state file is behind; flush writes it
 	closed  bool
 	metrics counters
 }
@@ -132,6 +133,7 @@ type operation struct {
 	started  time.Time
 	attempts []*attempt
 	runbooks int // still running
+	ran      int // runbooks started
 	applied  int // DNS actions done (ok or already_done)
 }
 
@@ -342,6 +344,7 @@ func (c *Controller) Close() error {
 	c.jobs.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.flush()
 	return c.audit.close()
 }
 
@@ -501,11 +504,13 @@ func (c *Controller) startOp(s *site, action, who, reason string, manual bool, n
 	if why != nil {
 		in.Verdict, in.Since, in.Witnesses, in.Down, in.DetectSeconds = why.Verdict, why.Since, why.Witnesses, why.Down, why.DetectSeconds
 	}
+	c.flush() // the state says failing_over before anything is done
 	for _, e := range s.exec {
 		if !e.runsOn(action) {
 			continue
 		}
 		op.runbooks++
+		op.ran++
 		c.jobs.Add(1)
 		go func() {
 			defer c.jobs.Done()
@@ -545,6 +550,7 @@ func (c *Controller) launch(s *site, now time.Time) {
 	if c.hold != nil && !op.manual || c.closed {
 		return
 	}
+	c.flush()
 	for _, a := range op.attempts {
 		if a.done || a.running || now.Before(a.next) {
 			continue
@@ -722,6 +728,15 @@ func (c *Controller) maybeComplete(s *site, now time.Time) {
 		}
 	}
 	s.op = nil
+	if len(op.attempts) == 0 && op.ran == 0 {
+		// Nothing to do for this action (a runbook-only site failing back): still on record.
+		r := Record{Time: now, Site: s.name, Decision: op.action, Action: op.action, Who: op.who,
+			Reason: op.reason + "; no DNS action or runbook for a " + op.action, Why: &op.why}
+		if op.why.Verdict == "" {
+			r.Why = nil
+		}
+		c.record(r)
+	}
 	switch op.action {
 	case ActionFailover:
 		s.state = StatePrimary
@@ -762,6 +777,7 @@ func (c *Controller) raise(kind, summary string, r Record) {
 
 // unlockAndAlert releases the lock and delivers the alerts raised under it.
 func (c *Controller) unlockAndAlert() {
+	c.flush()
 	alerts := c.pending
 	c.pending = nil
 	c.mu.Unlock()
@@ -773,9 +789,18 @@ func (c *Controller) unlockAndAlert() {
 	}
 }
 
-// persist writes the state file. In dry run the sites' simulated states stay in memory
-// and the file keeps the real ones; the hold is real in either mode.
-func (c *Controller) persist() {
+// persist marks the state file as behind; flush writes it before anything is sent to a
+// server or run, and before the lock is released, so several changes in one step cost
+// one write.
+func (c *Controller) persist() { c.dirty = true }
+
+// flush writes the state file if it is behind. In dry run the sites' simulated states
+// stay in memory and the file keeps the real ones; the hold is real in either mode.
+func (c *Controller) flush() {
+	if !c.dirty {
+		return
+	}
+	c.dirty = false
 	st := &savedState{Version: stateVersion, Hold: c.hold, Sites: map[string]*savedSite{}}
 	if c.cfg.DryRun {
 		st.Sites = c.saved

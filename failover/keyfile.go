@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 )
 
 // Key is one TSIG key (RFC 8945) as a BIND key file declares it.
@@ -102,8 +104,8 @@ func (p *keyParser) key() (Key, int, error) {
 	if nameTok.text == "" || nameTok.text == "." {
 		return Key{}, 0, p.errAt(nameTok.line, "empty key name")
 	}
-	if _, ok := dns.IsDomainName(name); !ok {
-		return Key{}, 0, p.errAt(nameTok.line, "key name %q is not a domain name", nameTok.text)
+	if !netcheck.IsHostName(name) {
+		return Key{}, 0, p.errAt(nameTok.line, "key name %q is not a domain name (letters, digits, '-', '_' and dots)", nameTok.text)
 	}
 	if err := p.expect(tokOpen, "\"{\" after the key name"); err != nil {
 		return Key{}, 0, err
