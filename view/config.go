@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/edgeprobe/edgeprobe/failover"
 	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
@@ -75,6 +76,11 @@ type Config struct {
 	PushBurst int     `toml:"push_burst"`
 	// MaxEventClients caps the concurrent /api/v1/events subscribers; more get 503.
 	MaxEventClients int `toml:"max_event_clients"`
+	// StateDir is where the view keeps what survives a restart (the failover audit log
+	// and state); relative to the config file.
+	StateDir string `toml:"state_dir"`
+	// Actions are what the view does about a lost site (package failover).
+	Actions failover.Config `toml:"actions"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -303,8 +309,11 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 	return c, nil
 }
 
-// viewZeroAllowed names the durations where "0s" means something: no sample age check.
-func viewZeroAllowed(path string) bool { return path == "max_sample_age" }
+// viewZeroAllowed names the durations where "0s" means something: no sample age check,
+// act on a loss at once.
+func viewZeroAllowed(path string) bool {
+	return path == "max_sample_age" || failover.ZeroAllowed("actions", path)
+}
 
 func (c *Config) validate(doc *tomlconf.Doc) {
 	bad := doc.Errf
@@ -329,6 +338,10 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	if c.MaxEventClients < 1 {
 		bad("max_event_clients", "%d is too small; allowed: 1 or more", c.MaxEventClients)
 	}
+	if c.StateDir != "" {
+		c.StateDir = doc.Resolve(c.StateDir)
+	}
+	c.Actions.Check(doc, "actions", c.StateDir)
 	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
 		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}
