@@ -284,7 +284,9 @@ func (c *Controller) Next() time.Time {
 	defer c.mu.Unlock()
 	var at time.Time
 	consider := func(t time.Time) {
-		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+		// Only the future: what is due now was done by the last step, or waits for
+		// something else (a silence, the hold), and must not spin Run.
+		if t.After(c.last) && (at.IsZero() || t.Before(at)) {
 			at = t
 		}
 	}
