@@ -517,7 +517,7 @@ func (c *Controller) startOp(s *site, action, who, reason string, manual bool, n
 		go func() {
 			defer c.jobs.Done()
 			step := e.run(c.ctx, in)
-			c.finishRunbook(s, op, step)
+			c.finishRunbook(s, op, e, step)
 		}()
 	}
 	c.launch(s, now)
@@ -670,7 +670,7 @@ func backoff(minDelay, maxDelay time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (c *Controller) finishRunbook(s *site, op *operation, step ExecStep) {
+func (c *Controller) finishRunbook(s *site, op *operation, e *ExecAction, step ExecStep) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -689,7 +689,7 @@ func (c *Controller) finishRunbook(s *site, op *operation, step ExecStep) {
 		r.Decision = DecisionError
 		switch {
 		case step.TimedOut:
-			r.Error = fmt.Sprintf("runbook killed after timeout %s", findTimeout(s, step.Command))
+			r.Error = fmt.Sprintf("runbook killed after timeout %s", e.Timeout)
 		case step.Exit < 0:
 			r.Error = "runbook did not run or did not exit: " + firstLine(step.Output)
 		default:
@@ -700,15 +700,6 @@ func (c *Controller) finishRunbook(s *site, op *operation, step ExecStep) {
 	c.maybeComplete(s, now)
 	c.unlockAndAlert()
 	c.poke()
-}
-
-func findTimeout(s *site, cmd []string) Duration {
-	for _, e := range s.exec {
-		if slices.Equal(e.Command, cmd) {
-			return e.Timeout
-		}
-	}
-	return Duration{}
 }
 
 func firstLine(s string) string {
