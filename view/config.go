@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/edgeprobe/edgeprobe/failover"
+	"github.com/edgeprobe/edgeprobe/internal/damp"
 	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
@@ -39,9 +41,6 @@ const (
 	// do); beyond it the site is partitioned.
 	DefaultMaxUpFraction = 0.18
 	DefaultForgetAfter   = 10 * time.Minute
-	// Notifiers resolve once a site has been up for DefaultRecoverFor: a site flapping
-	// every few seconds gives one alert and one resolution.
-	DefaultRecoverFor = 10 * time.Second
 	// DefaultEventRing is how many verdict changes a view keeps for clients that
 	// reconnect (Last-Event-ID) and, with a state_dir, across restarts.
 	DefaultEventRing   = 4096
@@ -105,6 +104,8 @@ type Config struct {
 	// MaxEventClientsPerClient those from one client address; more get 503.
 	MaxEventClients          int `toml:"max_event_clients"`
 	MaxEventClientsPerClient int `toml:"max_event_clients_per_client"`
+	// Actions are what the view does about a lost site (package failover).
+	Actions failover.Config `toml:"actions"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -368,10 +369,10 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 }
 
 // viewZeroAllowed names the durations where "0s" means something: no sample age check,
-// never forget, no damping.
+// never forget, no damping, act on a loss at once.
 func viewZeroAllowed(path string) bool {
 	switch {
-	case path == "max_sample_age", path == "forget_after":
+	case path == "max_sample_age", path == "forget_after", failover.ZeroAllowed("actions", path):
 		return true
 	case strings.HasPrefix(path, "notifiers."):
 		return strings.HasSuffix(path, ".lost_for") || strings.HasSuffix(path, ".recover_for")
@@ -384,12 +385,12 @@ func viewZeroAllowed(path string) bool {
 func (c *Config) notifierDefaults(doc *tomlconf.Doc) {
 	for i := range c.Notifiers.Webhook {
 		if !doc.Defined(tomlconf.IndexPath("notifiers.webhook", i) + ".recover_for") {
-			c.Notifiers.Webhook[i].RecoverFor.Duration = DefaultRecoverFor
+			c.Notifiers.Webhook[i].RecoverFor.Duration = damp.DefaultRecoverFor
 		}
 	}
 	for i := range c.Notifiers.Alertmanager {
 		if !doc.Defined(tomlconf.IndexPath("notifiers.alertmanager", i) + ".recover_for") {
-			c.Notifiers.Alertmanager[i].RecoverFor.Duration = DefaultRecoverFor
+			c.Notifiers.Alertmanager[i].RecoverFor.Duration = damp.DefaultRecoverFor
 		}
 	}
 }
@@ -435,6 +436,7 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	for i := range c.Silences {
 		c.Silences[i].check(doc, tomlconf.IndexPath("silence", i))
 	}
+	c.Actions.Check(doc, "actions", c.StateDir)
 	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
 		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}

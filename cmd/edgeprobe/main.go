@@ -39,6 +39,7 @@ var commands = []command{
 	{"agent", "probe the configured sites and report their state", cmdAgent},
 	{"view", "run the central view that turns agents' pushes into site verdicts", cmdView},
 	{"check", "validate a config file and print the effective config", cmdCheck},
+	{"failover", "show the view's failover state, hold or release its actions, fail a site back", cmdFailover},
 	{"probe", "send one ad-hoc probe and print the result", cmdProbe},
 	{"demo", "watch a simulated site go dark on loopback (no root needed)", cmdDemo},
 	{"version", "print the version, Go version and platform", cmdVersion},
