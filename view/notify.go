@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/failover"
 	"github.com/edgeprobe/edgeprobe/internal/damp"
 	"github.com/edgeprobe/edgeprobe/internal/httpretry"
 	"github.com/edgeprobe/edgeprobe/internal/netcheck"
@@ -28,6 +29,7 @@ import (
 // ends in the current state, however many changes came and went while it was slow.
 type notifier interface {
 	observe(site string, st siteStatus) // never blocks: called with the verdicts
+	actionAlert(failover.Alert)         // never blocks: what the failover found alert-worthy
 	run(ctx context.Context)
 }
 
@@ -101,11 +103,25 @@ type alerts struct {
 	mu    sync.Mutex
 	sites map[string]*siteAlert
 	wake  chan struct{} // capacity 1
+	// actions are the failover's alerts, sent once each as they come; a full queue drops
+	// (and counts) them: they are also in the audit log and on /metrics.
+	actions chan failover.Alert
+}
+
+// actionQueue is how many failover alerts a notifier holds while its receiver is slow.
+const actionQueue = 64
+
+func (a *alerts) actionAlert(al failover.Alert) {
+	select {
+	case a.actions <- al:
+	default:
+		a.metrics.notifications.WithLabelValues(a.name, "dropped").Inc()
+	}
 }
 
 func newAlerts(name string, d Damping, m *viewMetrics, log *slog.Logger) *alerts {
 	return &alerts{name: name, lostFor: d.LostFor.Duration, recoverFor: d.RecoverFor.Duration, metrics: m, log: log,
-		sites: map[string]*siteAlert{}, wake: make(chan struct{}, 1)}
+		sites: map[string]*siteAlert{}, wake: make(chan struct{}, 1), actions: make(chan failover.Alert, actionQueue)}
 }
 
 func (a *alerts) observe(site string, st siteStatus) {
@@ -186,8 +202,10 @@ func (a *alerts) firing() []transition {
 
 // loop runs a notifier: deliver is called for each pending transition when anything may
 // have changed (a verdict, a deadline of the damping, the retry of what failed) and
-// reports whether it was delivered; tick, if set, runs every resend.
-func (a *alerts) loop(ctx context.Context, retry time.Duration, deliver func(context.Context, transition) bool, resend time.Duration, tick func(context.Context)) {
+// reports whether it was delivered; action for each failover alert; tick, if set, runs
+// every resend.
+func (a *alerts) loop(ctx context.Context, retry time.Duration, deliver func(context.Context, transition) bool,
+	action func(context.Context, failover.Alert), resend time.Duration, tick func(context.Context)) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var resendC <-chan time.Time
@@ -227,6 +245,8 @@ func (a *alerts) loop(ctx context.Context, retry time.Duration, deliver func(con
 			return
 		case <-a.wake:
 		case <-timer.C:
+		case al := <-a.actions:
+			action(ctx, al)
 		case <-resendC:
 			tick(ctx)
 		}
@@ -332,7 +352,23 @@ func (w *webhook) sign(h http.Header, body []byte) {
 }
 
 func (w *webhook) run(ctx context.Context) {
-	w.loop(ctx, maxRetryDelay*3, w.deliver, 0, nil)
+	w.loop(ctx, maxRetryDelay*3, w.deliver, w.deliverAction, 0, nil)
+}
+
+// ActionPayload is the JSON body a webhook receives for a failover alert: an action a
+// guard rail held, the hold engaged, an update refused and retried, a conflict.
+type ActionPayload struct {
+	Site    string          `json:"site,omitempty"`
+	Status  string          `json:"status"` // always firing: an event, not a state
+	Alert   string          `json:"alert"`  // "failover_" and the kind
+	Summary string          `json:"summary"`
+	Time    time.Time       `json:"time"`
+	Record  failover.Record `json:"record"`
+}
+
+func (w *webhook) deliverAction(ctx context.Context, al failover.Alert) {
+	w.post(ctx, w.poster, w.url, ActionPayload{Site: al.Site, Status: "firing", Alert: "failover_" + al.Kind,
+		Summary: al.Summary, Time: al.Time, Record: al.Record}, w.sign)
 }
 
 // deliver tells the webhook of one transition: the alert that ends, then the one that
@@ -383,7 +419,26 @@ func newAlertmanager(cfg AlertmanagerConfig, retryBase time.Duration, generatorU
 }
 
 func (a *alertmanager) run(ctx context.Context) {
-	a.loop(ctx, a.resend, a.deliver, a.resend, a.refresh)
+	a.loop(ctx, a.resend, a.deliver, a.deliverAction, a.resend, a.refresh)
+}
+
+// AlertFailover is the alertname of the failover's alerts; its kind label says which.
+const AlertFailover = "EdgeprobeFailoverAction"
+
+// deliverAction sends a failover alert; it is not re-sent, so Alertmanager keeps it for
+// three resend periods.
+func (a *alertmanager) deliverAction(ctx context.Context, al failover.Alert) {
+	labels := map[string]string{"alertname": AlertFailover, "kind": al.Kind, "severity": "critical"}
+	if al.Site != "" {
+		labels["site"] = al.Site
+	}
+	a.post(ctx, a.poster, a.url, []amAlert{{
+		Labels:       labels,
+		Annotations:  map[string]string{"summary": al.Summary},
+		StartsAt:     al.Time,
+		EndsAt:       time.Now().Add(3 * a.resend),
+		GeneratorURL: a.generatorURL,
+	}}, nil)
 }
 
 // deliver sends the end of the alert that fired (if any) and the start of the new one.

@@ -20,6 +20,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/edgeprobe/edgeprobe/failover"
 )
 
 //go:embed web/index.html
@@ -55,6 +57,8 @@ type Server struct {
 	engine    *Engine
 	eventLog  *eventLog
 	silences  *silences
+	failover  *failover.Controller // nil without [actions]
+	actions   *actionFeed
 	log       *slog.Logger
 	events    *slog.Logger
 	metrics   *viewMetrics
@@ -136,6 +140,16 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		}
 		s.notifiers = append(s.notifiers, w)
 	}
+	if cfg.Actions.Enabled() {
+		if s.failover, err = failover.New(&cfg.Actions, failover.Options{Logger: s.log.With("part", "failover"), Alert: s.failoverAlert}); err != nil {
+			return nil, err
+		}
+		s.actions = newActionFeed(s.failover)
+		s.metrics.registry.MustRegister(s.failover.Collector())
+		h := s.requireMethodAuth(s.failover.Handler())
+		s.mux.Handle(failover.PathStatus, h)
+		s.mux.Handle(failover.PathStatus+"/", h)
+	}
 	for _, a := range cfg.Notifiers.Alertmanager {
 		s.notifiers = append(s.notifiers, newAlertmanager(a, opts.RetryBase, "http://"+cfg.Listen+"/", s.metrics, s.log))
 	}
@@ -164,6 +178,14 @@ func (s *Server) Run(ctx context.Context) {
 		wg.Go(func() { n.run(ctx) })
 	}
 	wg.Go(func() { s.eventLog.run(ctx.Done()) })
+	if s.failover != nil {
+		wg.Go(func() { s.actions.run(ctx) })
+		wg.Go(func() {
+			if err := s.failover.Run(ctx); err != nil {
+				s.log.Error("failover stopped", "error", err)
+			}
+		})
+	}
 	s.expireLoop(ctx)
 	s.broker.closeAll()
 	wg.Wait()
@@ -278,9 +300,18 @@ func (s *Server) publish(changes []Change) {
 		s.broker.publish(c)
 		st := siteStatus{Verdict: c.To, From: c.From, Time: c.Time, Since: c.Time, Silenced: c.Silenced,
 			Witnesses: c.Witnesses, Down: c.Down, Up: c.Up, Detect: c.DetectSeconds}
-		for _, n := range s.notifiers {
-			n.observe(c.Site, st)
-		}
+		s.observe(c.Site, st)
+	}
+}
+
+// observe tells the notifiers and the failover of a site's status; the caller holds
+// applyMu, so they hear of every site's changes in order.
+func (s *Server) observe(site string, st siteStatus) {
+	for _, n := range s.notifiers {
+		n.observe(site, st)
+	}
+	if s.actions != nil {
+		s.actions.put(site, st)
 	}
 }
 
@@ -296,9 +327,7 @@ func (s *Server) silenceChanged(sites []string, now time.Time) {
 		s.log.Info("silence", "site", site, "silenced", silenced, "verdict", v.State)
 		st := siteStatus{Verdict: v.State, From: v.State, Time: now, Since: v.Since, Silenced: silenced,
 			Witnesses: v.Witnesses, Down: v.Down, Up: v.Up, Detect: v.DetectSeconds}
-		for _, n := range s.notifiers {
-			n.observe(site, st)
-		}
+		s.observe(site, st)
 	}
 }
 
