@@ -30,6 +30,10 @@ const (
 	// trip, under blackbox_exporter's names (labels site, target, kind).
 	MetricProbeSuccess  = "probe_success"
 	MetricProbeDuration = "probe_duration_seconds"
+	// MetricProbeCertExpiry is the Unix time the first of the certificates a TLS server
+	// presented expires (its earliest NotAfter), under blackbox_exporter's name and
+	// meaning (labels site, target, kind); HTTPS targets and TCP targets with TLS only.
+	MetricProbeCertExpiry = "probe_ssl_earliest_cert_expiry"
 )
 
 // Label names.

@@ -71,6 +71,10 @@ type promTargetState struct {
 	ok     bool
 	rtt    time.Duration
 	phases probes.Phases
+	// certExpiry is the last completed TLS handshake's Result.CertExpiry; a probe without
+	// one (the server down, a handshake refused) keeps it, so that an expiry alert keeps
+	// firing while the certificate that caused it still stands.
+	certExpiry time.Time
 }
 
 // promState is the agent's current state as both Prometheus exporters export it: the
@@ -129,6 +133,9 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		s.targetList = slices.Insert(s.targetList, s.targetIndex(key), t)
 	}
 	if ev.Kind != "" {
+		if ev.Kind != t.kind {
+			t.certExpiry = time.Time{} // another kind's endpoint
+		}
 		t.kind = ev.Kind
 	}
 	if s.pageLabels != nil {
@@ -145,6 +152,9 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		return true, t
 	case agent.EventProbe:
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
+		if !ev.Result.CertExpiry.IsZero() {
+			t.certExpiry = ev.Result.CertExpiry
+		}
 	}
 	return false, t
 }

@@ -45,10 +45,12 @@ type siteLabels struct {
 	since, detect []byte
 }
 
-// targetLabels are a target's series, built for one kind.
+// targetLabels are a target's series, built for one kind. certExpiry is built on the
+// first snapshot that has one, so that the targets without TLS (most) do without it.
 type targetLabels struct {
 	kind                  probes.Kind
 	up, success, duration []byte
+	certExpiry            []byte
 }
 
 func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
@@ -93,8 +95,12 @@ func (e *snapEncoder) siteLabels(site string) *siteLabels {
 	return l
 }
 
+func targetPairs(key promTargetKey, kind probes.Kind) []labelPair {
+	return []labelPair{{contract.LabelSite, key.site}, {contract.LabelTarget, key.target}, {contract.LabelKind, string(kind)}}
+}
+
 func (e *snapEncoder) targetLabels(key promTargetKey, kind probes.Kind) *targetLabels {
-	pairs := []labelPair{{contract.LabelSite, key.site}, {contract.LabelTarget, key.target}, {contract.LabelKind, string(kind)}}
+	pairs := targetPairs(key, kind)
 	return &targetLabels{
 		kind:     kind,
 		up:       e.labels(contract.MetricTargetUp, pairs...),
@@ -138,6 +144,12 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 			out = append(out,
 				snapSeries{t.enc.success, boolValue(t.ok)},
 				snapSeries{t.enc.duration, t.rtt.Seconds()})
+		}
+		if !t.certExpiry.IsZero() {
+			if t.enc.certExpiry == nil {
+				t.enc.certExpiry = e.labels(contract.MetricProbeCertExpiry, targetPairs(t.key, t.kind)...)
+			}
+			out = append(out, snapSeries{t.enc.certExpiry, float64(t.certExpiry.Unix())})
 		}
 	}
 	e.series = out

@@ -82,4 +82,12 @@ func TestSnapshotEncodingMatchesProto(t *testing.T) {
 	rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Site: "a", Target: "ping", Kind: probes.KindTCP, Result: probes.Result{OK: true, RTT: -time.Millisecond}})
 	rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Site: "a", Target: "aaa", Kind: probes.KindDNS, Result: probes.Result{OK: true, RTT: time.Hour}})
 	check("kind changed, new target first in order, negative values")
+	rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Site: "b", Target: "web", Kind: probes.KindHTTP,
+		Result: probes.Result{OK: false, Reason: probes.ReasonStatus, CertExpiry: time.Unix(1800000000, 0)}})
+	rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Site: "a", Target: "tls", Kind: probes.KindTCP,
+		Result: probes.Result{OK: true, CertExpiry: time.Unix(-86400, 0)}})
+	check("certificate expiry")
+	rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Site: "b", Target: "web", Kind: probes.KindHTTP,
+		Result: probes.Result{OK: false, Reason: probes.ReasonRefused}})
+	check("certificate expiry kept over a probe without a handshake")
 }
