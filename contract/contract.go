@@ -36,6 +36,12 @@ const (
 	MetricProbeCertExpiry = "probe_ssl_earliest_cert_expiry"
 )
 
+// StaleNaN is the bit pattern of Prometheus's staleness marker (value.StaleNaN in
+// Prometheus): a NaN sample that ends a series at once rather than after the query
+// lookback. An agent sends every series of a target or site that a reload removed once
+// more with it; receivers read any NaN of a state series as no state.
+const StaleNaN uint64 = 0x7ff0000000000002
+
 // Label names.
 const (
 	LabelName   = "__name__"

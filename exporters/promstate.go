@@ -92,6 +92,9 @@ type promState struct {
 	// pageLabels is set for the /metrics exporter: apply then also counts each probe
 	// result in the target's promSeriesSet and renders label blocks as series appear.
 	pageLabels *pageLabels
+	// gone are the remote_write series that a removal (or a kind change) ended since the
+	// last snapshot (remotewrite_encode.go); /metrics' state never has any.
+	gone []goneSeries
 }
 
 func newPromState() *promState {
@@ -166,9 +169,11 @@ func (s *promState) targetIndex(key promTargetKey) int {
 
 // removeTarget forgets a target (all its kinds' series). s.mu is held.
 func (s *promState) removeTarget(key promTargetKey) {
-	if _, ok := s.targets[key]; !ok {
+	t, ok := s.targets[key]
+	if !ok {
 		return
 	}
+	s.endTarget(t)
 	delete(s.targets, key)
 	if i := s.targetIndex(key); i < len(s.targetList) && s.targetList[i].key == key {
 		s.targetList = slices.Delete(s.targetList, i, i+1)
@@ -177,7 +182,8 @@ func (s *promState) removeTarget(key promTargetKey) {
 
 // removeSite forgets a site and any target still listed under it. s.mu is held.
 func (s *promState) removeSite(name string) {
-	if _, ok := s.sites[name]; ok {
+	if site, ok := s.sites[name]; ok {
+		s.endSite(site)
 		delete(s.sites, name)
 		s.siteList = slices.DeleteFunc(s.siteList, func(site *promSiteState) bool { return site.name == name })
 	}
