@@ -133,8 +133,8 @@ func TestCertExpiry(t *testing.T) {
 	}
 }
 
-// TestCertExpiryAfterRedirect: after a redirect to another TLS server, the expiry is the
-// one of the server that gave the answer.
+// TestCertExpiryAfterRedirect: after redirects, the expiry is the one of the server that
+// gave the answer.
 func TestCertExpiryAfterRedirect(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	final := newCertChain(t, now.Add(400*24*time.Hour), now.Add(300*24*time.Hour), now.Add(5*24*time.Hour))
@@ -155,5 +155,20 @@ func TestCertExpiryAfterRedirect(t *testing.T) {
 	}
 	if r := probeOnce(t, p, 3*time.Second); !r.OK || !r.CertExpiry.Equal(final.leaf) {
 		t.Errorf("got %+v, want OK with the final server's leaf expiry %v", r, final.leaf)
+	}
+	// Redirected to plain HTTP: the answer came without TLS, so no expiry.
+	plain := httptest.NewServer(testMux())
+	defer plain.Close()
+	toPlain := httptest.NewUnstartedServer(http.RedirectHandler(plain.URL+"/healthz", http.StatusFound))
+	toPlain.TLS = &tls.Config{Certificates: []tls.Certificate{first.server}}
+	toPlain.Config.ErrorLog = quietLog
+	toPlain.StartTLS()
+	defer toPlain.Close()
+	p, err = New(KindHTTP, HTTPSpec{URL: toPlain.URL + "/", Redirects: 1, TLS: TLSSpec{Insecure: true}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := probeOnce(t, p, 3*time.Second); !r.OK || !r.CertExpiry.IsZero() {
+		t.Errorf("redirected to plain HTTP: %+v, want OK without an expiry", r)
 	}
 }

@@ -179,9 +179,10 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 	defer resp.Body.Close()
 	reason, detail := p.readBody(resp.Body)
 	end := time.Now()
-	r := Result{Start: start, RTT: end.Sub(start), Phases: times.phases(end), CertExpiry: times.expiry()}
-	// The answer's own connection, which a kept-alive probe reused without a handshake
-	// (and, after redirects, the last one's), as blackbox_exporter reads it.
+	r := Result{Start: start, RTT: end.Sub(start), Phases: times.phases(end)}
+	// From the connection the answer came on, as blackbox_exporter reads it: a kept-alive
+	// probe's had its handshake in an earlier probe, and after redirects it is the last
+	// server's (none when that one spoke plain HTTP).
 	if resp.TLS != nil {
 		r.CertExpiry = earliestExpiry(resp.TLS.PeerCertificates)
 	}
