@@ -33,7 +33,17 @@ const (
 	// trip, under blackbox_exporter's names (labels site, target, kind).
 	MetricProbeSuccess  = "probe_success"
 	MetricProbeDuration = "probe_duration_seconds"
+	// MetricProbeCertExpiry is the Unix time the first of the certificates a TLS server
+	// presented expires (its earliest NotAfter), under blackbox_exporter's name and
+	// meaning (labels site, target, kind); HTTPS targets and TCP targets with TLS only.
+	MetricProbeCertExpiry = "probe_ssl_earliest_cert_expiry"
 )
+
+// StaleNaN is the bit pattern of Prometheus's staleness marker (value.StaleNaN in
+// Prometheus): a NaN sample that ends a series at once rather than after the query
+// lookback. An agent sends every series of a target or site that a reload removed once
+// more with it; receivers read any NaN of a state series as no state.
+const StaleNaN uint64 = 0x7ff0000000000002
 
 // Label names.
 const (

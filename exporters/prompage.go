@@ -222,6 +222,7 @@ type targetSnap struct {
 	state      string
 	probed, ok bool
 	phases     probes.Phases
+	certExpiry time.Time
 	sets       [2]int // range in page.sets
 }
 
@@ -261,7 +262,8 @@ func (s *promState) copyTargets(pg *page, after promTargetKey, first bool) (last
 		if t.cur == nil {
 			continue
 		}
-		ts := targetSnap{labels: t.cur.labels, kind: t.kind, state: t.state, probed: t.probed, ok: t.ok, phases: t.phases}
+		ts := targetSnap{labels: t.cur.labels, kind: t.kind, state: t.state, probed: t.probed, ok: t.ok, phases: t.phases,
+			certExpiry: t.certExpiry}
 		ts.sets[0] = len(pg.sets)
 		for _, m := range t.sets {
 			ss := setSnap{labels: m.labels, buckets: m.buckets, sum: m.sum, count: m.count, timeouts: m.timeouts}
@@ -465,6 +467,7 @@ const (
 	famUp       = contract.MetricTargetUp
 	famDuration = contract.MetricProbeDuration
 	famHTTP     = "probe_http_duration_seconds"
+	famCert     = contract.MetricProbeCertExpiry
 	famSuccess  = contract.MetricProbeSuccess
 )
 
@@ -557,6 +560,16 @@ var pageFamilies = []pageFamily{
 				pg.sample(famHTTP, t.labels, at, "phase", "resolve", nil, t.phases.Resolve.Seconds())
 				pg.sample(famHTTP, t.labels, at, "phase", "tls", nil, t.phases.TLS.Seconds())
 				pg.sample(famHTTP, t.labels, at, "phase", "transfer", nil, t.phases.Transfer.Seconds())
+			}
+		})
+	}},
+	{famCert, func(pg *page, s *promState) {
+		pg.family(famCert, "Unix time the earliest of the certificates the server presented in the last completed TLS handshake expires.", "gauge")
+		pg.eachTargetChunk(s, func() {
+			for _, t := range pg.targets {
+				if !t.certExpiry.IsZero() {
+					pg.sample(famCert, t.labels, 0, "", "", nil, float64(t.certExpiry.Unix()))
+				}
 			}
 		})
 	}},

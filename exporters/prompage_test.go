@@ -135,6 +135,8 @@ var refStateDescs = map[string]*prometheus.Desc{
 		"1 when the target is up or suspect, 0 when down.", []string{"site", "target", "kind"}, nil),
 	"probe_success": prometheus.NewDesc("probe_success",
 		"1 when the last probe succeeded.", []string{"site", "target", "kind"}, nil),
+	"probe_ssl_earliest_cert_expiry": prometheus.NewDesc("probe_ssl_earliest_cert_expiry",
+		"Unix time the earliest of the certificates the server presented in the last completed TLS handshake expires.", []string{"site", "target", "kind"}, nil),
 	"probe_http_duration_seconds": prometheus.NewDesc("probe_http_duration_seconds",
 		"Phases of the last HTTP probe, as blackbox_exporter names them.", []string{"site", "target", "kind", "phase"}, nil),
 }
@@ -201,6 +203,10 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 			ev.Result = probes.Result{Start: now, OK: true, RTT: rtt(),
 				Phases: probes.Phases{Resolve: time.Duration(rnd.IntN(1e6)), Connect: time.Duration(rnd.IntN(1e6)),
 					TLS: time.Duration(rnd.IntN(1e6)), Processing: time.Duration(rnd.IntN(1e7)), Transfer: time.Duration(rnd.IntN(1e5))}}
+			if t.kind == probes.KindHTTP || t.kind == probes.KindTCP && rnd.IntN(2) == 0 {
+				// A handshake's certificate expiry, also before the Unix epoch.
+				ev.Result.CertExpiry = now.Add(time.Duration(rnd.Int64N(2*365*24)-24*365*60) * time.Hour)
+			}
 		case x < 85:
 			ev.Type = agent.EventProbe
 			reason := probes.ReasonTimeout
@@ -208,6 +214,9 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 				reason = probes.Reasons[rnd.IntN(len(probes.Reasons))]
 			}
 			ev.Result = probes.Result{Start: now, RTT: time.Second, Reason: reason, Detail: "x"}
+			if reason == probes.ReasonStatus && t.kind == probes.KindHTTP {
+				ev.Result.CertExpiry = now.Add(time.Duration(rnd.Int64N(1e6)) * time.Second) // a handshake, then a wrong status
+			}
 		case x < 93:
 			ev.Type = agent.EventTarget
 			ev.To = []string{agent.TargetUp, agent.TargetSuspect, agent.TargetDown, agent.TargetUnknown}[rnd.IntN(4)]
@@ -232,7 +241,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 }
 
 // ownFamilies are the families the exporter writes itself.
-var ownFamilies = []string{famIsolated, famFailures, famDetect, famState, famSince, famUp, famDuration, famHTTP, famSuccess}
+var ownFamilies = []string{famIsolated, famFailures, famDetect, famState, famSince, famUp, famDuration, famHTTP, famCert, famSuccess}
 
 func parsePage(t *testing.T, what string, body []byte) map[string]*dto.MetricFamily {
 	t.Helper()
@@ -297,6 +306,13 @@ func TestPrometheusPageOracle(t *testing.T) {
 				}
 			}
 			comparePages(t, p, ref, 500)
+			// Every family the exporter writes itself took part.
+			page := parsePage(t, "/metrics", scrape(t, http.DefaultClient, "http://"+p.Addr()+"/metrics"))
+			for _, name := range ownFamilies {
+				if len(page[name].GetMetric()) == 0 {
+					t.Errorf("family %s has no series after %d events", name, len(evs))
+				}
+			}
 		})
 	}
 }

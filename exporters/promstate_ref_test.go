@@ -61,6 +61,9 @@ func (s *promState) series(pushInterval time.Duration) []promSeries {
 				promSeries{"probe_success", labels, boolValue(t.ok)},
 				promSeries{"probe_duration_seconds", labels, t.rtt.Seconds()})
 		}
+		if !t.certExpiry.IsZero() {
+			out = append(out, promSeries{"probe_ssl_earliest_cert_expiry", labels, float64(t.certExpiry.Unix())})
+		}
 	}
 	return out
 }

@@ -59,6 +59,13 @@ type Result struct {
 	Reason Reason        // ReasonNone when OK
 	Detail string        // a short human explanation of a failure, empty when OK
 	Phases Phases        // per-phase timings where the kind has phases (HTTP, TCP+TLS, DNS)
+	// CertExpiry is the earliest NotAfter among the certificates the server presented on
+	// the probe's TLS connection (HTTPS: the one the answer came on; TCP with
+	// tls.enable): blackbox_exporter's probe_ssl_earliest_cert_expiry. It is set whenever
+	// a handshake completed, also when the probe failed afterwards (a wrong HTTP status, a
+	// body that did not match), and zero when none did (no TLS, or a handshake that
+	// failed, as an expired certificate's does unless insecure = true).
+	CertExpiry time.Time
 }
 
 // Phases are the timings of a probe's steps, zero where a step did not happen.

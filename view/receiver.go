@@ -358,6 +358,15 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		if len(site) == 0 {
 			return rejectf("bad_content", "series %s of agent %q has no site label", name, r.Agent)
 		}
+		if math.IsNaN(v) {
+			// A staleness marker: the agent ended the site's series (a reload removed
+			// it; docs/DESIGN.md, "The push contract"). No state, and no site: the push
+			// still counts as one with site state, so the site leaves the agent's report.
+			if p.sites == nil {
+				p.sites = []namedSite{}
+			}
+			return nil
+		}
 		sr, err := p.site(site, r.Agent)
 		if err != nil {
 			return err

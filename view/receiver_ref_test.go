@@ -91,6 +91,9 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			if r.Sites == nil {
 				r.Sites = map[string]SiteReport{}
 			}
+			if math.IsNaN(v) {
+				continue // a staleness marker: no state, no site
+			}
 			sr, seen := r.Sites[site]
 			if !seen {
 				if len(r.Sites) >= maxSitesPerAgent {

@@ -93,6 +93,16 @@ func (d *Doc) Errf(path, format string, args ...any) {
 	d.errs = append(d.errs, Error{File: d.file, Line: line, Key: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// Line is the line the key at path is written on (or, when it is not written, its
+// closest enclosing key or table), 0 when unknown: for a message that names another
+// place in the document, such as the first of two duplicates.
+func (d *Doc) Line(path string) int {
+	if d.lines == nil {
+		return 0
+	}
+	return d.lines.lineOf(path)
+}
+
 // Defined reports whether the document sets the key at path.
 func (d *Doc) Defined(path string) bool { return d.defined[path] }
 

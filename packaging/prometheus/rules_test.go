@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/exporters"
+	"github.com/edgeprobe/edgeprobe/probes"
 )
 
 const rulesFile = "edgeprobe.rules.yml"
@@ -137,6 +138,105 @@ func TestRulesEndToEnd(t *testing.T) {
 		if s := rw.Stats(); s.Sent == 0 || s.Dropped[exporters.DropRejected] != 0 {
 			t.Errorf("agent %s: %+v; want pushes accepted and none rejected", name, s)
 		}
+	}
+}
+
+// TestRemovedSeriesEnd: a reload that removes a target and a site makes the agent send
+// their series once more with the staleness marker, so that Debian's real Prometheus
+// drops them from instant queries at once instead of after its 5-minute lookback; the
+// certificate expiry alert on the removed target resolves with it.
+func TestRemovedSeriesEnd(t *testing.T) {
+	prom := startPrometheus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	rw, err := exporters.NewRemoteWrite(config.RemoteWriteConfig{
+		URL:          prom + "/api/v1/write",
+		PushInterval: config.Duration{Duration: 250 * time.Millisecond},
+	}, "", "e1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := rw.Run(ctx); err != nil {
+			t.Errorf("remote_write: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	now := time.Now()
+	target := func(site, name string, kind probes.Kind, expiry time.Time) {
+		rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Agent: "e1", Site: site, Target: name, Kind: kind,
+			Result: probes.Result{Start: now, OK: true, RTT: time.Millisecond, CertExpiry: expiry}})
+		rw.Handle(agent.Event{Type: agent.EventTarget, Time: now, Agent: "e1", Site: site, Target: name, Kind: kind,
+			From: agent.TargetUnknown, To: agent.TargetUp})
+	}
+	target("pangyo", "web", probes.KindHTTP, now.Add(3*24*time.Hour)) // expires in 3 days
+	target("pangyo", "gw", probes.KindICMP, time.Time{})
+	target("seoul", "dns", probes.KindDNS, time.Time{})
+	for _, site := range []string{"pangyo", "seoul"} {
+		rw.Handle(agent.Event{Type: agent.EventSite, Time: now, Agent: "e1", Site: site, From: agent.SiteUnknown, To: agent.SiteUp})
+	}
+	certAlert := `ALERTS{alertname="EdgeprobeCertificateExpiry",alertstate="firing",site="pangyo",target="web"}`
+	waitQuery(t, prom, `probe_success{target="web"}`, "", 30*time.Second)
+	waitQuery(t, prom, `count(edgeprobe_site_state{site="seoul"})`, "", 30*time.Second)
+	waitQuery(t, prom, certAlert, "", 30*time.Second)
+	if v := query(t, prom, `probe_ssl_earliest_cert_expiry{target="web"}`); len(v) != 1 || v[0].Value[1] != fmt.Sprint(now.Add(3*24*time.Hour).Unix()) {
+		t.Errorf("probe_ssl_earliest_cert_expiry of web: %+v, want %d", v, now.Add(3*24*time.Hour).Unix())
+	}
+
+	removed := time.Now()
+	for _, ev := range []agent.Event{
+		{Type: agent.EventRemoved, Time: removed, Agent: "e1", Site: "pangyo", Target: "web", Kind: probes.KindHTTP, From: agent.TargetUp, To: agent.Removed},
+		{Type: agent.EventRemoved, Time: removed, Agent: "e1", Site: "seoul", Target: "dns", Kind: probes.KindDNS, From: agent.TargetUp, To: agent.Removed},
+		{Type: agent.EventRemoved, Time: removed, Agent: "e1", Site: "seoul", From: agent.SiteUp, To: agent.Removed},
+	} {
+		rw.Handle(ev)
+	}
+	// Far inside the 5-minute lookback: without the markers these queries would still
+	// return the last values. The pushed series (not the rules' records, which follow at
+	// their next evaluation) go as soon as the push after the removal is in.
+	pushed := `__name__!~".+:.+"`
+	gone := []string{`{agent="e1",target="web",` + pushed + `}`, `{agent="e1",site="seoul",` + pushed + `}`, `probe_ssl_earliest_cert_expiry`}
+	deadline := removed.Add(10 * time.Second)
+	for _, q := range gone {
+		for {
+			v := query(t, prom, q)
+			if len(v) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still gives %+v %v after the removal", q, v, time.Since(removed).Round(time.Millisecond))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Logf("removed series absent from instant queries %v after the removal", time.Since(removed).Round(time.Millisecond))
+	for {
+		v := query(t, prom, `{site="seoul"}`)
+		if len(v) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rules still record site seoul %v after its removal: %+v", time.Since(removed).Round(time.Millisecond), v)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the rules' records of the removed site gone %v after the removal (1 s evaluation)", time.Since(removed).Round(time.Millisecond))
+	if v := query(t, prom, `probe_success{target="gw"}`); len(v) != 1 {
+		t.Errorf("probe_success of gw (not removed): %+v, want one series", v)
+	}
+	if v := query(t, prom, `count(edgeprobe_site_state{site="pangyo"})`); len(v) != 1 || v[0].Value[1] != "4" {
+		t.Errorf("pangyo's state set: %+v, want its 4 series", v)
+	}
+	for time.Now().Before(deadline) && len(query(t, prom, certAlert)) > 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if v := query(t, prom, certAlert); len(v) != 0 {
+		t.Errorf("certificate alert of the removed target still firing: %+v", v)
+	}
+	if s := rw.Stats(); s.Dropped[exporters.DropRejected] != 0 {
+		t.Errorf("%+v: Prometheus rejected batches", s)
 	}
 }
 
