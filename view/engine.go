@@ -241,20 +241,36 @@ func (e *Engine) count(a *agentRecord, sign int) {
 	}
 }
 
-// know adds (sign 1) or removes (sign -1) a from the agents that report its sites.
-func (e *Engine) know(a *agentRecord, sign int) {
-	for name := range a.sites {
-		s := e.sites[name]
-		if sign > 0 {
-			s.agents[a] = struct{}{}
-		} else {
-			delete(s.agents, a)
-		}
-		if e.quorumBy != "" {
-			addDomain(s.knownDomains, a.domain, sign)
-		}
-		e.touch(s)
+// know adds (sign 1) or removes (sign -1) a, in domain, from the agents that report
+// site s.
+func (e *Engine) know(s *siteRecord, a *agentRecord, domain string, sign int) {
+	if sign > 0 {
+		s.agents[a] = struct{}{}
+	} else {
+		delete(s.agents, a)
 	}
+	if e.quorumBy != "" {
+		addDomain(s.knownDomains, domain, sign)
+	}
+	e.touch(s)
+}
+
+// relist moves a from the sites it reported, in oldDomain, to sites, in its domain now.
+// A site in both stays as it is unless the domain changed: a push that says what the
+// last one said costs no map operations.
+func (e *Engine) relist(a *agentRecord, oldDomain string, sites map[string]SiteReport) {
+	moved := a.domain != oldDomain
+	for name := range a.sites {
+		if _, still := sites[name]; !still || moved {
+			e.know(e.sites[name], a, oldDomain, -1)
+		}
+	}
+	for name := range sites {
+		if _, was := a.sites[name]; !was || moved {
+			e.know(e.sites[name], a, a.domain, 1)
+		}
+	}
+	a.sites = sites
 }
 
 // expireDue takes the agents whose deadline is not after now out of the witness counts.
@@ -310,15 +326,13 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 		}
 		// Only the sites this agent reports, now or before, can change with its push.
 		e.count(a, -1)
-		if r.Sites != nil || r.Labels != nil {
-			e.know(a, -1)
-		}
 		a.lastPush = now
 		a.sampleTime = r.SampleTime
 		a.isolated, a.impaired = r.Isolated, r.Impaired
 		if r.PushInterval > 0 {
 			a.interval = r.PushInterval
 		}
+		oldDomain := a.domain
 		if r.Labels != nil || a.domain == "" {
 			a.domain, a.domainSet = e.domainOf(a.name, r.Labels)
 		}
@@ -334,10 +348,9 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 					e.addSite(name, now)
 				}
 			}
-			a.sites = r.Sites
-		}
-		if r.Sites != nil || r.Labels != nil {
-			e.know(a, 1)
+			e.relist(a, oldDomain, r.Sites)
+		} else if a.domain != oldDomain {
+			e.relist(a, oldDomain, a.sites)
 		}
 		for name := range a.sites {
 			e.sites[name].lastReported = now
@@ -392,7 +405,9 @@ func (e *Engine) Forget(now time.Time) []Change {
 			e.count(a, -1)
 			a.counted = false
 		}
-		e.know(a, -1)
+		for site := range a.sites {
+			e.know(e.sites[site], a, a.domain, -1)
+		}
 		delete(e.agents, name)
 	}
 	changes := e.evaluate(now)
