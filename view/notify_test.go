@@ -274,15 +274,31 @@ func TestWebhookDamping(t *testing.T) {
 	}
 	// A loss that lasts, with short ups in it: one alert.
 	pushSite(t, base, "down", "a", "b")
-	waitArrival(t, rec.arrived)
+	select {
+	case <-rec.arrived:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the lasting loss was not notified within 15s; sites %+v\n%s", getSites(t, base), metricsText(t, base))
+	}
 	for range 3 {
 		pushSite(t, base, "up", "a", "b")
 		time.Sleep(50 * time.Millisecond)
 		pushSite(t, base, "down", "a", "b")
 		time.Sleep(50 * time.Millisecond)
 	}
-	pushSite(t, base, "up", "a", "b")
-	waitArrival(t, rec.arrived)
+	// Up from now on, the agents pushing every half second (they would turn stale, and
+	// the site unknown, after 3 s without a push: unknown keeps a loss firing).
+	resolved := false
+	for deadline := time.Now().Add(15 * time.Second); !resolved && time.Now().Before(deadline); {
+		pushSite(t, base, "up", "a", "b")
+		select {
+		case <-rec.arrived:
+			resolved = true
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if !resolved {
+		t.Fatal("the recovery was not notified within 15s")
+	}
 	select {
 	case <-rec.arrived:
 		t.Fatal("more than one alert and one resolution")
