@@ -3,6 +3,7 @@ package prometheus_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,6 +140,27 @@ func TestRulesEndToEnd(t *testing.T) {
 	expect("recovery", view.VerdictUp)
 	stopAgent[prefix+"-e3"]()
 	expect("e3 killed: two witnesses left, both see it up", view.VerdictUp)
+	// Its last report (up) must stop counting everywhere, or the loss below would be a
+	// partition (one up of three).
+	deadline := time.Now().Add(settleLimit)
+	for {
+		var diffs []string
+		if s, _ := tt.engine.Site(site, time.Now()); len(s.Agents) != 3 || !s.Agents[2].Stale {
+			diffs = append(diffs, fmt.Sprintf("view: agents %+v", s.Agents))
+		}
+		for _, b := range st.backends {
+			if v, err := b.instant(`edgeprobe:agent_fresh:bool{agent="e2e-e3"} == 0`); err != nil || len(v) != 1 {
+				diffs = append(diffs, fmt.Sprintf("%s: e3 not stale: %v %v", b.name, v, err))
+			}
+		}
+		if len(diffs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("e3 killed: after %v: %v", settleLimit, diffs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	siteState("e1", agent.SiteUp, agent.SiteDown)
 	siteState("e2", agent.SiteUp, agent.SiteDown)
 	expect("the two live agents see it down", view.VerdictLost)
