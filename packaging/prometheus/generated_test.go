@@ -44,22 +44,23 @@ func generatedFiles(t *testing.T) []generated {
 	return out
 }
 
-// TestRulesGenerated keeps each shipped rule file equal to what the generator writes
-// for its settings (go generate ./packaging/prometheus/, or go test -update, rewrites them).
+// TestRulesGenerated keeps the generated part of each shipped rule file equal to what
+// the generator writes for its settings (go generate ./packaging/prometheus/, or go test
+// -update, rewrites it); groups after prometheus.GeneratedEnd are left alone.
 func TestRulesGenerated(t *testing.T) {
 	for _, g := range generatedFiles(t) {
 		want := prometheus.Generate(g.params)
+		got, err := os.ReadFile(g.file)
 		if *update {
-			if err := os.WriteFile(g.file, want, 0o644); err != nil {
+			if err := os.WriteFile(g.file, prometheus.Merge(want, got), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			continue
 		}
-		got, err := os.ReadFile(g.file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, want) {
+		if !bytes.Equal(prometheus.GeneratedPart(got), want) {
 			t.Errorf("%s differs from the generator's output for %+v: run go generate ./packaging/prometheus/", g.file, g.params)
 		}
 	}

@@ -379,7 +379,33 @@ pushed series at each evaluation, so it resolves at the first one after the site
 witness. It resolves when the agent pushes again, or %s after its last push.`, silentLookback, silentLookback)))
 	rule("alert", AlertSilent, g.silent(), alert("warning", "edgeprobe agent {{ $labels.agent }} stopped pushing",
 		"No push from agent {{ $labels.agent }} for more than 3 push intervals; it is not counted as a witness.", silentFor))
+	b.WriteString(GeneratedEnd)
 	return []byte(b.String())
+}
+
+// GeneratedEnd ends the generated part of a rule file. Groups written after it by hand
+// (rules on other series, such as certificate expiry) are kept when rulesgen rewrites
+// the file, and TestRulesGenerated compares only what comes before.
+const GeneratedEnd = "\n# End of the generated groups. Groups below this line are not generated: rulesgen keeps\n# them when it rewrites the file.\n"
+
+// Merge returns generated followed by what existing (the file being rewritten) holds
+// after its GeneratedEnd, if anything.
+func Merge(generated, existing []byte) []byte {
+	_, tail, ok := strings.Cut(string(existing), GeneratedEnd)
+	if !ok {
+		return generated
+	}
+	return append(generated[:len(generated):len(generated)], tail...)
+}
+
+// GeneratedPart is the part of a rule file up to and including GeneratedEnd (all of it
+// if it has none).
+func GeneratedPart(file []byte) []byte {
+	head, _, ok := strings.Cut(string(file), GeneratedEnd)
+	if !ok {
+		return file
+	}
+	return []byte(head + GeneratedEnd)
 }
 
 func comment(s string) string {

@@ -3,6 +3,7 @@
 //
 //	go run ./packaging/prometheus/rulesgen [-config view.toml | -quorum N -quorum-by LABEL -max-up-fraction F] [-o FILE]
 //
+// Groups that FILE holds after the generated ones (prometheus.GeneratedEnd) are kept.
 // Exit status 2 on bad flags or settings the view would refuse.
 package main
 
@@ -23,6 +24,10 @@ func main() {
 	if out == "" {
 		_, err = os.Stdout.Write(data)
 	} else {
+		// Groups added by hand after the generated ones survive the rewrite.
+		if existing, rerr := os.ReadFile(out); rerr == nil {
+			data = prometheus.Merge(data, existing)
+		}
 		err = os.WriteFile(out, data, 0o644)
 	}
 	if err != nil {
