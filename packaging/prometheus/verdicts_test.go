@@ -143,7 +143,7 @@ func TestVerdictTable(t *testing.T) {
 }
 
 // promtoolCases writes a promtool test file of the cases for one rule file: every agent
-// pushes its state every second; at 15 s the verdict state set, the quorum counts and
+// pushes its state every second; at 11 s the verdict state set, the quorum counts and
 // the firing site alerts (the degraded alert's 10 s included) must be the table's.
 func promtoolCases(t *testing.T, rules string, cases []verdictCase) []byte {
 	t.Helper()
@@ -168,13 +168,13 @@ func promtoolCases(t *testing.T, rules string, cases []verdictCase) []byte {
 				labels += fmt.Sprintf(",%s=%q", k, a.labels[k])
 			}
 			series := func(metric, extra string, v bool) {
-				value := "0x20"
+				value := "0x12"
 				if v {
-					value = "1x20"
+					value = "1x12"
 				}
 				fmt.Fprintf(&b, "      - {series: '%s{%s%s}', values: '%s'}\n", metric, labels, extra, value)
 			}
-			fmt.Fprintf(&b, "      - {series: '%s{%s}', values: '1x20'}\n", contract.MetricPushInterval, labels)
+			fmt.Fprintf(&b, "      - {series: '%s{%s}', values: '1x12'}\n", contract.MetricPushInterval, labels)
 			series(contract.MetricAgentIsolated, "", a.isolated)
 			series(contract.MetricAgentImpaired, "", a.impaired)
 			for _, st := range contract.SiteStates {
@@ -182,7 +182,7 @@ func promtoolCases(t *testing.T, rules string, cases []verdictCase) []byte {
 			}
 		}
 		b.WriteString("    promql_expr_test:\n")
-		fmt.Fprintf(&b, "      - expr: %s\n        eval_time: 15s\n        exp_samples:\n", prometheus.RecordVerdict)
+		fmt.Fprintf(&b, "      - expr: %s\n        eval_time: 11s\n        exp_samples:\n", prometheus.RecordVerdict)
 		for _, v := range view.Verdicts {
 			value := 0
 			if v == c.Want {
@@ -194,9 +194,9 @@ func promtoolCases(t *testing.T, rules string, cases []verdictCase) []byte {
 			name string
 			n    int
 		}{{prometheus.RecordQuorum, c.Witnesses}, {prometheus.RecordQuorumDown, c.Down}} {
-			fmt.Fprintf(&b, "      - expr: %s\n        eval_time: 15s\n        exp_samples:\n          - {labels: '%s{%s=%q}', value: %d}\n", r.name, r.name, contract.LabelSite, tableSite, r.n)
+			fmt.Fprintf(&b, "      - expr: %s\n        eval_time: 11s\n        exp_samples:\n          - {labels: '%s{%s=%q}', value: %d}\n", r.name, r.name, contract.LabelSite, tableSite, r.n)
 		}
-		fmt.Fprintf(&b, "      - expr: 'ALERTS{alertstate=\"firing\",alertname=~\"EdgeprobeSite.*\"}'\n        eval_time: 15s\n        exp_samples:")
+		fmt.Fprintf(&b, "      - expr: 'ALERTS{alertstate=\"firing\",alertname=~\"EdgeprobeSite.*\"}'\n        eval_time: 11s\n        exp_samples:")
 		alert, severity := "", "warning"
 		switch c.Want {
 		case view.VerdictLost:
