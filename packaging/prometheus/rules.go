@@ -312,7 +312,7 @@ func Generate(p Params) []byte {
 	var b strings.Builder
 	by := "agent (no quorum_by)"
 	if p.QuorumBy != "" {
-		by = fmt.Sprintf("distinct values of the agent label %q (quorum_by)", p.QuorumBy)
+		by = fmt.Sprintf("the distinct values of the agent label %q (quorum_by, marked QUORUM_BY)", p.QuorumBy)
 	}
 	args := ""
 	if p.Quorum != view.DefaultQuorum {
@@ -428,7 +428,7 @@ const header = `# edgeprobe's site verdicts as Prometheus rules, for Prometheus 
 #   up           every witness reports up
 #
 # Settings: quorum %d (marked QUORUM), max_up_fraction %s (marked MAX_UP_FRACTION),
-# witnesses counted by %s (marked QUORUM_BY where it matters).
+# witnesses counted by %s.
 # This file is "rulesgen%s". Change the settings by generating the file anew rather
 # than by hand (each appears in several expressions, since no alert reads another rule's
 # recording), from the view's own config or from flags:
