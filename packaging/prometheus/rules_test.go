@@ -77,6 +77,7 @@ func TestRulesEndToEnd(t *testing.T) {
 	const prefix = "e2e"
 	site := prefix + "-pangyo"
 	tt := newTee(t, view.DefaultConfig(), st.backends)
+	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	agents := map[string]*exporters.RemoteWrite{}
@@ -166,6 +167,12 @@ func TestRulesEndToEnd(t *testing.T) {
 	expect("the two live agents see it down", view.VerdictLost)
 	if errs := tt.errors(); len(errs) > 0 {
 		t.Errorf("pushes refused: %v", errs)
+	}
+	time.Sleep(2 * time.Second) // vmalert's last recordings reach VictoriaMetrics through a flush
+	for _, b := range st.backends {
+		if _, err := b.checkStateSet(siteRE(prefix), time.Since(began), view.Verdicts); err != nil {
+			t.Error(err)
+		}
 	}
 	for name, rw := range agents {
 		if s := rw.Stats(); s.Sent == 0 || s.Dropped[exporters.DropRejected] != 0 {
