@@ -2,12 +2,25 @@
 
 PROMTOOL ?= promtool
 
-.PHONY: prom-rules prom-proto test-prom bench-prom
+.PHONY: prom-rules prom-rules-gen prom-proto test-prom bench-prom bench-rules
 
-# prom-rules checks the shipped rules and runs their unit tests (Debian's prometheus package).
+# prom-rules checks the shipped rules (and the variants the tests use) and runs their unit
+# tests: the alert cases and the view engine's verdict table (Debian's prometheus package).
 prom-rules:
-	$(PROMTOOL) check rules packaging/prometheus/edgeprobe.rules.yml
-	cd packaging/prometheus && $(PROMTOOL) test rules edgeprobe.rules.test.yml
+	cd packaging/prometheus && $(PROMTOOL) check rules edgeprobe.rules.yml edgeprobe.rules.region.yml testdata/*.rules.yml
+	cd packaging/prometheus && $(PROMTOOL) test rules edgeprobe.rules.test.yml testdata/*.test.yml
+
+# prom-rules-gen rewrites the generated rule files (go:generate lines in
+# packaging/prometheus/rules.go) and the promtool tests made from testdata/verdicts.json.
+prom-rules-gen:
+	$(GO) generate ./packaging/prometheus/
+	$(GO) test -count=1 -run 'TestVerdictTable' ./packaging/prometheus/ -update
+
+# bench-rules measures failure -> EdgeprobeSiteLost firing on Prometheus and on
+# VictoriaMetrics+vmalert (rules at 1 s), beside the view's lost, over 5 trials of the same
+# pushes (Debian's prometheus and victoria-metrics packages; loopback only).
+bench-rules:
+	$(GO) test -tags benchrules -count=1 -run '^TestRuleLatency$$' -v ./packaging/prometheus/
 
 # prom-proto regenerates the remote_write 1.0 messages; needs Debian's protobuf-compiler and
 # protoc-gen-go of the google.golang.org/protobuf version in go.mod.
