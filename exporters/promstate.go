@@ -70,6 +70,7 @@ type promTargetState struct {
 	probed bool   // a probe result has been seen
 	ok     bool
 	rtt    time.Duration
+	reason probes.Reason // the last probe's; ReasonNone when it succeeded
 	phases probes.Phases
 }
 
@@ -145,6 +146,10 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		return true, t
 	case agent.EventProbe:
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
+		t.reason = ev.Result.Reason
+		if t.ok {
+			t.reason = probes.ReasonNone
+		}
 	}
 	return false, t
 }

@@ -47,8 +47,8 @@ type siteLabels struct {
 
 // targetLabels are a target's series, built for one kind.
 type targetLabels struct {
-	kind                  probes.Kind
-	up, success, duration []byte
+	kind                          probes.Kind
+	up, success, duration, reason []byte
 }
 
 func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
@@ -100,6 +100,7 @@ func (e *snapEncoder) targetLabels(key promTargetKey, kind probes.Kind) *targetL
 		up:       e.labels(contract.MetricTargetUp, pairs...),
 		success:  e.labels(contract.MetricProbeSuccess, pairs...),
 		duration: e.labels(contract.MetricProbeDuration, pairs...),
+		reason:   e.labels(contract.MetricTargetFailureReason, pairs...),
 	}
 }
 
@@ -137,7 +138,8 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 		if t.probed {
 			out = append(out,
 				snapSeries{t.enc.success, boolValue(t.ok)},
-				snapSeries{t.enc.duration, t.rtt.Seconds()})
+				snapSeries{t.enc.duration, t.rtt.Seconds()},
+				snapSeries{t.enc.reason, float64(contract.FailureReasonCode(string(t.reason)))})
 		}
 	}
 	e.series = out
