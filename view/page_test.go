@@ -55,6 +55,12 @@ type pageView struct {
 // (as a view that ran before keeps them), numbered from 1.
 func startPageView(t *testing.T, cfg *Config, seed ...Change) *pageView {
 	t.Helper()
+	return startPageViewRing(t, cfg, 0, seed...)
+}
+
+// startPageViewRing is startPageView with a ring of ring changes (0: the default).
+func startPageViewRing(t *testing.T, cfg *Config, ring int, seed ...Change) *pageView {
+	t.Helper()
 	cfg.Defaults()
 	if len(seed) > 0 {
 		cfg.StateDir = t.TempDir()
@@ -71,7 +77,7 @@ func startPageView(t *testing.T, cfg *Config, seed ...Change) *pageView {
 			t.Fatal(err)
 		}
 	}
-	s, err := New(cfg, Options{KeepAlive: time.Second})
+	s, err := New(cfg, Options{KeepAlive: time.Second, EventRing: ring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,11 +543,13 @@ func TestPageSelfContained(t *testing.T) {
 // without one; opened with #token= it keeps the token in the tab, takes it off the
 // address bar, reads the API and follows the event stream with it (fetch, as EventSource
 // cannot send it), and after the stream is cut it reconnects with Last-Event-ID and gets
-// the change it missed, without reloading the history. A refused token is said so.
+// the change it missed, without reloading the history; when it missed more than the
+// view's ring holds, the view says reset and the page reads everything anew. A refused
+// token is said so.
 func TestLivePageReadToken(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.ReadTokens = []string{"reader-secret"}
-	pv := startPageView(t, cfg)
+	pv := startPageViewRing(t, cfg, 8)
 	base := pv.base
 	f := startFleet(t, base)
 
@@ -607,6 +615,20 @@ func TestLivePageReadToken(t *testing.T) {
 	}
 	if historiesAfter != histories {
 		t.Errorf("the page read the history %d times more to catch up; the stream's replay should do", historiesAfter-histories)
+	}
+
+	// Cut again and miss more changes than the ring of 8 holds: reset, read anew.
+	pv.ts.CloseClientConnections()
+	for i := range 10 {
+		f.set(board{split: i%2 == 0})
+	}
+	waitPage(t, ctx, "the reset, and the board read anew",
+		until(`[...document.querySelectorAll("#log li")].some(li => li.textContent.includes("seoul: partitioned \u2192 up"))`),
+		present(`.site[data-site="seoul"][data-state="up"]`),
+		present(`#conn[data-state="live"]`),
+	)
+	if _, h := pv.recorded(); h <= historiesAfter {
+		t.Errorf("after missing more than the ring holds the page did not read the history anew")
 	}
 	shot(t, ctx, "token-live.png")
 }
