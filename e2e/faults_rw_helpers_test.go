@@ -202,9 +202,9 @@ type delivery struct {
 
 // fullState is the number of series in a push once every site and target has a state:
 // the agent's 2, per site 4 state-set series + change time + detection time, per target
-// target_up, probe_success and probe_duration_seconds.
+// target_up, probe_success, probe_duration_seconds and target_failure_reason.
 func fullState(cfg faultConfig) int {
-	return 2 + 6*len(cfg.Sites) + 3*len(cfg.Sites)*len(cfg.Targets)
+	return 2 + 6*len(cfg.Sites) + 4*len(cfg.Sites)*len(cfg.Targets)
 }
 
 // waitFullState waits until a push with the complete state has been ingested, so that

@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -221,6 +222,7 @@ type targetSnap struct {
 	kind       probes.Kind
 	state      string
 	probed, ok bool
+	reason     probes.Reason
 	phases     probes.Phases
 	certExpiry time.Time
 	sets       [2]int // range in page.sets
@@ -262,7 +264,7 @@ func (s *promState) copyTargets(pg *page, after promTargetKey, first bool) (last
 		if t.cur == nil {
 			continue
 		}
-		ts := targetSnap{labels: t.cur.labels, kind: t.kind, state: t.state, probed: t.probed, ok: t.ok, phases: t.phases,
+		ts := targetSnap{labels: t.cur.labels, kind: t.kind, state: t.state, probed: t.probed, ok: t.ok, reason: t.reason, phases: t.phases,
 			certExpiry: t.certExpiry}
 		ts.sets[0] = len(pg.sets)
 		for _, m := range t.sets {
@@ -464,6 +466,7 @@ const (
 	famDetect   = contract.MetricSiteDetect
 	famState    = contract.MetricSiteState
 	famSince    = contract.MetricSiteStateChange
+	famReason   = contract.MetricTargetFailureReason
 	famUp       = contract.MetricTargetUp
 	famDuration = contract.MetricProbeDuration
 	famHTTP     = "probe_http_duration_seconds"
@@ -518,6 +521,16 @@ var pageFamilies = []pageFamily{
 				pg.sample(famSince, site.labels, 0, "", "", nil, float64(site.since.UnixNano())/1e9)
 			}
 		}
+	}},
+	{famReason, func(pg *page, s *promState) {
+		pg.family(famReason, failureReasonHelp, "gauge")
+		pg.eachTargetChunk(s, func() {
+			for _, t := range pg.targets {
+				if t.probed {
+					pg.sample(famReason, t.labels, 0, "", "", nil, float64(contract.FailureReasonCode(string(t.reason))))
+				}
+			}
+		})
 	}},
 	{famUp, func(pg *page, s *promState) {
 		pg.family(famUp, "1 when the target is up or suspect, 0 when down.", "gauge")
@@ -586,6 +599,21 @@ var pageFamilies = []pageFamily{
 }
 
 var leInf = []byte("+Inf")
+
+// failureReasonHelp names the codes of edgeprobe_target_failure_reason, so that a reader
+// of the page needs no other document.
+var failureReasonHelp = func() string {
+	var b strings.Builder
+	b.WriteString("Why the last probe failed: 0 when it succeeded, else")
+	for i, r := range contract.FailureReasons {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %d %s", i+1, r)
+	}
+	b.WriteByte('.')
+	return b.String()
+}()
 
 // sortedSiteStates is contract.SiteStates in the order client_golang sorts the series.
 var sortedSiteStates = func() []string {

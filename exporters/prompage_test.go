@@ -131,6 +131,9 @@ var refStateDescs = map[string]*prometheus.Desc{
 		"Unix time when the site entered its current state.", []string{"site"}, nil),
 	"edgeprobe_site_detect_seconds": prometheus.NewDesc("edgeprobe_site_detect_seconds",
 		"Time from the first failed (or, on recovery, successful) probe to the last site change.", []string{"site"}, nil),
+	"edgeprobe_target_failure_reason": prometheus.NewDesc("edgeprobe_target_failure_reason",
+		"Why the last probe failed: 0 when it succeeded, else 1 timeout, 2 refused, 3 unreachable, 4 resolve, 5 rcode, 6 answer, 7 status, 8 body, 9 tls, 10 protocol, 11 permission, 12 error.",
+		[]string{"site", "target", "kind"}, nil),
 	"edgeprobe_target_up": prometheus.NewDesc("edgeprobe_target_up",
 		"1 when the target is up or suspect, 0 when down.", []string{"site", "target", "kind"}, nil),
 	"probe_success": prometheus.NewDesc("probe_success",
@@ -241,7 +244,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 }
 
 // ownFamilies are the families the exporter writes itself.
-var ownFamilies = []string{famIsolated, famFailures, famDetect, famState, famSince, famUp, famDuration, famHTTP, famCert, famSuccess}
+var ownFamilies = []string{famIsolated, famFailures, famDetect, famState, famSince, famReason, famUp, famDuration, famHTTP, famCert, famSuccess}
 
 func parsePage(t *testing.T, what string, body []byte) map[string]*dto.MetricFamily {
 	t.Helper()

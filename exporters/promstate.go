@@ -70,6 +70,7 @@ type promTargetState struct {
 	probed bool   // a probe result has been seen
 	ok     bool
 	rtt    time.Duration
+	reason probes.Reason // the last probe's; ReasonNone when it succeeded
 	phases probes.Phases
 	// certExpiry is the last completed TLS handshake's Result.CertExpiry; a probe without
 	// one (the server down, a handshake refused) keeps it, so that an expiry alert keeps
@@ -157,6 +158,10 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
 		if !ev.Result.CertExpiry.IsZero() {
 			t.certExpiry = ev.Result.CertExpiry
+		}
+		t.reason = ev.Result.Reason
+		if t.ok {
+			t.reason = probes.ReasonNone
 		}
 	}
 	return false, t

@@ -53,10 +53,10 @@ type siteLabels struct {
 // first snapshot that has one, so that the targets without TLS (most) do without it.
 // sent says which of them the last snapshot carried.
 type targetLabels struct {
-	kind                  probes.Kind
-	up, success, duration []byte
-	certExpiry            []byte
-	sent                  seriesBits
+	kind                          probes.Kind
+	up, success, duration, reason []byte
+	certExpiry                    []byte
+	sent                          seriesBits
 }
 
 // seriesBits name a target's series.
@@ -66,6 +66,7 @@ const (
 	bitUp seriesBits = 1 << iota
 	bitSuccess
 	bitDuration
+	bitReason
 	bitCertExpiry
 )
 
@@ -75,7 +76,7 @@ func (l *targetLabels) of(bits seriesBits) [][]byte {
 	for _, s := range []struct {
 		bit    seriesBits
 		labels []byte
-	}{{bitUp, l.up}, {bitSuccess, l.success}, {bitDuration, l.duration}, {bitCertExpiry, l.certExpiry}} {
+	}{{bitUp, l.up}, {bitSuccess, l.success}, {bitDuration, l.duration}, {bitReason, l.reason}, {bitCertExpiry, l.certExpiry}} {
 		if bits&s.bit != 0 {
 			out = append(out, s.labels)
 		}
@@ -204,6 +205,7 @@ func (e *snapEncoder) targetLabels(key promTargetKey, kind probes.Kind) *targetL
 		up:       e.labels(contract.MetricTargetUp, pairs...),
 		success:  e.labels(contract.MetricProbeSuccess, pairs...),
 		duration: e.labels(contract.MetricProbeDuration, pairs...),
+		reason:   e.labels(contract.MetricTargetFailureReason, pairs...),
 	}
 }
 
@@ -249,8 +251,9 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 		if t.probed {
 			out = append(out,
 				snapSeries{t.enc.success, boolValue(t.ok)},
-				snapSeries{t.enc.duration, t.rtt.Seconds()})
-			sent |= bitSuccess | bitDuration
+				snapSeries{t.enc.duration, t.rtt.Seconds()},
+				snapSeries{t.enc.reason, float64(contract.FailureReasonCode(string(t.reason)))})
+			sent |= bitSuccess | bitDuration | bitReason
 		}
 		if !t.certExpiry.IsZero() {
 			if t.enc.certExpiry == nil {

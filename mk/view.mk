@@ -6,15 +6,17 @@ view-fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeWrite -fuzztime $(VIEW_FUZZTIME) ./view/
 	$(GO) test -run '^$$' -fuzz FuzzPush -fuzztime $(VIEW_FUZZTIME) ./view/
 
-# view-page saves the board's screenshot under out/view (needs chromium).
+# view-page saves the page's screenshots under out/view (needs chromium).
 view-page:
 	mkdir -p out/view
 	$(GO) test -count=1 -run TestLivePage -v -artifacts -outputdir $(CURDIR)/out/view ./view/
 
 # view-bench: decode of one 20-site push (in place and the former decoder side by side),
-# applying it to an engine of 1000 agents, and both together.
+# applying it to an engine of 1000 agents, and both together; then the heap per target
+# the view keeps at 10,000 agents x 20 sites x 2 targets (once: it builds them all).
 view-bench:
 	$(GO) test -run '^$$' -bench 'BenchmarkDecodePush|BenchmarkApplyPush|BenchmarkPush' -benchtime 2s ./view/
+	$(GO) test -run '^$$' -bench 'BenchmarkTargetMemory' -benchtime 1x ./view/
 
 # bench-view-load: VIEW_AGENTS agents x VIEW_SITES sites pushing every second for
 # VIEW_DURATION to an `edgeprobe view` started as its own process on loopback; prints the

@@ -44,7 +44,10 @@ type AgentReport struct {
 	Labels       map[string]string
 	PushInterval time.Duration // 0 when the push did not announce it
 	// Sites is nil when the push carried no site state; the agent's sites are then kept.
-	Sites      map[string]SiteReport
+	Sites map[string]SiteReport
+	// Targets are the agent's targets at its sites, sorted by site then name (nil when
+	// the push carried none); kept for the page's detail, never read by a verdict.
+	Targets    []TargetReport
 	SampleTime time.Time // the newest sample timestamp, on the agent's clock
 	HasSamples bool      // some series carried a sample (SampleTime is then meaningful)
 }
@@ -105,6 +108,7 @@ type agentRecord struct {
 	domain     string // failure domain: the quorum_by label's value, or the agent's own
 	domainSet  bool   // the agent carries the quorum_by label
 	sites      map[string]SiteReport
+	targets    []TargetReport // the latest push's (targets.go)
 	sampleTime time.Time
 
 	// counted says the agent's known site states are in its sites' witness counts: it is
@@ -351,6 +355,9 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			e.relist(a, oldDomain, r.Sites)
 		} else if a.domain != oldDomain {
 			e.relist(a, oldDomain, a.sites)
+		}
+		if r.Sites != nil || r.Targets != nil {
+			a.targets = r.Targets
 		}
 		for name := range a.sites {
 			e.sites[name].lastReported = now

@@ -143,6 +143,10 @@ type agentInProgress struct {
 	report AgentReport
 	sites  []namedSite
 	index  map[string]int // by site name, into sites
+	// targets as pushed, and an index of them once a push lists them out of order
+	// (targets.go).
+	targets     []TargetReport
+	targetIndex map[targetKey]int
 }
 
 type namedSite struct {
@@ -387,6 +391,8 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		if !math.IsNaN(v) && v > 0 && v < 86400 {
 			r.PushInterval = time.Duration(v * float64(time.Second))
 		}
+	case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
+		return p.target(d.labels, metric, site, v, r.Agent)
 	}
 	return nil
 }
@@ -418,6 +424,14 @@ func contractName(b []byte) string {
 		return contract.MetricAgentImpaired
 	case contract.MetricPushInterval:
 		return contract.MetricPushInterval
+	case contract.MetricTargetUp:
+		return contract.MetricTargetUp
+	case contract.MetricProbeSuccess:
+		return contract.MetricProbeSuccess
+	case contract.MetricProbeDuration:
+		return contract.MetricProbeDuration
+	case contract.MetricTargetFailureReason:
+		return contract.MetricTargetFailureReason
 	}
 	return ""
 }
@@ -452,6 +466,7 @@ func (d *pushDecoder) reports() []AgentReport {
 				r.Sites[s.name] = s.rep
 			}
 		}
+		r.Targets = p.finishTargets()
 		out = append(out, r)
 	}
 	return out

@@ -3,7 +3,9 @@ package view
 import (
 	"maps"
 	"math"
+	"slices"
 	"time"
+	"unique"
 
 	"github.com/edgeprobe/edgeprobe/contract"
 
@@ -39,6 +41,7 @@ func referenceDecode(body []byte, maxBody int64) ([]AgentReport, error) {
 // reference that decodeWriteRequest must agree with (FuzzDecodeWrite).
 func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 	byAgent := map[string]*AgentReport{}
+	targets := map[string]*refTargets{}
 	var order []string
 	for i, ts := range req.GetTimeseries() {
 		var name, agent, site, state string
@@ -117,6 +120,13 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			if !math.IsNaN(v) && v > 0 && v < 86400 {
 				r.PushInterval = time.Duration(v * float64(time.Second))
 			}
+		case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
+			if targets[agent] == nil {
+				targets[agent] = &refTargets{index: map[[2]string]int{}}
+			}
+			if err := targets[agent].add(agent, name, site, labels, v); err != nil {
+				return nil, err
+			}
 		}
 	}
 	reports := make([]AgentReport, 0, len(order))
@@ -128,7 +138,40 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 				r.Sites[site] = sr
 			}
 		}
+		if ts := targets[agent]; ts != nil && len(ts.list) > 0 {
+			r.Targets = ts.list
+			slices.SortFunc(r.Targets, compareTargets)
+		}
 		reports = append(reports, *r)
 	}
 	return reports, nil
+}
+
+// refTargets are one agent's targets as the reference decoder reads them: a map by site
+// and name, sorted at the end.
+type refTargets struct {
+	list  []TargetReport
+	index map[[2]string]int
+}
+
+func (ts *refTargets) add(agent, metric, site string, labels map[string]string, v float64) error {
+	name, kind := labels[contract.LabelTarget], labels[contract.LabelKind]
+	if site == "" || name == "" || math.IsNaN(v) {
+		return nil
+	}
+	i, ok := ts.index[[2]string{site, name}]
+	if !ok {
+		if len(ts.list) >= maxTargetsPerAgent {
+			return rejectf("bad_content", "agent %q reports more than %d targets", agent, maxTargetsPerAgent)
+		}
+		i = len(ts.list)
+		ts.index[[2]string{site, name}] = i
+		ts.list = append(ts.list, newTargetReport(unique.Make(site), unique.Make(name)))
+	}
+	t := &ts.list[i]
+	if kind != "" {
+		t.Kind = unique.Make(kind)
+	}
+	readTargetSeries(t, metric, v)
+	return nil
 }

@@ -116,6 +116,16 @@ func fuzzSeeds(f *testing.F) [][]byte {
 		encodePushes(f, agentPush{agent: "edge2", isolated: true, at: at}),
 		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up", "busan": "degraded"}, since: at, at: at},
 			agentPush{agent: "edge2", interval: 2, sites: map[string]string{"pangyo": "down", "seoul": "unknown"}, since: at, at: at}),
+		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up"}, since: at, at: at, targets: 2}),
+		// targets out of order, one twice apart, a control target, a NaN, odd values and codes
+		encodeWrite(f, series(contract.MetricProbeSuccess, 1, at, "agent", "a", "site", "s", "target", "y", "kind", "tcp"),
+			series(contract.MetricTargetUp, 0, at, "agent", "a", "site", "s", "target", "x", "kind", "icmp"),
+			series(contract.MetricProbeDuration, 0.002, at, "agent", "a", "site", "s", "target", "y"),
+			series(contract.MetricTargetFailureReason, 13, at, "agent", "a", "site", "r", "target", "x", "kind", "dns"),
+			series(contract.MetricProbeSuccess, math.NaN(), at, "agent", "a", "site", "s", "target", "z", "kind", "tcp"),
+			series(contract.MetricProbeSuccess, 1, at, "agent", "a", "target", "gw", "kind", "icmp"),
+			series(contract.MetricTargetUp, 0.5, at, "agent", "a", "site", "s", "target", "y", "kind", "http"),
+			series(contract.MetricProbeDuration, math.Inf(1), at, "agent", "a", "site", "s", "target", "x")),
 		encodeWrite(f, series(contract.MetricSiteState, 1, at, "site", "pangyo", "state", "down")),
 		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"), series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "up")),
 		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire")),
@@ -185,7 +195,7 @@ func benchSites() map[string]string {
 func benchEngine(b *testing.B, n int, at time.Time) *Engine {
 	e := NewEngine(DefaultConfig())
 	for i := range n {
-		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%04d", i), interval: 1, sites: benchSites(), since: at, at: at}), 1<<20)
+		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%04d", i), interval: 1, sites: benchSites(), since: at, at: at, targets: 2}), 1<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -198,7 +208,7 @@ func benchEngine(b *testing.B, n int, at time.Time) *Engine {
 // with the former proto.Unmarshal-based decoder (Reference), side by side.
 func BenchmarkDecodePush(b *testing.B) {
 	at := time.Now()
-	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, detect: 0.3, at: at})
+	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, detect: 0.3, at: at, targets: 2})
 	for _, bm := range []struct {
 		name   string
 		decode func([]byte, int64) ([]AgentReport, error)
@@ -224,7 +234,7 @@ func BenchmarkApplyPush(b *testing.B) {
 	decode := func(agent, state string) AgentReport {
 		sites := benchSites()
 		sites["site00"] = state
-		r, err := DecodeWrite(encodePushes(b, agentPush{agent: agent, interval: 1, sites: sites, since: at, at: at}), 1<<20)
+		r, err := DecodeWrite(encodePushes(b, agentPush{agent: agent, interval: 1, sites: sites, since: at, at: at, targets: 2}), 1<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -263,7 +273,7 @@ func BenchmarkApplyPush(b *testing.B) {
 func BenchmarkPush(b *testing.B) {
 	at := time.Now()
 	e := benchEngine(b, 1000, at)
-	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, at: at})
+	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, at: at, targets: 2})
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

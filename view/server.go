@@ -155,6 +155,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	}
 	s.mux.HandleFunc("POST /api/v1/write", s.handleWrite)
 	s.mux.HandleFunc("GET /api/v1/sites", s.requireRead(s.handleSites))
+	s.mux.HandleFunc("GET /api/v1/sites/{site}", s.requireRead(s.handleSite))
 	s.mux.HandleFunc("GET /api/v1/events", s.requireRead(s.handleEvents))
 	s.mux.HandleFunc("GET /api/v1/events/history", s.requireRead(s.handleHistory))
 	s.mux.HandleFunc("GET /api/v1/silences", s.requireRead(s.handleSilences))
@@ -345,6 +346,21 @@ func (s *Server) handleSites(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, s.log, http.StatusOK, struct {
 		Sites []SiteView `json:"sites"`
 	}{sites})
+}
+
+// handleSite serves one site's verdict and, per agent that reports it, that agent's
+// latest targets there (name, kind, up, the last probe's outcome, RTT and failure
+// reason): what the page shows for a cell.
+func (s *Server) handleSite(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	name := r.PathValue("site")
+	d, ok := s.engine.SiteTargets(name, now)
+	if !ok {
+		http.Error(w, fmt.Sprintf("no agent reports a site %q", name), http.StatusNotFound)
+		return
+	}
+	d.Silenced = s.silences.silenced(name, now)
+	writeJSON(w, s.log, http.StatusOK, d)
 }
 
 // historyLimit bounds one answer of /api/v1/events/history.

@@ -5,7 +5,8 @@
 // Each simulated agent pushes its complete state every interval, exactly the series an
 // agent's remote_write exporter sends (exporters/README.md, "push contract"): the state
 // set of every site, its change timestamp and detect time, every target's
-// edgeprobe_target_up, probe_success and probe_duration_seconds, and the agent-wide
+// edgeprobe_target_up, probe_success, probe_duration_seconds and
+// edgeprobe_target_failure_reason, and the agent-wide
 // edgeprobe_agent_isolated and edgeprobe_push_interval_seconds, each a prompb.TimeSeries
 // with sorted labels and one sample stamped with the push's wall-clock millisecond,
 // marshalled with the protobuf runtime and snappy block-compressed, as the exporter does.
@@ -155,12 +156,13 @@ type simAgent struct {
 	lastMs  int64
 	req     *prompb.WriteRequest
 	samples []*prompb.Sample // every series' one sample
-	// per site: indexes into samples of the four state series, change and detect, and
-	// of the targets' up and success series.
+	// per site: indexes into samples of the four state series, change and detect, of the
+	// targets' up and success series, and of their failure reasons.
 	stateIdx  [][4]int
 	changeIdx []int
 	detectIdx []int
 	targetIdx [][]int
+	reasonIdx [][]int
 	raw, body []byte
 }
 
@@ -206,7 +208,7 @@ func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent
 	// Targets come after the sites, ordered by site and target, as the exporter orders them.
 	for i := range cfg.Sites {
 		site := siteName(group, i)
-		var idx []int
+		var idx, reasons []int
 		for k := range cfg.Targets {
 			target, kind := fmt.Sprintf("t%d-icmp", k), "icmp"
 			if k%2 == 1 {
@@ -216,8 +218,11 @@ func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent
 				add(1, contract.LabelName, contract.MetricTargetUp, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind),
 				add(1, contract.LabelName, contract.MetricProbeSuccess, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind))
 			add(0.0012, contract.LabelName, contract.MetricProbeDuration, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind)
+			reasons = append(reasons,
+				add(0, contract.LabelName, contract.MetricTargetFailureReason, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind))
 		}
 		a.targetIdx = append(a.targetIdx, idx)
+		a.reasonIdx = append(a.reasonIdx, reasons)
 	}
 	return a
 }
@@ -243,6 +248,9 @@ func (a *simAgent) encode(now time.Time) error {
 		a.samples[a.changeIdx[i]].Value = float64(a.since[i].UnixNano()) / 1e9
 		for _, k := range a.targetIdx[i] {
 			a.samples[k].Value = b2f(!down)
+		}
+		for _, k := range a.reasonIdx[i] {
+			a.samples[k].Value = b2f(down) * float64(contract.FailureReasonCode(contract.ReasonTimeout))
 		}
 	}
 	var err error

@@ -54,8 +54,8 @@ func TestSmoke(t *testing.T) {
 	if res.Pushes < 300 {
 		t.Errorf("%d pushes in %v, want about 500", res.Pushes, res.Elapsed)
 	}
-	if res.SeriesPerPush != 2+20*6+20*2*3 {
-		t.Errorf("%d series a push, want the agent's 242 for 20 sites of 2 targets", res.SeriesPerPush)
+	if res.SeriesPerPush != 2+20*6+20*2*4 {
+		t.Errorf("%d series a push, want the agent's 282 for 20 sites of 2 targets", res.SeriesPerPush)
 	}
 }
 
