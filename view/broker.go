@@ -18,8 +18,14 @@ const sseWriteTimeout = 10 * time.Second
 
 // handleEvents streams verdict changes as server-sent events, each with its id. A client
 // that reconnects with Last-Event-ID (browsers do by themselves) first gets the changes
-// it missed from the event ring, then the live ones, none twice; when the ring no longer
-// holds them all it gets `event: reset`, meaning: read /api/v1/sites anew.
+// it missed, then the live ones, none twice; when the event ring no longer holds them
+// all it gets `event: reset`, meaning: read /api/v1/sites anew.
+//
+// Every client reads from the one event ring at its own pace: the broker only wakes it,
+// so a burst of changes (a thousand sites turning up at a view's start) costs no copy per
+// client, and a slow client is not cut off: it falls behind, and only when it falls
+// further behind than the ring is it told to reset. A client that stops reading
+// altogether is cut when a write has been blocked for sseWriteTimeout.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	client := clientAddr(r)
 	sub, refusal := s.broker.subscribe(client, s.cfg.MaxEventClients, s.cfg.MaxEventClientsPerClient)
@@ -46,20 +52,38 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !send(": connected\nretry: 1000\n\n") {
 		return
 	}
-	// Subscribed first, replayed second: a change made in between comes twice, and its
-	// id tells which to skip.
-	var sent uint64
+	// Subscribed first, then the position taken: a change made in between wakes the
+	// client and is read from the ring like any other.
+	sent := s.eventLog.lastID()
 	if last, ok := lastEventID(r); ok {
-		missed, complete := s.eventLog.since(last, 0)
-		if !complete && !send("event: reset\ndata: {}\n\n") {
-			return
-		}
-		for _, c := range missed {
-			if !send(sseFrame(c)) {
-				return
+		sent = last
+	}
+	// catchUp sends what the ring holds after sent, sseBatch at a time.
+	catchUp := func() bool {
+		for {
+			batch, complete := s.eventLog.since(sent, sseBatch)
+			if !complete {
+				s.broker.reset()
+				if !send("event: reset\ndata: {}\n\n") {
+					return false
+				}
+				if len(batch) == 0 {
+					sent = s.eventLog.lastID()
+				}
 			}
-			sent = c.ID
+			for _, c := range batch {
+				if !send(sseFrame(c)) {
+					return false
+				}
+				sent = c.ID
+			}
+			if len(batch) < sseBatch {
+				return true
+			}
 		}
+	}
+	if !catchUp() {
+		return
 	}
 	keepAlive := time.NewTicker(s.keepAlive)
 	defer keepAlive.Stop()
@@ -67,17 +91,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
-		case c, open := <-sub.ch:
-			if !open {
+		case _, open := <-sub.wake:
+			if !open || !catchUp() {
 				return
 			}
-			if c.ID <= sent {
-				continue
-			}
-			if !send(sseFrame(c)) {
-				return
-			}
-			sent = c.ID
 		case <-keepAlive.C:
 			if !send(": keep-alive\n\n") {
 				return
@@ -85,6 +102,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// sseBatch is how many events a client is sent per read of the ring.
+const sseBatch = 256
 
 // sseFrame is one change as a server-sent event.
 func sseFrame(c Change) string {
@@ -112,23 +132,20 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// broker fans verdict changes out to SSE clients. A client whose queue is full is cut
-// off (its channel closed) rather than waited for; it reconnects with Last-Event-ID and
-// loses nothing the ring still holds.
+// broker wakes the SSE clients when a verdict changes; each reads the change from the
+// event ring itself.
 type broker struct {
 	mu       sync.Mutex
 	clients  map[*subscriber]struct{}
 	byClient map[string]int // streams per client host
-	dropped  int
+	resets   int            // clients told to reset: they fell behind the ring
 	refused  int
 }
 
 type subscriber struct {
-	ch     chan Change
+	wake   chan struct{} // capacity 1: there is something new in the ring
 	client string
 }
-
-const sseQueue = 64
 
 func newBroker() *broker {
 	return &broker{clients: map[*subscriber]struct{}{}, byClient: map[string]int{}}
@@ -147,7 +164,7 @@ func (b *broker) subscribe(client string, limit, perClient int) (*subscriber, st
 		b.refused++
 		return nil, fmt.Sprintf("max_event_clients_per_client %d from %s", perClient, client)
 	}
-	sub := &subscriber{ch: make(chan Change, sseQueue), client: client}
+	sub := &subscriber{wake: make(chan struct{}, 1), client: client}
 	b.clients[sub] = struct{}{}
 	b.byClient[client]++
 	return sub, ""
@@ -159,7 +176,7 @@ func (b *broker) drop(sub *subscriber) {
 		return
 	}
 	delete(b.clients, sub)
-	close(sub.ch)
+	close(sub.wake)
 	if b.byClient[sub.client]--; b.byClient[sub.client] <= 0 {
 		delete(b.byClient, sub.client)
 	}
@@ -171,17 +188,23 @@ func (b *broker) unsubscribe(sub *subscriber) {
 	b.drop(sub)
 }
 
-func (b *broker) publish(c Change) {
+// publish wakes every client; it never blocks.
+func (b *broker) publish() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.clients {
 		select {
-		case sub.ch <- c:
-		default:
-			b.drop(sub)
-			b.dropped++
+		case sub.wake <- struct{}{}:
+		default: // woken already
 		}
 	}
+}
+
+// reset counts a client that fell further behind than the ring.
+func (b *broker) reset() {
+	b.mu.Lock()
+	b.resets++
+	b.mu.Unlock()
 }
 
 func (b *broker) closeAll() {
@@ -192,8 +215,8 @@ func (b *broker) closeAll() {
 	}
 }
 
-func (b *broker) counts() (clients, dropped, refused int) {
+func (b *broker) counts() (clients, resets, refused int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.clients), b.dropped, b.refused
+	return len(b.clients), b.resets, b.refused
 }

@@ -56,7 +56,7 @@ var (
 	sitesDesc   = prometheus.NewDesc("edgeprobe_view_sites", "Sites by current verdict.", []string{"state"}, nil)
 	agentsDesc  = prometheus.NewDesc("edgeprobe_view_agents", "Known agents by freshness (fresh or stale).", []string{"freshness"}, nil)
 	clientsDesc = prometheus.NewDesc("edgeprobe_view_sse_clients", "Connected /api/v1/events clients.", nil, nil)
-	droppedDesc = prometheus.NewDesc("edgeprobe_view_sse_dropped_total", "Event clients cut off because they read too slowly.", nil, nil)
+	resetsDesc  = prometheus.NewDesc("edgeprobe_view_sse_resets_total", "Event clients told to reset: they fell further behind than the event ring.", nil, nil)
 	refusedDesc = prometheus.NewDesc("edgeprobe_view_sse_refused_total", "Event clients refused because max_event_clients were connected.", nil, nil)
 )
 
@@ -64,7 +64,7 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sitesDesc
 	ch <- agentsDesc
 	ch <- clientsDesc
-	ch <- droppedDesc
+	ch <- resetsDesc
 	ch <- refusedDesc
 }
 
@@ -75,8 +75,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(fresh), "fresh")
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(stale), "stale")
-	clients, dropped, refused := c.s.broker.counts()
+	clients, resets, refused := c.s.broker.counts()
 	ch <- prometheus.MustNewConstMetric(clientsDesc, prometheus.GaugeValue, float64(clients))
-	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(resetsDesc, prometheus.CounterValue, float64(resets))
 	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(refused))
 }

@@ -298,10 +298,12 @@ func (s *Server) publish(changes []Change) {
 			attrs = append(attrs, "silenced", true)
 		}
 		s.events.Info("verdict", attrs...)
-		s.broker.publish(c)
 		st := siteStatus{Verdict: c.To, From: c.From, Time: c.Time, Since: c.Time, Silenced: c.Silenced,
 			Witnesses: c.Witnesses, Down: c.Down, Up: c.Up, Detect: c.DetectSeconds}
 		s.observe(c.Site, st)
+	}
+	if len(changes) > 0 {
+		s.broker.publish()
 	}
 }
 
