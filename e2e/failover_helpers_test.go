@@ -53,14 +53,16 @@ type failoverAgent struct {
 	config string
 }
 
-func newFailoverNet(t *testing.T, extraRecords map[string]string) *failoverNet {
+// newFailoverNet builds the network and starts named with www, and each of more (names
+// relative to svcZone), holding the primary record.
+func newFailoverNet(t *testing.T, more ...string) *failoverNet {
 	t.Helper()
 	requireNamed(t)
 	n, sites := siteNet(t, testnet.Spec{Sites: twoSites.Sites, Edges: threeEdges, Hosts: []string{"view", "dns"}})
 	f := &failoverNet{t: t, n: n, sites: sites, primary: sites[0].Addr.String(), failover: sites[1].Addr.String(), agents: map[string]*failoverAgent{}}
 	records := map[string][]string{"www": {f.primary}}
-	for name, a := range extraRecords {
-		records[name] = []string{a}
+	for _, name := range more {
+		records[name] = []string{f.primary}
 	}
 	f.dns = startNamed(t, n, "dns", "view", svcZone, records)
 	return f

@@ -35,12 +35,19 @@ func expectOnly(t *testing.T, what string, recs []failover.Record, want ...strin
 func TestFailoverActs(t *testing.T) {
 	t.Parallel()
 	const recoverFor = 3 * time.Second
-	f := newFailoverNet(t, nil)
+	f := newFailoverNet(t)
 	v := f.startView(t, viewPort, actionSpec{Failback: failover.FailbackAuto, RecoverFor: recoverFor.String()})
 	f.startAgents(t, v)
 	v.client.poll("both sites up with three witnesses", startTimeout, allUpWith(3), nil)
 	serial := f.dns.mustSerial()
 	f.dns.expectZone("before any fault", serial, svcName, f.primary)
+	// What an operator runs before trusting the action: a signed no-op update through the
+	// zone's policy, which BIND applies as no change at all.
+	if out, err := f.n.Exec("view", binary, "check", "--view-config", v.config, "--test-actions"); err != nil ||
+		!strings.Contains(string(out), "ok, the server accepts the key's updates; it holds the primary records") {
+		t.Errorf("edgeprobe check --test-actions: %v\n%s", err, out)
+	}
+	f.dns.expectZone("after check --test-actions", serial, svcName, f.primary)
 
 	t.Run("blackhole fails over, a restart does not repeat it, heal fails back after recover_for", func(t *testing.T) {
 		before := len(v.audit())
@@ -173,12 +180,16 @@ func TestFailoverActs(t *testing.T) {
 // RRset is read once more, and the attempt given up is recorded and alerted (error).
 func TestFailoverRefusedKey(t *testing.T) {
 	t.Parallel()
-	f := newFailoverNet(t, nil)
+	f := newFailoverNet(t)
 	hook := startHookSink(t, f.n, "view", 9000)
 	v := f.startView(t, viewPort, actionSpec{KeyFile: f.dns.RefusedKeyFile, RetryMin: "200ms", RetryMax: "1s", Hook: hook.url()})
 	f.startAgents(t, v)
 	v.client.poll("both sites up with three witnesses", startTimeout, allUpWith(3), nil)
 	serial := f.dns.mustSerial()
+	if out, err := f.n.Exec("view", binary, "check", "--view-config", v.config, "--test-actions"); err == nil ||
+		!strings.Contains(string(out), "FAILED") || !strings.Contains(string(out), "REFUSED") {
+		t.Errorf("edgeprobe check --test-actions with the refused key: %v, want a failure naming REFUSED\n%s", err, out)
+	}
 
 	if err := f.n.BlackholeSite("a"); err != nil {
 		t.Fatal(err)
@@ -231,7 +242,7 @@ func TestFailoverRefusedKey(t *testing.T) {
 // moves once each time.
 func TestFailoverTwoViews(t *testing.T) {
 	t.Parallel()
-	f := newFailoverNet(t, nil)
+	f := newFailoverNet(t)
 	spec := actionSpec{Failback: failover.FailbackAuto, RecoverFor: "3s"}
 	views := []*failoverView{f.startView(t, viewPort, spec), f.startView(t, viewPort+1, spec)}
 	f.startAgents(t, views...)
@@ -287,7 +298,7 @@ func TestFailoverTwoViews(t *testing.T) {
 func TestFailoverNoUpdate(t *testing.T) {
 	t.Parallel()
 	const recoverFor = 3 * time.Second
-	f := newFailoverNet(t, nil)
+	f := newFailoverNet(t)
 	spec := actionSpec{Failback: failover.FailbackAuto, RecoverFor: recoverFor.String()}
 	v := f.startView(t, viewPort, spec)
 	f.startAgents(t, v)
