@@ -10,7 +10,9 @@ package e2e
 // and what must not, never how fast (bench_failover_test.go measures that).
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -171,6 +173,60 @@ func TestFailoverActs(t *testing.T) {
 			t.Errorf("edgeprobe failover status after the release:\n%s", out)
 		}
 	})
+
+	t.Run("a silenced site's loss changes nothing until the silence ends", func(t *testing.T) {
+		before := len(v.audit())
+		var sl struct{ ID string }
+		v.admin(http.MethodPost, "/api/v1/silences", `{"site":"a","duration":"10m","comment":"e2e maintenance"}`, http.StatusCreated, &sl)
+		if err := f.n.BlackholeSite("a"); err != nil {
+			t.Fatal(err)
+		}
+		v.client.poll("site a lost", changeTimeout, states(map[string]string{"a": "lost"}), nil)
+		time.Sleep(watchFor)
+		f.dns.expectZone("a silenced site lost", serial, svcName, f.primary)
+		if st, err := v.siteStatus("a"); err != nil || st.State != failover.StatePrimary || !st.Silenced || !st.Lost {
+			t.Errorf("site a silenced and lost: failover status %+v (error %v), want primary, silenced, in an incident", st, err)
+		}
+		// Still dark when the silence ends: the loss is acted on then.
+		v.admin(http.MethodDelete, "/api/v1/silences/"+sl.ID, "", http.StatusOK, nil)
+		f.dns.waitA("named to answer the failover address once the silence ended", svcName, failoverTimeout, f.failover)
+		if err := f.n.HealSite("a"); err != nil {
+			t.Fatal(err)
+		}
+		f.dns.waitA("named to answer the primary address again", svcName, recoverFor+failoverTimeout, f.primary)
+		v.waitState("a", failover.StatePrimary, failoverTimeout)
+		recs := v.audit()[before:]
+		expectOnly(t, "a silence, then its end while lost", recs, "failover/failover", "failback/failback")
+		if len(recs) > 0 && (recs[0].Why == nil || recs[0].Why.Silenced) {
+			t.Errorf("the failover's record: %s", describeAudit(recs[:1]))
+		}
+		f.dns.expectZone("after the silence's failover and failback", serial+2, svcName, f.primary)
+		serial += 2
+	})
+}
+
+// admin sends an admin request to the view and decodes its JSON answer into out (if
+// not nil); it fails the test unless the view answers want.
+func (v *failoverView) admin(method, path, body string, want int, out any) {
+	v.t.Helper()
+	req, err := http.NewRequest(method, "http://"+v.listen+path, strings.NewReader(body))
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := v.client.http.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		v.t.Fatalf("%s %s: %s, want %d", method, path, resp.Status, want)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			v.t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
 }
 
 // TestFailoverRefusedKey: the view signs with a key named knows but grants nothing. The
