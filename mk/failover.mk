@@ -4,7 +4,7 @@
 
 .PHONY: test-failover-e2e bench-failover
 
-# test-failover-e2e runs the failover scenarios alone (about three minutes).
+# test-failover-e2e runs the failover scenarios alone (about two minutes, two at a time).
 test-failover-e2e:
 	$(GO) test -count=1 -timeout 15m -run '^TestFailover' -v ./e2e/
 
