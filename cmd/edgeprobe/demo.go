@@ -44,7 +44,7 @@ server every 10ms and prints when its answer changed. No ICMP: 127.0.0.0/8 alway
 it.`
 
 // Demo phases are long enough to see the steady state between them and short enough
-// that the whole scenario takes about twenty seconds.
+// that the whole scenario takes about fifteen seconds.
 const (
 	demoSettle    = 3 * time.Second  // steady state before each blackhole
 	demoDarkHold  = 4 * time.Second  // beta stays dark this long after it is seen down
