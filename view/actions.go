@@ -84,8 +84,8 @@ func (s *Server) requireMethodAuth(h http.Handler) http.HandlerFunc {
 
 // failoverAlert sends what the controller finds alert-worthy (an action held by a guard
 // rail, the hold engaged, an update refused and retried, a conflict) to every notifier.
+// The controller has logged it already (with part=failover), so it is not logged again.
 func (s *Server) failoverAlert(a failover.Alert) {
-	s.log.Warn("failover alert", "kind", a.Kind, "site", a.Site, "summary", a.Summary)
 	for _, n := range s.notifiers {
 		n.actionAlert(a)
 	}

@@ -49,14 +49,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush() == nil
 	}
-	if !send(": connected\nretry: 1000\n\n") {
-		return
-	}
-	// Subscribed first, then the position taken: a change made in between wakes the
-	// client and is read from the ring like any other.
+	// Subscribed first, then the position taken, then the client told it is connected:
+	// a change made after that is read from the ring like any other.
 	sent := s.eventLog.lastID()
 	if last, ok := lastEventID(r); ok {
 		sent = last
+	}
+	if !send(": connected\nretry: 1000\n\n") {
+		return
 	}
 	// catchUp sends what the ring holds after sent, sseBatch at a time.
 	catchUp := func() bool {

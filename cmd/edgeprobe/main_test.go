@@ -503,8 +503,9 @@ func TestAgentBadConfig(t *testing.T) {
 	}
 }
 
-// TestDemo runs the whole demo scenario (about ten seconds) and checks that it shows
-// beta going down and up again with detection times, and alpha never failing.
+// TestDemo runs the whole demo scenario (about fifteen seconds) and checks that it shows
+// beta going down and up again with detection times, the view failing www.demo. over to
+// alpha and back no sooner than recover_for after the heal, and alpha never failing.
 func TestDemo(t *testing.T) {
 	r := runBinary(t, 60*time.Second, "demo")
 	if r.status != 0 {
@@ -519,6 +520,8 @@ func TestDemo(t *testing.T) {
 		`(?m)^== .*VIEW: site beta LOST \d+\.\d{3}s after the blackhole$`,
 		`(?m)^== .*VIEW: site beta UP \d+\.\d{3}s after healing$`,
 		`(?m)site alpha stayed up throughout`,
+		`(?m)^== .*DNS: www\.demo\. answers 127\.0\.1\.80 \(alpha\) \d+\.\d{3}s after the blackhole: the view failed beta over by a signed update$`,
+		`(?m)^== .*blackhole -> DNS answers alpha: +\d+\.\d{3}s$`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
 			t.Errorf("demo output does not match %s\nstdout:\n%s", want, r.stdout)
@@ -526,5 +529,13 @@ func TestDemo(t *testing.T) {
 	}
 	if regexp.MustCompile(`site +alpha +up -> `).MatchString(r.stdout) {
 		t.Errorf("site alpha left up during the demo:\n%s", r.stdout)
+	}
+	back := regexp.MustCompile(`(?m)^== .*DNS: www\.demo\. answers 127\.0\.2\.80 \(beta\) again (\d+\.\d{3})s after healing: failed back once beta had been up for recover_for (\S+)$`).FindStringSubmatch(r.stdout)
+	if back == nil {
+		t.Fatalf("demo output shows no failback:\n%s", r.stdout)
+	}
+	after, _ := time.ParseDuration(back[1] + "s")
+	if recoverFor, err := time.ParseDuration(back[2]); err != nil || after < recoverFor {
+		t.Errorf("failed back %v after the heal, before recover_for %s", after, back[2])
 	}
 }
