@@ -632,3 +632,52 @@ func TestLivePageReadToken(t *testing.T) {
 	}
 	shot(t, ctx, "token-live.png")
 }
+
+// TestLivePageFailover: a view with [actions] shows its failover on the page: the site's
+// state once the runbook ran, the audit log, and the hold when one is set.
+func TestLivePageFailover(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "runbook")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig([]byte(`state_dir = "state"
+admin_tokens = ["page-admin"]
+
+[[actions.exec]]
+site = "pangyo"
+command = ["runbook"]
+timeout = "10s"
+`), filepath.Join(dir, "view.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv := startPageView(t, cfg)
+	f := startFleet(t, pv.base)
+	ctx := browser(t, 1100, 900)
+	waitPage(t, ctx, "the board with its failover panel",
+		chromedp.Navigate(pv.base+"/"),
+		present(`.site[data-site="pangyo"][data-state="up"]`),
+		present(`#failover:not([hidden]) #fo-sites tr[data-site="pangyo"]`),
+	)
+	f.set(board{pangyoDown: pageAgents})
+	waitPage(t, ctx, "pangyo failed over, in the panel and its audit log",
+		present(`.site[data-site="pangyo"][data-state="lost"]`),
+		until(`[...document.querySelectorAll("#fo-sites td")].some(td => td.dataset.state === "failed_over")`),
+		until(`[...document.querySelectorAll("#fo-audit li")].some(li => li.textContent.includes("failover"))`),
+	)
+	req, _ := http.NewRequest(http.MethodPost, pv.base+"/api/v1/failover/hold", strings.NewReader(`{"reason":"page test","who":"test"}`))
+	req.Header.Set("Authorization", "Bearer page-admin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("hold: %s", resp.Status)
+	}
+	waitPage(t, ctx, "the hold shown",
+		until(`!document.getElementById("fo-hold").hidden && document.getElementById("fo-hold").textContent.includes("page test")`),
+	)
+	shot(t, ctx, "board-failover.png")
+}
