@@ -15,30 +15,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeprobe/edgeprobe/config"
-
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/config"
 	"github.com/edgeprobe/edgeprobe/exporters"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 const rulesFile = "edgeprobe.rules.yml"
 
-// lookTool finds a binary of Debian's prometheus package; in CI its absence is a failure.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found: CI must install Debian's prometheus package (scripts/deps/prom.txt)", name)
-	}
-	t.Skipf("%s not found: apt-get install prometheus (scripts/deps/prom.txt)", name)
-	return ""
-}
+// promHint says where the tools come from when testkit.LookTool does not find them.
+const promHint = "Debian's prometheus package, scripts/deps/prom.txt"
 
 func TestPromtool(t *testing.T) {
-	promtool := lookTool(t, "promtool")
+	promtool := testkit.LookTool(t, promHint, "promtool")
 	for _, args := range [][]string{
 		{"check", "rules", rulesFile},
 		{"test", "rules", "edgeprobe.rules.test.yml"},
@@ -144,7 +133,7 @@ func TestRulesEndToEnd(t *testing.T) {
 // loopback port, storage in a temporary directory, and the rules evaluated every second.
 func startPrometheus(t *testing.T) string {
 	t.Helper()
-	binary := lookTool(t, "prometheus")
+	binary := testkit.LookTool(t, promHint, "prometheus")
 	dir := t.TempDir()
 	rules, err := filepath.Abs(rulesFile)
 	if err != nil {
