@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // hookRecorder is a webhook receiver that fails the first failures requests with code.
@@ -125,13 +127,7 @@ func waitArrival(t *testing.T, ch <-chan struct{}) {
 // throwaway config and storage, clustering off.
 func startAlertmanager(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("prometheus-alertmanager")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("prometheus-alertmanager is not installed (scripts/deps/view.txt lists it)")
-		}
-		t.Skip("prometheus-alertmanager not installed; apt-get install prometheus-alertmanager")
-	}
+	bin := testkit.LookTool(t, "Debian's prometheus-alertmanager, scripts/deps/view.txt", "prometheus-alertmanager")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "alertmanager.yml")
 	if err := os.WriteFile(conf, []byte("route:\n  receiver: devnull\nreceivers:\n  - name: devnull\n"), 0o600); err != nil {

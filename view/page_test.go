@@ -3,7 +3,6 @@ package view
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,28 +10,15 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromiumPath finds Debian's chromium, failing in CI where it must be installed.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not installed (scripts/deps/view.txt lists it)")
-	}
-	t.Skip("chromium not installed; apt-get install chromium")
-	return ""
-}
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
+)
 
 // TestLivePage loads the board in headless Chromium, makes a site lose its witnesses and
 // checks that the page turns it red by itself (no reload), then saves a screenshot:
 // go test -run TestLivePage -artifacts ./view/ keeps it under _artifacts.
 func TestLivePage(t *testing.T) {
-	chromium := chromiumPath(t)
+	chromium := testkit.LookTool(t, "Debian's chromium, scripts/deps/view.txt", "chromium", "chromium-browser")
 	base, _ := startView(t, DefaultConfig())
 	agents := []string{"edge1", "edge2", "edge3"}
 	push := func(pangyo string, down ...string) {

@@ -1,7 +1,6 @@
 package view
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/contract"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // syncBuffer collects the event log, written from handlers and read by the test.
@@ -302,57 +302,24 @@ token_file = "`+tokenFile+`"
 	}
 }
 
-// readEvents follows /api/v1/events and sends each data payload and comment on.
-func readEvents(t *testing.T, base string) (data, comments <-chan string) {
+// followEvents subscribes to the view's /api/v1/events (internal/testkit's client).
+func followEvents(t *testing.T, base string) *testkit.Events {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/events", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Errorf("Content-Type %q, want text/event-stream", ct)
-	}
-	d, c := make(chan string, 100), make(chan string, 100)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			line := sc.Text()
-			if rest, ok := strings.CutPrefix(line, "data: "); ok {
-				d <- rest
-			} else if strings.HasPrefix(line, ":") {
-				select {
-				case c <- line:
-				default:
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-		<-done
-	})
-	return d, c
+	return testkit.FollowEvents(t, base+"/api/v1/events", testkit.EventsOptions{})
 }
 
-func nextChange(t *testing.T, data <-chan string, within time.Duration) Change {
+// nextChange decodes the stream's next event as a verdict change.
+func nextChange(t *testing.T, events *testkit.Events, within time.Duration) Change {
 	t.Helper()
-	select {
-	case d := <-data:
-		var c Change
-		if err := json.Unmarshal([]byte(d), &c); err != nil {
-			t.Fatalf("event %q: %v", d, err)
-		}
-		return c
-	case <-time.After(within):
-		t.Fatalf("no event within %v", within)
-		return Change{}
+	e, err := events.NextWithin(within)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var c Change
+	if err := json.Unmarshal([]byte(e.Data), &c); err != nil {
+		t.Fatalf("event %q: %v", e.Data, err)
+	}
+	return c
 }
 
 // TestEventsAndStaleness follows the SSE stream through a loss, then lets the agents go
@@ -361,7 +328,7 @@ func TestEventsAndStaleness(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.StaleAfter = Duration{Duration: time.Second}
 	base, _ := startView(t, cfg)
-	data, comments := readEvents(t, base)
+	data := followEvents(t, base)
 
 	since := time.Now()
 	push := func(agent, state string) {
@@ -391,9 +358,7 @@ func TestEventsAndStaleness(t *testing.T) {
 	if waited := c.Time.Sub(lastPushes); waited < time.Second {
 		t.Errorf("turned unknown %v after the last pushes began, before stale_after 1s", waited)
 	}
-	select {
-	case <-comments:
-	case <-time.After(2 * time.Second):
+	if !data.WaitComment("keep-alive", 2*time.Second) {
 		t.Error("no keep-alive comment on an idle stream")
 	}
 }
