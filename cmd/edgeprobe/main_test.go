@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // binary is the edgeprobe command built once for all tests: the CLI is tested as a user
@@ -247,12 +249,7 @@ func TestProbe(t *testing.T) {
 // TestProbeICMP runs the ICMP paths of `probe`: one echo through the agent's engine and
 // a ping(8)-like series through pro-bing. It uses raw sockets, so it needs root.
 func TestProbeICMP(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root, but this test is not root: it needs raw ICMP sockets")
-		}
-		t.Skip("needs root for raw ICMP sockets")
-	}
+	testkit.RequireRoot(t, "opens raw ICMP sockets")
 	tests := []struct {
 		name   string
 		args   []string
