@@ -9,8 +9,8 @@
 //
 // testkit does not import the testing package. Its helpers take a TB, the few methods
 // of testing.TB they call, which *testing.T, *testing.B and *testing.F have; so a
-// non-test program such as internal/viewload/cmd/viewload can use the /proc reader, the
-// percentiles and the event client without linking the testing package and its flags.
+// program that is not a test, internal/viewload/cmd/viewload, uses the /proc reader, the
+// percentiles and the event client without testkit adding the testing package to it.
 // Production code (cmd/edgeprobe and everything it imports) must not import testkit;
 // TestNotInTheBinary checks that.
 package testkit
