@@ -3,6 +3,7 @@ package testkit
 import (
 	"math"
 	"slices"
+	"time"
 )
 
 // Number is what Median and Percentile work on; time.Duration is one.
@@ -38,4 +39,22 @@ func Percentile[T Number](xs []T, p float64) T {
 	// the rank is whole (p/100*n would make 99/100*100 a hair over 99, and rank 100).
 	rank := int(math.Ceil(p * float64(len(s)) / 100))
 	return s[max(0, min(len(s)-1, rank-1))]
+}
+
+// GridSpread says how far starts, meant to be one interval apart, strayed from a single
+// grid: the largest minus the smallest of starts[k] - k*interval. A start that comes late
+// and a next one back on its slot keep it at that lateness; a slot skipped or used twice
+// shifts every later start by a whole interval. So a spread under one interval means every
+// start had a slot of its own, however late, and this holds on a loaded machine where
+// spacings alone (a late start shortens the next) do not tell. 0 for fewer than two.
+func GridSpread(starts []time.Time, interval time.Duration) time.Duration {
+	if len(starts) < 2 {
+		return 0
+	}
+	lo, hi := time.Duration(math.MaxInt64), time.Duration(math.MinInt64)
+	for k, s := range starts {
+		off := s.Sub(starts[0]) - time.Duration(k)*interval
+		lo, hi = min(lo, off), max(hi, off)
+	}
+	return hi - lo
 }

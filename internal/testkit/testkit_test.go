@@ -316,3 +316,31 @@ func TestNotInTheBinary(t *testing.T) {
 }
 
 func quiet() *log.Logger { return log.New(io.Discard, "", 0) }
+
+func TestGridSpread(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms ...int) []time.Time {
+		var out []time.Time
+		for _, m := range ms {
+			out = append(out, t0.Add(time.Duration(m)*time.Millisecond))
+		}
+		return out
+	}
+	const i = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		starts []time.Time
+		want   time.Duration
+	}{
+		{"on the grid", at(0, 100, 200, 300), 0},
+		{"one late by 95 ms, the next on its slot", at(0, 100, 295, 300, 400), 95 * time.Millisecond},
+		{"first late", at(90, 100, 200), 90 * time.Millisecond},
+		{"a slot skipped", at(0, 100, 300, 400), i},
+		{"a slot used twice", at(0, 100, 101, 200), i},
+		{"one start", at(5), 0},
+	} {
+		if got := GridSpread(tc.starts, i); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
