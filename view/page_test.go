@@ -19,7 +19,13 @@ import (
 // go test -run TestLivePage -artifacts ./view/ keeps it under _artifacts.
 func TestLivePage(t *testing.T) {
 	chromium := testkit.LookTool(t, "Debian's chromium, scripts/deps/view.txt", "chromium", "chromium-browser")
-	base, _ := startView(t, DefaultConfig())
+	// The agents push once a step and announce a 1 s push interval, so by default they
+	// would go stale after 3 s, and on a loaded machine Chromium takes longer than that
+	// to start: the board would show pangyo unknown, never up. A minute keeps them
+	// witnesses for the whole test.
+	cfg := DefaultConfig()
+	cfg.StaleAfter = Duration{Duration: time.Minute}
+	base, _ := startView(t, cfg)
 	agents := []string{"edge1", "edge2", "edge3"}
 	push := func(pangyo string, down ...string) {
 		t.Helper()
