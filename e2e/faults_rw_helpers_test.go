@@ -721,6 +721,18 @@ type probeTiming struct {
 	undercount, overlaps, offGrid, long []string
 }
 
+// readPast says whether every target's probe lines reach a start at or after t.
+func (a *faultAgent) readPast(t time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ps := range a.probes {
+		if len(ps) == 0 || ps[len(ps)-1].start.Before(t) {
+			return false
+		}
+	}
+	return len(a.probes) > 0
+}
+
 // timing measures the probes that started in [from, to).
 func (a *faultAgent) timing(from, to time.Time) probeTiming {
 	a.mu.Lock()
@@ -837,6 +849,12 @@ func (pt probeTiming) problems() []string {
 // fault beside a control run.
 func (a *faultAgent) checkTiming(what string, from, to time.Time) probeTiming {
 	a.t.Helper()
+	// The lines of probes that started before to may still be on their way (a loaded
+	// test process reads them late): wait until every target has one that started at or
+	// after to, so that what is missing was not probed rather than not yet read.
+	for deadline := time.Now().Add(10 * time.Second); !a.readPast(to) && a.running() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	pt := a.timing(from, to)
 	load, _ := os.ReadFile("/proc/loadavg")
 	// The probe lines carry wall-clock times: a step of the system clock (another test
