@@ -20,8 +20,8 @@ var timingFor = flag.Duration("timing-for", 30*time.Second, "how long TestBenchF
 // same two loopback TCP servers at 500 ms, a push every 100 ms), once per remote_write
 // condition for -timing-for each, one case after the other, and prints per case
 // |spacing - interval| at the median, the 99th percentile and the maximum, the shortest
-// and longest spacing, how far the starts strayed from one grid (testkit.GridSpread), the
-// failed probes and the load average. What the fault tests
+// and longest spacing, the latest start behind its slot (testkit.GridSlots), the failed
+// probes and the load average. What the fault tests
 // assert (no probe missed, none doubled or skipped, none started while the previous was
 // running) fails it too; the figures never do. The no-fault row is the control: it says
 // how much of a fault's jitter the machine makes.
@@ -70,12 +70,12 @@ func TestBenchFaultTiming(t *testing.T) {
 
 	fmt.Printf("\nprobe timing under remote_write faults: %d targets at %v for %v per case\n\n", 2*len(faultSites), 500*time.Millisecond, *timingFor)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tprobes\tfailed\t|spacing-interval| p50\tp99\tmax\tshortest spacing\tlongest\tgrid spread\tload (1 min)\t")
+	fmt.Fprintln(tw, "case\tprobes\tfailed\t|spacing-interval| p50\tp99\tmax\tshortest spacing\tlongest\tlatest behind slot\tload (1 min)\t")
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
 	for _, r := range rows {
 		spread := "-"
 		if r.pt.gridChecked {
-			spread = ms(r.pt.spread)
+			spread = ms(r.pt.maxLate)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, r.pt.probes, r.pt.failed,
 			ms(r.pt.p50), ms(r.pt.p99), ms(r.pt.max), ms(r.pt.shortest), ms(r.pt.longest), spread, r.load)

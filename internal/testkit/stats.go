@@ -41,20 +41,65 @@ func Percentile[T Number](xs []T, p float64) T {
 	return s[max(0, min(len(s)-1, rank-1))]
 }
 
-// GridSpread says how far starts, meant to be one interval apart, strayed from a single
-// grid: the largest minus the smallest of starts[k] - k*interval. A start that comes late
-// and a next one back on its slot keep it at that lateness; a slot skipped or used twice
-// shifts every later start by a whole interval. So a spread under one interval means every
-// start had a slot of its own, however late, and this holds on a loaded machine where
-// spacings alone (a late start shortens the next) do not tell. 0 for fewer than two.
-func GridSpread(starts []time.Time, interval time.Duration) time.Duration {
-	if len(starts) < 2 {
-		return 0
+// Slots is how starts meant to be one interval apart fell on their grid (GridSlots).
+type Slots struct {
+	Doubled int           // starts in a slot that an earlier start had taken
+	Skipped int           // slots between two starts that no start took
+	MaxLate time.Duration // the largest lateness of a start behind its slot
+}
+
+// GridSlots places starts, meant to be one interval apart and never early, on their
+// grid, and counts the slots used twice and the slots skipped. A late start followed by
+// one back on its slot is neither, however short the spacing between them: this is what
+// a test of a scheduler can assert on a loaded machine, where spacings alone do not tell.
+// A start late by a whole interval or more lands in a later slot and counts as a skip,
+// which it is.
+//
+// The grid's phase is not known, so every start's offset within the interval is tried as
+// the phase, and the one that explains the starts with the fewest slots doubled or
+// skipped is taken (then the least lateness): the most charitable reading. A scheduler
+// that starts a slot twice is caught by any phase.
+func GridSlots(starts []time.Time, interval time.Duration) Slots {
+	if len(starts) < 2 || interval <= 0 {
+		return Slots{}
 	}
-	lo, hi := time.Duration(math.MaxInt64), time.Duration(math.MinInt64)
+	offs := make([]time.Duration, len(starts))
 	for k, s := range starts {
-		off := s.Sub(starts[0]) - time.Duration(k)*interval
-		lo, hi = min(lo, off), max(hi, off)
+		offs[k] = s.Sub(starts[0]) % interval
+		if offs[k] < 0 {
+			offs[k] += interval
+		}
 	}
-	return hi - lo
+	try := func(phase time.Duration) Slots {
+		var out Slots
+		var prev int64
+		for k, s := range starts {
+			late := (offs[k] - phase + interval) % interval
+			out.MaxLate = max(out.MaxLate, late)
+			// The slot's due time, in whole intervals after the first start's slot.
+			j := int64((s.Sub(starts[0]) - late + (offs[0]-phase+interval)%interval + interval/2) / interval)
+			switch {
+			case k == 0:
+			case j <= prev:
+				out.Doubled++
+			case j > prev+1:
+				out.Skipped += int(j - prev - 1)
+			}
+			prev = max(prev, j)
+		}
+		return out
+	}
+	best := try(offs[0])
+	tried := map[time.Duration]bool{offs[0]: true}
+	for _, phase := range offs[1:] {
+		if tried[phase] {
+			continue
+		}
+		tried[phase] = true
+		got := try(phase)
+		if n, m := got.Doubled+got.Skipped, best.Doubled+best.Skipped; n < m || n == m && got.MaxLate < best.MaxLate {
+			best = got
+		}
+	}
+	return best
 }

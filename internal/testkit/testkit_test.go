@@ -317,7 +317,7 @@ func TestNotInTheBinary(t *testing.T) {
 
 func quiet() *log.Logger { return log.New(io.Discard, "", 0) }
 
-func TestGridSpread(t *testing.T) {
+func TestGridSlots(t *testing.T) {
 	t0 := time.Now()
 	at := func(ms ...int) []time.Time {
 		var out []time.Time
@@ -327,20 +327,26 @@ func TestGridSpread(t *testing.T) {
 		return out
 	}
 	const i = 100 * time.Millisecond
+	ms := time.Millisecond
 	for _, tc := range []struct {
 		name   string
 		starts []time.Time
-		want   time.Duration
+		want   Slots
 	}{
-		{"on the grid", at(0, 100, 200, 300), 0},
-		{"one late by 95 ms, the next on its slot", at(0, 100, 295, 300, 400), 95 * time.Millisecond},
-		{"first late", at(90, 100, 200), 90 * time.Millisecond},
-		{"a slot skipped", at(0, 100, 300, 400), i},
-		{"a slot used twice", at(0, 100, 101, 200), i},
-		{"one start", at(5), 0},
+		{"on the grid", at(0, 100, 200, 300), Slots{}},
+		{"one late by 95 ms, the next on its slot", at(0, 100, 295, 300, 400), Slots{MaxLate: 95 * ms}},
+		{"the first late by 90 ms", at(90, 100, 200), Slots{MaxLate: 90 * ms}},
+		{"the first two late", at(80, 170, 200, 300), Slots{MaxLate: 80 * ms}},
+		{"all a little late, the grid's phase unknown", at(3, 104, 202, 305), Slots{MaxLate: 3 * ms}},
+		{"a slot skipped", at(0, 100, 300, 400), Slots{Skipped: 1}},
+		{"two slots skipped", at(0, 300, 400), Slots{Skipped: 2}},
+		{"late by more than an interval: the slot is skipped", at(0, 100, 310, 400), Slots{Skipped: 1, MaxLate: 10 * ms}},
+		{"a slot used twice", at(0, 100, 101, 200), Slots{Doubled: 1, MaxLate: 1 * ms}},
+		{"a slot used twice, late", at(0, 150, 160, 200), Slots{Doubled: 1, MaxLate: 60 * ms}},
+		{"one start", at(5), Slots{}},
 	} {
-		if got := GridSpread(tc.starts, i); got != tc.want {
-			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		if got := GridSlots(tc.starts, i); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 }
