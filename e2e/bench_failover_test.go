@@ -20,6 +20,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgeprobe/edgeprobe/failover"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // dnsPoll is how often the benchmark asks named for the records, from the view's host.
@@ -169,7 +170,7 @@ func TestBenchFailover(t *testing.T) {
 	fmt.Fprintln(tw, "scenario\ttrials\tmedian\tmax\t")
 	for _, s := range []*viewSample{fast, lost, decide, update, slow, back} {
 		if len(s.took) > 0 {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", s.name, len(s.took), seconds(median(s.took)), seconds(slices.Max(s.took)))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", s.name, len(s.took), seconds(testkit.Median(s.took)), seconds(slices.Max(s.took)))
 		}
 	}
 	tw.Flush()

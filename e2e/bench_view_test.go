@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -168,12 +168,7 @@ func TestBenchDetectView(t *testing.T) {
 		t.Fatalf("-trials %d: want at least 1", *trials)
 	}
 	for _, prog := range []string{"prometheus", "prometheus-blackbox-exporter"} {
-		if _, err := exec.LookPath(prog); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not installed (scripts/deps/netns.txt): %v", prog, err)
-			}
-			t.Skipf("%s not installed (make deps): %v", prog, err)
-		}
+		testkit.LookTool(t, "scripts/deps/netns.txt, make deps", prog)
 	}
 	edges := []string{"e0", "e1", "e2"}
 	n, sites := siteNet(t, testnet.Spec{
@@ -559,9 +554,9 @@ func viewReport(w io.Writer, lost, peerLost *viewSample, rest ...*viewSample) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\ttrials\tmedian\tmax\tpeer/edgeprobe\tfalse lost\tother wrong\t")
 	row := func(s *viewSample, ratio string) {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t\n", s.name, len(s.took), seconds(median(s.took)), seconds(slices.Max(s.took)), ratio, s.falseLost, s.wrong)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t\n", s.name, len(s.took), seconds(testkit.Median(s.took)), seconds(slices.Max(s.took)), ratio, s.falseLost, s.wrong)
 	}
-	row(lost, fmt.Sprintf("%.1fx", median(peerLost.took).Seconds()/median(lost.took).Seconds()))
+	row(lost, fmt.Sprintf("%.1fx", testkit.Median(peerLost.took).Seconds()/testkit.Median(lost.took).Seconds()))
 	row(peerLost, "")
 	for _, s := range rest {
 		row(s, "")

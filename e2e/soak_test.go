@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -301,23 +302,17 @@ func readFootprint(t *testing.T, n *testnet.Net, p *soakProc) footprint {
 		if err != nil {
 			t.Fatalf("%s: %v", p.name, err)
 		}
-		f, r, err := procFootprint(p.pid)
+		pr, err := testkit.ReadProc(p.pid)
 		if err != nil {
 			t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
 		}
-		gs, fds, rss = append(gs, int(g)), append(fds, f), append(rss, r)
+		gs, fds, rss = append(gs, int(g)), append(fds, pr.FDs), append(rss, pr.RSSKiB())
 	}
-	cpu, err := procCPU(p.pid)
+	pr, err := testkit.ReadProc(p.pid)
 	if err != nil {
 		t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
 	}
-	return footprint{goroutines: slices.Min(gs), fds: slices.Min(fds), rssKiB: medianOf(rss), cpu: cpu, at: time.Now()}
-}
-
-func medianOf[T int | int64 | time.Duration](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
+	return footprint{goroutines: slices.Min(gs), fds: slices.Min(fds), rssKiB: testkit.Median(rss), cpu: pr.CPU, at: time.Now()}
 }
 
 // darkAt says whether site was dark at t (or within lostLate after its healing).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -513,9 +514,7 @@ func canonicalLabels(mf *dto.MetricFamily) []string {
 
 // TestPrometheusScrapeAllocs: a scrape's allocations do not grow with the targets.
 func TestPrometheusScrapeAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
+	testkit.SkipShort(t, "measures a scrape's allocations at 10 and 1000 targets")
 	allocs := func(n int) float64 {
 		p, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", nil, nil)
 		if err != nil {

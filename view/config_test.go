@@ -159,9 +159,9 @@ func TestCheckExposure(t *testing.T) {
 		}
 		return p
 	}
-	writeSelfSigned(t, dir)
+	ca := writeServerCert(t, dir)
 	tlsOnly := write("tls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
-	mtls := write("mtls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n")
+	mtls := write("mtls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: "+ca.File+"\n")
 	tests := []struct {
 		name, toml, listen string
 		refused            bool

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // flipSite pushes pangyo down (or up) from agents a and b and returns when the push is
@@ -21,15 +23,13 @@ func flipSite(t *testing.T, base string, down bool) {
 }
 
 // nextEvent waits for one event of the stream.
-func nextEvent(t *testing.T, events <-chan sseEvent) sseEvent {
+func nextEvent(t *testing.T, events *testkit.Events) testkit.Event {
 	t.Helper()
-	select {
-	case ev := <-events:
-		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event within 5s")
-		return sseEvent{}
+	ev, err := events.NextWithin(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return ev
 }
 
 // TestEventsReplay: every change has an id one above the last; a client that reconnects
@@ -37,7 +37,7 @@ func nextEvent(t *testing.T, events <-chan sseEvent) sseEvent {
 // one that asks for more than the ring holds gets event: reset first.
 func TestEventsReplay(t *testing.T) {
 	base, _ := startViewWith(t, DefaultConfig(), Options{EventRing: 8})
-	events, _ := followEvents(t, base, "")
+	events := followEvents(t, base, "")
 	flipSite(t, base, false) // unknown -> up: id 1
 	first := nextEvent(t, events)
 	if first.ID != "1" {
@@ -53,7 +53,7 @@ func TestEventsReplay(t *testing.T) {
 	}
 
 	// A client that saw id 2 reconnects: 3, 4, 5 from the ring, then 6 live.
-	again, _ := followEvents(t, base, "2")
+	again := followEvents(t, base, "2")
 	for want := 3; want <= 5; want++ {
 		ev := nextEvent(t, again)
 		var c Change
@@ -65,10 +65,8 @@ func TestEventsReplay(t *testing.T) {
 	if ev := nextEvent(t, again); ev.ID != "6" {
 		t.Fatalf("live event after the replay has id %q, want 6", ev.ID)
 	}
-	select {
-	case ev := <-again:
+	if ev, err := again.NextWithin(200 * time.Millisecond); err == nil {
 		t.Fatalf("extra event %+v after the live one", ev)
-	case <-time.After(200 * time.Millisecond):
 	}
 
 	// The ring holds 8: after 12 changes, id 1 is gone, so a client from id 1 is told to
@@ -76,16 +74,16 @@ func TestEventsReplay(t *testing.T) {
 	for i := range 6 {
 		flipSite(t, base, i%2 == 1)
 	}
-	stale, _ := followEvents(t, base, "1")
-	if ev := nextEvent(t, stale); ev.Event != "reset" {
+	stale := followEvents(t, base, "1")
+	if ev := nextEvent(t, stale); ev.Type != "reset" {
 		t.Fatalf("first event for a client too far behind: %+v, want event: reset", ev)
 	}
 	if ev := nextEvent(t, stale); ev.ID != "5" {
 		t.Fatalf("after the reset: id %q, want the ring's oldest, 5", ev.ID)
 	}
 	// An id this view never gave (its state directory was lost) is a reset too.
-	future, _ := followEvents(t, base, "999")
-	if ev := nextEvent(t, future); ev.Event != "reset" {
+	future := followEvents(t, base, "999")
+	if ev := nextEvent(t, future); ev.Type != "reset" {
 		t.Fatalf("client from the future: %+v, want event: reset", ev)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,21 +22,13 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // chromiumPath finds Debian's chromium, failing in CI where it must be installed.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not installed (scripts/deps/view.txt lists it)")
-	}
-	t.Skip("chromium not installed; apt-get install chromium")
-	return ""
+	return testkit.LookTool(t, "Debian's chromium, scripts/deps/view.txt", "chromium", "chromium-browser")
 }
 
 // pageView is a view served for the page tests, recording the headers of the page's

@@ -1,7 +1,6 @@
 package view
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/contract"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // syncBuffer collects the event log, written from handlers and read by the test.
@@ -316,95 +316,25 @@ token_file = "`+tokenFile+`"
 	}
 }
 
-// sseEvent is one server-sent event as a client sees it.
-type sseEvent struct {
-	ID, Event, Data string
+// followEvents subscribes to the view's /api/v1/events (internal/testkit's client),
+// sending Last-Event-ID when lastID is set.
+func followEvents(t *testing.T, base, lastID string) *testkit.Events {
+	t.Helper()
+	return testkit.FollowEvents(t, base+"/api/v1/events", testkit.EventsOptions{LastEventID: lastID})
 }
 
-// followEvents reads /api/v1/events, sending Last-Event-ID when lastID is set, and sends
-// on each event (id, event type, data) and each comment line.
-func followEvents(t *testing.T, base, lastID string) (events <-chan sseEvent, comments <-chan string) {
+// nextChange decodes the stream's next event as a verdict change.
+func nextChange(t *testing.T, events *testkit.Events, within time.Duration) Change {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/events", nil)
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	e, err := events.NextWithin(within)
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Errorf("Content-Type %q, want text/event-stream", ct)
+	var c Change
+	if err := json.Unmarshal([]byte(e.Data), &c); err != nil {
+		t.Fatalf("event %q: %v", e.Data, err)
 	}
-	e, c := make(chan sseEvent, 1000), make(chan string, 100)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer close(e)
-		sc := bufio.NewScanner(resp.Body)
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.Data != "" {
-					e <- ev
-				}
-				ev = sseEvent{}
-			case strings.HasPrefix(line, ":"):
-				select {
-				case c <- line:
-				default:
-				}
-			default:
-				k, v, _ := strings.Cut(line, ": ")
-				switch k {
-				case "id":
-					ev.ID = v
-				case "event":
-					ev.Event = v
-				case "data":
-					ev.Data = v
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-		<-done
-	})
-	return e, c
-}
-
-// readEvents follows /api/v1/events and sends each data payload and comment on.
-func readEvents(t *testing.T, base string) (data, comments <-chan string) {
-	t.Helper()
-	events, comments := followEvents(t, base, "")
-	d := make(chan string, 1000)
-	go func() {
-		for ev := range events {
-			d <- ev.Data
-		}
-	}()
-	return d, comments
-}
-
-func nextChange(t *testing.T, data <-chan string, within time.Duration) Change {
-	t.Helper()
-	select {
-	case d := <-data:
-		var c Change
-		if err := json.Unmarshal([]byte(d), &c); err != nil {
-			t.Fatalf("event %q: %v", d, err)
-		}
-		return c
-	case <-time.After(within):
-		t.Fatalf("no event within %v", within)
-		return Change{}
-	}
+	return c
 }
 
 // TestEventsAndStaleness follows the SSE stream through a loss, then lets the agents go
@@ -413,7 +343,7 @@ func TestEventsAndStaleness(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.StaleAfter = Duration{Duration: time.Second}
 	base, _ := startView(t, cfg)
-	data, comments := readEvents(t, base)
+	data := followEvents(t, base, "")
 
 	since := time.Now()
 	push := func(agent, state string) {
@@ -443,9 +373,7 @@ func TestEventsAndStaleness(t *testing.T) {
 	if waited := c.Time.Sub(lastPushes); waited < time.Second {
 		t.Errorf("turned unknown %v after the last pushes began, before stale_after 1s", waited)
 	}
-	select {
-	case <-comments:
-	case <-time.After(2 * time.Second):
+	if !data.WaitComment("keep-alive", 2*time.Second) {
 		t.Error("no keep-alive comment on an idle stream")
 	}
 }
@@ -454,7 +382,7 @@ func TestEventsAndStaleness(t *testing.T) {
 // sites turning up at once) reaches a client whole: clients read from the event ring.
 func TestEventBurst(t *testing.T) {
 	base, _ := startView(t, DefaultConfig())
-	events, _ := followEvents(t, base, "")
+	events := followEvents(t, base, "")
 	sites := map[string]string{}
 	for i := range 1000 {
 		sites[fmt.Sprintf("s%04d", i)] = "up"

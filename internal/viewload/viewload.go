@@ -24,11 +24,9 @@
 package viewload
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,6 +43,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/view"
 )
 
@@ -575,48 +574,38 @@ func (r *run) flip(ctx context.Context, group, site int, down bool) {
 	}
 }
 
-// follow reads /api/v1/events until ctx ends and matches verdicts to pending flips.
+// follow reads /api/v1/events until ctx ends and matches verdicts to pending flips. It
+// returns once the view has subscribed it, so no verdict of the run is missed.
 func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+"/api/v1/events", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	events, err := testkit.DialEvents(ctx, r.cfg.URL+"/api/v1/events", testkit.EventsOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("follow the view's events: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("follow the view's events: %s", resp.Status)
 	}
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			at := time.Now()
-			data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
-			if !ok {
-				continue
+		for {
+			e, err := events.Next(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fail(fmt.Errorf("events stream: %w", err))
+				}
+				return
 			}
 			var ev struct{ Site, From, To string }
-			if json.Unmarshal(data, &ev) != nil {
+			if json.Unmarshal([]byte(e.Data), &ev) != nil {
 				continue
 			}
 			r.mu.Lock()
 			if p := r.pending[ev.Site]; p != nil && p.to == ev.To && !p.seen {
 				p.seen = true
 				r.res.Verdicts++
-				r.res.EventLatency = append(r.res.EventLatency, at.Sub(p.sent))
+				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
 				delete(r.pending, ev.Site)
 			} else if r.measuring.Load() && !flipStep(ev.From, ev.To) {
 				r.res.Unexpected++
 			}
 			r.mu.Unlock()
-		}
-		if err := sc.Err(); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-			r.fail(fmt.Errorf("events stream: %w", err))
 		}
 	}()
 	return ch, nil
@@ -626,15 +615,4 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 // deciding push: degraded on the way down (from up) or up (from lost).
 func flipStep(from, to string) bool {
 	return to == view.VerdictDegraded && (from == view.VerdictUp || from == view.VerdictLost)
-}
-
-// Percentile is the p-th percentile (0..100) of ds by nearest rank, 0 for none.
-func Percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*p/100+0.5) - 1
-	return s[max(0, min(len(s)-1, i))]
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/view"
 )
 
@@ -40,7 +41,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d pushes (%.0f/s), %d flips, %d verdicts, verdict p50 %v p99 %v",
-		res.Pushes, res.PushesPerSecond, res.Flips, res.Verdicts, Percentile(res.EventLatency, 50), Percentile(res.EventLatency, 99))
+		res.Pushes, res.PushesPerSecond, res.Flips, res.Verdicts, testkit.Percentile(res.EventLatency, 50), testkit.Percentile(res.EventLatency, 99))
 	if res.Errors != 0 {
 		t.Errorf("%d errors, first: %s", res.Errors, res.ErrorSample)
 	}

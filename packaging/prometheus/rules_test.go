@@ -14,6 +14,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
 	"github.com/edgeprobe/edgeprobe/exporters"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/packaging/prometheus"
 	"github.com/edgeprobe/edgeprobe/view"
 )
@@ -24,19 +25,11 @@ const rulesFile = "edgeprobe.rules.yml"
 // absence is a failure.
 func lookTool(t *testing.T, name string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	pkg := "prometheus"
+	hint := "Debian's prometheus package, scripts/deps/prom.txt"
 	if strings.HasPrefix(name, "v") {
-		pkg = "victoria-metrics"
+		hint = "Debian's victoria-metrics package, scripts/deps/prom.txt"
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found: CI must install Debian's %s package (scripts/deps/prom.txt)", name, pkg)
-	}
-	t.Skipf("%s not found: apt-get install %s (scripts/deps/prom.txt)", name, pkg)
-	return ""
+	return testkit.LookTool(t, hint, name)
 }
 
 // TestPromtool checks every generated rule file and runs the promtool unit tests (the
