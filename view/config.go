@@ -27,6 +27,11 @@ const (
 	DefaultPushRate        = 10
 	DefaultPushBurst       = 100
 	DefaultMaxEventClients = 256
+	// Each agent keeps one connection to the view; with the header limit a connection
+	// costs at most about 100 KiB, and the pushes in flight at most DefaultMaxPushMemory:
+	// view/README.md, "Hostile input", adds up what they bound.
+	DefaultMaxConnections = 1024
+	DefaultMaxPushMemory  = 64 << 20
 	// A notifier's attempt times out after DefaultNotifyTimeout and is retried
 	// DefaultNotifyRetries times; Alertmanager alerts are re-sent every DefaultResend.
 	DefaultNotifyTimeout = 5 * time.Second
@@ -75,6 +80,14 @@ type Config struct {
 	PushBurst int     `toml:"push_burst"`
 	// MaxEventClients caps the concurrent /api/v1/events subscribers; more get 503.
 	MaxEventClients int `toml:"max_event_clients"`
+	// AllowedHosts are the names, besides IP literals, localhost, the listen host and
+	// the machine's host name, that a request's Host header may carry (DNS rebinding);
+	// "*" allows any.
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// MaxConnections caps the open connections; MaxPushMemory the bytes that pushes
+	// being read and decoded may hold at once (guard.go).
+	MaxConnections int   `toml:"max_connections"`
+	MaxPushMemory  int64 `toml:"max_push_memory"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -124,7 +137,7 @@ func (c *Config) authenticated() bool {
 	if c.WebConfig == "" {
 		return false
 	}
-	data, err := os.ReadFile(c.WebConfig)
+	data, err := tomlconf.ReadFile(c.WebConfig)
 	if err != nil {
 		return false
 	}
@@ -251,6 +264,12 @@ func (c *Config) Defaults() {
 	if c.MaxEventClients == 0 {
 		c.MaxEventClients = DefaultMaxEventClients
 	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxPushMemory == 0 {
+		c.MaxPushMemory = DefaultMaxPushMemory
+	}
 	for i := range c.Notifiers.Webhook {
 		w := &c.Notifiers.Webhook[i]
 		w.Timeout.Duration = w.Timeout.Or(DefaultNotifyTimeout)
@@ -329,6 +348,7 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	if c.MaxEventClients < 1 {
 		bad("max_event_clients", "%d is too small; allowed: 1 or more", c.MaxEventClients)
 	}
+	c.validateHardening(doc)
 	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
 		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}
@@ -384,6 +404,24 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 		if a.MaxRetries < 0 {
 			bad(key+".max_retries", "%d is negative; allowed: 0 or more", a.MaxRetries)
 		}
+	}
+}
+
+// validateHardening checks the HTTP-level defences' settings (guard.go).
+func (c *Config) validateHardening(doc *tomlconf.Doc) {
+	for i, h := range c.AllowedHosts {
+		if h == "*" {
+			continue
+		}
+		if msg := netcheck.Host(strings.TrimSuffix(h, ".")); msg != "" {
+			doc.Errf(tomlconf.IndexPath("allowed_hosts", i), "%s; allowed: a host name, an IP address or \"*\" (any)", msg)
+		}
+	}
+	if c.MaxConnections < 16 {
+		doc.Errf("max_connections", "%d is too small; allowed: 16 or more (each agent keeps a connection)", c.MaxConnections)
+	}
+	if least := max(4*c.MaxBodyBytes, 4<<20); c.MaxPushMemory < least {
+		doc.Errf("max_push_memory", "%d is too small; allowed: at least 4 x max_body_bytes and 4 MiB (%d): a quarter of it is the most one body may take", c.MaxPushMemory, least)
 	}
 }
 
