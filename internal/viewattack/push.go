@@ -62,6 +62,15 @@ func encode(reports ...report) []byte {
 	return snappy.Encode(nil, raw)
 }
 
+// EncodePush is a remote_write 1.0 body of one agent's push: its agent series and the
+// given sites' state sets, as an agent's exporter sends them.
+func EncodePush(agent string, interval float64, sites map[string]string) []byte {
+	return encode(report{agent: agent, interval: interval, sites: sites})
+}
+
+// PushHeaders sets the headers of a remote_write 1.0 push.
+func PushHeaders(h http.Header) { pushHeaders(h) }
+
 // pushHeaders are the headers of a remote_write 1.0 push as the remote_write
 // specification has senders send them (and exporters/remotewrite.go does).
 func pushHeaders(h http.Header) {
