@@ -82,14 +82,23 @@ func mergeLabels(layers ...map[string]string) map[string]string {
 }
 
 // WriteEffective writes the configuration as the agent runs it, every default spelled
-// out, as TOML that Parse accepts again.
+// out, as TOML that Parse accepts again; with its inline secrets masked (Masked), which
+// a comment line then says.
 func (c *Config) WriteEffective(w io.Writer) error {
+	m, masked := c.Masked()
+	var head string
 	if c.Path != "" {
-		if _, err := fmt.Fprintf(w, "# Effective configuration of %s, defaults filled in.\n\n", c.Path); err != nil {
+		head = fmt.Sprintf("# Effective configuration of %s, defaults filled in.\n", c.Path)
+	}
+	if masked {
+		head += "# Secrets are masked as " + Mask + " (URL passwords and query values, header values); the agent uses the real ones.\n"
+	}
+	if head != "" {
+		if _, err := fmt.Fprint(w, head+"\n"); err != nil {
 			return fmt.Errorf("write effective config: %w", err)
 		}
 	}
-	if err := toml.NewEncoder(w).Encode(c); err != nil {
+	if err := toml.NewEncoder(w).Encode(m); err != nil {
 		return fmt.Errorf("write effective config: %w", err)
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
@@ -63,6 +64,7 @@ var dropReasons = []string{DropRejected, DropQueueFull, DropSpoolFull, DropSpool
 type RemoteWrite struct {
 	cfg       config.RemoteWriteConfig
 	url       string
+	shown     string // url as logs and errors show it: netcheck.Redact, no password or query values
 	name      string
 	agentName string
 	extra     []labelPair
@@ -131,7 +133,7 @@ type RemoteWriteStats struct {
 func NewRemoteWrite(cfg config.RemoteWriteConfig, stateDir, agentName string, labels map[string]string, logger *slog.Logger) (*RemoteWrite, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("remote_write %q: url must be http:// or https:// with a host", cfg.URL)
+		return nil, fmt.Errorf("remote_write %q: url must be http:// or https:// with a host", netcheck.Redact(cfg.URL))
 	}
 	cfg.SetDefaults()
 	fail := func(format string, args ...any) error {
@@ -153,6 +155,7 @@ func NewRemoteWrite(cfg config.RemoteWriteConfig, stateDir, agentName string, la
 	r := &RemoteWrite{
 		cfg:       cfg,
 		url:       cfg.URL,
+		shown:     netcheck.Redact(cfg.URL),
 		name:      cfg.Name,
 		agentName: agentName,
 		extra:     extra,
@@ -437,7 +440,7 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(payload))
 	if err != nil {
-		return &pushError{err: fmt.Errorf("build request for %s: %w", r.url, err)}
+		return &pushError{err: fmt.Errorf("build request for %s: %w", r.shown, urlErrorText(err))}
 	}
 	for k, v := range r.cfg.Headers {
 		req.Header.Set(k, v)
@@ -456,7 +459,7 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return &pushError{retryable: true, err: fmt.Errorf("POST %s: %w", r.url, err)}
+		return &pushError{retryable: true, err: fmt.Errorf("POST %s: %w", r.shown, urlErrorText(err))}
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, responseExcerptLength))
@@ -467,7 +470,7 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 	}
 	pe := &pushError{
 		status: resp.StatusCode,
-		err: fmt.Errorf("POST %s: %s: %s", r.url, resp.Status,
+		err: fmt.Errorf("POST %s: %s: %s", r.shown, resp.Status,
 			strings.TrimSpace(string(excerpt))),
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
@@ -475,6 +478,16 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 		pe.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return pe
+}
+
+// urlErrorText is err without the URL a *url.Error carries: net/http strips its password
+// but keeps its query, which may hold a key; the caller names the URL, redacted.
+func urlErrorText(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // parseRetryAfter reads either form of Retry-After (seconds or an HTTP date), capped so
