@@ -526,14 +526,11 @@ func (r *RemoteWrite) authorization() (string, error) {
 	return "", nil
 }
 
-// maxSecretBytes bounds a secret file: a token or password is a line, and a link to
-// /dev/zero must not be read until the memory runs out.
-const maxSecretBytes = 64 << 10
-
-// readSecret reads a one-line secret file (a regular file of at most maxSecretBytes); the
+// readSecret reads a one-line secret file (a regular file of at most
+// tomlconf.MaxSecretBytes, opened without blocking: a FIFO or /dev/zero is refused); the
 // trailing newline editors add is not part of it.
 func readSecret(path string) (string, error) {
-	data, err := tomlconf.ReadFileLimit(path, maxSecretBytes)
+	data, err := tomlconf.ReadFileLimit(path, tomlconf.MaxSecretBytes)
 	if err != nil {
 		return "", err
 	}

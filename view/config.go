@@ -330,7 +330,7 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	if msg := netcheck.Listen(c.Listen, DefaultListen); msg != "" {
 		bad("listen", "%s", msg)
 	}
-	doc.ReadableFile("web_config", &c.WebConfig)
+	doc.WebConfigFile("web_config", &c.WebConfig)
 	if doc.OK() {
 		if err := web.Validate(c.WebConfig); err != nil {
 			bad("web_config", "%s: %v", c.WebConfig, err)
@@ -378,10 +378,9 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 			bad(key+".token_file", "missing; allowed: a file holding the token")
 			continue
 		}
-		doc.ReadableFile(key+".token_file", &at.TokenFile)
-		b, err := tomlconf.ReadFileLimit(at.TokenFile, maxTokenBytes)
-		if err != nil {
-			continue // ReadableFile said why, or the file is too large
+		b, ok := doc.ReadSecretFile(key+".token_file", &at.TokenFile)
+		if !ok {
+			continue
 		}
 		if at.token = strings.TrimSpace(string(b)); at.token == "" {
 			bad(key+".token_file", "%s is empty; allowed: a file holding the token", at.TokenFile)
@@ -425,6 +424,3 @@ func (c *Config) validateHardening(doc *tomlconf.Doc) {
 	}
 }
 
-// maxTokenBytes bounds a token file: a token is a line, and a link to /dev/zero must not
-// be read until the memory runs out.
-const maxTokenBytes = 64 << 10
