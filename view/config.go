@@ -423,4 +423,3 @@ func (c *Config) validateHardening(doc *tomlconf.Doc) {
 		doc.Errf("max_push_memory", "%d is too small; allowed: at least 4 x max_body_bytes and 4 MiB (%d): a quarter of it is the most one body may take", c.MaxPushMemory, least)
 	}
 }
-
