@@ -11,7 +11,8 @@ FUZZSHORTTIME ?= 12s
 # short run on a large seed (a 40-record DNS reply): a bounded count keeps the time on
 # fuzzing. Failing inputs are minimized under the same bound.
 FUZZMINIMIZE  ?= 500x
-FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush
+FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush \
+                 ./view:FuzzSnappyStrict ./view:FuzzHostAllowed ./internal/tomlconf:FuzzWebConfigFiles
 
 .PHONY: fuzz fuzz-short fuzz-run
 

@@ -32,6 +32,11 @@ const (
 	// view/README.md, "Hostile input", adds up what they bound.
 	DefaultMaxConnections = 1024
 	DefaultMaxPushMemory  = 64 << 20
+	// SoftMemoryLimit is the Go runtime's soft memory limit that `edgeprobe view` sets
+	// unless GOMEMLIMIT says otherwise: what the limits above let the view hold is live
+	// memory, and without a limit the collector lets the heap grow to twice the live
+	// size before it runs.
+	SoftMemoryLimit = 192 << 20
 	// A notifier's attempt times out after DefaultNotifyTimeout and is retried
 	// DefaultNotifyRetries times; Alertmanager alerts are re-sent every DefaultResend.
 	DefaultNotifyTimeout = 5 * time.Second

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -74,6 +75,9 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	// log"). Notify rather than signal.Ignore: an ignored signal stays ignored in the
 	// programs the view starts.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(view.SoftMemoryLimit)
+	}
 	srv := view.New(cfg, view.Options{Logger: logger, Events: stdout})
 	err := srv.ListenAndServe(ctx)
 	srv.FlushEvents(2 * time.Second)
