@@ -271,14 +271,15 @@ func flapping(ctx context.Context, e *env) {
 		}
 	}
 	push(encode(report{agent: "flap-b", interval: 60, sites: sites("up")}))
-	down, up := encode(report{agent: "flap-a", interval: 60, sites: sites("down")}), encode(report{agent: "flap-a", interval: 60, sites: sites("up")})
+	// Each push encoded anew: a push whose samples are no newer than the last applied
+	// one of its agent changes nothing.
 	n := 0
 	repeat(ctx, 100*time.Millisecond, func() {
+		st := "up"
 		if n%2 == 0 {
-			push(down)
-		} else {
-			push(up)
+			st = "down"
 		}
+		push(encode(report{agent: "flap-a", interval: 60, sites: sites(st)}))
 		n++
 		if n%20 == 0 {
 			push(encode(report{agent: "flap-b", interval: 60, sites: sites("up")}))
