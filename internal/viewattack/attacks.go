@@ -30,6 +30,18 @@ var attacks = []attack{
 	{name: "stalled-log", about: "the event log's reader stops reading while 50 sites flap", stdout: "stall", run: flapping},
 	{name: "closed-log", about: "the event log's reader goes away while 50 sites flap", stdout: "close", run: flapping},
 	{name: "refused-flood", about: "2000 refused pushes (not snappy) as fast as 8 clients can", run: refusedFlood},
+	{name: "memory-all", about: "snappy-header, s2-bomb, held-bodies and conn-flood at once", run: all(snappyHeader, s2Bomb, heldBodies, connFlood)},
+}
+
+// all runs attacks at once.
+func all(attacks ...func(context.Context, *env)) func(context.Context, *env) {
+	return func(ctx context.Context, e *env) {
+		var wg sync.WaitGroup
+		for _, a := range attacks {
+			wg.Go(func() { a(ctx, e) })
+		}
+		wg.Wait()
+	}
 }
 
 // hammer runs n clients, each sending body with set's headers until ctx ends.
