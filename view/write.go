@@ -127,8 +127,8 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// checkPushHeaders refuses what is not a remote_write 1.0 push by its headers. The
-// remote_write 1.0 specification has senders send Content-Encoding: snappy,
+// checkPushHeaders refuses what is not a remote_write 1.0 push by its headers
+// (docs/DESIGN.md, "The push contract"). The remote_write 1.0 specification has senders send Content-Encoding: snappy,
 // Content-Type: application/x-protobuf and X-Prometheus-Remote-Write-Version: 0.1.0,
 // and Prometheus, vmagent, the OpenTelemetry collector and exporters/remotewrite.go do.
 // Requiring them is also what keeps web pages out: a page on any origin may POST a
