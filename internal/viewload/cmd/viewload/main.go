@@ -66,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		viewArgs := []string{"view", "--listen", addr}
 		// Each simulated agent keeps a connection, as a real one does: beyond the
 		// default max_connections the view needs a config that allows them.
-		if need := cfg.Agents + 64; need > edgeview.DefaultMaxConnections {
+		if need := cfg.Agents + 16; need > edgeview.DefaultMaxConnections {
 			dir, err := os.MkdirTemp("", "viewload-")
 			if err != nil {
 				fmt.Fprintln(stderr, "viewload:", err)
