@@ -54,6 +54,13 @@ type hardening struct {
 }
 
 func newHardening(cfg *Config, s *Server) *hardening {
+	// A Config built in code may skip Defaults; a zero budget or cap would refuse all.
+	if cfg.MaxPushMemory <= 0 {
+		cfg.MaxPushMemory = DefaultMaxPushMemory
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
 	h := &hardening{
 		hosts:    map[string]bool{"localhost": true},
 		reserved: map[string]bool{},
