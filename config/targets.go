@@ -84,18 +84,26 @@ func mergeLabels(layers ...map[string]string) map[string]string {
 
 // WriteEffective writes the configuration as the agent runs it, every default spelled
 // out, as TOML that Parse accepts again. The sites of included files are written out
-// with the others, and include is left out, so the output is one whole file.
+// with the others, and include is left out, so the output is one whole file. Inline
+// secrets are masked (Masked), which a comment line then says.
 func (c *Config) WriteEffective(w io.Writer) error {
+	m, masked := c.Masked()
+	var head string
 	if c.Path != "" {
-		header := fmt.Sprintf("# Effective configuration of %s, defaults filled in.\n", c.Path)
+		head = fmt.Sprintf("# Effective configuration of %s, defaults filled in.\n", c.Path)
 		if files := c.IncludedFiles(); len(files) > 0 {
-			header += fmt.Sprintf("# With the sites of %s.\n", strings.Join(files, ", "))
+			head += fmt.Sprintf("# With the sites of %s.\n", strings.Join(files, ", "))
 		}
-		if _, err := fmt.Fprintf(w, "%s\n", header); err != nil {
+	}
+	if masked {
+		head += "# Secrets are masked as " + Mask + " (URL passwords and query values, header values); the agent uses the real ones.\n"
+	}
+	if head != "" {
+		if _, err := fmt.Fprint(w, head+"\n"); err != nil {
 			return fmt.Errorf("write effective config: %w", err)
 		}
 	}
-	whole := *c
+	whole := *m
 	whole.Include = nil
 	if err := toml.NewEncoder(w).Encode(&whole); err != nil {
 		return fmt.Errorf("write effective config: %w", err)

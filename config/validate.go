@@ -293,7 +293,7 @@ func (l *loader) exporters(c *Config) {
 		if !strings.HasPrefix(p.Path, "/") {
 			l.Errf("exporters.prometheus.path", "%q does not start with '/'; allowed e.g. \"/metrics\"", p.Path)
 		}
-		l.ReadableFile("exporters.prometheus.web_config", &p.WebConfig)
+		l.WebConfigFile("exporters.prometheus.web_config", &p.WebConfig)
 	}
 	names := map[string]string{}
 	for i := range e.RemoteWrite {

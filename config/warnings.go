@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
@@ -132,25 +130,19 @@ func worldReadable(path string) bool {
 	return err == nil && fi.Mode().Perm()&0o004 != 0
 }
 
-// webConfigKeyRE finds the TLS key of an exporter-toolkit web config (YAML):
-// `key_file: /path` under tls_server_config.
-var webConfigKeyRE = regexp.MustCompile(`(?m)^\s*key_file:\s*["']?([^"'#\s]+)`)
-
 // webConfigKeyFiles lists the key files a web config names, relative names resolved
 // against the web config's directory as exporter-toolkit does. A file that cannot be read
 // names none: the exporter reports it at start.
 func webConfigKeyFiles(path string) []string {
-	data, err := tomlconf.ReadFile(path)
+	files, err := tomlconf.WebConfigFiles(path)
 	if err != nil {
 		return nil
 	}
 	var keys []string
-	for _, m := range webConfigKeyRE.FindAllStringSubmatch(string(data), -1) {
-		k := m[1]
-		if !filepath.IsAbs(k) {
-			k = filepath.Join(filepath.Dir(path), k)
+	for _, f := range files {
+		if f.Key == "tls_server_config.key_file" {
+			keys = append(keys, f.Path)
 		}
-		keys = append(keys, k)
 	}
 	return keys
 }

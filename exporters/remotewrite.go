@@ -61,6 +61,7 @@ var dropReasons = []string{DropRejected, DropQueueFull, DropSpoolFull, DropSpool
 type RemoteWrite struct {
 	cfg       config.RemoteWriteConfig
 	url       string
+	shown     string // url as logs and errors show it: netcheck.Redact, no password or query values
 	name      string
 	agentName string
 	extra     []labelPair
@@ -129,7 +130,7 @@ type RemoteWriteStats struct {
 func NewRemoteWrite(cfg config.RemoteWriteConfig, stateDir, agentName string, labels map[string]string, logger *slog.Logger) (*RemoteWrite, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("remote_write %q: url must be http:// or https:// with a host", cfg.URL)
+		return nil, fmt.Errorf("remote_write %q: url must be http:// or https:// with a host", netcheck.Redact(cfg.URL))
 	}
 	cfg.SetDefaults()
 	fail := func(format string, args ...any) error {
@@ -151,6 +152,7 @@ func NewRemoteWrite(cfg config.RemoteWriteConfig, stateDir, agentName string, la
 	r := &RemoteWrite{
 		cfg:       cfg,
 		url:       cfg.URL,
+		shown:     netcheck.Redact(cfg.URL),
 		name:      cfg.Name,
 		agentName: agentName,
 		extra:     extra,
@@ -420,7 +422,7 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(payload))
 	if err != nil {
-		return &httpretry.Error{Err: fmt.Errorf("build request for %s: %w", netcheck.Redact(r.url), err)}
+		return &httpretry.Error{Err: fmt.Errorf("build request for %s: %w", r.shown, httpretry.Cause(err))}
 	}
 	for k, v := range r.cfg.Headers {
 		req.Header.Set(k, v)
@@ -461,14 +463,11 @@ func (r *RemoteWrite) authorization() (string, error) {
 	return "", nil
 }
 
-// maxSecretBytes bounds a secret file: a token or password is a line, and a link to
-// /dev/zero must not be read until the memory runs out.
-const maxSecretBytes = 64 << 10
-
-// readSecret reads a one-line secret file (a regular file of at most maxSecretBytes); the
+// readSecret reads a one-line secret file (a regular file of at most
+// tomlconf.MaxSecretBytes, opened without blocking: a FIFO or /dev/zero is refused); the
 // trailing newline editors add is not part of it.
 func readSecret(path string) (string, error) {
-	data, err := tomlconf.ReadFileLimit(path, maxSecretBytes)
+	data, err := tomlconf.ReadFileLimit(path, tomlconf.MaxSecretBytes)
 	if err != nil {
 		return "", err
 	}

@@ -373,9 +373,9 @@ func (a *DNSAction) checkKey(doc *tomlconf.Doc, key string) {
 		return
 	}
 	a.TSIGKeyFile = doc.Resolve(a.TSIGKeyFile)
-	data, err := tomlconf.ReadFileLimit(a.TSIGKeyFile, MaxKeyFileBytes)
+	data, err := tomlconf.ReadFileLimit(a.TSIGKeyFile, tomlconf.MaxSecretBytes)
 	if err != nil {
-		doc.Errf(k, "%v; allowed: an existing, readable regular file of at most %d bytes", err, MaxKeyFileBytes)
+		doc.Errf(k, "%v; allowed: an existing, readable regular file of at most %d bytes", err, tomlconf.MaxSecretBytes)
 		return
 	}
 	keys, err := ParseKeyFile(data)

@@ -18,9 +18,6 @@ type Key struct {
 	Secret    string // base64, as the file writes it
 }
 
-// MaxKeyFileBytes bounds a TSIG key file: tsig-keygen writes about 100 bytes a key.
-const MaxKeyFileBytes = 64 << 10
-
 // keyAlgorithms are the algorithms a key file may name, BIND's spelling to miekg/dns's.
 // hmac-md5 is refused: miekg/dns no longer signs with it, and RFC 8945 deprecates it.
 var keyAlgorithms = map[string]string{

@@ -18,10 +18,13 @@ VIEW_SITES         ?= 20
 VIEW_DURATION      ?= 60s
 VIEW_READ_EVERY    ?= 1s
 DEMO_CYCLES        ?= 10
+VIEW_ATTACK_DURATION ?= 10s
+VIEW_ATTACK_BEFORE   ?=
+VIEW_ATTACKS         ?=
 
 .PHONY: bench-detect-agent bench-detect bench-faults bench-footprint bench-footprint-peers \
 	bench-go bench-probes bench-prom bench-rules view-bench bench-view-load bench-demo \
-	bench-failover
+	bench-failover bench-view-attacks
 
 # Per trial it waits a random fraction of the 1 s interval, blackholes site a and times
 # the agent's down line, heals and times up; then the web-only and uplink-cut cases.
@@ -88,6 +91,22 @@ bench-view-load:
 	$(GO) build -o out/viewload ./internal/viewload/cmd/viewload
 	out/viewload --view out/edgeprobe --agents $(VIEW_AGENTS) --sites $(VIEW_SITES) --duration $(VIEW_DURATION) \
 		--read-every $(VIEW_READ_EVERY) $(VIEW_LOAD_ARGS)
+
+# The hostile clients of internal/viewattack (view/README.md, "Hostile input"), each for
+# VIEW_ATTACK_DURATION against a fresh `edgeprobe view` of this tree on loopback while
+# honest agents push: the view's peak RSS, the honest pushes' latency, forged and stuck
+# verdicts. VIEW_ATTACK_BEFORE=REV attacks a view built from that commit first, for the
+# before/after table; VIEW_ATTACKS picks attacks.
+## bench-view-attacks: the view under hostile clients, RSS and honest push latency (VIEW_ATTACK_BEFORE=REV to compare)
+bench-view-attacks:
+	mkdir -p out
+	$(GO) build -o out/edgeprobe ./cmd/edgeprobe
+	$(GO) build -o out/viewattack ./internal/viewattack/cmd/viewattack
+	@if [ -n "$(VIEW_ATTACK_BEFORE)" ]; then \
+	  dir=$$(mktemp -d) && git archive $(VIEW_ATTACK_BEFORE) | tar -x -C $$dir && \
+	  (cd $$dir && CGO_ENABLED=0 $(GO) build -o $(CURDIR)/out/edgeprobe-before ./cmd/edgeprobe) && rm -rf $$dir; fi
+	out/viewattack --view out/edgeprobe --duration $(VIEW_ATTACK_DURATION) \
+	  $(if $(VIEW_ATTACK_BEFORE),--before out/edgeprobe-before) $(if $(VIEW_ATTACKS),--attacks $(VIEW_ATTACKS))
 
 # DEMO_CYCLES blackholes of the loopback site beta at random moments of the 1 s interval,
 # then medians and maxima of blackhole -> down at the agent, -> lost at the view, -> the

@@ -11,7 +11,9 @@ FUZZSHORTTIME ?= 12s
 # short run on a large seed (a 40-record DNS reply): a bounded count keeps the time on
 # fuzzing. Failing inputs are minimized under the same bound.
 FUZZMINIMIZE  ?= 500x
-FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush ./failover:FuzzKeyFile ./view:FuzzSilence
+FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush \
+                 ./view:FuzzSnappyStrict ./view:FuzzHostAllowed ./view:FuzzSilence ./internal/tomlconf:FuzzWebConfigFiles \
+                 ./failover:FuzzKeyFile
 
 VIEW_FUZZTIME ?= 30s
 
@@ -25,9 +27,9 @@ fuzz:
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(FUZZSHORTTIME)
 
-## view-fuzz: the view's push decoder targets only, VIEW_FUZZTIME each
+## view-fuzz: the view's push decoder and Host check targets only, VIEW_FUZZTIME each
 view-fuzz:
-	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(VIEW_FUZZTIME) FUZZ_TARGETS="./view:FuzzDecodeWrite ./view:FuzzPush"
+	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(VIEW_FUZZTIME) FUZZ_TARGETS="./view:FuzzDecodeWrite ./view:FuzzPush ./view:FuzzSnappyStrict ./view:FuzzHostAllowed"
 
 # fuzz-run parses go test's last "fuzz: elapsed: 12s, execs: 123456 (10288/sec), ..." line
 # of each target.

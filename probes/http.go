@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 )
 
 // httpProber sends one request and checks the status and, optionally, the body.
@@ -171,7 +173,7 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 	resp, err := p.client.Do(req)
 	if err != nil {
 		reason, detail := httpFailure(err, times)
-		r := failure(start, reason, fmt.Sprintf("%s %s: %s", p.spec.Method, p.url.Redacted(), detail))
+		r := failure(start, reason, fmt.Sprintf("%s %s: %s", p.spec.Method, netcheck.Redact(p.url.String()), detail))
 		r.Phases = times.phases(time.Now())
 		r.CertExpiry = times.expiry()
 		return r
@@ -190,7 +192,7 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 		r.Reason = ReasonStatus
 		r.Detail = fmt.Sprintf("status %d, want %s", resp.StatusCode, strings.Join(p.spec.Status, " or "))
 		if n := times.followed(); n > 0 {
-			r.Detail += fmt.Sprintf(" (from %s after %d redirects", resp.Request.URL.Redacted(), n)
+			r.Detail += fmt.Sprintf(" (from %s after %d redirects", netcheck.Redact(resp.Request.URL.String()), n)
 			if n == p.spec.Redirects && resp.StatusCode >= 300 && resp.StatusCode < 400 {
 				r.Detail += ", the limit"
 			}
@@ -288,7 +290,7 @@ func httpFailure(err error, times *httpTimes) (Reason, string) {
 	if errors.As(err, &uerr) {
 		detail = uerr.Err.Error()
 		if times.followed() > 0 {
-			detail = fmt.Sprintf("after %d redirects, %s: %s", times.followed(), uerr.URL, detail)
+			detail = fmt.Sprintf("after %d redirects, %s: %s", times.followed(), netcheck.Redact(uerr.URL), detail)
 		}
 	}
 	if strings.Contains(detail, "server response headers exceeded") {

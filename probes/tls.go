@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
 // ClientConfig builds the client TLS configuration of a spec: for the probes, and for
@@ -23,7 +25,7 @@ func (spec TLSSpec) ClientConfig() (*tls.Config, error) {
 		MinVersion:         tls.VersionTLS12,
 	}
 	if spec.CAFile != "" {
-		pem, err := os.ReadFile(spec.CAFile)
+		pem, err := tomlconf.ReadFile(spec.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("tls.ca_file: %w", err)
 		}
@@ -83,10 +85,25 @@ func (kp *keyPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	if kp.loaded != nil && mod == kp.modified {
 		return kp.loaded, nil
 	}
-	cert, err := tls.LoadX509KeyPair(kp.cert, kp.key)
+	cert, err := loadKeyPair(kp.cert, kp.key)
 	if err != nil {
 		return nil, fmt.Errorf("tls.cert_file %s, tls.key_file %s: %w", kp.cert, kp.key, err)
 	}
 	kp.loaded, kp.modified = &cert, mod
 	return kp.loaded, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair reading only regular files, without blocking and with
+// a size cap (docs/DESIGN.md, "Configuration"): a FIFO or a link to /dev/zero in place of a
+// certificate must fail, not hang the prober or fill its memory.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := tomlconf.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := tomlconf.ReadFileLimit(keyFile, tomlconf.MaxSecretBytes)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -31,6 +31,16 @@ const (
 	DefaultPushBurst                = 100
 	DefaultMaxEventClients          = 256
 	DefaultMaxEventClientsPerClient = 16
+	// Each agent keeps one connection to the view; with the header limit a connection
+	// costs at most about 100 KiB, and the pushes in flight at most DefaultMaxPushMemory:
+	// view/README.md, "Hostile input", adds up what they bound.
+	DefaultMaxConnections = 1024
+	DefaultMaxPushMemory  = 64 << 20
+	// SoftMemoryLimit is the Go runtime's soft memory limit that `edgeprobe view` sets
+	// unless GOMEMLIMIT says otherwise: what the limits above let the view hold is live
+	// memory, and without a limit the collector lets the heap grow to twice the live
+	// size before it runs.
+	SoftMemoryLimit = 192 << 20
 	// A notifier's attempt times out after DefaultNotifyTimeout and is retried
 	// DefaultNotifyRetries times; Alertmanager alerts are re-sent every DefaultResend.
 	DefaultNotifyTimeout = 5 * time.Second
@@ -106,6 +116,14 @@ type Config struct {
 	MaxEventClientsPerClient int `toml:"max_event_clients_per_client"`
 	// Actions are what the view does about a lost site (package failover).
 	Actions failover.Config `toml:"actions"`
+	// AllowedHosts are the names, besides IP literals, localhost, the listen host and
+	// the machine's host name, that a request's Host header may carry (DNS rebinding);
+	// "*" allows any.
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// MaxConnections caps the open connections; MaxPushMemory the bytes that pushes
+	// being read and decoded may hold at once (guard.go).
+	MaxConnections int   `toml:"max_connections"`
+	MaxPushMemory  int64 `toml:"max_push_memory"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -155,7 +173,7 @@ func (c *Config) authenticated() bool {
 	if c.WebConfig == "" {
 		return false
 	}
-	data, err := os.ReadFile(c.WebConfig)
+	data, err := tomlconf.ReadFile(c.WebConfig)
 	if err != nil {
 		return false
 	}
@@ -305,6 +323,12 @@ func (c *Config) Defaults() {
 	if c.MaxEventClientsPerClient == 0 {
 		c.MaxEventClientsPerClient = DefaultMaxEventClientsPerClient
 	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxPushMemory == 0 {
+		c.MaxPushMemory = DefaultMaxPushMemory
+	}
 	for i := range c.Notifiers.Webhook {
 		w := &c.Notifiers.Webhook[i]
 		w.Timeout.Duration = w.Timeout.Or(DefaultNotifyTimeout)
@@ -400,7 +424,7 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	if msg := netcheck.Listen(c.Listen, DefaultListen); msg != "" {
 		bad("listen", "%s", msg)
 	}
-	doc.ReadableFile("web_config", &c.WebConfig)
+	doc.WebConfigFile("web_config", &c.WebConfig)
 	if doc.OK() {
 		if err := web.Validate(c.WebConfig); err != nil {
 			bad("web_config", "%s: %v", c.WebConfig, err)
@@ -437,6 +461,7 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 		c.Silences[i].check(doc, tomlconf.IndexPath("silence", i))
 	}
 	c.Actions.Check(doc, "actions", c.StateDir)
+	c.validateHardening(doc)
 	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
 		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}
@@ -466,10 +491,9 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 			bad(key+".token_file", "missing; allowed: a file holding the token")
 			continue
 		}
-		doc.ReadableFile(key+".token_file", &at.TokenFile)
-		b, err := tomlconf.ReadFileLimit(at.TokenFile, maxTokenBytes)
-		if err != nil {
-			continue // ReadableFile said why, or the file is too large
+		b, ok := doc.ReadSecretFile(key+".token_file", &at.TokenFile)
+		if !ok {
+			continue
 		}
 		if at.token = strings.TrimSpace(string(b)); at.token == "" {
 			bad(key+".token_file", "%s is empty; allowed: a file holding the token", at.TokenFile)
@@ -514,6 +538,20 @@ func (sc *SilenceConfig) check(doc *tomlconf.Doc, key string) {
 	}
 }
 
-// maxTokenBytes bounds a token file: a token is a line, and a link to /dev/zero must not
-// be read until the memory runs out.
-const maxTokenBytes = 64 << 10
+// validateHardening checks the HTTP-level defences' settings (guard.go).
+func (c *Config) validateHardening(doc *tomlconf.Doc) {
+	for i, h := range c.AllowedHosts {
+		if h == "*" {
+			continue
+		}
+		if msg := netcheck.Host(strings.TrimSuffix(h, ".")); msg != "" {
+			doc.Errf(tomlconf.IndexPath("allowed_hosts", i), "%s; allowed: a host name, an IP address or \"*\" (any)", msg)
+		}
+	}
+	if c.MaxConnections < 16 {
+		doc.Errf("max_connections", "%d is too small; allowed: 16 or more (each agent keeps a connection)", c.MaxConnections)
+	}
+	if least := max(4*c.MaxBodyBytes, 4<<20); c.MaxPushMemory < least {
+		doc.Errf("max_push_memory", "%d is too small; allowed: at least 4 x max_body_bytes and 4 MiB (%d): a quarter of it is the most one body may take", c.MaxPushMemory, least)
+	}
+}

@@ -41,16 +41,19 @@ func serveView(t *testing.T, cfg *Config, opts Options) (base string) {
 	return "http://" + ln.Addr().String()
 }
 
-func postWriteResp(t *testing.T, base, token string, body []byte) (int, http.Header, string) {
+func postWriteResp(t testing.TB, base, token string, body []byte) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(body))
-	req.Header.Set("Content-Encoding", "snappy")
+	req, err := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	setPushHeaders(req.Header)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("post to %s: %v", base, err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(resp.Body)
@@ -203,13 +206,14 @@ func TestSlowClients(t *testing.T) {
 		return time.Since(start), string(got)
 	}
 	t.Run("headers never end", func(t *testing.T) {
-		took, _ := closedWithin("POST /api/v1/write HTTP/1.1\r\nHost: view\r\nX-Slow: 1\r\n")
+		took, _ := closedWithin("POST /api/v1/write HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n")
 		if took > 3*time.Second {
 			t.Errorf("connection held %v, want closed after ReadHeaderTimeout (300ms)", took)
 		}
 	})
 	t.Run("body never comes", func(t *testing.T) {
-		took, got := closedWithin("POST /api/v1/write HTTP/1.1\r\nHost: view\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\nabc")
+		took, got := closedWithin("POST /api/v1/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\n" +
+			"X-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: 1000\r\n\r\nabc")
 		if took > 3*time.Second {
 			t.Errorf("connection held %v, want closed after ReadTimeout (600ms)", took)
 		}
@@ -218,7 +222,7 @@ func TestSlowClients(t *testing.T) {
 		}
 	})
 	t.Run("enormous headers", func(t *testing.T) {
-		_, got := closedWithin("GET /api/v1/sites HTTP/1.1\r\nHost: view\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n")
+		_, got := closedWithin("GET /api/v1/sites HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n")
 		if !strings.Contains(got, " 431 ") {
 			t.Errorf("answer %.80q, want 431 Request Header Fields Too Large", got)
 		}
@@ -229,7 +233,7 @@ func TestSlowClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		if _, err := io.WriteString(conn, "GET /api/v1/events HTTP/1.1\r\nHost: view\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(conn, "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))

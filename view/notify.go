@@ -321,9 +321,6 @@ type webhook struct {
 	*alerts
 }
 
-// maxSecretBytes bounds a webhook's secret file.
-const maxSecretBytes = 64 << 10
-
 func newWebhook(cfg WebhookConfig, retryBase time.Duration, m *viewMetrics, log *slog.Logger) (*webhook, error) {
 	w := &webhook{
 		url:    cfg.URL,
@@ -331,7 +328,7 @@ func newWebhook(cfg WebhookConfig, retryBase time.Duration, m *viewMetrics, log 
 		alerts: newAlerts("webhook", cfg.Damping, m, log),
 	}
 	if cfg.SecretFile != "" {
-		data, err := tomlconf.ReadFileLimit(cfg.SecretFile, maxSecretBytes)
+		data, err := tomlconf.ReadFileLimit(cfg.SecretFile, tomlconf.MaxSecretBytes)
 		if err != nil {
 			return nil, fmt.Errorf("webhook %s: secret_file: %w", netcheck.Redact(cfg.URL), err)
 		}

@@ -277,8 +277,7 @@ func (f *fleet) push() error {
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("Content-Encoding", "snappy")
+		setPushHeaders(req.Header)
 		if resp, err = http.DefaultClient.Do(req); err == nil {
 			break
 		} else if try == 2 {

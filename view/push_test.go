@@ -1,7 +1,6 @@
 package view
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"sort"
@@ -118,23 +117,17 @@ func encodePushes(t testing.TB, pushes ...agentPush) []byte {
 	return encodeWrite(t, ts...)
 }
 
+// setPushHeaders sets the headers of a remote_write 1.0 push, as exporters/remotewrite.go
+// sends them.
+func setPushHeaders(h http.Header) {
+	h.Set("Content-Type", "application/x-protobuf")
+	h.Set("Content-Encoding", "snappy")
+	h.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+}
+
 // postWrite sends a body to a view's /api/v1/write as an agent would and returns the status.
 func postWrite(t testing.TB, base, token string, body []byte) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("post to %s: %v", base, err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	code, _, _ := postWriteResp(t, base, token, body)
+	return code
 }

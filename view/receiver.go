@@ -1,6 +1,7 @@
 package view
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -16,12 +17,24 @@ import (
 
 // Bounds on one push, so that a hostile body cannot make the view allocate without end.
 const (
-	// decodedPerCompressed is how far a body may expand over its compressed size (real
-	// pushes, label-heavy text, expand about 5 to 10 times).
+	// decodedPerCompressed sets the decoded limit, max(minDecodedLimit,
+	// decodedPerCompressed x max_body_bytes): real pushes, label-heavy text, expand
+	// about 5 to 13 times.
 	decodedPerCompressed = 16
 	minDecodedLimit      = 1 << 20
 	maxSitesPerAgent     = 10000
 	maxAgentsPerPush     = 10000
+	// A snappy block cannot expand more than 64/3 times: its densest element is a
+	// 3-byte copy of 64 bytes. A header that claims more is a lie, refused before
+	// anything is allocated for it.
+	snappyMaxExpansionNum, snappyMaxExpansionDen = 64, 3
+	// Reports cost what they hold plus these, in bytes (the maps, slices and headers
+	// around an agent's and a site's report); decodeWrite refuses a push whose reports
+	// would cost more than its decoded size plus reportSlack, which no real push comes
+	// near: every site of one carries six series, some 600 bytes.
+	agentReportCost = 512
+	siteReportCost  = 256
+	reportSlack     = 64 << 10
 )
 
 // pushError is a push refused as a whole; reason labels the rejection counter.
@@ -37,6 +50,11 @@ func rejectf(reason, format string, args ...any) error {
 	return &pushError{reason: reason, err: fmt.Errorf(format, args...)}
 }
 
+// decodedLimit is the largest decoded push a view with max_body_bytes maxBody accepts.
+func decodedLimit(maxBody int64) int64 {
+	return max(int64(minDecodedLimit), maxBody*decodedPerCompressed)
+}
+
 // DecodeWrite turns a remote_write 1.0 body (snappy block + protobuf WriteRequest, the
 // exporters/prompb messages the agents encode with) into per-agent reports. maxBody
 // bounds the compressed size the caller read; the decoded size is bounded too, so a small
@@ -49,14 +67,36 @@ func rejectf(reason, format string, args ...any) error {
 // It accepts and refuses exactly what proto.Unmarshal does (FuzzDecodeWrite checks this
 // against it), strings included: label names and values must be valid UTF-8.
 func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
-	n, err := snappy.DecodedLen(body)
+	n, err := snappyClaim(body, int(min(decodedLimit(maxBody), math.MaxInt32)))
 	if err != nil {
-		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+		return nil, err
 	}
-	limit := max(int64(minDecodedLimit), maxBody*decodedPerCompressed)
-	if int64(n) > limit {
-		return nil, rejectf("too_large", "decoded body would be %d bytes, more than the limit of %d", n, limit)
+	return decodeWrite(body, n)
+}
+
+// snappyClaim reads the decoded size a snappy block's header claims and checks it
+// before anything is allocated: against limit (413), and against what the block's
+// length can expand to at all (a lie, 400).
+func snappyClaim(body []byte, limit int) (int, error) {
+	claim, hl := binary.Uvarint(body)
+	if hl <= 0 || hl > 5 || claim > math.MaxUint32 {
+		return 0, rejectf("bad_snappy", "decode snappy block: %v", snappy.ErrCorrupt)
 	}
+	if claim > uint64(limit) {
+		return 0, rejectf("too_large", "decoded body would be %d bytes, more than the limit of %d", claim, limit)
+	}
+	if most := uint64(len(body)-hl) * snappyMaxExpansionNum / snappyMaxExpansionDen; claim > most {
+		return 0, rejectf("bad_snappy", "decode snappy block: the header claims %d bytes, more than %d compressed bytes can hold (%d)", claim, len(body)-hl, most)
+	}
+	return int(claim), nil
+}
+
+// decodeWrite decodes a body whose header claims n bytes (checked by snappyClaim). The
+// block must be snappy exactly as github.com/golang/snappy (the format's Go reference)
+// writes and reads it: klauspost/compress's snappy.Decode also takes the S2 extensions,
+// whose repeat codes let 28 bytes expand to 64 MiB, so DecodeStrict it is; it writes
+// into exactly n bytes and fails the moment the block would write more, or fewer.
+func decodeWrite(body []byte, n int) ([]AgentReport, error) {
 	bufp := rawPool.Get().(*[]byte)
 	defer func() {
 		if cap(*bufp) <= maxPooledRaw {
@@ -66,11 +106,11 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 	if cap(*bufp) < n {
 		*bufp = make([]byte, n)
 	}
-	raw, err := snappy.Decode((*bufp)[:cap(*bufp)], body)
+	raw, err := snappy.DecodeStrict((*bufp)[:cap(*bufp)], body)
 	if err != nil {
 		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
-	return decodeWriteRequest(raw)
+	return decodeWriteRequest(raw, int64(n)+reportSlack)
 }
 
 // rawPool keeps decode buffers of up to maxPooledRaw bytes between pushes.
@@ -82,9 +122,10 @@ const maxPooledRaw = 1 << 20
 // that ParseError names it.
 const errCodeFieldNumber = -2
 
-// decodeWriteRequest reads a WriteRequest. Nothing it returns points into raw.
-func decodeWriteRequest(raw []byte) ([]AgentReport, error) {
-	d := pushDecoder{}
+// decodeWriteRequest reads a WriteRequest whose reports may cost up to budget bytes.
+// Nothing it returns points into raw.
+func decodeWriteRequest(raw []byte, budget int64) ([]AgentReport, error) {
+	d := pushDecoder{budget: budget}
 	i := 0
 	for b := raw; len(b) > 0; {
 		num, typ, n := consumeTag(b)
@@ -137,6 +178,15 @@ type pushDecoder struct {
 	byAgent map[string]int // built once a push names more than a few agents
 	cur     int            // the agent of the previous series, or -1
 	err     error          // a content error, reported once the protobuf is known to be whole
+	budget  int64          // bytes the reports may still cost
+}
+
+// spend charges the cost of a new report to the push's budget.
+func (d *pushDecoder) spend(cost int) error {
+	if d.budget -= int64(cost); d.budget < 0 {
+		return rejectf("too_large", "the push's reports would take more memory than its decoded size allows")
+	}
+	return nil
 }
 
 type agentInProgress struct {
@@ -305,6 +355,9 @@ func (d *pushDecoder) agentIndex(a []byte) (int, error) {
 	if len(d.agents) >= maxAgentsPerPush {
 		return 0, rejectf("bad_content", "more than %d agents in one push", maxAgentsPerPush)
 	}
+	if err := d.spend(agentReportCost + len(a)); err != nil {
+		return 0, err
+	}
 	name := string(a)
 	d.agents = append(d.agents, agentInProgress{report: AgentReport{Agent: name}})
 	k := len(d.agents) - 1
@@ -320,7 +373,7 @@ func (d *pushDecoder) agentIndex(a []byte) (int, error) {
 }
 
 // site finds (or adds) the site named s in agent p's report.
-func (p *agentInProgress) site(s []byte, agent string) (*SiteReport, error) {
+func (p *agentInProgress) site(d *pushDecoder, s []byte, agent string) (*SiteReport, error) {
 	if n := len(p.sites); n > 0 && p.sites[n-1].name == string(s) {
 		return &p.sites[n-1].rep, nil
 	}
@@ -332,6 +385,9 @@ func (p *agentInProgress) site(s []byte, agent string) (*SiteReport, error) {
 	}
 	if len(p.sites) >= maxSitesPerAgent {
 		return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
+	}
+	if err := d.spend(siteReportCost + len(s)); err != nil {
+		return nil, err
 	}
 	name := string(s)
 	p.index[name] = len(p.sites)
@@ -371,7 +427,7 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 			}
 			return nil
 		}
-		sr, err := p.site(site, r.Agent)
+		sr, err := p.site(d, site, r.Agent)
 		if err != nil {
 			return err
 		}

@@ -42,7 +42,7 @@ type Options struct {
 	// Limits of the HTTP server against slow or oversized requests (slowloris): the time
 	// to read a request's headers (default 5s), the whole request (default 30s; an
 	// events stream lifts it once its headers are read), an idle keep-alive connection
-	// (default 2m), and the size of the headers (default 64 KiB).
+	// (default 2m), and the size of the headers (default 16 KiB).
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
@@ -72,6 +72,9 @@ type Server struct {
 	// decodeSlots bounds the pushes decoded at once, and so the memory that decoding
 	// takes however many connections send at once (each decoded body is bounded too).
 	decodeSlots chan struct{}
+	// hard holds the HTTP-level defences (guard.go), handler the mux behind them.
+	hard    *hardening
+	handler http.Handler
 
 	applyMu sync.Mutex
 }
@@ -104,13 +107,15 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		opts.IdleTimeout = 2 * time.Minute
 	}
 	if opts.MaxHeaderBytes <= 0 {
-		opts.MaxHeaderBytes = 64 << 10
+		// Agents send a few hundred bytes of headers, browsers (no cookies here) a few
+		// KiB; the limit is what a connection can hold while its headers arrive
+		// (max_connections of them: view/README.md, "Hostile input").
+		opts.MaxHeaderBytes = 16 << 10
 	}
 	s := &Server{
 		cfg:       cfg,
 		engine:    NewEngine(cfg),
 		log:       opts.Logger,
-		events:    slog.New(slog.NewJSONHandler(opts.Events, nil)),
 		broker:    newBroker(),
 		keepAlive: opts.KeepAlive,
 		wake:      make(chan struct{}, 1),
@@ -133,6 +138,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = newViewMetrics(s)
+	s.hard = newHardening(cfg, s)
+	s.metrics.registry.MustRegister(s.hard)
+	s.events = slog.New(slog.NewJSONHandler(s.hard.events, nil))
 	for _, wc := range cfg.Notifiers.Webhook {
 		w, err := newWebhook(wc, opts.RetryBase, s.metrics, s.log)
 		if err != nil {
@@ -165,11 +173,12 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP))
 	// The page holds no data: it reads the API, with the read token a reader gives it.
 	s.mux.HandleFunc("GET /{$}", s.handlePage)
+	s.handler = s.guard(s.mux)
 	return s, nil
 }
 
 // Handler serves the view's HTTP API.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Run keeps staleness and the notifiers going until ctx is done. Handler works without
 // Run, but then agents only turn stale when the next push arrives.
@@ -209,13 +218,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		ReadTimeout:       s.opts.ReadTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	ln = s.serve(srv, ln)
 	runDone := make(chan struct{})
 	go func() {
 		s.Run(ctx)

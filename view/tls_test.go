@@ -40,7 +40,7 @@ func TestServeTLS(t *testing.T) {
 	base := "https://" + addr
 	body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}})
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(body))
-	req.Header.Set("Content-Encoding", "snappy")
+	setPushHeaders(req.Header)
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("push over TLS: %v", err)
@@ -92,7 +92,7 @@ func TestServeMutualTLS(t *testing.T) {
 	push := func(certs []tls.Certificate) (int, error) {
 		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
 		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/api/v1/write", bytes.NewReader(body))
-		req.Header.Set("Content-Encoding", "snappy")
+		setPushHeaders(req.Header)
 		resp, err := client.Do(req)
 		if err != nil {
 			return 0, err

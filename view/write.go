@@ -4,13 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"math"
+	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
+// handleWrite takes one push (view/README.md, "Push contract"; "Hostile input" for the
+// order of the checks): who sends it, whether it is a remote_write 1.0 push at all, then
+// memory for its body before the body is read, and for its decoding before it is
+// decoded. Nothing of a push is applied unless all of it is.
 func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	s.metrics.received.Inc()
 	boundAgent, ok := s.authorize(r)
@@ -25,12 +34,8 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if ct := r.Header.Get("Content-Type"); strings.Contains(ct, "io.prometheus.write.v2") {
-		s.reject(w, http.StatusUnsupportedMediaType, "unsupported", "remote_write 2.0 is not supported; send remote_write 1.0 (prometheus.WriteRequest)")
-		return
-	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "snappy") {
-		s.reject(w, http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content encoding %q is not supported; want snappy", ce))
+	if code, reason, msg := checkPushHeaders(r.Header); code != 0 {
+		s.reject(w, code, reason, msg)
 		return
 	}
 	limit := s.cfg.MaxBodyBytes
@@ -38,8 +43,21 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body of %d bytes exceeds max_body_bytes %d", r.ContentLength, limit))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	// Memory for the body is taken before a byte of it is read: at what the request
+	// announces, or at max_body_bytes when it does not say.
+	charge := limit
+	if r.ContentLength >= 0 {
+		charge = r.ContentLength
+	}
+	charge = max(charge, minBodyCharge)
+	release, err := s.takeBodyMemory(r, charge)
 	if err != nil {
+		s.busy(w)
+		return
+	}
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		release()
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.reject(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body exceeds max_body_bytes %d", limit))
@@ -48,9 +66,13 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusBadRequest, "read", "read body: "+err.Error())
 		return
 	}
-	s.decodeSlots <- struct{}{}
-	reports, err := DecodeWrite(body, limit)
-	<-s.decodeSlots
+	reports, err := s.decode(r, body)
+	putBody(body)
+	release()
+	if errors.Is(err, errBusy) {
+		s.busy(w)
+		return
+	}
 	if err != nil {
 		var pe *pushError
 		reason, code := "bad_content", http.StatusBadRequest
@@ -71,6 +93,15 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
+		// An agent with its own token speaks only with it: the shared tokens cannot
+		// push its series (docs/DESIGN.md, "Verdicts at the view": a witness is an
+		// agent, and one holder of a shared token must not be all of them).
+		for _, rep := range reports {
+			if s.hard.reserved[rep.Agent] {
+				s.reject(w, http.StatusForbidden, "forbidden", fmt.Sprintf("agent %q has its own token (agent_tokens); only that token can push its series", rep.Agent))
+				return
+			}
+		}
 		names := make([]string, len(reports))
 		for i, rep := range reports {
 			names[i] = rep.Agent
@@ -96,6 +127,124 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// checkPushHeaders refuses what is not a remote_write 1.0 push by its headers
+// (docs/DESIGN.md, "The push contract"). The remote_write 1.0 specification has senders send Content-Encoding: snappy,
+// Content-Type: application/x-protobuf and X-Prometheus-Remote-Write-Version: 0.1.0,
+// and Prometheus, vmagent, the OpenTelemetry collector and exporters/remotewrite.go do.
+// Requiring them is also what keeps web pages out: a page on any origin may POST a
+// "simple" request (a text/plain body, no other header) without asking, but a request
+// with any of these headers needs a CORS preflight, which the view never grants. A
+// request naming its Origin comes from a browser, never from an agent.
+func checkPushHeaders(h http.Header) (code int, reason, msg string) {
+	const want = "a remote_write 1.0 push has Content-Encoding: snappy, Content-Type: application/x-protobuf and X-Prometheus-Remote-Write-Version: 0.1.0"
+	if origin := h.Get("Origin"); origin != "" {
+		return http.StatusForbidden, "forbidden", fmt.Sprintf("pushes from web pages are refused (Origin %q)", origin)
+	}
+	ct := h.Get("Content-Type")
+	if strings.Contains(ct, "io.prometheus.write.v2") {
+		return http.StatusUnsupportedMediaType, "unsupported", "remote_write 2.0 is not supported; send remote_write 1.0 (prometheus.WriteRequest)"
+	}
+	if ce := h.Get("Content-Encoding"); !strings.EqualFold(ce, "snappy") {
+		return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content encoding %q is not supported: %s", ce, want)
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/x-protobuf" || (params["proto"] != "" && params["proto"] != "prometheus.WriteRequest") {
+		return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content type %q is not supported: %s", ct, want)
+	}
+	if v := h.Get("X-Prometheus-Remote-Write-Version"); !strings.HasPrefix(v, "0.1.") {
+		return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("X-Prometheus-Remote-Write-Version %q is not supported: %s", v, want)
+	}
+	return 0, "", ""
+}
+
+// takeBodyMemory takes charge bytes of the bodies' budget (and, for a large body, of
+// the large bodies' share) for r's body; release gives them back.
+func (s *Server) takeBodyMemory(r *http.Request, charge int64) (release func(), err error) {
+	h := s.hard
+	if charge > smallBody {
+		if err := h.large.acquire(r.Context(), charge); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.bodies.acquire(r.Context(), charge); err != nil {
+		if charge > smallBody {
+			h.large.release(charge)
+		}
+		return nil, err
+	}
+	return func() {
+		h.bodies.release(charge)
+		if charge > smallBody {
+			h.large.release(charge)
+		}
+	}, nil
+}
+
+// decode decodes a push within the decoding budget: twice the decoded size the snappy
+// header claims (the buffer, and the reports built from it, which decodeWrite bounds
+// by that size), taken before the buffer is allocated; and in one of the decode slots,
+// which bound the CPU that decoding takes.
+func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
+	n, err := snappyClaim(body, s.decodedLimit())
+	if err != nil {
+		return nil, err
+	}
+	charge := max(2*int64(n), minBodyCharge)
+	if err := s.hard.decoding.acquire(r.Context(), charge); err != nil {
+		return nil, err
+	}
+	defer s.hard.decoding.release(charge)
+	s.decodeSlots <- struct{}{}
+	defer func() { <-s.decodeSlots }()
+	return decodeWrite(body, n)
+}
+
+// decodedLimit is the largest decoded push: max(1 MiB, 16 x max_body_bytes), and no more
+// than a quarter of max_push_memory, as a push is charged twice its decoded size to the
+// decoding half.
+func (s *Server) decodedLimit() int {
+	return int(min(decodedLimit(s.cfg.MaxBodyBytes), s.hard.decoding.size/2))
+}
+
+// bodyPool keeps the buffers of ordinary pushes (up to pooledBody bytes) between requests.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, pooledBody); return &b }}
+
+const pooledBody = 64 << 10
+
+// readBody reads a push's body of at most limit bytes into a buffer of exactly the size
+// the request announces (a pooled one when it is small), or growing up to limit when it
+// announces none.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	var buf []byte
+	switch n := r.ContentLength; {
+	case n >= 0 && n <= pooledBody:
+		buf = (*bodyPool.Get().(*[]byte))[:n]
+	case n >= 0:
+		buf = make([]byte, n)
+	default:
+		return io.ReadAll(rd)
+	}
+	if _, err := io.ReadFull(rd, buf); err != nil {
+		putBody(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+func putBody(b []byte) {
+	if cap(b) == pooledBody {
+		b = b[:0]
+		bodyPool.Put(&b)
+	}
+}
+
+// busy answers a push that found no memory within budgetWait.
+func (s *Server) busy(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	s.reject(w, http.StatusServiceUnavailable, "busy", "the view is busy: max_push_memory is taken by other pushes; retry")
+}
+
 // rateLimited answers 429 with the seconds until the agent may push again.
 func (s *Server) rateLimited(w http.ResponseWriter, agent string, wait time.Duration) {
 	secs := int(math.Ceil(wait.Seconds()))
@@ -106,9 +255,62 @@ func (s *Server) rateLimited(w http.ResponseWriter, agent string, wait time.Dura
 
 func (s *Server) reject(w http.ResponseWriter, code int, reason, msg string) {
 	s.metrics.rejected.WithLabelValues(reason).Inc()
-	s.log.Warn("push rejected", "reason", reason, "error", msg)
+	s.hard.rejects.note(reason, msg)
 	if code == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="edgeprobe view"`)
 	}
 	http.Error(w, msg, code)
+}
+
+// rejectLogEvery is the window of rejectLog.
+const rejectLogEvery = 10 * time.Second
+
+// rejectLog keeps refusals from flooding the diagnostics: the first refusal is logged
+// in full; those that follow within rejectLogEvery are counted by reason, and one line
+// at the end of the window says how many there were, why, and the last one's message.
+// A window with none closes, and the next refusal is logged in full again. The counts
+// by reason are on /metrics too (edgeprobe_view_pushes_rejected_total).
+type rejectLog struct {
+	log   *slog.Logger
+	every time.Duration
+
+	mu     sync.Mutex
+	open   bool
+	counts map[string]int
+	last   string
+}
+
+func newRejectLog(log *slog.Logger) *rejectLog {
+	return &rejectLog{log: log, every: rejectLogEvery, counts: map[string]int{}}
+}
+
+func (l *rejectLog) note(reason, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.open {
+		l.open = true
+		l.log.Warn("request refused", "reason", reason, "error", msg)
+		time.AfterFunc(l.every, l.summary)
+		return
+	}
+	l.counts[reason]++
+	l.last = msg
+}
+
+func (l *rejectLog) summary() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.counts) == 0 {
+		l.open = false
+		return
+	}
+	total := 0
+	var by []string
+	for _, reason := range slices.Sorted(maps.Keys(l.counts)) {
+		total += l.counts[reason]
+		by = append(by, fmt.Sprintf("%s=%d", reason, l.counts[reason]))
+	}
+	l.log.Warn("requests refused", "count", total, "within", l.every.String(), "by_reason", strings.Join(by, " "), "last_error", l.last)
+	clear(l.counts)
+	time.AfterFunc(l.every, l.summary)
 }

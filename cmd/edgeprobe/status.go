@@ -52,7 +52,6 @@ of the verdicts it knows last.`
 
 // Bounds on what the view may send back.
 const (
-	maxTokenBytes   = 64 << 10  // a token is a line
 	maxSitesBytes   = 256 << 20 // /api/v1/sites of 10000 sites with their agents is well below
 	maxEventBytes   = 1 << 20   // one server-sent event
 	eventsIdleLimit = time.Minute
@@ -80,7 +79,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	c := &viewClient{base: strings.TrimRight(*viewURL, "/"), timeout: *timeout}
 	if *tokenFile != "" {
-		data, err := tomlconf.ReadFileLimit(*tokenFile, maxTokenBytes)
+		data, err := tomlconf.ReadFileLimit(*tokenFile, tomlconf.MaxSecretBytes)
 		if err != nil {
 			return usageError(fs, "--token-file: %v", err)
 		}

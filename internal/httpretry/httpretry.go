@@ -74,13 +74,7 @@ func Send(client *http.Client, req *http.Request, maxRetryAfter time.Duration) e
 	shown := netcheck.Redact(req.URL.String())
 	resp, err := client.Do(req)
 	if err != nil {
-		// net/http words the error with the URL (password hidden, query not): keep the
-		// cause alone.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return &Error{Retryable: req.Context().Err() == nil, Err: fmt.Errorf("%s %s: %w", req.Method, shown, err)}
+		return &Error{Retryable: req.Context().Err() == nil, Err: fmt.Errorf("%s %s: %w", req.Method, shown, Cause(err))}
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
@@ -95,6 +89,17 @@ func Send(client *http.Client, req *http.Request, maxRetryAfter time.Duration) e
 		e.RetryAfter = RetryAfter(resp.Header.Get("Retry-After"), time.Now(), maxRetryAfter)
 	}
 	return e
+}
+
+// Cause is err without the URL a *url.Error carries: net/http and net/url word their
+// errors with the URL (password hidden, query values not), which may hold a key; the
+// caller names the URL, redacted.
+func Cause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // Poster POSTs bodies with retries.
@@ -114,7 +119,7 @@ func (p *Poster) Post(ctx context.Context, url string, body []byte, header http.
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
-			return fmt.Errorf("build request to %s: %w", netcheck.Redact(url), err)
+			return fmt.Errorf("build request to %s: %w", netcheck.Redact(url), Cause(err))
 		}
 		for k, v := range header {
 			req.Header[k] = v

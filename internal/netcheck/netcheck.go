@@ -112,6 +112,9 @@ func URL(raw string) string {
 	return ""
 }
 
+// Mask is what Redact puts in place of a secret.
+const Mask = "xxxxx"
+
 // Redact is a URL as it may be shown: the password replaced (url.URL.Redacted) and the
 // query string's values too, which often carry an API key. Text that does not parse as
 // a URL is shown up to its first '?' and without anything before an '@'.
@@ -119,11 +122,11 @@ func Redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		if i := strings.IndexByte(raw, '?'); i >= 0 {
-			raw = raw[:i] + "?xxxxx"
+			raw = raw[:i] + "?" + Mask
 		}
 		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
 			if j := strings.Index(raw, "//"); j >= 0 && j < i {
-				raw = raw[:j+2] + "xxxxx" + raw[i:]
+				raw = raw[:j+2] + Mask + raw[i:]
 			}
 		}
 		return raw
@@ -131,7 +134,7 @@ func Redact(raw string) string {
 	if u.RawQuery != "" {
 		q := u.Query()
 		for k := range q {
-			q[k] = []string{"xxxxx"}
+			q[k] = []string{Mask}
 		}
 		u.RawQuery = q.Encode()
 	}

@@ -27,8 +27,12 @@ import (
 )
 
 // MaxFileBytes bounds what ReadFile reads of a configuration or a file it names (a
-// secret, a key file): a link to /dev/zero must not fill the memory.
+// certificate, a CA bundle): a link to /dev/zero must not fill the memory.
 const MaxFileBytes = 1 << 20
+
+// MaxSecretBytes bounds a file holding a secret: a token, a password or a private key
+// is a few lines.
+const MaxSecretBytes = 64 << 10
 
 // Options tune a Decode.
 type Options struct {

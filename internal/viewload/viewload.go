@@ -90,6 +90,7 @@ type Result struct {
 	Flips                        int             // flips scheduled
 	Verdicts                     int             // flips whose verdict arrived on /api/v1/events
 	Unexpected                   int             // verdict changes no flip asked for
+	UnexpectedSample             []string        // the first few of them, as site: from -> to
 	EventLatency                 []time.Duration // deciding push sent -> verdict on /api/v1/events
 	ResponseLatency              []time.Duration // deciding push sent -> its response
 	PushLatency                  []time.Duration // every periodic push: sent -> response (a sample)
@@ -604,6 +605,9 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				delete(r.pending, ev.Site)
 			} else if r.measuring.Load() && !flipStep(ev.From, ev.To) {
 				r.res.Unexpected++
+				if len(r.res.UnexpectedSample) < 5 {
+					r.res.UnexpectedSample = append(r.res.UnexpectedSample, fmt.Sprintf("%s: %s -> %s", ev.Site, ev.From, ev.To))
+				}
 			}
 			r.mu.Unlock()
 		}

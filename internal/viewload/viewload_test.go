@@ -49,7 +49,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("%d flips, %d verdicts seen: want at least 8 flips and a verdict for each", res.Flips, res.Verdicts)
 	}
 	if res.Unexpected != 0 {
-		t.Errorf("%d verdict changes that no flip asked for", res.Unexpected)
+		t.Errorf("%d verdict changes that no flip asked for, first %q", res.Unexpected, res.UnexpectedSample)
 	}
 	// 100 agents at 1 push/s for 5 s, plus the flips' pushes; allow for a loaded machine.
 	if res.Pushes < 300 {

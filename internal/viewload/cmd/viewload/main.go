@@ -16,12 +16,14 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/viewload"
+	edgeview "github.com/edgeprobe/edgeprobe/view"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -62,6 +64,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		viewArgs := []string{"view", "--listen", addr}
+		// Each simulated agent keeps a connection, as a real one does: beyond the
+		// default max_connections the view needs a config that allows them.
+		if need := cfg.Agents + 16; need > edgeview.DefaultMaxConnections {
+			dir, err := os.MkdirTemp("", "viewload-")
+			if err != nil {
+				fmt.Fprintln(stderr, "viewload:", err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			conf := filepath.Join(dir, "view.toml")
+			if err := os.WriteFile(conf, fmt.Appendf(nil, "max_connections = %d\n", need), 0o600); err != nil {
+				fmt.Fprintln(stderr, "viewload:", err)
+				return 1
+			}
+			viewArgs = append(viewArgs, "--config", conf)
+		}
 		if *cpuProfile != "" {
 			viewArgs = append(viewArgs, "--cpuprofile", *cpuProfile)
 		}
