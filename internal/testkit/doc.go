@@ -20,6 +20,7 @@ package testkit
 type TB interface {
 	Helper()
 	Cleanup(func())
+	Failed() bool
 	Fatalf(format string, args ...any)
 	Skipf(format string, args ...any)
 	Logf(format string, args ...any)
