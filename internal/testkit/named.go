@@ -324,13 +324,18 @@ func (s *Named) Query(name string, qtype uint16) ([]dns.RR, error) {
 	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
 		return nil, fmt.Errorf("query %s %s: %s", name, dns.TypeToString[qtype], dns.RcodeToString[r.Rcode])
 	}
+	return Answer(r, name, qtype), nil
+}
+
+// Answer is the records of type qtype owned by name in r's answer section, in order.
+func Answer(r *dns.Msg, name string, qtype uint16) []dns.RR {
 	var out []dns.RR
 	for _, rr := range r.Answer {
 		if h := rr.Header(); h.Rrtype == qtype && strings.EqualFold(h.Name, name) {
 			out = append(out, rr)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Lookup is the data of name's records of type qtype, sorted: addresses for A and AAAA,
@@ -343,7 +348,8 @@ func (s *Named) Lookup(name string, qtype uint16) ([]string, error) {
 	return RData(rrs), nil
 }
 
-// RData is the data of rrs as Lookup gives it, sorted.
+// RData is the data of rrs as Lookup gives it, sorted: what follows the type in the
+// zone file's text.
 func RData(rrs []dns.RR) []string {
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
