@@ -142,9 +142,13 @@ func StartNamed(tb TB, opts NamedOptions) *Named {
 	}
 	write(s.KeyFile, TSIGKey(s.UpdateKey, TSIGSecret(tb)))
 	write(s.RefusedKeyFile, TSIGKey(s.RefusedKey, TSIGSecret(tb)))
+	records := opts.Records
+	if records != "" && !strings.HasSuffix(records, "\n") {
+		records += "\n" // else named warns that the file does not end with a newline
+	}
 	zoneFile := filepath.Join(dir, "zone.db")
 	write(zoneFile, fmt.Sprintf("$TTL 60\n@ IN SOA ns.%[1]s hostmaster.%[1]s 1 3600 600 86400 5\n@ IN NS ns.%[1]s\nns IN A %[2]s\n%[3]s",
-		s.Zone, addr, opts.Records))
+		s.Zone, addr, records))
 	conf := filepath.Join(dir, "named.conf")
 
 	var lastErr error
