@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -350,11 +349,8 @@ type udpProber struct {
 }
 
 func (s *namedRun) udpProber(name string) (*udpProber, error) {
-	var conn net.Conn
-	if err := s.n.Do(s.from, func() (err error) {
-		conn, err = net.Dial("udp", s.Addr)
-		return err
-	}); err != nil {
+	conn, err := s.Dial("udp")
+	if err != nil {
 		return nil, err
 	}
 	return &udpProber{co: &dns.Conn{Conn: conn}, name: name}, nil
@@ -376,7 +372,7 @@ func (p *udpProber) answer(timeout time.Duration) ([]string, error) {
 			return nil, err
 		}
 		if r.Id == m.Id {
-			return answerA(r, p.name), nil
+			return testkit.RData(testkit.Answer(r, p.name, dns.TypeA)), nil
 		}
 	}
 }

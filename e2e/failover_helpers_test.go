@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/failover"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -57,7 +58,7 @@ type failoverAgent struct {
 // relative to svcZone), holding the primary record.
 func newFailoverNet(t *testing.T, more ...string) *failoverNet {
 	t.Helper()
-	requireNamed(t)
+	testkit.NamedPath(t) // before building a network named cannot serve
 	n, sites := siteNet(t, testnet.Spec{Sites: twoSites.Sites, Edges: threeEdges, Hosts: []string{"view", "dns"}})
 	f := &failoverNet{t: t, n: n, sites: sites, primary: sites[0].Addr.String(), failover: sites[1].Addr.String(), agents: map[string]*failoverAgent{}}
 	records := map[string][]string{"www": {f.primary}}

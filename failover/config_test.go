@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/internal/damp"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
@@ -20,8 +21,8 @@ const testSecret = "sMcguyyzMSnhe9+kvSj0FnwZ1V9jsmwqYwTDC9po1dI="
 func configDir(t *testing.T) string {
 	dir := t.TempDir()
 	files := map[string]string{
-		"tsig.key": keyFileText("edgeprobe", testSecret),
-		"two.key":  keyFileText("a", testSecret) + keyFileText("b", testSecret),
+		"tsig.key": testkit.TSIGKey("edgeprobe", testSecret),
+		"two.key":  testkit.TSIGKey("a", testSecret) + testkit.TSIGKey("b", testSecret),
 		"md5.key":  "# old\nkey \"k\" {\n\talgorithm hmac-md5;\n\tsecret \"" + testSecret + "\";\n};\n",
 	}
 	for name, text := range files {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // TestFailoverUpdatesRecord: a lost site's RRset is rewritten on the server, the audit
@@ -174,15 +176,15 @@ func TestConflict(t *testing.T) {
 func TestRefusedRetried(t *testing.T) {
 	srv := startNamed(t)
 	wrongSecret := filepath.Join(t.TempDir(), "wrong.key")
-	os.WriteFile(wrongSecret, []byte(keyFileText("edgeprobe", newSecret(t))), 0o600)
+	os.WriteFile(wrongSecret, []byte(testkit.TSIGKey(srv.UpdateKey, testkit.TSIGSecret(t))), 0o600)
 	unknownKey := filepath.Join(t.TempDir(), "unknown.key")
-	os.WriteFile(unknownKey, []byte(keyFileText("stranger", newSecret(t))), 0o600)
+	os.WriteFile(unknownKey, []byte(testkit.TSIGKey("stranger", testkit.TSIGSecret(t))), 0o600)
 	for _, tt := range []struct {
 		name, keyFile, rcode string
 	}{
 		{"wrong secret", wrongSecret, "BADSIG"},
 		{"unknown key", unknownKey, "BADKEY"},
-		{"key granted nothing", srv.ROKeyFile, "REFUSED"},
+		{"key granted nothing", srv.RefusedKeyFile, "REFUSED"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := mustParse(t, fastRetries+"max_attempts = 3\n"+dnsAction(srv, "dca", testName1, primary1, failover1, tt.keyFile, ""))
@@ -219,18 +221,13 @@ func TestRefusedRetried(t *testing.T) {
 // verdict changing (the site back for recover_for) ends the retries.
 func TestTimeoutRetried(t *testing.T) {
 	srv := startNamed(t) // for the key file only
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A UDP socket that reads and never answers.
-	silent := listenSilent(t, port)
-	_ = silent
+	silent := listenSilent(t, testkit.FreePort(t, "udp"))
 	cfg := mustParse(t, fastRetries+strings.Replace(dnsAction(srv, "dca", testName1, primary1, failover1, srv.KeyFile,
 		`transport = "udp"
 failback = "auto"
 recover_for = "1s"`), `timeout = "2s"`, `timeout = "100ms"`, 1))
-	cfg.DNS[0].Server = "127.0.0.1:" + itoa(port)
+	cfg.DNS[0].Server = silent.LocalAddr().String()
 	c, alerts := newController(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -260,7 +257,7 @@ recover_for = "1s"`), `timeout = "2s"`, `timeout = "100ms"`, 1))
 func TestTestActions(t *testing.T) {
 	srv := startNamed(t)
 	cfg := mustParse(t, fastRetries+dnsAction(srv, "dca", testName1, primary1, failover1, srv.KeyFile, "")+
-		dnsAction(srv, "dcb", testName2, primary2, failover2, srv.ROKeyFile, ""))
+		dnsAction(srv, "dcb", testName2, primary2, failover2, srv.RefusedKeyFile, ""))
 	before := srv.serial(t)
 	res, err := cfg.TestActions(context.Background())
 	if err == nil || len(res) != 2 {
@@ -368,15 +365,4 @@ func reportPercentiles(b *testing.B, took []time.Duration) {
 	at := func(q float64) float64 { return float64(took[int(q*float64(len(took)-1))]) / 1e6 }
 	b.ReportMetric(at(0.5), "p50-ms")
 	b.ReportMetric(at(0.99), "p99-ms")
-}
-
-func (s *namedServer) ttl(tb testing.TB, name string) uint32 {
-	tb.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	r, _, err := (&dns.Client{Net: "tcp", Timeout: 2 * time.Second}).Exchange(m, s.Addr)
-	if err != nil || len(r.Answer) == 0 {
-		tb.Fatalf("query %s: %v", name, err)
-	}
-	return r.Answer[0].Header().Ttl
 }

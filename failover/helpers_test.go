@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -172,9 +171,9 @@ func auditFile(tb testing.TB, dir string) []Record {
 }
 
 // listenSilent holds a UDP port that reads and never answers: a server that is gone.
-func listenSilent(tb testing.TB, port int) net.PacketConn {
+func listenSilent(tb testing.TB, addr string) net.PacketConn {
 	tb.Helper()
-	pc, err := net.ListenPacket("udp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	pc, err := net.ListenPacket("udp4", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -189,8 +188,6 @@ func listenSilent(tb testing.TB, port int) net.PacketConn {
 	}()
 	return pc
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // gather scrapes the controller's collector: "name{label="v",...}" -> value.
 func gather(tb testing.TB, c *Controller) map[string]float64 {

@@ -1,8 +1,9 @@
 // Package testkit is the test support that the tests of several packages need alike: a
 // throwaway CA and its certificates, the skip policy (skip with a clear message on a
 // developer's machine, fail when CI is set), a /proc reader for a process's CPU time,
-// memory and open files, medians and percentiles, a client of server-sent events, and
-// starting a child process that dies with the test. Each of these was once copied into
+// memory and open files, medians and percentiles, a client of server-sent events,
+// starting a child process that dies with the test, and a BIND (named) test server
+// holding the TSIG keys of the failover tests. Each of these was once copied into
 // the tests of every package that used it, and the copies drifted (one median returned
 // the upper of the two middle values, one skip forgot CI); docs/DESIGN.md's "one rule,
 // one place" holds for tests too.
@@ -20,6 +21,7 @@ package testkit
 type TB interface {
 	Helper()
 	Cleanup(func())
+	Failed() bool
 	Fatalf(format string, args ...any)
 	Skipf(format string, args ...any)
 	Logf(format string, args ...any)

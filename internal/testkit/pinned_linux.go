@@ -43,3 +43,6 @@ func StartPinned(cmd *exec.Cmd) (<-chan error, error) {
 	}
 	return exited, nil
 }
+
+// startChild starts a server a test needs, to die with the test process: StartPinned.
+func startChild(cmd *exec.Cmd) (<-chan error, error) { return StartPinned(cmd) }
