@@ -12,7 +12,8 @@ const Mask = netcheck.Mask
 
 // Masked is a copy of c for printing (edgeprobe check): the secrets a config can hold
 // inline are replaced by Mask, namely the passwords and query values of URLs
-// (netcheck.Redact) and the values of request headers, which often carry tokens. Secrets
+// (netcheck.Redact), the values of request headers, which often carry tokens, and HTTP
+// probes' request bodies. Secrets
 // kept in files are named by their paths only and need nothing. The agent runs with c
 // itself; c is not changed. Masked reports whether anything was masked.
 func (c *Config) Masked() (*Config, bool) {
@@ -41,6 +42,11 @@ func (c *Config) Masked() (*Config, bool) {
 		for i := range ts.HTTP {
 			ts.HTTP[i].URL = url(ts.HTTP[i].URL)
 			ts.HTTP[i].Headers = headers(ts.HTTP[i].Headers)
+			// A request body (a login form, a JSON query) may carry a credential as
+			// surely as a header does.
+			if ts.HTTP[i].Body != "" {
+				ts.HTTP[i].Body, masked = Mask, true
+			}
 		}
 		return ts
 	}

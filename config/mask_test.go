@@ -17,6 +17,8 @@ name = "s"
   [[site.http]]
   url = "https://probe:hunter2@198.51.100.7/health?api_key=k3y&x=1"
   headers = { Authorization = "Bearer t0ken" }
+  method = "POST"
+  body = "user=probe&password=pa55"
 [[exporters.remote_write]]
 url = "https://edge:s3cret@203.0.113.9/api/v1/write"
 headers = { "X-Scope-OrgID" = "tenant-1" }
@@ -29,18 +31,18 @@ headers = { "X-Scope-OrgID" = "tenant-1" }
 	if err := cfg.WriteEffective(&out); err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{"hunter2", "k3y", "t0ken", "s3cret", "tenant-1"} {
+	for _, secret := range []string{"hunter2", "k3y", "t0ken", "s3cret", "tenant-1", "pa55"} {
 		if strings.Contains(out.String(), secret) {
 			t.Errorf("effective config shows %q:\n%s", secret, out.String())
 		}
 	}
 	for _, want := range []string{"# Secrets are masked as xxxxx", "https://probe:xxxxx@198.51.100.7/health?api_key=xxxxx&x=xxxxx",
-		"https://edge:xxxxx@203.0.113.9/api/v1/write", `Authorization = "xxxxx"`} {
+		"https://edge:xxxxx@203.0.113.9/api/v1/write", `Authorization = "xxxxx"`, `body = "xxxxx"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("effective config lacks %q:\n%s", want, out.String())
 		}
 	}
-	if h := cfg.Sites[0].HTTP[0]; h.URL != "https://probe:hunter2@198.51.100.7/health?api_key=k3y&x=1" || h.Headers["Authorization"] != "Bearer t0ken" {
+	if h := cfg.Sites[0].HTTP[0]; h.URL != "https://probe:hunter2@198.51.100.7/health?api_key=k3y&x=1" || h.Headers["Authorization"] != "Bearer t0ken" || h.Body != "user=probe&password=pa55" {
 		t.Errorf("masking changed the config the agent runs with: %+v", h)
 	}
 	if rw := cfg.Exporters.RemoteWrite[0]; rw.URL != "https://edge:s3cret@203.0.113.9/api/v1/write" || rw.Headers["X-Scope-OrgID"] != "tenant-1" {
