@@ -194,6 +194,12 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 		{"unknown key inside an unknown table is reported once", site + "[extra]\n[extra.deeper]\nx = 1\n", []string{
 			`line 5: extra: unknown key; allowed here: include, agent, site, control, exporters`,
 		}},
+		{"names too long", "[agent]\nname = \"" + strings.Repeat("e", 257) + "\"\n[[site]]\nname = \"" + strings.Repeat("s", 257) +
+			"\"\n[[site.http]]\nurl = \"http://198.51.100.13/" + strings.Repeat("p", 250) + "\"\n", []string{
+			`line 2: agent.name: 257 bytes long; allowed: at most 256`,
+			`line 4: site[0].name: 257 bytes long; allowed: at most 256`,
+			`line 5: site[0].http[0].name: 276 bytes long (the name defaults to the address or URL); allowed: at most 256: set a shorter name = "..."`,
+		}},
 		{"site written as a table", "[site]\nname = \"a\"\n", []string{
 			`line 1: site: must be an array, not a table`,
 		}},

@@ -97,6 +97,8 @@ func (l *loader) agent(a *AgentConfig) {
 		a.Name = host
 	case !nameChars.MatchString(a.Name):
 		l.Errf("agent.name", "%q has characters outside %s", a.Name, nameRule)
+	case len(a.Name) > contract.MaxNameBytes:
+		l.Errf("agent.name", "%d bytes long; allowed: at most %d", len(a.Name), contract.MaxNameBytes)
 	}
 	a.Interval.Duration = a.Interval.Or(DefaultInterval)
 	if !a.Timeout.isSet() {
@@ -144,6 +146,8 @@ func (l *loader) site(s *SiteConfig, path string, a *AgentConfig, seen map[strin
 		l.Errf(path+".name", "missing; every site needs a name of %s", nameRule)
 	case !nameChars.MatchString(s.Name):
 		l.Errf(path+".name", "%q has characters outside %s", s.Name, nameRule)
+	case len(s.Name) > contract.MaxNameBytes:
+		l.Errf(path+".name", "%d bytes long; allowed: at most %d", len(s.Name), contract.MaxNameBytes)
 	case dup && first.file == l.File():
 		l.Errf(path+".name", "%q is already the name of %s; site names must be unique", s.Name, first.path)
 	case dup:
@@ -216,6 +220,9 @@ func (l *loader) targetOptions(path string, o *TargetOptions, s spec, a *AgentCo
 		o.Name = defaultTargetName(s)
 	case strings.TrimSpace(o.Name) != o.Name || strings.IndexFunc(o.Name, unicode.IsControl) >= 0:
 		l.Errf(path+".name", "%q has leading or trailing blanks or control characters", o.Name)
+	}
+	if len(o.Name) > contract.MaxNameBytes {
+		l.Errf(path+".name", "%d bytes long (the name defaults to the address or URL); allowed: at most %d: set a shorter name = \"...\"", len(o.Name), contract.MaxNameBytes)
 	}
 	if first, dup := names[o.Name]; dup {
 		l.Errf(path+".name", "%q is already the name of %s; target names must be unique within a site (set name = \"...\")",

@@ -120,6 +120,11 @@ const (
 	LabelState  = "state"
 )
 
+// MaxNameBytes bounds an agent's, a site's and a target's name: the agent's config
+// refuses a longer one, and the view a push that carries one, so that what the view
+// keeps per report is bounded however the names are chosen.
+const MaxNameBytes = 256
+
 // Site states as one agent sees a site: the values of MetricSiteState's state label.
 const (
 	SiteUp       = "up"       // every target up (suspect counts as up)

@@ -36,6 +36,12 @@ const (
 	// view/README.md, "Hostile input", adds up what they bound.
 	DefaultMaxConnections = 1024
 	DefaultMaxPushMemory  = 64 << 20
+	// What the engine keeps: twice the 10,000 agents that make bench-view-load measures,
+	// as many sites, and a million reports (10,000 agents x 20 sites x 2 targets is
+	// 600,000), about 100 MiB at the heap per report that BenchmarkTargetMemory measures.
+	DefaultMaxAgents  = 20000
+	DefaultMaxSites   = 20000
+	DefaultMaxReports = 1000000
 	// SoftMemoryLimit is the Go runtime's soft memory limit that `edgeprobe view` sets
 	// unless GOMEMLIMIT says otherwise: what the limits above let the view hold is live
 	// memory, and without a limit the collector lets the heap grow to twice the live
@@ -124,6 +130,11 @@ type Config struct {
 	// being read and decoded may hold at once (guard.go).
 	MaxConnections int   `toml:"max_connections"`
 	MaxPushMemory  int64 `toml:"max_push_memory"`
+	// MaxAgents, MaxSites and MaxReports bound what the engine keeps (Engine.Fits): a
+	// push beyond them gets 507, until forget_after frees room.
+	MaxAgents  int `toml:"max_agents"`
+	MaxSites   int `toml:"max_sites"`
+	MaxReports int `toml:"max_reports"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -326,6 +337,15 @@ func (c *Config) Defaults() {
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
 	}
+	if c.MaxAgents == 0 {
+		c.MaxAgents = DefaultMaxAgents
+	}
+	if c.MaxSites == 0 {
+		c.MaxSites = DefaultMaxSites
+	}
+	if c.MaxReports == 0 {
+		c.MaxReports = DefaultMaxReports
+	}
 	if c.MaxPushMemory == 0 {
 		c.MaxPushMemory = DefaultMaxPushMemory
 	}
@@ -444,6 +464,14 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	}
 	if c.MaxEventClientsPerClient < 1 {
 		bad("max_event_clients_per_client", "%d is too small; allowed: 1 or more", c.MaxEventClientsPerClient)
+	}
+	for _, l := range []struct {
+		key      string
+		n, least int
+	}{{"max_agents", c.MaxAgents, 2}, {"max_sites", c.MaxSites, 1}, {"max_reports", c.MaxReports, 1}} {
+		if l.n < l.least {
+			bad(l.key, "%d is too small; allowed: %d or more", l.n, l.least)
+		}
 	}
 	if c.MaxUpFraction < 0 || c.MaxUpFraction >= 1 || math.IsNaN(c.MaxUpFraction) {
 		bad("max_up_fraction", "%v is out of range; allowed: from 0 (any witness that sees the site up makes it partitioned) to below 1", c.MaxUpFraction)

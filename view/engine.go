@@ -2,6 +2,7 @@ package view
 
 import (
 	"container/heap"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -159,8 +160,12 @@ type Engine struct {
 	staleAfter    time.Duration // 0: from each agent's push interval
 	maxSampleAge  time.Duration
 	forgetAfter   time.Duration // 0: never
+	// The most agents, sites and reports (one per agent and site it reports, and per
+	// agent and target) the engine keeps; Fits refuses a push beyond them.
+	maxAgents, maxSites, maxReports int
 
 	mu      sync.Mutex
+	reports int // the sum over agents of len(sites) + len(targets)
 	agents  map[string]*agentRecord
 	sites   map[string]*siteRecord
 	expiry  expiryHeap    // fresh agents by deadline
@@ -177,6 +182,9 @@ func NewEngine(cfg *Config) *Engine {
 		staleAfter:    cfg.StaleAfter.Duration,
 		maxSampleAge:  cfg.MaxSampleAge.Duration,
 		forgetAfter:   cfg.ForgetAfter.Duration,
+		maxAgents:     cfg.MaxAgents,
+		maxSites:      cfg.MaxSites,
+		maxReports:    cfg.MaxReports,
 		agents:        map[string]*agentRecord{},
 		sites:         map[string]*siteRecord{},
 		counts:        map[string]int{},
@@ -274,6 +282,7 @@ func (e *Engine) relist(a *agentRecord, oldDomain string, sites map[string]SiteR
 			e.know(e.sites[name], a, a.domain, 1)
 		}
 	}
+	e.reports += len(sites) - len(a.sites)
 	a.sites = sites
 }
 
@@ -309,6 +318,61 @@ func (e *Engine) domainOf(name string, labels map[string]string) (string, bool) 
 		return v, true
 	}
 	return "\x00" + name, false
+}
+
+// ErrFull is a push that would take the engine past max_agents, max_sites or
+// max_reports: what it keeps is bounded however many names senders invent, and forget_after
+// frees the room of agents that went away.
+type ErrFull struct{ Limit, What string }
+
+func (e *ErrFull) Error() string { return e.What + " (" + e.Limit + ")" }
+
+// Fits says whether Apply may take reports without going past the engine's bounds: nil,
+// or an *ErrFull naming the bound. Reports of agents already kept fit as long as the
+// reports they bring in all fit. The caller holds the lock that serialises Apply (only
+// Apply adds), so that what fits still fits when Apply runs.
+func (e *Engine) Fits(reports []AgentReport) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	agents, sites, delta := 0, 0, 0
+	var seen map[string]bool
+	for _, r := range reports {
+		a := e.agents[r.Agent]
+		if a == nil {
+			agents++
+		}
+		if r.Sites != nil {
+			delta += len(r.Sites)
+			if a != nil {
+				delta -= len(a.sites)
+			}
+			for name := range r.Sites {
+				if e.sites[name] != nil || seen[name] {
+					continue
+				}
+				if seen == nil {
+					seen = map[string]bool{}
+				}
+				seen[name] = true
+				sites++
+			}
+		}
+		if r.Sites != nil || r.Targets != nil {
+			delta += len(r.Targets)
+			if a != nil {
+				delta -= len(a.targets)
+			}
+		}
+	}
+	switch {
+	case e.maxAgents > 0 && agents > 0 && len(e.agents)+agents > e.maxAgents:
+		return &ErrFull{"max_agents", fmt.Sprintf("the view keeps %d agents, and %d more would pass max_agents %d", len(e.agents), agents, e.maxAgents)}
+	case e.maxSites > 0 && sites > 0 && len(e.sites)+sites > e.maxSites:
+		return &ErrFull{"max_sites", fmt.Sprintf("the view keeps %d sites, and %d more would pass max_sites %d", len(e.sites), sites, e.maxSites)}
+	case e.maxReports > 0 && delta > 0 && e.reports+delta > e.maxReports:
+		return &ErrFull{"max_reports", fmt.Sprintf("the view keeps %d site and target reports, and %d more would pass max_reports %d", e.reports, delta, e.maxReports)}
+	}
+	return nil
 }
 
 // Apply records reports that arrived at now and returns the verdicts that changed.
@@ -357,6 +421,7 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			e.relist(a, oldDomain, a.sites)
 		}
 		if r.Sites != nil || r.Targets != nil {
+			e.reports += len(r.Targets) - len(a.targets)
 			a.targets = r.Targets
 		}
 		for name := range a.sites {
@@ -415,6 +480,7 @@ func (e *Engine) Forget(now time.Time) []Change {
 		for site := range a.sites {
 			e.know(e.sites[site], a, a.domain, -1)
 		}
+		e.reports -= len(a.sites) + len(a.targets)
 		delete(e.agents, name)
 	}
 	changes := e.evaluate(now)

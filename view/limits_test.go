@@ -344,3 +344,20 @@ func TestForgedLostRefused(t *testing.T) {
 	}
 	wantMetric(t, metricsText(t, base), `edgeprobe_view_pushes_rejected_total{reason="forbidden"} 2`)
 }
+
+// TestPushBeyondBounds: a push that would take the view past max_agents gets 507, is
+// counted and logged with the bound's name, and changes no verdict.
+func TestPushBeyondBounds(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxAgents = 2
+	base, _ := startView(t, cfg)
+	pushSite(t, base, "down", "a", "b")
+	code, _, msg := postWriteResp(t, base, "", encodePushes(t, agentPush{agent: "c", sites: map[string]string{"pangyo": "up"}}))
+	if code != http.StatusInsufficientStorage || !strings.Contains(msg, "max_agents 2") {
+		t.Fatalf("push of a third agent: %d %q, want 507 naming max_agents 2", code, msg)
+	}
+	wantMetric(t, metricsText(t, base), `edgeprobe_view_pushes_rejected_total{reason="full"} 1`)
+	if s := getSites(t, base).Sites; len(s) != 1 || len(s[0].Agents) != 2 || s[0].State != VerdictLost {
+		t.Errorf("sites %+v: want pangyo lost from a and b alone", s)
+	}
+}

@@ -16,7 +16,7 @@ type viewMetrics struct {
 	notifications *prometheus.CounterVec
 }
 
-var rejectReasons = []string{"unauthorized", "forbidden", "unsupported", "too_large", "read", "bad_snappy", "bad_protobuf", "no_agent", "bad_content", "rate_limited", "host", "busy"}
+var rejectReasons = []string{"unauthorized", "forbidden", "unsupported", "too_large", "read", "bad_snappy", "bad_protobuf", "no_agent", "bad_content", "rate_limited", "host", "busy", "full"}
 
 func newViewMetrics(s *Server) *viewMetrics {
 	m := &viewMetrics{

@@ -267,6 +267,10 @@ func (d *pushDecoder) series(i int, b []byte) error {
 	if d.err != nil {
 		return nil // the push is refused already; only the protobuf's own errors still count
 	}
+	if len(agent) > contract.MaxNameBytes || len(site) > contract.MaxNameBytes {
+		d.err = rejectf("bad_content", "series %s names an agent or site of more than %d bytes", name, contract.MaxNameBytes)
+		return nil
+	}
 	d.err = d.apply(i, name, agent, site, state, samples, latest.value, latest.ts)
 	return nil
 }

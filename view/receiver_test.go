@@ -67,6 +67,13 @@ func TestDecodeWrite(t *testing.T) {
 		{"site series without site", func(t *testing.T) []byte {
 			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "agent", "a", "state", "up"))
 		}, "bad_content", "has no site label"},
+		{"site name too long", func(t *testing.T) []byte {
+			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "agent", "a", "site", strings.Repeat("p", contract.MaxNameBytes+1), "state", "up"))
+		}, "bad_content", "of more than 256 bytes"},
+		{"target name too long", func(t *testing.T) []byte {
+			return encodeWrite(t, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "up"),
+				series(contract.MetricTargetUp, 1, at, "agent", "a", "site", "p", "target", strings.Repeat("t", contract.MaxNameBytes+1), "kind", "icmp"))
+		}, "bad_content", "names a target of more than 256 bytes"},
 		{"expands beyond the limit", func(t *testing.T) []byte {
 			return snappy.Encode(nil, make([]byte, 2<<20))
 		}, "too_large", "more than the limit"},

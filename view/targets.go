@@ -73,6 +73,9 @@ func (p *agentInProgress) target(labels [][2][]byte, metric string, site []byte,
 	if len(site) == 0 || len(name) == 0 || math.IsNaN(v) {
 		return nil
 	}
+	if len(name) > contract.MaxNameBytes {
+		return rejectf("bad_content", "agent %q names a target of more than %d bytes at site %q", agent, contract.MaxNameBytes, site)
+	}
 	t, err := p.targetEntry(site, name, agent)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -140,5 +141,67 @@ func TestSampleTimeBounds(t *testing.T) {
 	}
 	if s := e.Sites(t0)[0]; s.State != VerdictUp || len(s.Agents) != 1 {
 		t.Fatalf("site %+v: want up on d's word alone", s)
+	}
+}
+
+// TestEngineBounds: the engine keeps at most max_agents agents, max_sites sites and
+// max_reports site and target reports. A push past one is refused whole, naming the
+// bound; agents already kept go on pushing what they pushed; forget_after frees room.
+func TestEngineBounds(t *testing.T) {
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}, MaxUpFraction: DefaultMaxUpFraction,
+		ForgetAfter: Duration{Duration: 10 * time.Minute}, MaxAgents: 3, MaxSites: 4, MaxReports: 7})
+	up := func(sites ...string) map[string]string {
+		m := map[string]string{}
+		for _, s := range sites {
+			m[s] = "up"
+		}
+		return m
+	}
+	apply := func(at time.Time, rs ...AgentReport) error {
+		t.Helper()
+		for i := range rs {
+			rs[i].SampleTime = at
+		}
+		if err := e.Fits(rs); err != nil {
+			return err
+		}
+		e.Apply(rs, at)
+		return nil
+	}
+	wantFull := func(err error, limit string) {
+		t.Helper()
+		var full *ErrFull
+		if !errors.As(err, &full) || full.Limit != limit {
+			t.Fatalf("err %v, want one naming %s", err, limit)
+		}
+	}
+	if err := apply(t0, report("a", false, up("s1", "s2")), report("b", false, up("s1", "s2")), report("c", false, up("s1"))); err != nil {
+		t.Fatal(err)
+	}
+	// Five reports kept; a fourth agent is one too many, and nothing of its push is kept.
+	wantFull(apply(t0, report("d", false, up("s1"))), "max_agents")
+	// Two new sites in one push (and repeated by a second agent) pass max_sites 4 with s1
+	// and s2 kept only once each.
+	wantFull(apply(t0, report("a", false, up("s1", "s3", "s4", "s5"))), "max_sites")
+	// c reporting s1..s4 brings three reports more: 8 > 7.
+	wantFull(apply(t0, report("c", false, up("s1", "s2", "s3", "s4"))), "max_reports")
+	if got := len(e.Sites(t0)); got != 2 {
+		t.Fatalf("%d sites after refused pushes, want the 2 applied", got)
+	}
+	// What is kept may go on: the same pushes again, and a swap of one site for another.
+	if err := apply(t0.Add(time.Second), report("a", false, up("s1", "s2")), report("c", false, up("s2"))); err != nil {
+		t.Fatalf("pushes of kept agents: %v", err)
+	}
+	// Once a and b are forgotten, d fits.
+	later := t0.Add(11 * time.Minute)
+	if err := apply(later.Add(-time.Minute), report("c", false, up("s1"))); err != nil {
+		t.Fatal(err)
+	}
+	e.Forget(later)
+	if err := apply(later, report("d", false, up("s1", "s2", "s3"))); err != nil {
+		t.Fatalf("after forget_after: %v", err)
+	}
+	if e.reports != 4 {
+		t.Errorf("%d reports counted, want 4 (c: s1; d: s1, s2, s3)", e.reports)
 	}
 }

@@ -116,6 +116,13 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.applyMu.Lock()
+	if err := s.engine.Fits(reports); err != nil {
+		s.applyMu.Unlock()
+		// 507: a sender retries a 5xx, and room comes back as forget_after drops the
+		// agents that went away.
+		s.reject(w, http.StatusInsufficientStorage, "full", err.Error())
+		return
+	}
 	changes, ignored := s.engine.Apply(reports, time.Now())
 	s.publish(changes)
 	s.applyMu.Unlock()
