@@ -74,7 +74,9 @@ func Send(client *http.Client, req *http.Request, maxRetryAfter time.Duration) e
 	shown := netcheck.Redact(req.URL.String())
 	resp, err := client.Do(req)
 	if err != nil {
-		return &Error{Retryable: req.Context().Err() == nil, Err: fmt.Errorf("%s %s: %w", req.Method, shown, Cause(err))}
+		// A transport error, a timeout of this attempt included, may pass when sent
+		// again; a caller whose own context ended stops on that, not on this.
+		return &Error{Retryable: true, Err: fmt.Errorf("%s %s: %w", req.Method, shown, Cause(err))}
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))

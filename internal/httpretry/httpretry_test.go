@@ -90,3 +90,21 @@ func TestSendRedactsURL(t *testing.T) {
 		t.Fatalf("transport error %v: want retryable and without secrets", err)
 	}
 }
+
+// A receiver that takes the connection and never answers: the attempt's own deadline
+// ends it, and the batch is worth sending again (remote_write keeps it queued).
+func TestSendTimeoutIsRetryable(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, nil)
+	err := Send(srv.Client(), req, time.Second)
+	if e, ok := err.(*Error); !ok || !e.Retryable || e.Status != 0 {
+		t.Fatalf("Send to a receiver that never answers = %#v, want a retryable transport error", err)
+	}
+}
