@@ -20,6 +20,10 @@ const (
 	// MetricAgentIsolated is 1 while the agent sees every site down at once or its
 	// control targets fail: its own uplink is the likely cause.
 	MetricAgentIsolated = "edgeprobe_agent_isolated"
+	// MetricAgentImpaired is 1 while the agent is too late, for too long, to judge its own
+	// probes' timeouts (docs/DESIGN.md, "Lateness"): its reports are not to be trusted as
+	// a witness's.
+	MetricAgentImpaired = "edgeprobe_agent_impaired"
 	// MetricPushInterval is the agent's push interval in seconds: a receiver's measure of
 	// when the agent is overdue.
 	MetricPushInterval = "edgeprobe_push_interval_seconds"

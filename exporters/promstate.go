@@ -79,6 +79,9 @@ type promTargetState struct {
 type promState struct {
 	mu       sync.Mutex
 	isolated bool
+	impaired bool
+	// lateness is the agent's last lateness report (/metrics only; nil until the first).
+	lateness *agent.LatenessReport
 	sites    map[string]*promSiteState
 	targets  map[promTargetKey]*promTargetState
 	// The same, in export order (sites by name; targets by site, then name), kept sorted
@@ -104,6 +107,17 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 	case ev.Type == agent.EventAgent:
 		s.isolated = ev.To == agent.AgentIsolated
 		return true, nil
+	case ev.Type == agent.EventImpaired:
+		s.impaired = ev.To == agent.AgentImpaired
+		return true, nil
+	case ev.Type == agent.EventLateness:
+		if s.pageLabels != nil && ev.Lateness != nil {
+			if s.lateness == nil {
+				s.lateness = new(agent.LatenessReport)
+			}
+			*s.lateness = *ev.Lateness
+		}
+		return false, nil
 	case ev.Type == agent.EventSite:
 		site := s.site(ev.Site)
 		site.state, site.since, site.detect = ev.To, ev.Time, ev.Detect
@@ -135,7 +149,7 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		if t.cur == nil || ev.Kind != "" && ev.Kind != t.cur.kind {
 			t.cur = t.seriesSet(ev.Kind, s.pageLabels)
 		}
-		if ev.Type == agent.EventProbe {
+		if ev.Type == agent.EventProbe && !ev.Inconclusive {
 			t.cur.observe(ev.Result)
 		}
 	}
@@ -144,6 +158,10 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		t.state = ev.To
 		return true, t
 	case agent.EventProbe:
+		if ev.Inconclusive {
+			// Neither outcome is known: the last conclusive probe stands.
+			return false, t
+		}
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
 	}
 	return false, t

@@ -27,7 +27,7 @@ type snapEncoder struct {
 	agentName string
 	extra     []labelPair
 
-	isolated, pushInterval []byte // the agent-wide series' labels
+	isolated, impaired, pushInterval []byte // the agent-wide series' labels
 
 	series     []snapSeries // this snapshot's series, reused
 	raw        []byte       // the WriteRequest, reused
@@ -54,6 +54,7 @@ type targetLabels struct {
 func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
 	e := &snapEncoder{agentName: agentName, extra: extra}
 	e.isolated = e.labels(contract.MetricAgentIsolated)
+	e.impaired = e.labels(contract.MetricAgentImpaired)
 	e.pushInterval = e.labels(contract.MetricPushInterval)
 	return e
 }
@@ -110,6 +111,7 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 	defer s.mu.Unlock()
 	out := append(e.series[:0],
 		snapSeries{e.isolated, boolValue(s.isolated)},
+		snapSeries{e.impaired, boolValue(s.impaired)},
 		snapSeries{e.pushInterval, pushInterval})
 	for _, site := range s.siteList {
 		if site.enc == nil {
