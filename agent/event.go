@@ -24,9 +24,9 @@ const (
 	// it is, or no longer is, too late to judge timeouts (see selfCheck). Detect is the
 	// time it was late within the window that decided it.
 	EventImpaired
-	// EventLateness: the agent's lateness histograms and inconclusive count (Lateness),
-	// about once a second while the agent runs.
-	EventLateness
+	// EventScheduler: the scheduler's own figures (Scheduler): lateness histograms,
+	// inconclusive probes, worker goroutines; about once a second while it runs.
+	EventScheduler
 )
 
 // Target states.
@@ -74,9 +74,9 @@ type Event struct {
 	// Inconclusive marks an EventProbe failure the agent was too late to judge: it
 	// changed no state (docs/DESIGN.md, "Lateness").
 	Inconclusive bool
-	// Lateness is set for EventLateness: totals since the agent started. It is the
-	// agent's own: read it within Handle, do not keep it.
-	Lateness *LatenessReport
+	// Scheduler is set for EventScheduler. It is the agent's own: read it within
+	// Handle, do not keep it.
+	Scheduler *SchedulerReport
 }
 
 // Sink receives events. Handle is called from the agent's Run goroutine alone, one event

@@ -74,12 +74,16 @@ func (h *LatenessHistogram) observe(d time.Duration) {
 	}
 }
 
-// LatenessReport is what EventLateness carries: the agent's lateness histograms and its
-// inconclusive probes, since it started.
-type LatenessReport struct {
+// SchedulerReport is what EventScheduler carries: the agent's lateness histograms and its
+// inconclusive probes since it started, and its probe workers now.
+type SchedulerReport struct {
 	Histograms [NumLatenessEvents]LatenessHistogram
 	// Inconclusive counts failed probes the agent was too late to judge.
 	Inconclusive uint64
+	// Workers is how many worker goroutines run blocking probes, busy or idle (see
+	// workers): at most the number of blocking targets, since a target never has two
+	// probes in flight; the rest of the agent's goroutines are fixed.
+	Workers int
 }
 
 // Thresholds of the impaired state. The agent turns impaired when its wake-ups were late
@@ -95,7 +99,7 @@ const (
 	impairedOn      = 0.10
 	impairedSeconds = 3
 	impairedOff     = 0.02
-	// latenessSecond is the resolution of that window, and how often EventLateness goes
+	// latenessSecond is the resolution of that window, and how often EventScheduler goes
 	// out while there are samples.
 	latenessSecond = time.Second
 )
@@ -113,8 +117,8 @@ type selfCheck struct {
 	// allowance is the lateness beyond which the agent distrusts its own timeouts; zero
 	// turns the guard off (every timeout counts, never impaired).
 	allowance time.Duration
-	report    LatenessReport
-	dirty     bool // report changed since the last EventLateness
+	report    SchedulerReport
+	dirty     bool // report changed since the last EventScheduler
 
 	stalls [stallRing]stall
 	nstall int // stalls recorded so far; the newest is at (nstall-1) % stallRing

@@ -191,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			inFlight--
 			a.finish(s, h, res)
 		}
-		a.selfTick(s, handled)
+		a.selfTick(s, handled, pool)
 		select {
 		case r := <-a.reloads:
 			old := s
@@ -282,12 +282,15 @@ func (a *Agent) measure(res result, handled time.Time) {
 	}
 }
 
-// selfTick moves the self-check's window on and tells the sinks about the agent's
-// lateness once a second, and when it turns impaired or back.
-func (a *Agent) selfTick(s *schedule, now time.Time) {
+// selfTick moves the self-check's window on and tells the sinks about the scheduler's
+// figures once a second, and when the agent turns impaired or back.
+func (a *Agent) selfTick(s *schedule, now time.Time, pool *workers) {
+	if n := pool.size(); n != a.self.report.Workers {
+		a.self.report.Workers, a.self.dirty = n, true
+	}
 	report, changed := a.self.tick(now)
 	if report {
-		a.emit(Event{Type: EventLateness, Time: now, Agent: s.machine.agent, Lateness: &a.self.report})
+		a.emit(Event{Type: EventScheduler, Time: now, Agent: s.machine.agent, Scheduler: &a.self.report})
 	}
 	if changed {
 		from, to := AgentOK, AgentImpaired

@@ -16,6 +16,7 @@ import (
 type workers struct {
 	mu     sync.Mutex
 	idle   []*worker // a stack: the most recently idle on top
+	n      int       // workers alive, busy or idle
 	closed bool
 }
 
@@ -36,13 +37,26 @@ func (ws *workers) run(job func()) {
 		w.jobs <- job
 		return
 	}
+	ws.n++
 	ws.mu.Unlock()
 	go ws.work(&worker{jobs: make(chan func(), 1)}, job)
+}
+
+// size is how many workers are alive.
+func (ws *workers) size() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.n
 }
 
 func (ws *workers) work(w *worker, job func()) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
+	defer func() {
+		ws.mu.Lock()
+		ws.n--
+		ws.mu.Unlock()
+	}()
 	for {
 		job()
 		ws.mu.Lock()

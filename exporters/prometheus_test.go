@@ -57,15 +57,15 @@ func sampleEvents(agentName string) []agent.Event {
 		// its failure count.
 		{Type: agent.EventProbe, Time: now, Agent: agentName, Site: "pangyo", Target: "web", Kind: probes.KindHTTP,
 			Result: failed, Inconclusive: true},
-		{Type: agent.EventLateness, Time: now, Agent: agentName, Lateness: sampleLateness()},
+		{Type: agent.EventScheduler, Time: now, Agent: agentName, Scheduler: sampleLateness()},
 		{Type: agent.EventImpaired, Time: now, Agent: agentName, From: agent.AgentOK, To: agent.AgentImpaired},
 	}
 }
 
 // sampleLateness is a report of three wake-ups (50 µs, 3 ms, 2 s late) and one
 // inconclusive probe.
-func sampleLateness() *agent.LatenessReport {
-	r := &agent.LatenessReport{Inconclusive: 1}
+func sampleLateness() *agent.SchedulerReport {
+	r := &agent.SchedulerReport{Inconclusive: 1}
 	h := &r.Histograms[agent.LateWakeup]
 	h.Buckets[0], h.Buckets[5], h.Count, h.Sum = 1, 1, 3, 2003050*time.Microsecond
 	return r

@@ -295,8 +295,8 @@ func (s *promState) copySites(pg *page) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pg.isolated, pg.impaired = s.isolated, s.impaired
-	if pg.hasLateness = s.lateness != nil; pg.hasLateness {
-		pg.lateness = *s.lateness
+	if pg.hasScheduler = s.scheduler != nil; pg.hasScheduler {
+		pg.scheduler = *s.scheduler
 	}
 	for _, site := range s.siteList {
 		pg.sites = append(pg.sites, siteSnap{labels: site.pageBlock, state: site.state, since: site.since, detect: site.detect})
@@ -316,9 +316,9 @@ type page struct {
 	sites    []siteSnap
 	isolated bool
 	impaired bool
-	// The agent's lateness report, when it has sent one.
-	lateness    agent.LatenessReport
-	hasLateness bool
+	// The agent's scheduler report, when it has sent one.
+	scheduler    agent.SchedulerReport
+	hasScheduler bool
 }
 
 // Free lists of pages and gzip writers between scrapes, at most two of each (a scrape
@@ -480,6 +480,7 @@ const (
 	famFailures     = "edgeprobe_probe_failures_total"
 	famInconclusive = "edgeprobe_probe_inconclusive_total"
 	famLateness     = "edgeprobe_scheduler_lateness_seconds"
+	famWorkers      = "edgeprobe_scheduler_workers"
 	famDetect       = contract.MetricSiteDetect
 	famState        = contract.MetricSiteState
 	famSince        = contract.MetricSiteStateChange
@@ -518,14 +519,14 @@ var pageFamilies = []pageFamily{
 		})
 	}},
 	{famInconclusive, func(pg *page, s *promState) {
-		if !pg.hasLateness {
+		if !pg.hasScheduler {
 			return
 		}
 		pg.family(famInconclusive, "Failed probes the agent was too late to judge, counted as neither failure nor success.", "counter")
-		pg.sample(famInconclusive, s.pageLabels.agentBlock, 0, "", "", nil, float64(pg.lateness.Inconclusive))
+		pg.sample(famInconclusive, s.pageLabels.agentBlock, 0, "", "", nil, float64(pg.scheduler.Inconclusive))
 	}},
 	{famLateness, func(pg *page, s *promState) {
-		if !pg.hasLateness {
+		if !pg.hasScheduler {
 			return
 		}
 		pg.family(famLateness, "How late the agent runs against due times: wakeup (the scheduler's timer or a "+
@@ -533,7 +534,7 @@ var pageFamilies = []pageFamily{
 			"(handling a finished probe).", "histogram")
 		blk := s.pageLabels.eventBlock
 		for ev := range agent.NumLatenessEvents {
-			h := &pg.lateness.Histograms[ev]
+			h := &pg.scheduler.Histograms[ev]
 			name := ev.String()
 			var acc uint64
 			for i, n := range h.Buckets {
@@ -544,6 +545,13 @@ var pageFamilies = []pageFamily{
 			pg.sample(famLateness+"_sum", blk, blk.at[atEvent], "event", name, nil, h.Sum.Seconds())
 			pg.sample(famLateness+"_count", blk, blk.at[atEvent], "event", name, nil, float64(h.Count))
 		}
+	}},
+	{famWorkers, func(pg *page, s *promState) {
+		if !pg.hasScheduler {
+			return
+		}
+		pg.family(famWorkers, "Worker goroutines running blocking probes, busy or idle; each ends after 10 s idle.", "gauge")
+		pg.sample(famWorkers, s.pageLabels.agentBlock, 0, "", "", nil, float64(pg.scheduler.Workers))
 	}},
 	{famDetect, func(pg *page, s *promState) {
 		pg.family(famDetect, "Time from the first failed (or, on recovery, successful) probe to the last site change.", "gauge")

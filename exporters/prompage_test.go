@@ -77,10 +77,10 @@ func newRefExporter(t *testing.T, agentName string, labels map[string]string) *r
 }
 
 func (r *refExporter) Handle(ev agent.Event) {
-	if ev.Type == agent.EventLateness {
-		report := *ev.Lateness // the reference state has no page labels, so apply skips it
+	if ev.Type == agent.EventScheduler {
+		report := *ev.Scheduler // the reference state has no page labels, so apply skips it
 		r.state.mu.Lock()
-		r.state.lateness = &report
+		r.state.scheduler = &report
 		r.state.mu.Unlock()
 	}
 	_, t := r.state.apply(ev)
@@ -139,17 +139,20 @@ var (
 		[]string{"event"}, nil)
 	refInconclusiveDesc = prometheus.NewDesc("edgeprobe_probe_inconclusive_total",
 		"Failed probes the agent was too late to judge, counted as neither failure nor success.", nil, nil)
+	refWorkersDesc = prometheus.NewDesc("edgeprobe_scheduler_workers",
+		"Worker goroutines running blocking probes, busy or idle; each ends after 10 s idle.", nil, nil)
 )
 
 func (c *refLatenessCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- refLatenessDesc
 	ch <- refInconclusiveDesc
+	ch <- refWorkersDesc
 }
 
 func (c *refLatenessCollector) Collect(ch chan<- prometheus.Metric) {
 	c.state.mu.Lock()
 	defer c.state.mu.Unlock()
-	r := c.state.lateness
+	r := c.state.scheduler
 	if r == nil {
 		return
 	}
@@ -164,6 +167,7 @@ func (c *refLatenessCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(refLatenessDesc, h.Count, h.Sum.Seconds(), buckets, ev.String())
 	}
 	ch <- prometheus.MustNewConstMetric(refInconclusiveDesc, prometheus.CounterValue, float64(r.Inconclusive))
+	ch <- prometheus.MustNewConstMetric(refWorkersDesc, prometheus.GaugeValue, float64(r.Workers))
 }
 
 var refStateDescs = map[string]*prometheus.Desc{
@@ -237,7 +241,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 		}
 	}
 	var evs []agent.Event
-	var lateness agent.LatenessReport
+	var lateness agent.SchedulerReport
 	for i := 0; i < n; i++ {
 		now = now.Add(time.Duration(rnd.IntN(50)) * time.Millisecond)
 		t := &targets[rnd.IntN(len(targets))]
@@ -289,8 +293,9 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 				}
 			}
 			lateness.Inconclusive += uint64(rnd.IntN(3))
+			lateness.Workers = rnd.IntN(100)
 			report := lateness
-			ev = agent.Event{Type: agent.EventLateness, Time: now, Agent: "edge1", Lateness: &report}
+			ev = agent.Event{Type: agent.EventScheduler, Time: now, Agent: "edge1", Scheduler: &report}
 		default: // a reload changes the target's kind; its old series stay
 			t.kind = kinds[rnd.IntN(len(kinds))]
 			ev.Kind = t.kind
@@ -302,7 +307,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 }
 
 // ownFamilies are the families the exporter writes itself.
-var ownFamilies = []string{famImpaired, famIsolated, famFailures, famInconclusive, famLateness, famDetect, famState, famSince, famUp,
+var ownFamilies = []string{famImpaired, famIsolated, famFailures, famInconclusive, famLateness, famWorkers, famDetect, famState, famSince, famUp,
 	famDuration, famHTTP, famSuccess}
 
 func parsePage(t *testing.T, what string, body []byte) map[string]*dto.MetricFamily {

@@ -80,10 +80,10 @@ type promState struct {
 	mu       sync.Mutex
 	isolated bool
 	impaired bool
-	// lateness is the agent's last lateness report (/metrics only; nil until the first).
-	lateness *agent.LatenessReport
-	sites    map[string]*promSiteState
-	targets  map[promTargetKey]*promTargetState
+	// scheduler is the agent's last scheduler report (/metrics only; nil until the first).
+	scheduler *agent.SchedulerReport
+	sites     map[string]*promSiteState
+	targets   map[promTargetKey]*promTargetState
 	// The same, in export order (sites by name; targets by site, then name), kept sorted
 	// as they appear so that a snapshot or scrape sorts nothing.
 	siteList   []*promSiteState
@@ -110,12 +110,12 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 	case ev.Type == agent.EventImpaired:
 		s.impaired = ev.To == agent.AgentImpaired
 		return true, nil
-	case ev.Type == agent.EventLateness:
-		if s.pageLabels != nil && ev.Lateness != nil {
-			if s.lateness == nil {
-				s.lateness = new(agent.LatenessReport)
+	case ev.Type == agent.EventScheduler:
+		if s.pageLabels != nil && ev.Scheduler != nil {
+			if s.scheduler == nil {
+				s.scheduler = new(agent.SchedulerReport)
 			}
-			*s.lateness = *ev.Lateness
+			*s.scheduler = *ev.Scheduler
 		}
 		return false, nil
 	case ev.Type == agent.EventSite:

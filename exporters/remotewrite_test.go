@@ -851,7 +851,7 @@ func TestRemoteWriteImpairedPushedAtOnce(t *testing.T) {
 	if v, ok := sampleOf(recv.received()[0].req, "edgeprobe_agent_impaired", nil); !ok || v != 0 {
 		t.Errorf("initial snapshot: edgeprobe_agent_impaired %v (present %v), want 0", v, ok)
 	}
-	rw.Handle(agent.Event{Type: agent.EventLateness, Time: time.Now(), Agent: "edge1", Lateness: &agent.LatenessReport{Inconclusive: 1}})
+	rw.Handle(agent.Event{Type: agent.EventScheduler, Time: time.Now(), Agent: "edge1", Scheduler: &agent.SchedulerReport{Inconclusive: 1}})
 	rw.Handle(agent.Event{Type: agent.EventImpaired, Time: time.Now(), Agent: "edge1", From: agent.AgentOK, To: agent.AgentImpaired})
 	waitFor(t, 5*time.Second, "a push saying impaired", func() bool {
 		pushes := recv.received()

@@ -96,7 +96,7 @@ func (s *Stdout) Handle(ev agent.Event) {
 	if ev.Type == agent.EventProbe && !s.all && (s.json || s.summary == 0) {
 		return // nothing to write and no summary to count it in
 	}
-	if ev.Type == agent.EventLateness {
+	if ev.Type == agent.EventScheduler {
 		return // histograms, for /metrics; the impaired events say what matters
 	}
 	s.mu.Lock()

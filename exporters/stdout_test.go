@@ -208,15 +208,15 @@ func TestStdoutConcurrent(t *testing.T) {
 	}
 }
 
-// TestStdoutLateness: an inconclusive probe is marked, the impaired changes are lines of
+// TestStdoutScheduler: an inconclusive probe is marked, the impaired changes are lines of
 // their own (with the late time), the lateness report is no line, and the summary names
 // an impaired agent.
 func TestStdoutLateness(t *testing.T) {
-	report := &agent.LatenessReport{Inconclusive: 1}
+	report := &agent.SchedulerReport{Inconclusive: 1}
 	events := []agent.Event{
 		{Type: agent.EventProbe, Time: t0, Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP, Inconclusive: true,
 			Result: probes.Result{Start: t0.Add(-320 * time.Millisecond), RTT: 320 * time.Millisecond, Reason: probes.ReasonTimeout, Detail: "no answer"}},
-		{Type: agent.EventLateness, Time: t0, Agent: "edge1", Lateness: report},
+		{Type: agent.EventScheduler, Time: t0, Agent: "edge1", Scheduler: report},
 		{Type: agent.EventImpaired, Time: t0.Add(time.Second), Agent: "edge1", From: agent.AgentOK, To: agent.AgentImpaired, Detect: 1200 * time.Millisecond},
 		{Type: agent.EventProbe, Time: t0.Add(2 * time.Second), Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP,
 			Result: probes.Result{OK: true, RTT: time.Millisecond}},
