@@ -38,6 +38,7 @@ type agentSpec struct {
 	Results      string        // stdout results: "changes" (default) or "all"
 	Metrics      string        // listen address of the Prometheus exporter; "" for none
 	Extra        string        // more TOML, written after the sites (more [[site]] tables)
+	AgentExtra   string        // more [agent] keys, one per line
 	tokenFile    string        // set by startAgentSpec: holds viewToken
 }
 
@@ -58,6 +59,7 @@ func (s agentSpec) toml() string {
 	if s.Timeout != "" {
 		fmt.Fprintf(&b, "timeout = %q\n", s.Timeout)
 	}
+	b.WriteString(s.AgentExtra)
 	// Several hosts of one site arrive as several siteTargets with the same name: they
 	// are written as one [[site]] with every host's four targets.
 	order := []string{}
