@@ -2,7 +2,7 @@
 
 TRIALS ?= 10
 
-.PHONY: test-e2e bench-detect-agent bench-detect netns-clean
+.PHONY: test-e2e bench-detect-agent bench-detect-guard bench-detect netns-clean
 
 # test-e2e runs the namespace harness and the end-to-end agent scenarios alone.
 test-e2e:
@@ -12,6 +12,11 @@ test-e2e:
 # $(TRIALS) trials per scenario and prints the table (issue 2's "Numbers to reach").
 bench-detect-agent:
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchDetect$$' -v ./e2e/ -args -trials $(TRIALS)
+
+# bench-detect-guard measures what the lateness guard costs in detection time: an agent
+# with it and one without, side by side on the same blackholes (agent/README.md, "Lateness").
+bench-detect-guard:
+	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchDetectGuard$$' -v ./e2e/ -args -trials $(TRIALS)
 
 # bench-detect measures detection at the view (three edges, two sites) against
 # prometheus-blackbox-exporter + Prometheus at 1 s in the same run, over $(TRIALS) trials
