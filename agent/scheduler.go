@@ -101,11 +101,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return
 		}
 		e.next = never
-		pool.run(func() {
+		pool.run(func(idle func()) {
 			pctx, done := context.WithTimeout(probeCtx, timeout)
 			deadline, _ := pctx.Deadline()
 			r := e.prober.Probe(pctx)
 			done()
+			idle()
 			a.results.put(result{e: e, r: r, deadline: deadline})
 		})
 	}
