@@ -39,8 +39,9 @@ const (
 	// For RSS, the median. An agent's probe workers (agent/workers.go) are counted apart:
 	// the pool sits at the high-water mark of the last 10 s of bursts, which on a loaded
 	// machine is most of the blocking targets, so the agents' goroutines are compared
-	// without them (go_goroutines less edgeprobe_scheduler_workers, reading by reading),
-	// and the pool itself must stay within the blocking targets (soakBlocking).
+	// without them (go_goroutines less edgeprobe_scheduler_workers, reading by reading,
+	// the median of those), and the pool itself must stay within the blocking targets
+	// (soakBlocking).
 	soakReadings   = 9
 	soakReadingGap = 1500 * time.Millisecond
 	soakBlocking   = soakSites * soakHosts * 3 // DNS, HTTP and TCP targets per agent
@@ -392,6 +393,13 @@ func readFootprint(t *testing.T, n *testnet.Net, p *soakProc) footprint {
 		t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
 	}
 	fp := footprint{goroutines: slices.Min(gs), fds: slices.Min(fds), workers: slices.Max(ws), rssKiB: medianOf(rss), cpu: cpu, at: time.Now()}
+	if p.agent {
+		// The worker gauge comes from the agent's report of up to a second before the
+		// page, so a reading just after a burst (workers made) or an idle-out (workers
+		// gone) is off by the change; the median leaves those out as the smallest
+		// leaves out probes in flight.
+		fp.goroutines = medianOf(gs)
+	}
 	if p.agent {
 		fp.inconclusive = page["edgeprobe_probe_inconclusive_total"]
 		fp.lateness = map[string][]float64{}
