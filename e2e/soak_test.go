@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -36,12 +37,10 @@ const (
 	// Footprint readings: soakReadings of each figure, soakReadingGap apart, at start and
 	// at end. For goroutines and open files the smallest is compared: probes in flight
 	// (and the push and scrape connections) add to some readings, a leak to every one.
-	// For RSS, the median. An agent's probe workers (agent/workers.go) are counted apart:
-	// the pool sits at the high-water mark of the last 10 s of bursts, which on a loaded
-	// machine is most of the blocking targets, so the agents' goroutines are compared
-	// without them (go_goroutines less edgeprobe_scheduler_workers, reading by reading,
-	// the median of those), and the pool itself must stay within the blocking targets
-	// (soakBlocking).
+	// For RSS, the median. An agent's goroutines are shown without its probe workers
+	// (go_goroutines less edgeprobe_scheduler_workers, reading by reading, the median of
+	// those), and compared in the quiet spells (see quiet); the pool itself must stay
+	// within the blocking targets (soakBlocking).
 	soakReadings   = 9
 	soakReadingGap = 1500 * time.Millisecond
 	soakBlocking   = soakSites * soakHosts * 3 // DNS, HTTP and TCP targets per agent
@@ -88,6 +87,11 @@ type soakProc struct {
 	node       string // where /metrics is read from
 	agent      bool   // an agent: its probe workers are counted apart
 	start, end footprint
+	// An agent's config file and its text with every target, and its goroutines in the
+	// quiet spells (ICMP targets only, its probe workers idled out) before and after.
+	config, full         string
+	quietStart, quietEnd int
+	quietWorkers         int // workers left in the spells, the more of the two
 }
 
 // TestSoak runs three agents, each probing the same 100 targets (ICMP, DNS, HTTP and TCP
@@ -100,18 +104,23 @@ type soakProc struct {
 //
 // It asserts: every dark period gives a lost of that site and every healing an up; no
 // lost for any other site, nor for the dark one outside its dark period (plus lostLate);
-// and no growth beyond soakGoroutineSlack goroutines, soakFDSlack files, and 8 MiB or 25%
-// of resident memory; and no agent with more probe workers than blocking targets. Why
-// these: with every site up the number of goroutines and files of a process is fixed
-// but for the probes in flight, the probe workers (counted apart) and the push and
-// scrape connections open at the moment of reading, which the smallest of nine readings
-// leaves out; a leak per failure cycle of more than two shows in five minutes, and any
-// leak per probe (a thousand probes a second per agent) shows in seconds. The worker
-// pool never holds more workers than probes can be in flight at once, one per blocking
-// target; a pool that leaked would pass that bound. Resident memory moves with the Go
-// collector's pacing (the heap may grow to twice the live data before a collection) and
-// with memory the runtime has not yet returned, so it gets a ratio; a leak of 100 bytes
-// per probe is 30 MB in five minutes.
+// no growth beyond soakGoroutineSlack goroutines, soakFDSlack files, and 8 MiB or 25% of
+// resident memory; no agent with more probe workers than blocking targets; and none
+// left with a worker once its blocking targets are gone. Why these: with every site up
+// the number of files of a process is fixed but for the push and scrape connections
+// open at the moment of reading, which the smallest of nine readings leaves out; a leak
+// per failure cycle of more than two shows in five minutes, and any leak per probe (a
+// thousand probes a second per agent) shows in seconds. An agent's goroutines are not
+// fixed while it probes: its worker pool sits at the high-water mark of the last 10 s of
+// bursts, and each HTTP probe in flight holds its connection's goroutines, which on a
+// loaded machine is many at every reading. So they are compared in a quiet spell before
+// the cycles and one after: every agent reloaded (SIGHUP) with its ICMP targets alone,
+// read once its workers have idled out, when what is left is fixed; a leak stays, a pool
+// goes. While probing, the pool never holds more workers than probes can be in flight,
+// one per blocking target. Resident memory moves with the Go collector's pacing (the
+// heap may grow to twice the live data before a collection) and with memory the runtime
+// has not yet returned, so it gets a ratio; a leak of 100 bytes per probe is 30 MB in
+// five minutes.
 //
 // The sites' servers are Debian's nginx and dnsmasq in the site namespaces
 // (testnet.ServeDaemons), not servers in this process: those shared the test's CPU and
@@ -163,7 +172,12 @@ func TestSoak(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		procs = append(procs, &soakProc{name: "agent " + e, pid: pid, metrics: "http://" + listen + "/metrics", node: e, agent: true})
+		full, err := os.ReadFile(config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, &soakProc{name: "agent " + e, pid: pid, metrics: "http://" + listen + "/metrics", node: e, agent: true,
+			config: config, full: string(full)})
 		agents = append(agents, run)
 	}
 	allUp := func(got map[string]siteVerdict) bool {
@@ -175,6 +189,8 @@ func TestSoak(t *testing.T) {
 		return true
 	}
 	v.client.poll("every site up with three witnesses", startTimeout, allUp, nil)
+	quiet(t, n, procs, true)
+	v.client.poll("every site up with three witnesses after the quiet spell", startTimeout, allUp, nil)
 	stream := followEvents(t, v)
 	time.Sleep(soakWarmUp)
 	for _, p := range procs {
@@ -217,6 +233,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	loadEnd := loadAverage()
+	quiet(t, n, procs, false)
 
 	// Verdicts: per cycle, the dark site's lost and up; anything else is wrong.
 	expected, lostSeen, upSeen, falseLost, relapses := 2*len(cycles), 0, 0, 0, 0
@@ -288,6 +305,15 @@ func TestSoak(t *testing.T) {
 	fmt.Fprintln(w, "(an agent's goroutines are counted without its probe workers, which are the next columns)")
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "agent, quiet spell (ICMP only)\tgoroutines before\tafter\tworkers left\t")
+	for _, p := range procs {
+		if p.agent {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", p.name, p.quietStart, p.quietEnd, p.quietWorkers)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "agent lateness, start to end\tevent\tsamples")
 	for _, le := range soakLateBounds {
 		fmt.Fprintf(tw, "\tlater than %s s", le)
@@ -322,14 +348,24 @@ func TestSoak(t *testing.T) {
 	fmt.Fprintf(w, "changes of sites that were not dark (allowed unless lost): %v\n", other)
 	fmt.Fprintf(w, "targets of sites not dark that went down, by kind and reason (all agents): %v\n", downs)
 	fmt.Fprintf(w, "agents turning impaired and back: %v\n", impaired)
-	fmt.Fprintf(w, "allowed growth: +%d goroutines (agents': besides the workers, at most %d each), +%d open files, RSS +max(%d MiB, %.0f%%)\n",
+	fmt.Fprintf(w, "allowed growth: +%d goroutines (agents': in the quiet spells; at most %d workers each), +%d open files, RSS +max(%d MiB, %.0f%%)\n",
 		soakGoroutineSlack, soakBlocking, soakFDSlack, soakRSSSlackKiB>>10, soakRSSSlackRatio*100)
 
 	// Growth, one subtest per figure so that a failure names what grew.
 	t.Run("GoroutinesDoNotGrow", func(t *testing.T) {
 		for _, p := range procs {
-			if p.end.goroutines > p.start.goroutines+soakGoroutineSlack {
+			switch {
+			case p.agent && p.quietEnd > p.quietStart+soakGoroutineSlack:
+				t.Errorf("%s: goroutines in the quiet spell grew from %d to %d (allowed +%d)", p.name, p.quietStart, p.quietEnd, soakGoroutineSlack)
+			case !p.agent && p.end.goroutines > p.start.goroutines+soakGoroutineSlack:
 				t.Errorf("%s: goroutines grew from %d to %d (allowed +%d)", p.name, p.start.goroutines, p.end.goroutines, soakGoroutineSlack)
+			}
+		}
+	})
+	t.Run("WorkersEndWhenIdle", func(t *testing.T) {
+		for _, p := range procs {
+			if p.agent && p.quietWorkers > 0 {
+				t.Errorf("%s: %d probe workers left %v after its last blocking target went", p.name, p.quietWorkers, soakQuietAfter)
 			}
 		}
 	})
@@ -354,6 +390,86 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	})
+}
+
+// soakQuietAfter is how long a quiet spell waits before it reads: an idle probe worker
+// ends after 10 s (agent/workers.go).
+const soakQuietAfter = 12 * time.Second
+
+// quiet gives every agent a spell of ICMP targets only (a reload, SIGHUP), waits until
+// its probe workers have idled out, and reads its goroutines (the smallest of five
+// readings) and workers; then, if back, it reloads every target. An agent's goroutines
+// are then fixed (the scheduler, the ICMP engine's receivers, the exporters), so the
+// spells before and after the cycles compare them on a loaded machine too: a pool at its
+// high-water mark is gone, a leak is not.
+func quiet(t *testing.T, n *testnet.Net, procs []*soakProc, back bool) {
+	t.Helper()
+	reload := func(p *soakProc, text string) {
+		if err := os.WriteFile(p.config, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(p.pid, syscall.SIGHUP); err != nil {
+			t.Fatalf("%s: SIGHUP: %v", p.name, err)
+		}
+	}
+	for _, p := range procs {
+		if p.agent {
+			reload(p, icmpOnly(p.full))
+		}
+	}
+	time.Sleep(soakQuietAfter)
+	for _, p := range procs {
+		if !p.agent {
+			continue
+		}
+		client := n.HTTPClient(p.node)
+		client.Timeout = 2 * time.Second
+		var gs, ws []int
+		for i := range 5 {
+			if i > 0 {
+				time.Sleep(time.Second)
+			}
+			page, err := promPage(client, p.metrics)
+			if err != nil {
+				t.Fatalf("%s: %v", p.name, err)
+			}
+			gs, ws = append(gs, int(page["go_goroutines"])), append(ws, int(page["edgeprobe_scheduler_workers"]))
+		}
+		if back {
+			p.quietStart = slices.Min(gs)
+		} else {
+			p.quietEnd = slices.Min(gs)
+		}
+		p.quietWorkers = max(p.quietWorkers, slices.Min(ws))
+	}
+	if back {
+		for _, p := range procs {
+			if p.agent {
+				reload(p, p.full)
+			}
+		}
+	}
+}
+
+// icmpOnly is an agent config without its DNS, HTTP and TCP targets (as agentSpec.toml
+// writes them: a table header and its indented keys).
+func icmpOnly(config string) string {
+	var b strings.Builder
+	skipping := false
+	for _, line := range strings.SplitAfter(config, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "[[site.dns]]" || trimmed == "[[site.http]]" || trimmed == "[[site.tcp]]":
+			skipping = true
+			continue
+		case strings.HasPrefix(trimmed, "[") || trimmed == "":
+			skipping = false
+		}
+		if !skipping {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 // readFootprint takes soakReadings readings of a process.
