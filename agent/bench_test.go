@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -56,7 +57,7 @@ func (c *probeCounter) wait(n int64) {
 // reports the CPU time of the process per probe (cpu-ns/probe) besides wall time per
 // probe. At 1000 probes a second, 10000 cpu-ns/probe is 1% of a core. Root only.
 func BenchmarkRunICMPLoopback(b *testing.B) {
-	requireRawICMP(b)
+	testkit.RequireRoot(b, "opens a raw ICMP socket")
 	cfg := icmpConfig(b, 20, 50, "1s")
 	count := &probeCounter{reached: make(chan struct{})}
 	a, err := New(cfg, Options{Sinks: []Sink{count}})

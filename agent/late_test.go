@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // lateRecorder keeps what TestRunLateOnPurpose asserts: state changes, the scheduler's
@@ -53,9 +54,7 @@ func (r *lateRecorder) snapshot() (changes []string, report SchedulerReport, inc
 // measures itself late. Without it (lateness_allowance = "0s") the same run puts targets
 // down (checked by hand: every run did).
 func TestRunLateOnPurpose(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starves the process for seconds")
-	}
+	testkit.SkipShort(t, "starves the process for seconds")
 	var lines []string
 	for _, site := range []string{"a", "b"} {
 		lines = append(lines, fmt.Sprintf("[[site]]\nname = %q", site))

@@ -16,11 +16,16 @@ import (
 // Config is the whole agent configuration as read from TOML. Load fills defaults and
 // validates it; code that receives a *Config from Load may trust every field.
 type Config struct {
-	Path      string          `toml:"-"` // file it was read from, for messages
+	Path string `toml:"-"` // file it was read from, for messages
+	// Include names files of [[site]] entries (glob patterns, relative to this file's
+	// directory; include.go). Load reads them into Sites and resolves the patterns.
+	Include   []string        `toml:"include,omitempty"`
 	Agent     AgentConfig     `toml:"agent"`
 	Sites     []SiteConfig    `toml:"site"`
 	Control   *TargetSet      `toml:"control"` // optional: targets that prove our own uplink
 	Exporters ExportersConfig `toml:"exporters"`
+
+	stamp string // the included files as Load read them (IncludeStamp)
 }
 
 // AgentConfig holds the agent-wide settings and the defaults targets inherit.
@@ -45,6 +50,8 @@ type SiteConfig struct {
 	Name   string            `toml:"name"`
 	Labels map[string]string `toml:"labels"`
 	TargetSet
+
+	from siteSource // where an included site was written; zero for Config.Path's
 }
 
 // TargetSet is the lists of targets by kind, shared by sites and the control set.

@@ -193,7 +193,7 @@ icmp = [{ address = "198.51.100.11" }, { adress = "198.51.100.12" }]
 			`line 4: site[0].icmp[1].address: missing; allowed: an IP address or a host name`,
 		}},
 		{"unknown key inside an unknown table is reported once", site + "[extra]\n[extra.deeper]\nx = 1\n", []string{
-			`line 5: extra: unknown key; allowed here: agent, site, control, exporters`,
+			`line 5: extra: unknown key; allowed here: include, agent, site, control, exporters`,
 		}},
 		{"site written as a table", "[site]\nname = \"a\"\n", []string{
 			`line 1: site: must be an array, not a table`,
@@ -592,6 +592,12 @@ func FuzzParse(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if bytes.Contains(data, []byte("clude")) {
+			// include reads the files it names, which a fuzzer may make any on the
+			// machine; TestInclude* cover it. (A key spelt with \u escapes gets through,
+			// and is as harmless as any config naming a file.)
+			t.Skip("include reads the machine's files")
+		}
 		cfg, err := Parse(data, "fuzz.toml")
 		if err != nil {
 			var ce *tomlconf.Errors

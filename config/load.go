@@ -4,9 +4,10 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
-// Load reads, checks and completes the agent configuration in the file at path. Errors
-// reading the file come back as the *fs.PathError the os package gives (it names the
-// file and the cause); problems with its content come back as *tomlconf.Errors.
+// Load reads, checks and completes the agent configuration in the file at path and the
+// files its include names. Errors reading the file come back as the *fs.PathError the os
+// package gives (it names the file and the cause); problems with its content, or with an
+// included file, come back as *tomlconf.Errors, each naming its own file.
 func Load(path string) (*Config, error) {
 	data, err := tomlconf.ReadFile(path)
 	if err != nil {
@@ -24,8 +25,9 @@ func Parse(data []byte, path string) (*Config, error) {
 	if !ok {
 		return nil, doc.Err()
 	}
-	(&loader{Doc: doc}).normalize(cfg)
-	if err := doc.Err(); err != nil {
+	l := &loader{Doc: doc}
+	l.normalize(cfg)
+	if err := l.includedErr(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -36,7 +38,9 @@ func zeroDurationAllowed(path string) bool {
 	return path == "exporters.stdout.summary" || path == "agent.lateness_allowance"
 }
 
-// loader checks one decoded configuration, recording problems in its Doc.
+// loader checks one decoded configuration, recording problems in its Doc; the main
+// file's loader also holds those of the files it includes.
 type loader struct {
 	*tomlconf.Doc
+	included []*loader
 }

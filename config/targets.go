@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 
@@ -82,14 +83,21 @@ func mergeLabels(layers ...map[string]string) map[string]string {
 }
 
 // WriteEffective writes the configuration as the agent runs it, every default spelled
-// out, as TOML that Parse accepts again.
+// out, as TOML that Parse accepts again. The sites of included files are written out
+// with the others, and include is left out, so the output is one whole file.
 func (c *Config) WriteEffective(w io.Writer) error {
 	if c.Path != "" {
-		if _, err := fmt.Fprintf(w, "# Effective configuration of %s, defaults filled in.\n\n", c.Path); err != nil {
+		header := fmt.Sprintf("# Effective configuration of %s, defaults filled in.\n", c.Path)
+		if files := c.IncludedFiles(); len(files) > 0 {
+			header += fmt.Sprintf("# With the sites of %s.\n", strings.Join(files, ", "))
+		}
+		if _, err := fmt.Fprintf(w, "%s\n", header); err != nil {
 			return fmt.Errorf("write effective config: %w", err)
 		}
 	}
-	if err := toml.NewEncoder(w).Encode(c); err != nil {
+	whole := *c
+	whole.Include = nil
+	if err := toml.NewEncoder(w).Encode(&whole); err != nil {
 		return fmt.Errorf("write effective config: %w", err)
 	}
 	return nil

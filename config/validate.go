@@ -70,12 +70,16 @@ const nameRule = "letters, digits, '.', '_', '-'"
 // normalize fills defaults and checks every value, recording each problem.
 func (l *loader) normalize(c *Config) {
 	l.agent(&c.Agent)
-	if len(c.Sites) == 0 {
-		l.Errf("site", "no sites; add at least one [[site]] with a name and targets")
-	}
-	siteNames := map[string]string{}
+	siteNames := map[string]sitePlace{}
 	for i := range c.Sites {
-		l.site(c, i, siteNames)
+		l.site(&c.Sites[i], tomlconf.IndexPath("site", i), &c.Agent, siteNames)
+	}
+	l.includes(c, siteNames)
+	switch {
+	case len(c.Sites) == 0 && len(c.Include) > 0:
+		l.Errf("site", "no sites, here or in the %d files include matches; add at least one [[site]] with a name and targets", len(includeFiles(c.Include, c.Path)))
+	case len(c.Sites) == 0:
+		l.Errf("site", "no sites; add at least one [[site]] with a name and targets")
 	}
 	if c.Control != nil {
 		if c.Control.empty() {
@@ -140,24 +144,28 @@ func (l *loader) agent(a *AgentConfig) {
 	l.labels("agent.labels", a.Labels)
 }
 
-func (l *loader) site(c *Config, i int, seen map[string]string) {
-	s := &c.Sites[i]
-	path := tomlconf.IndexPath("site", i)
+// site checks the site s written at path of l's file. seen holds the names of the sites
+// checked before, of every file, and where each was written.
+func (l *loader) site(s *SiteConfig, path string, a *AgentConfig, seen map[string]sitePlace) {
+	first, dup := seen[s.Name]
 	switch {
 	case s.Name == "":
 		l.Errf(path+".name", "missing; every site needs a name of %s", nameRule)
 	case !nameChars.MatchString(s.Name):
 		l.Errf(path+".name", "%q has characters outside %s", s.Name, nameRule)
-	case seen[s.Name] != "":
-		l.Errf(path+".name", "%q is already the name of %s; site names must be unique", s.Name, seen[s.Name])
+	case dup && first.file == l.File():
+		l.Errf(path+".name", "%q is already the name of %s; site names must be unique", s.Name, first.path)
+	case dup:
+		l.Errf(path+".name", "%q is already the name of %s in %s:%d; site names must be unique, across included files too",
+			s.Name, first.path, first.file, first.line)
 	default:
-		seen[s.Name] = path
+		seen[s.Name] = sitePlace{file: l.File(), path: path, line: l.Line(path + ".name")}
 	}
 	l.labels(path+".labels", s.Labels)
 	if s.empty() {
 		l.Errf(path, "site %q has no targets; add [[site.icmp]], [[site.dns]], [[site.http]] or [[site.tcp]]", s.Name)
 	}
-	l.targets(path, &s.TargetSet, &c.Agent)
+	l.targets(path, &s.TargetSet, a)
 }
 
 func (ts *TargetSet) empty() bool {

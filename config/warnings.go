@@ -30,13 +30,21 @@ func (c *Config) Warnings() []string {
 		seen[path] = true
 		out = append(out, fmt.Sprintf("%s (%s) is readable by every user; chmod o-r %s", path, what, path))
 	}
-	var inline []string
+	// Inline secrets by the file they are written in: the main one, then included ones.
+	inline := map[string][]string{}
+	files := []string{c.Path}
+	addInline := func(file, key string) {
+		if _, ok := inline[file]; !ok && file != c.Path {
+			files = append(files, file)
+		}
+		inline[file] = append(inline[file], key)
+	}
 	tlsKey := func(key string, t probes.TLSSpec) {
 		secret(t.KeyFile, key+".key_file")
 	}
-	inlineURL := func(key, raw string) {
+	inlineURL := func(file, key, raw string) {
 		if urlHoldsSecret(raw) {
-			inline = append(inline, key)
+			addInline(file, key)
 		}
 	}
 	for _, s := range c.targetSets() {
@@ -47,9 +55,9 @@ func (c *Config) Warnings() []string {
 			key := fmt.Sprintf("%s.http[%d]", s.key, i)
 			tlsKey(key+".tls", t.TLS)
 			if len(t.Headers) > 0 {
-				inline = append(inline, key+".headers")
+				addInline(s.file, key+".headers")
 			}
-			inlineURL(key+".url", t.URL)
+			inlineURL(s.file, key+".url", t.URL)
 		}
 		for i, t := range s.set.TCP {
 			tlsKey(fmt.Sprintf("%s.tcp[%d].tls", s.key, i), t.TLS)
@@ -63,9 +71,9 @@ func (c *Config) Warnings() []string {
 		}
 		tlsKey(key+".tls", rw.TLS)
 		if len(rw.Headers) > 0 {
-			inline = append(inline, key+".headers")
+			addInline(c.Path, key+".headers")
 		}
-		inlineURL(key+".url", rw.URL)
+		inlineURL(c.Path, key+".url", rw.URL)
 	}
 	if p := c.Exporters.Prometheus; p != nil && p.WebConfig != "" {
 		secret(p.WebConfig, "exporters.prometheus.web_config")
@@ -73,26 +81,34 @@ func (c *Config) Warnings() []string {
 			secret(key, "key_file of "+p.WebConfig)
 		}
 	}
-	if len(inline) > 0 && c.Path != "" && worldReadable(c.Path) {
-		out = append(out, fmt.Sprintf("%s holds secrets inline (%s) and is readable by every user; chmod o-r %s",
-			c.Path, strings.Join(inline, ", "), c.Path))
+	for _, file := range files {
+		if keys := inline[file]; len(keys) > 0 && file != "" && worldReadable(file) {
+			out = append(out, fmt.Sprintf("%s holds secrets inline (%s) and is readable by every user; chmod o-r %s",
+				file, strings.Join(keys, ", "), file))
+		}
 	}
 	return out
 }
 
-// keyedSet is a site's (or the control set's) targets with their key in the file.
+// keyedSet is a site's (or the control set's) targets with their key in the file they
+// are written in.
 type keyedSet struct {
-	key string
-	set *TargetSet
+	file, key string
+	set       *TargetSet
 }
 
 func (c *Config) targetSets() []keyedSet {
 	var sets []keyedSet
 	for i := range c.Sites {
-		sets = append(sets, keyedSet{fmt.Sprintf("site[%d]", i), &c.Sites[i].TargetSet})
+		s := &c.Sites[i]
+		file, index := c.Path, i
+		if s.from.file != "" {
+			file, index = s.from.file, s.from.index
+		}
+		sets = append(sets, keyedSet{file, fmt.Sprintf("site[%d]", index), &s.TargetSet})
 	}
 	if c.Control != nil {
-		sets = append(sets, keyedSet{"control", c.Control})
+		sets = append(sets, keyedSet{c.Path, "control", c.Control})
 	}
 	return sets
 }

@@ -21,8 +21,8 @@ const (
 	// control targets fail: its own uplink is the likely cause.
 	MetricAgentIsolated = "edgeprobe_agent_isolated"
 	// MetricAgentImpaired is 1 while the agent is too late, for too long, to judge its own
-	// probes' timeouts (docs/DESIGN.md, "Lateness"): its reports are not to be trusted as
-	// a witness's.
+	// probes' timeouts (docs/DESIGN.md, "Lateness"; its own CPU starved): the view does
+	// not count it as a witness.
 	MetricAgentImpaired = "edgeprobe_agent_impaired"
 	// MetricPushInterval is the agent's push interval in seconds: a receiver's measure of
 	// when the agent is overdue.
@@ -34,7 +34,82 @@ const (
 	// trip, under blackbox_exporter's names (labels site, target, kind).
 	MetricProbeSuccess  = "probe_success"
 	MetricProbeDuration = "probe_duration_seconds"
+	// MetricProbeCertExpiry is the Unix time the first of the certificates a TLS server
+	// presented expires (its earliest NotAfter), under blackbox_exporter's name and
+	// meaning (labels site, target, kind); HTTPS targets and TCP targets with TLS only.
+	MetricProbeCertExpiry = "probe_ssl_earliest_cert_expiry"
+	// MetricTargetFailureReason says why the target's last probe failed, as a number:
+	// 0 when it succeeded, otherwise the reason's code (FailureReasonCode) (labels site,
+	// target, kind; present once the target was probed, beside MetricProbeSuccess).
+	//
+	// A number rather than a reason label: with reason="timeout" as a label, every change
+	// of reason (timeout, then refused, then timeout as a site goes dark and its hosts
+	// come and go) ends one series and starts another, so a TSDB's index and head churn
+	// during exactly the outages it records, and a state set of every reason (1 for the
+	// current one) would multiply the per-target series by len(FailureReasons). The code
+	// keeps one series per target whose value changes; blackbox_exporter likewise reports
+	// the why of a probe as values (probe_http_status_code, probe_failed_due_to_regex),
+	// not as label values that change. Readers turn the code back into a name with
+	// FailureReasonName; docs/DESIGN.md's contract table lists the codes.
+	MetricTargetFailureReason = "edgeprobe_target_failure_reason"
 )
+
+// StaleNaN is the bit pattern of Prometheus's staleness marker (value.StaleNaN in
+// Prometheus): a NaN sample that ends a series at once rather than after the query
+// lookback. An agent sends every series of a target or site that a reload removed once
+// more with it; receivers read any NaN of a state series as no state.
+const StaleNaN uint64 = 0x7ff0000000000002
+
+// Failure reasons: why a probe failed, a closed vocabulary (probes.Reason uses these
+// names; /metrics' edgeprobe_probe_failures_total carries them as its reason label).
+const (
+	ReasonTimeout     = "timeout"     // no answer before the deadline
+	ReasonRefused     = "refused"     // connection refused
+	ReasonUnreachable = "unreachable" // no route, network or host unreachable
+	ReasonResolve     = "resolve"     // the target's host name did not resolve
+	ReasonRcode       = "rcode"       // DNS answered with an rcode not accepted
+	ReasonAnswer      = "answer"      // the DNS answer did not hold what was expected
+	ReasonStatus      = "status"      // HTTP status code not accepted
+	ReasonBody        = "body"        // HTTP body did not match, or exceeded its limit
+	ReasonTLS         = "tls"         // TLS handshake or certificate verification failed
+	ReasonProtocol    = "protocol"    // malformed or unexpected answer
+	ReasonPermission  = "permission"  // the OS refused the probe (ICMP socket not permitted)
+	ReasonError       = "error"       // anything else
+)
+
+// FailureReasons lists the failure reasons by code: FailureReasons[i] has code i+1 in
+// MetricTargetFailureReason, and 0 means none. It only ever grows at its end: a stored
+// series read back later must mean what it meant when it was written.
+var FailureReasons = []string{
+	ReasonTimeout, ReasonRefused, ReasonUnreachable, ReasonResolve, ReasonRcode, ReasonAnswer,
+	ReasonStatus, ReasonBody, ReasonTLS, ReasonProtocol, ReasonPermission, ReasonError,
+}
+
+// FailureReasonCode is the code of a failure reason in MetricTargetFailureReason: 0 for
+// "" (a success), the code of ReasonError for a name not in FailureReasons.
+func FailureReasonCode(reason string) int {
+	if reason == "" {
+		return 0
+	}
+	for i, r := range FailureReasons {
+		if r == reason {
+			return i + 1
+		}
+	}
+	return FailureReasonCode(ReasonError)
+}
+
+// FailureReasonName is the reason a code of MetricTargetFailureReason stands for: "" for
+// 0, and false for a code this build does not know (a newer agent's).
+func FailureReasonName(code int) (string, bool) {
+	switch {
+	case code == 0:
+		return "", true
+	case code > 0 && code <= len(FailureReasons):
+		return FailureReasons[code-1], true
+	}
+	return "", false
+}
 
 // Label names.
 const (

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // TestBenchDetectGuard measures what the lateness guard (docs/DESIGN.md, "Lateness")
@@ -83,8 +85,8 @@ func TestBenchDetectGuard(t *testing.T) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\ttrials\tmedian\tmin\tmax\tagent's median\twrong\t")
 	for _, s := range []*sample{down[0], down[1], up[0], up[1]} {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t\n", s.name, len(s.took), seconds(median(s.took)),
-			seconds(slices.Min(s.took)), seconds(slices.Max(s.took)), seconds(median(s.agent)), s.wrong)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t\n", s.name, len(s.took), seconds(testkit.Median(s.took)),
+			seconds(slices.Min(s.took)), seconds(slices.Max(s.took)), seconds(testkit.Median(s.agent)), s.wrong)
 	}
 	tw.Flush()
 	for _, s := range append(down, up...) {

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -144,22 +145,14 @@ func report(w io.Writer, samples ...*sample) {
 	fmt.Fprintln(tw, "scenario\ttrials\tmedian\tmin\tmax\tagent's median\tfalse down\tother wrong\t")
 	for _, s := range samples {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t\n", s.name, len(s.took),
-			seconds(median(s.took)), seconds(slices.Min(s.took)), seconds(slices.Max(s.took)),
-			seconds(median(s.agent)), s.down, s.wrong-s.down)
+			seconds(testkit.Median(s.took)), seconds(slices.Min(s.took)), seconds(slices.Max(s.took)),
+			seconds(testkit.Median(s.agent)), s.down, s.wrong-s.down)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nfalse down: a site down line that is not true. other wrong: site b changing or the agent\n"+
 		"isolated while site a is blackholed or heals; the agent isolated while only the web server\n"+
 		"is dropped; a site degraded while the agent's uplink is cut or heals.")
 	fmt.Fprintln(w, "target: blackhole -> down median <= 0.400 s, max <= 0.900 s; no false down")
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Sorted(slices.Values(ds))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }

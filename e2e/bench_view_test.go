@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -168,12 +168,7 @@ func TestBenchDetectView(t *testing.T) {
 		t.Fatalf("-trials %d: want at least 1", *trials)
 	}
 	for _, prog := range []string{"prometheus", "prometheus-blackbox-exporter"} {
-		if _, err := exec.LookPath(prog); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not installed (scripts/deps/netns.txt): %v", prog, err)
-			}
-			t.Skipf("%s not installed (make deps): %v", prog, err)
-		}
+		testkit.LookTool(t, "scripts/deps/netns.txt, make deps", prog)
 	}
 	edges := []string{"e0", "e1", "e2"}
 	n, sites := siteNet(t, testnet.Spec{
@@ -327,6 +322,38 @@ func TestBenchDetectView(t *testing.T) {
 		fmt.Printf("web-only trial %d: degraded after %v\n", i+1, d.Round(time.Millisecond))
 	}
 
+	// Two of the three edges lose their path to live site a: partitioned, never lost.
+	part := &viewSample{name: "partial partition -> partitioned"}
+	for i := 0; i < *trials; i++ {
+		phase()
+		start := time.Now()
+		for _, e := range []string{"e0", "e1"} {
+			if err := n.CutPath("a", e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := pollUntil(start, viewPoll, changeTimeout, func() (bool, error) {
+			got, err := v.sites()
+			if err != nil {
+				return false, err
+			}
+			part.falseLost += countLost(t, got)
+			return got["a"].State == "partitioned", nil
+		})
+		if err != nil {
+			t.Fatalf("partition trial %d: waiting for site a partitioned: %v", i+1, err)
+		}
+		part.took = append(part.took, d)
+		part.falseLost += watchLost(t, v, 2*probeInterval)
+		for _, e := range []string{"e0", "e1"} {
+			if err := n.HealPath("a", e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v.poll("both sites up after the partition", changeTimeout, allUp, nil)
+		fmt.Printf("partition trial %d: partitioned after %v\n", i+1, d.Round(time.Millisecond))
+	}
+
 	cut := &viewSample{name: "uplink cut -> agent out"}
 	shown := map[string]int{}
 	for i := 0; i < *trials; i++ {
@@ -433,7 +460,7 @@ func TestBenchDetectView(t *testing.T) {
 
 	viewReport(os.Stdout, lost, peerLost, up, peerUp, web, cut, restartView, restartAgent)
 	fmt.Printf("uplink cut: e1 first shown out as %v (counts per trial)\n", shown)
-	for _, s := range []*viewSample{lost, up, web, cut, restartView, restartAgent} {
+	for _, s := range []*viewSample{lost, up, web, part, cut, restartView, restartAgent} {
 		if s.falseLost > 0 || s.wrong > 0 {
 			t.Errorf("%s: %d false lost readings, %d other wrong", s.name, s.falseLost, s.wrong)
 		}
@@ -527,9 +554,9 @@ func viewReport(w io.Writer, lost, peerLost *viewSample, rest ...*viewSample) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\ttrials\tmedian\tmax\tpeer/edgeprobe\tfalse lost\tother wrong\t")
 	row := func(s *viewSample, ratio string) {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t\n", s.name, len(s.took), seconds(median(s.took)), seconds(slices.Max(s.took)), ratio, s.falseLost, s.wrong)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t\n", s.name, len(s.took), seconds(testkit.Median(s.took)), seconds(slices.Max(s.took)), ratio, s.falseLost, s.wrong)
 	}
-	row(lost, fmt.Sprintf("%.1fx", median(peerLost.took).Seconds()/median(lost.took).Seconds()))
+	row(lost, fmt.Sprintf("%.1fx", testkit.Median(peerLost.took).Seconds()/testkit.Median(lost.took).Seconds()))
 	row(peerLost, "")
 	for _, s := range rest {
 		row(s, "")

@@ -1,5 +1,6 @@
 // Package e2e runs the built edgeprobe binary against real failures: sites whose
-// network goes dark, a web server that stops answering, an agent whose own uplink is cut.
+// network goes dark, a web server that stops answering, an agent whose own uplink is cut;
+// and the view acting on them, rewriting records on Debian's named by signed updates.
 //
 // Loopback cannot show any of that (127.0.0.0/8 always answers), so every test builds a
 // network of namespaces with internal/testnet, runs the servers of each site inside it,

@@ -10,36 +10,37 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
 // agentSpec is what startAgentSpec writes into an agent's TOML file.
 type agentSpec struct {
-	Name         string        // the agent's name and the edge it runs on
-	Sites        []siteTargets // every service of every host listed here becomes a target
-	Push         []string      // remote_write URLs, one exporter each
-	Interval     time.Duration // 0: the default (1s)
-	Timeout      string        // "" : the default ("auto")
-	Confirm      time.Duration // confirm_interval; 0: the default (100ms)
-	PushInterval time.Duration // 0: the default (1s)
-	Results      string        // stdout results: "changes" (default) or "all"
-	Metrics      string        // listen address of the Prometheus exporter; "" for none
-	Extra        string        // more TOML, written after the sites (more [[site]] tables)
-	AgentExtra   string        // more [agent] keys, one per line
-	tokenFile    string        // set by startAgentSpec: holds viewToken
+	Name         string            // the agent's name and the edge it runs on
+	Sites        []siteTargets     // every service of every host listed here becomes a target
+	Push         []string          // remote_write URLs, one exporter each
+	Interval     time.Duration     // 0: the default (1s)
+	Timeout      string            // "" : the default ("auto")
+	Confirm      time.Duration     // confirm_interval; 0: the default (100ms)
+	PushInterval time.Duration     // 0: the default (1s)
+	Results      string            // stdout results: "changes" (default) or "all"
+	Metrics      string            // listen address of the Prometheus exporter; "" for none
+	Extra        string            // more TOML, written after the sites (more [[site]] tables)
+	AgentExtra   string            // more [agent] keys, one per line
+	Labels       map[string]string // the agent's own labels ([agent] labels)
+	tokenFile    string            // set by startAgentSpec: holds viewToken
 }
 
 // viewToken is the bearer token every test view accepts and every test agent sends: a
@@ -60,6 +61,14 @@ func (s agentSpec) toml() string {
 		fmt.Fprintf(&b, "timeout = %q\n", s.Timeout)
 	}
 	b.WriteString(s.AgentExtra)
+	if len(s.Labels) > 0 {
+		var pairs []string
+		for k, v := range s.Labels {
+			pairs = append(pairs, fmt.Sprintf("%s = %q", k, v))
+		}
+		sort.Strings(pairs)
+		fmt.Fprintf(&b, "labels = { %s }\n", strings.Join(pairs, ", "))
+	}
 	// Several hosts of one site arrive as several siteTargets with the same name: they
 	// are written as one [[site]] with every host's four targets.
 	order := []string{}
@@ -202,102 +211,36 @@ func (e sseEvent) String() string {
 	return fmt.Sprintf("%s %s->%s", e.Site, e.From, e.To)
 }
 
-// sseStream follows a view's events until the test ends or the view goes away.
+// sseStream follows a view's events (internal/testkit's client) until the test ends or
+// the view goes away.
 type sseStream struct {
-	mu     sync.Mutex
-	events []sseEvent
-	err    error // why the stream ended, once done is closed
-	done   chan struct{}
+	t      testing.TB
+	events *testkit.Events
 }
 
 // followEvents connects to a view's event stream and returns once the view has
-// subscribed it (its ": connected" comment arrived), so no later change is missed.
+// subscribed it (its ": connected" comment arrived), so no later change is missed. The
+// view may still be starting: the connection is retried for startTimeout.
 func followEvents(t testing.TB, v *viewRun) *sseStream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &sseStream{done: make(chan struct{})}
 	client := v.n.HTTPClient(v.node) // no timeout: the stream lasts
-	url := "http://" + v.listen + "/api/v1/events"
-	connected := make(chan error, 1)
-	go func() {
-		defer close(s.done)
-		var resp *http.Response
-		var err error
-		// The view may still be starting: retry the connection for a few seconds.
-		for deadline := time.Now().Add(startTimeout); ; time.Sleep(50 * time.Millisecond) {
-			var req *http.Request
-			req, err = http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			if err == nil {
-				resp, err = client.Do(req)
-			}
-			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-				break
-			}
-		}
-		if err != nil {
-			connected <- err
-			s.finish(err)
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			err := fmt.Errorf("GET %s: %s", url, resp.Status)
-			connected <- err
-			s.finish(err)
-			return
-		}
-		sc := bufio.NewScanner(resp.Body)
-		first := true
-		for sc.Scan() {
-			line := sc.Text()
-			if first && strings.HasPrefix(line, ": connected") {
-				first = false
-				connected <- nil
-				continue
-			}
-			data, ok := strings.CutPrefix(line, "data: ")
-			if !ok {
-				continue
-			}
-			e := sseEvent{arrived: time.Now()}
-			if err := json.Unmarshal([]byte(data), &e); err != nil {
-				s.finish(fmt.Errorf("event %q: %v", data, err))
-				return
-			}
-			s.mu.Lock()
-			s.events = append(s.events, e)
-			s.mu.Unlock()
-		}
-		s.finish(fmt.Errorf("stream ended: %v", sc.Err()))
-	}()
-	select {
-	case err := <-connected:
-		if err != nil {
-			cancel()
-			t.Fatalf("following %s: %v", url, err)
-		}
-	case <-time.After(startTimeout):
-		cancel()
-		t.Fatalf("following %s: not connected within %v", url, startTimeout)
-	}
-	t.Cleanup(func() {
-		cancel()
-		<-s.done
-	})
-	return s
+	events := testkit.FollowEvents(t, "http://"+v.listen+"/api/v1/events", testkit.EventsOptions{Client: client, Retry: startTimeout})
+	return &sseStream{t: t, events: events}
 }
 
-func (s *sseStream) finish(err error) {
-	s.mu.Lock()
-	s.err = err
-	s.mu.Unlock()
-}
-
-// all returns a copy of every event read so far.
+// all decodes every event read so far; one that is not a verdict change fails the test.
 func (s *sseStream) all() []sseEvent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]sseEvent(nil), s.events...)
+	s.t.Helper()
+	var out []sseEvent
+	for _, e := range s.events.All() {
+		ev := sseEvent{arrived: e.Arrived}
+		if err := json.Unmarshal([]byte(e.Data), &ev); err != nil {
+			s.t.Errorf("view event %q: %v", e.Data, err)
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
 }
 
 // transitions lists a site's changes as "from->to", in order.
@@ -371,51 +314,3 @@ func procByArg(arg string) (int, error) {
 		}
 	}
 }
-
-// procFootprint reads a process's open file descriptors and resident set size.
-func procFootprint(pid int) (fds int, rssKiB int64, err error) {
-	dir := filepath.Join("/proc", strconv.Itoa(pid))
-	entries, err := os.ReadDir(filepath.Join(dir, "fd"))
-	if err != nil {
-		return 0, 0, err
-	}
-	status, err := os.ReadFile(filepath.Join(dir, "status"))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				rssKiB, err = strconv.ParseInt(f[0], 10, 64)
-			}
-		}
-	}
-	return len(entries), rssKiB, err
-}
-
-// procCPU is the CPU time a process has used so far (user and system, /proc/PID/stat).
-func procCPU(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, err
-	}
-	// The command name, field 2, is in parentheses and may hold spaces: count from after it.
-	text := string(data)
-	f := strings.Fields(text[strings.LastIndexByte(text, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
-	}
-	var ticks int64
-	for _, s := range f[11:13] { // utime and stime, fields 14 and 15
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %v", pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every Linux port.
-const clockTicks = 100

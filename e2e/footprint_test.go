@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // TestBenchFootprint is `make bench-footprint`: the CPU and memory that
@@ -159,9 +161,6 @@ const (
 	// another and serves only then, which took over a minute on a busy machine.
 	fpStartWait = 4 * time.Minute
 	fpStopGrace = 5 * time.Second
-	// fpClockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every
-	// Linux architecture edgeprobe is built for.
-	fpClockTick = 10 * time.Millisecond
 )
 
 func fpAddr(block, i int) string {
@@ -210,7 +209,7 @@ func fpParseFlags() (fpConfig, error) {
 	return c, nil
 }
 
-// fpRequire skips (or fails, under CI) without root or the Debian packages.
+// fpRequire stops the benchmark without root or the Debian packages (testkit.SkipUnlessCI).
 func fpRequire(t *testing.T) {
 	t.Helper()
 	var missing []string
@@ -222,13 +221,9 @@ func fpRequire(t *testing.T) {
 			missing = append(missing, prog+" (scripts/deps/footprint.txt, make deps)")
 		}
 	}
-	if len(missing) == 0 {
-		return
+	if len(missing) > 0 {
+		testkit.SkipUnlessCI(t, "footprint benchmark needs %s", strings.Join(missing, ", "))
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("footprint benchmark needs %s (CI is set, so this is an error)", strings.Join(missing, ", "))
-	}
-	t.Skipf("skipping: footprint benchmark needs %s", strings.Join(missing, ", "))
 }
 
 // fpEnv is what every setup starts from: the targets and the servers behind them.
@@ -294,7 +289,7 @@ func fpStart(e *fpEnv, name string, args ...string) (*fpProc, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	exited, err := startPinned(cmd)
+	exited, err := testkit.StartPinned(cmd)
 	if err != nil {
 		log.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -667,59 +662,6 @@ func fpSum(page, metric string) float64 {
 	return sum
 }
 
-// fpCPU is the CPU time (user + system, every thread) a process has used so far.
-func fpCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')': %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
-	}
-	// After the name: state(0) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
-	// cmajflt utime(11) stime(12).
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return time.Duration(ut+st) * fpClockTick, nil
-}
-
-// fpMem returns VmHWM (peak RSS) and VmRSS in bytes.
-func fpMem(pid int) (hwm, rss int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[2] != "kB" {
-			continue
-		}
-		v, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "VmHWM:":
-			hwm = v << 10
-		case "VmRSS:":
-			rss = v << 10
-		}
-	}
-	if hwm == 0 || rss == 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no VmHWM or VmRSS", pid)
-	}
-	return hwm, rss, nil
-}
-
 // fpProcResult is one process over one window.
 type fpProcResult struct {
 	name     string
@@ -890,11 +832,11 @@ func fpMeasure(e *fpEnv, c fpCase, s fpSetup, cfg fpConfig) (fpResult, error) {
 	cpuNow := func() ([]time.Duration, error) {
 		var out []time.Duration
 		for _, p := range run.procs {
-			c, err := fpCPU(p.pid())
+			pr, err := testkit.ReadProc(p.pid())
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", p.name, err)
 			}
-			out = append(out, c)
+			out = append(out, pr.CPU)
 		}
 		return out, nil
 	}
@@ -948,11 +890,11 @@ func fpMeasure(e *fpEnv, c fpCase, s fpSetup, cfg fpConfig) (fpResult, error) {
 	}
 	r := fpResult{window: t1.Sub(t0), load: fpLoad()}
 	for k, p := range run.procs {
-		hwm, rss, err := fpMem(p.pid())
+		pr, err := testkit.ReadProc(p.pid())
 		if err != nil {
 			return fpResult{}, fmt.Errorf("%s: %w", p.name, err)
 		}
-		r.procs = append(r.procs, fpProcResult{name: p.name, cpu: cpu1[k] - cpu0[k], wall: r.window, hwm: hwm, rss: rss})
+		r.procs = append(r.procs, fpProcResult{name: p.name, cpu: cpu1[k] - cpu0[k], wall: r.window, hwm: pr.HWM, rss: pr.RSS})
 	}
 	stopScrapers()
 	r.scrapes, r.scrapeErr, r.maxScrape = scrapes, scrapeErr, maxScrape
@@ -1084,28 +1026,28 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 	core := map[key]float64{}
 	rss := map[key]float64{}
 	for _, c := range cases {
-		epCPU := fpMedian(fpMap(results[c.name+"/edgeprobe"], func(r fpResult) float64 { return r.cpu().Seconds() }))
+		epCPU := testkit.Median(fpMap(results[c.name+"/edgeprobe"], func(r fpResult) float64 { return r.cpu().Seconds() }))
 		for _, s := range c.setups {
 			rs := results[c.name+"/"+s.name]
 			if len(rs) == 0 {
 				fmt.Fprintf(w, "| %s | %s | no window measured (see the errors above) | | | | | | | | | |\n", c.name, s.name)
 				continue
 			}
-			done := fpMedian(fpMap(rs, func(r fpResult) float64 { return r.done }))
-			sched := fpMedian(fpMap(rs, func(r fpResult) float64 { return 100 * r.done / (float64(cfg.targets) * r.window.Seconds()) }))
-			ok := fpMedian(fpMap(rs, func(r fpResult) float64 { return 100 * r.ok / max(r.done, 1) }))
+			done := testkit.Median(fpMap(rs, func(r fpResult) float64 { return r.done }))
+			sched := testkit.Median(fpMap(rs, func(r fpResult) float64 { return 100 * r.done / (float64(cfg.targets) * r.window.Seconds()) }))
+			ok := testkit.Median(fpMap(rs, func(r fpResult) float64 { return 100 * r.ok / max(r.done, 1) }))
 			for k := range rs[0].procs {
-				cpu := fpMedian(fpMap(rs, func(r fpResult) float64 { return r.procs[k].cpu.Seconds() }))
-				pct := fpMedian(fpMap(rs, func(r fpResult) float64 { return r.procs[k].core() }))
-				hwm := fpMedian(fpMap(rs, func(r fpResult) float64 { return fpMiB(r.procs[k].hwm) }))
-				end := fpMedian(fpMap(rs, func(r fpResult) float64 { return fpMiB(r.procs[k].rss) }))
+				cpu := testkit.Median(fpMap(rs, func(r fpResult) float64 { return r.procs[k].cpu.Seconds() }))
+				pct := testkit.Median(fpMap(rs, func(r fpResult) float64 { return r.procs[k].core() }))
+				hwm := testkit.Median(fpMap(rs, func(r fpResult) float64 { return fpMiB(r.procs[k].hwm) }))
+				end := testkit.Median(fpMap(rs, func(r fpResult) float64 { return fpMiB(r.procs[k].rss) }))
 				ratio := "1x"
 				if s.name != "edgeprobe" {
 					ratio = fpRatio(cpu, epCPU)
 				}
 				probes, okCol := fmt.Sprintf("%.0f (%.1f%%)", done, sched), fmt.Sprintf("%.1f%%", ok)
-				slow := fmt.Sprintf("%.2f s", fpMedian(fpMap(rs, func(r fpResult) float64 { return r.maxScrape.Seconds() })))
-				load := fmt.Sprintf("%.1f", fpMedian(fpMap(rs, func(r fpResult) float64 { v, _ := strconv.ParseFloat(r.load, 64); return v })))
+				slow := fmt.Sprintf("%.2f s", testkit.Median(fpMap(rs, func(r fpResult) float64 { return r.maxScrape.Seconds() })))
+				load := fmt.Sprintf("%.1f", testkit.Median(fpMap(rs, func(r fpResult) float64 { v, _ := strconv.ParseFloat(r.load, 64); return v })))
 				if k > 0 {
 					probes, okCol, slow, load = "", "", "", ""
 				}
@@ -1117,9 +1059,9 @@ func fpReport(w io.Writer, cfg fpConfig, cases []fpCase, results map[string][]fp
 				}
 			}
 			if len(rs[0].procs) > 1 {
-				cpu := fpMedian(fpMap(rs, func(r fpResult) float64 { return r.cpu().Seconds() }))
-				pct := fpMedian(fpMap(rs, func(r fpResult) float64 { return 100 * r.cpu().Seconds() / r.window.Seconds() }))
-				hwm := fpMedian(fpMap(rs, func(r fpResult) float64 {
+				cpu := testkit.Median(fpMap(rs, func(r fpResult) float64 { return r.cpu().Seconds() }))
+				pct := testkit.Median(fpMap(rs, func(r fpResult) float64 { return 100 * r.cpu().Seconds() / r.window.Seconds() }))
+				hwm := testkit.Median(fpMap(rs, func(r fpResult) float64 {
 					var sum int64
 					for _, p := range r.procs {
 						sum += p.hwm
@@ -1193,18 +1135,6 @@ func fpMap[T any](xs []T, f func(T) float64) []float64 {
 		out[i] = f(x)
 	}
 	return out
-}
-
-func fpMedian(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // fpWait is a bounded context for servers' shutdown.

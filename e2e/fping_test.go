@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -41,22 +42,11 @@ const (
 	fpingAbsTol   = 50 * time.Microsecond
 )
 
-// fpingRequire skips without root or fping, and fails instead when CI is set.
+// fpingRequire stops the test without root or fping (testkit's skip policy).
 func fpingRequire(t *testing.T) {
 	t.Helper()
-	var why string
-	if os.Geteuid() != 0 {
-		why = fmt.Sprintf("raw ICMP for edgeprobe and fping needs root (running as uid %d)", os.Geteuid())
-	} else if _, err := exec.LookPath("fping"); err != nil {
-		why = "fping not installed (Debian package fping, scripts/deps/footprint.txt, make deps)"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set, so this is an error, not a skip)", why)
-	}
-	t.Skipf("skipping: %s", why)
+	testkit.RequireRoot(t, "raw ICMP for edgeprobe and fping")
+	testkit.LookTool(t, "Debian package fping, scripts/deps/footprint.txt, make deps", "fping")
 }
 
 // TestFpingLoopback compares RTTs to eight loopback addresses.
@@ -78,7 +68,7 @@ func TestFpingLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exited, err := startPinned(agent)
+	exited, err := testkit.StartPinned(agent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,11 +298,11 @@ func fpingCompare(t *testing.T, ctx context.Context, targets []netip.Addr, lines
 			t.Fatalf("fping: %d of %d answers from %s; output:\n%s", len(ref[a]), fpingCount, a, res.text)
 		}
 		t.Logf("%-15s edgeprobe median %8v (min %8v)   fping median %8v (min %8v)",
-			a, fpingMedian(agent[a]), slices.Min(agent[a]), fpingMedian(ref[a]), slices.Min(ref[a]))
+			a, testkit.Median(agent[a]), slices.Min(agent[a]), testkit.Median(ref[a]), slices.Min(ref[a]))
 		allAgent = append(allAgent, agent[a]...)
 		allFping = append(allFping, ref[a]...)
 	}
-	ep, fp := fpingMedian(allAgent), fpingMedian(allFping)
+	ep, fp := testkit.Median(allAgent), testkit.Median(allFping)
 	tol := max(time.Duration(fpingRelTol*float64(fp)), fpingAbsTol)
 	diff := ep - fp
 	t.Logf("all targets: edgeprobe median %v over %d probes, fping median %v over %d echoes, difference %v (tolerance %v)",
@@ -320,15 +310,6 @@ func fpingCompare(t *testing.T, ctx context.Context, targets []netip.Addr, lines
 	if diff > tol || diff < -tol {
 		t.Errorf("edgeprobe's median RTT %v differs from fping's %v by %v, more than %v", ep, fp, diff, tol)
 	}
-}
-
-func fpingMedian(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func fpingCounts(m map[netip.Addr][]time.Duration) map[string]int {

@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/testnet"
 )
 
@@ -152,7 +153,7 @@ func TestSoak(t *testing.T) {
 			targets = append(targets, siteTargets{Name: s.Name, Services: svc})
 		}
 	}
-	loadStart := loadAverage()
+	loadStart := loadAverages()
 	v := startView(t, n, "view", viewPort, "")
 	pid, err := procByArg(v.config)
 	if err != nil {
@@ -232,7 +233,7 @@ func TestSoak(t *testing.T) {
 			}
 		}
 	}
-	loadEnd := loadAverage()
+	loadEnd := loadAverages()
 	quiet(t, n, procs, false)
 
 	// Verdicts: per cycle, the dark site's lost and up; anything else is wrong.
@@ -498,23 +499,23 @@ func readFootprint(t *testing.T, n *testnet.Net, p *soakProc) footprint {
 				t.Fatalf("%s: no edgeprobe_scheduler_workers on %s", p.name, p.metrics)
 			}
 		}
-		f, r, err := procFootprint(p.pid)
+		pr, err := testkit.ReadProc(p.pid)
 		if err != nil {
 			t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
 		}
-		gs, fds, rss, ws = append(gs, int(g-workers)), append(fds, f), append(rss, r), append(ws, int(workers))
+		gs, fds, rss, ws = append(gs, int(g-workers)), append(fds, pr.FDs), append(rss, pr.RSSKiB()), append(ws, int(workers))
 	}
-	cpu, err := procCPU(p.pid)
+	pr, err := testkit.ReadProc(p.pid)
 	if err != nil {
 		t.Fatalf("%s (pid %d): %v", p.name, p.pid, err)
 	}
-	fp := footprint{goroutines: slices.Min(gs), fds: slices.Min(fds), workers: slices.Max(ws), rssKiB: medianOf(rss), cpu: cpu, at: time.Now()}
+	fp := footprint{goroutines: slices.Min(gs), fds: slices.Min(fds), workers: slices.Max(ws), rssKiB: testkit.Median(rss), cpu: pr.CPU, at: time.Now()}
 	if p.agent {
 		// The worker gauge comes from the agent's report of up to a second before the
 		// page, so a reading just after a burst (workers made) or an idle-out (workers
 		// gone) is off by the change; the median leaves those out as the smallest
 		// leaves out probes in flight.
-		fp.goroutines = medianOf(gs)
+		fp.goroutines = testkit.Median(gs)
 	}
 	if p.agent {
 		fp.inconclusive = page["edgeprobe_probe_inconclusive_total"]
@@ -573,8 +574,8 @@ func promPage(client *http.Client, url string) (map[string]float64, error) {
 
 var agentLabel = regexp.MustCompile(`agent="[^"]*",?`)
 
-// loadAverage is /proc/loadavg's three load averages, for the report.
-func loadAverage() string {
+// loadAverages is /proc/loadavg's three load averages, for the report.
+func loadAverages() string {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "unknown (" + err.Error() + ")"
@@ -584,12 +585,6 @@ func loadAverage() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
-}
-
-func medianOf[T int | int64 | time.Duration](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // darkAt says whether site was dark at t (or within lostLate after its healing).

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -245,26 +245,12 @@ func TestPrometheusScrape(t *testing.T) {
 // promtoolCheckMetrics runs Prometheus' own linter over an exposition.
 func promtoolCheckMetrics(t *testing.T, body []byte) {
 	t.Helper()
-	promtool := lookTool(t, "promtool")
+	promtool := testkit.LookTool(t, "Debian's prometheus package, scripts/deps/prom.txt", "promtool")
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = bytes.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
-}
-
-// lookTool finds a binary of Debian's prometheus package; in CI its absence is a failure.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s not found: CI must install Debian's prometheus package (scripts/deps/prom.txt)", name)
-	}
-	t.Skipf("%s not found: apt-get install prometheus (scripts/deps/prom.txt)", name)
-	return ""
 }
 
 func TestPrometheusWebConfig(t *testing.T) {

@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -232,7 +233,9 @@ type targetSnap struct {
 	kind       probes.Kind
 	state      string
 	probed, ok bool
+	reason     probes.Reason
 	phases     probes.Phases
+	certExpiry time.Time
 	sets       [2]int // range in page.sets
 }
 
@@ -272,7 +275,8 @@ func (s *promState) copyTargets(pg *page, after promTargetKey, first bool) (last
 		if t.cur == nil {
 			continue
 		}
-		ts := targetSnap{labels: t.cur.labels, kind: t.kind, state: t.state, probed: t.probed, ok: t.ok, phases: t.phases}
+		ts := targetSnap{labels: t.cur.labels, kind: t.kind, state: t.state, probed: t.probed, ok: t.ok, reason: t.reason, phases: t.phases,
+			certExpiry: t.certExpiry}
 		ts.sets[0] = len(pg.sets)
 		for _, m := range t.sets {
 			ss := setSnap{labels: m.labels, buckets: m.buckets, sum: m.sum, count: m.count, timeouts: m.timeouts}
@@ -484,9 +488,11 @@ const (
 	famDetect       = contract.MetricSiteDetect
 	famState        = contract.MetricSiteState
 	famSince        = contract.MetricSiteStateChange
+	famReason       = contract.MetricTargetFailureReason
 	famUp           = contract.MetricTargetUp
 	famDuration     = contract.MetricProbeDuration
 	famHTTP         = "probe_http_duration_seconds"
+	famCert         = contract.MetricProbeCertExpiry
 	famSuccess      = contract.MetricProbeSuccess
 )
 
@@ -577,6 +583,16 @@ var pageFamilies = []pageFamily{
 			}
 		}
 	}},
+	{famReason, func(pg *page, s *promState) {
+		pg.family(famReason, failureReasonHelp, "gauge")
+		pg.eachTargetChunk(s, func() {
+			for _, t := range pg.targets {
+				if t.probed {
+					pg.sample(famReason, t.labels, 0, "", "", nil, float64(contract.FailureReasonCode(string(t.reason))))
+				}
+			}
+		})
+	}},
 	{famUp, func(pg *page, s *promState) {
 		pg.family(famUp, "1 when the target is up or suspect, 0 when down.", "gauge")
 		pg.eachTargetChunk(s, func() {
@@ -621,6 +637,16 @@ var pageFamilies = []pageFamily{
 			}
 		})
 	}},
+	{famCert, func(pg *page, s *promState) {
+		pg.family(famCert, "Unix time the earliest of the certificates the server presented in the last completed TLS handshake expires.", "gauge")
+		pg.eachTargetChunk(s, func() {
+			for _, t := range pg.targets {
+				if !t.certExpiry.IsZero() {
+					pg.sample(famCert, t.labels, 0, "", "", nil, float64(t.certExpiry.Unix()))
+				}
+			}
+		})
+	}},
 	{famSuccess, func(pg *page, s *promState) {
 		pg.family(famSuccess, "1 when the last probe succeeded.", "gauge")
 		pg.eachTargetChunk(s, func() {
@@ -634,6 +660,21 @@ var pageFamilies = []pageFamily{
 }
 
 var leInf = []byte("+Inf")
+
+// failureReasonHelp names the codes of edgeprobe_target_failure_reason, so that a reader
+// of the page needs no other document.
+var failureReasonHelp = func() string {
+	var b strings.Builder
+	b.WriteString("Why the last probe failed: 0 when it succeeded, else")
+	for i, r := range contract.FailureReasons {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %d %s", i+1, r)
+	}
+	b.WriteByte('.')
+	return b.String()
+}()
 
 // sortedSiteStates is contract.SiteStates in the order client_golang sorts the series.
 var sortedSiteStates = func() []string {

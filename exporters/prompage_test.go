@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -181,10 +182,15 @@ var refStateDescs = map[string]*prometheus.Desc{
 		"Unix time when the site entered its current state.", []string{"site"}, nil),
 	"edgeprobe_site_detect_seconds": prometheus.NewDesc("edgeprobe_site_detect_seconds",
 		"Time from the first failed (or, on recovery, successful) probe to the last site change.", []string{"site"}, nil),
+	"edgeprobe_target_failure_reason": prometheus.NewDesc("edgeprobe_target_failure_reason",
+		"Why the last probe failed: 0 when it succeeded, else 1 timeout, 2 refused, 3 unreachable, 4 resolve, 5 rcode, 6 answer, 7 status, 8 body, 9 tls, 10 protocol, 11 permission, 12 error.",
+		[]string{"site", "target", "kind"}, nil),
 	"edgeprobe_target_up": prometheus.NewDesc("edgeprobe_target_up",
 		"1 when the target is up or suspect, 0 when down.", []string{"site", "target", "kind"}, nil),
 	"probe_success": prometheus.NewDesc("probe_success",
 		"1 when the last probe succeeded.", []string{"site", "target", "kind"}, nil),
+	"probe_ssl_earliest_cert_expiry": prometheus.NewDesc("probe_ssl_earliest_cert_expiry",
+		"Unix time the earliest of the certificates the server presented in the last completed TLS handshake expires.", []string{"site", "target", "kind"}, nil),
 	"probe_http_duration_seconds": prometheus.NewDesc("probe_http_duration_seconds",
 		"Phases of the last HTTP probe, as blackbox_exporter names them.", []string{"site", "target", "kind", "phase"}, nil),
 }
@@ -252,6 +258,10 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 			ev.Result = probes.Result{Start: now, OK: true, RTT: rtt(),
 				Phases: probes.Phases{Resolve: time.Duration(rnd.IntN(1e6)), Connect: time.Duration(rnd.IntN(1e6)),
 					TLS: time.Duration(rnd.IntN(1e6)), Processing: time.Duration(rnd.IntN(1e7)), Transfer: time.Duration(rnd.IntN(1e5))}}
+			if t.kind == probes.KindHTTP || t.kind == probes.KindTCP && rnd.IntN(2) == 0 {
+				// A handshake's certificate expiry, also before the Unix epoch.
+				ev.Result.CertExpiry = now.Add(time.Duration(rnd.Int64N(2*365*24)-24*365*60) * time.Hour)
+			}
 		case x < 85:
 			ev.Type = agent.EventProbe
 			reason := probes.ReasonTimeout
@@ -260,6 +270,9 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 			}
 			ev.Result = probes.Result{Start: now, RTT: time.Second, Reason: reason, Detail: "x"}
 			ev.Inconclusive = reason == probes.ReasonTimeout && rnd.IntN(4) == 0
+			if reason == probes.ReasonStatus && t.kind == probes.KindHTTP {
+				ev.Result.CertExpiry = now.Add(time.Duration(rnd.Int64N(1e6)) * time.Second) // a handshake, then a wrong status
+			}
 		case x < 93:
 			ev.Type = agent.EventTarget
 			ev.To = []string{agent.TargetUp, agent.TargetSuspect, agent.TargetDown, agent.TargetUnknown}[rnd.IntN(4)]
@@ -307,8 +320,8 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 }
 
 // ownFamilies are the families the exporter writes itself.
-var ownFamilies = []string{famImpaired, famIsolated, famFailures, famInconclusive, famLateness, famWorkers, famDetect, famState, famSince, famUp,
-	famDuration, famHTTP, famSuccess}
+var ownFamilies = []string{famImpaired, famIsolated, famFailures, famInconclusive, famLateness, famWorkers, famDetect, famState,
+	famSince, famReason, famUp, famDuration, famHTTP, famCert, famSuccess}
 
 func parsePage(t *testing.T, what string, body []byte) map[string]*dto.MetricFamily {
 	t.Helper()
@@ -373,6 +386,13 @@ func TestPrometheusPageOracle(t *testing.T) {
 				}
 			}
 			comparePages(t, p, ref, 500)
+			// Every family the exporter writes itself took part.
+			page := parsePage(t, "/metrics", scrape(t, http.DefaultClient, "http://"+p.Addr()+"/metrics"))
+			for _, name := range ownFamilies {
+				if len(page[name].GetMetric()) == 0 {
+					t.Errorf("family %s has no series after %d events", name, len(evs))
+				}
+			}
 		})
 	}
 }
@@ -570,9 +590,7 @@ func canonicalLabels(mf *dto.MetricFamily) []string {
 
 // TestPrometheusScrapeAllocs: a scrape's allocations do not grow with the targets.
 func TestPrometheusScrapeAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
+	testkit.SkipShort(t, "measures a scrape's allocations at 10 and 1000 targets")
 	allocs := func(n int) float64 {
 		p, err := NewPrometheus(config.PrometheusConfig{Listen: "127.0.0.1:0"}, "edge1", nil, nil)
 		if err != nil {

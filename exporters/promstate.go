@@ -70,7 +70,12 @@ type promTargetState struct {
 	probed bool   // a probe result has been seen
 	ok     bool
 	rtt    time.Duration
+	reason probes.Reason // the last probe's; ReasonNone when it succeeded
 	phases probes.Phases
+	// certExpiry is the last completed TLS handshake's Result.CertExpiry; a probe without
+	// one (the server down, a handshake refused) keeps it, so that an expiry alert keeps
+	// firing while the certificate that caused it still stands.
+	certExpiry time.Time
 }
 
 // promState is the agent's current state as both Prometheus exporters export it: the
@@ -91,6 +96,9 @@ type promState struct {
 	// pageLabels is set for the /metrics exporter: apply then also counts each probe
 	// result in the target's promSeriesSet and renders label blocks as series appear.
 	pageLabels *pageLabels
+	// gone are the remote_write series that a removal (or a kind change) ended since the
+	// last snapshot (remotewrite_encode.go); /metrics' state never has any.
+	gone []goneSeries
 }
 
 func newPromState() *promState {
@@ -143,6 +151,9 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		s.targetList = slices.Insert(s.targetList, s.targetIndex(key), t)
 	}
 	if ev.Kind != "" {
+		if ev.Kind != t.kind {
+			t.certExpiry = time.Time{} // another kind's endpoint
+		}
 		t.kind = ev.Kind
 	}
 	if s.pageLabels != nil {
@@ -163,6 +174,13 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 			return false, t
 		}
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
+		if !ev.Result.CertExpiry.IsZero() {
+			t.certExpiry = ev.Result.CertExpiry
+		}
+		t.reason = ev.Result.Reason
+		if t.ok {
+			t.reason = probes.ReasonNone
+		}
 	}
 	return false, t
 }
@@ -174,9 +192,11 @@ func (s *promState) targetIndex(key promTargetKey) int {
 
 // removeTarget forgets a target (all its kinds' series). s.mu is held.
 func (s *promState) removeTarget(key promTargetKey) {
-	if _, ok := s.targets[key]; !ok {
+	t, ok := s.targets[key]
+	if !ok {
 		return
 	}
+	s.endTarget(t)
 	delete(s.targets, key)
 	if i := s.targetIndex(key); i < len(s.targetList) && s.targetList[i].key == key {
 		s.targetList = slices.Delete(s.targetList, i, i+1)
@@ -185,7 +205,8 @@ func (s *promState) removeTarget(key promTargetKey) {
 
 // removeSite forgets a site and any target still listed under it. s.mu is held.
 func (s *promState) removeSite(name string) {
-	if _, ok := s.sites[name]; ok {
+	if site, ok := s.sites[name]; ok {
+		s.endSite(site)
 		delete(s.sites, name)
 		s.siteList = slices.DeleteFunc(s.siteList, func(site *promSiteState) bool { return site.name == name })
 	}

@@ -62,10 +62,21 @@ func (s *promState) series(pushInterval time.Duration) []promSeries {
 		if t.probed {
 			out = append(out,
 				promSeries{"probe_success", labels, boolValue(t.ok)},
-				promSeries{"probe_duration_seconds", labels, t.rtt.Seconds()})
+				promSeries{"probe_duration_seconds", labels, t.rtt.Seconds()},
+				promSeries{"edgeprobe_target_failure_reason", labels, float64(failureCode(t.reason))})
+		}
+		if !t.certExpiry.IsZero() {
+			out = append(out, promSeries{"probe_ssl_earliest_cert_expiry", labels, float64(t.certExpiry.Unix())})
 		}
 	}
 	return out
+}
+
+// failureCode is the code table of edgeprobe_target_failure_reason written out (the
+// contract's FailureReasons order), so that a reordered table fails the encoding tests.
+func failureCode(r probes.Reason) int {
+	return map[probes.Reason]int{"": 0, "timeout": 1, "refused": 2, "unreachable": 3, "resolve": 4, "rcode": 5,
+		"answer": 6, "status": 7, "body": 8, "tls": 9, "protocol": 10, "permission": 11, "error": 12}[r]
 }
 
 // httpPhases returns, per HTTP target that has been probed, the last probe's phase

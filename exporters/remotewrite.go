@@ -5,14 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +19,8 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/httpretry"
+	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
@@ -31,12 +30,11 @@ var (
 )
 
 const (
-	remoteWriteVersion    = "0.1.0"
-	minBackoff            = 50 * time.Millisecond
-	maxBackoff            = 5 * time.Second
-	maxRetryAfter         = 5 * time.Minute
-	responseExcerptLength = 256
-	minChangeGap          = 20 * time.Millisecond // between change pushes; see Run
+	remoteWriteVersion = "0.1.0"
+	minBackoff         = 50 * time.Millisecond
+	maxBackoff         = 5 * time.Second
+	maxRetryAfter      = 5 * time.Minute
+	minChangeGap       = 20 * time.Millisecond // between change pushes; see Run
 )
 
 // Reasons a batch is given up, the reason label of edgeprobe_remote_write_dropped_batches_total.
@@ -350,16 +348,6 @@ func (r *RemoteWrite) encode(now time.Time) ([]byte, error) {
 	return r.enc.encode(r.state, r.cfg.PushInterval.Duration.Seconds(), ms), nil
 }
 
-// pushError is a failed request; retryable ones are tried again after a backoff.
-type pushError struct {
-	status     int // 0 for transport errors
-	retryable  bool
-	retryAfter time.Duration // from a Retry-After header
-	err        error
-}
-
-func (e *pushError) Error() string { return e.err.Error() }
-
 // sendLoop delivers the queue's head until ctx is done. Order matters: receivers such
 // as Prometheus reject a sample older than one they already hold.
 func (r *RemoteWrite) sendLoop(ctx context.Context) {
@@ -380,7 +368,7 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		var pe *pushError
+		var pe *httpretry.Error
 		switch {
 		case err == nil:
 			r.queue.pop(b.id)
@@ -389,19 +377,19 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 			rejecting.over("receiver accepts batches again")
 			attempt = 0
 			continue
-		case errors.As(err, &pe) && !pe.retryable:
+		case errors.As(err, &pe) && !pe.Retryable:
 			r.queue.pop(b.id)
 			r.stats.failed.Add(1)
 			r.stats.drop(DropRejected)
-			rejecting.happened("receiver rejected a batch; dropped", "status", pe.status, "err", err)
+			rejecting.happened("receiver rejected a batch; dropped", "status", pe.Status, "err", err)
 			failing.over("receiver answers again", "retries", attempt)
 			attempt = 0
 			continue
 		}
 		r.stats.failed.Add(1)
 		delay := backoff(attempt, r.cfg.PushInterval.Duration)
-		if errors.As(err, &pe) && pe.retryAfter > delay {
-			delay = pe.retryAfter
+		if errors.As(err, &pe) && pe.RetryAfter > delay {
+			delay = pe.RetryAfter
 		}
 		// One line when pushes start failing, one a minute while they do, one when they work.
 		failing.happened("push failed; retrying with backoff", "err", err, "retry_in", delay)
@@ -424,12 +412,7 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 // back (a restarted view) must hear from every agent within about one interval, as it
 // would from a healthy one.
 func backoff(attempt int, pushInterval time.Duration) time.Duration {
-	ceiling := max(minBackoff, min(pushInterval, maxBackoff))
-	d := ceiling
-	if attempt < 16 {
-		d = min(minBackoff<<attempt, ceiling)
-	}
-	return d/2 + rand.N(d/2+1)
+	return httpretry.Backoff(attempt, minBackoff, min(pushInterval, maxBackoff))
 }
 
 func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
@@ -437,7 +420,7 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(payload))
 	if err != nil {
-		return &pushError{err: fmt.Errorf("build request for %s: %w", r.url, err)}
+		return &httpretry.Error{Err: fmt.Errorf("build request for %s: %w", netcheck.Redact(r.url), err)}
 	}
 	for k, v := range r.cfg.Headers {
 		req.Header.Set(k, v)
@@ -449,47 +432,12 @@ func (r *RemoteWrite) send(ctx context.Context, payload []byte) error {
 	req.Header.Set("User-Agent", "edgeprobe/"+buildVersion())
 	auth, err := r.authorization()
 	if err != nil {
-		return &pushError{retryable: true, err: err}
+		return &httpretry.Error{Retryable: true, Err: err}
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return &pushError{retryable: true, err: fmt.Errorf("POST %s: %w", r.url, err)}
-	}
-	defer resp.Body.Close()
-	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, responseExcerptLength))
-	// Drain a little more so the connection can be reused.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	pe := &pushError{
-		status: resp.StatusCode,
-		err: fmt.Errorf("POST %s: %s: %s", r.url, resp.Status,
-			strings.TrimSpace(string(excerpt))),
-	}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-		pe.retryable = true
-		pe.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	}
-	return pe
-}
-
-// parseRetryAfter reads either form of Retry-After (seconds or an HTTP date), capped so
-// that a misconfigured receiver cannot silence an agent for days.
-func parseRetryAfter(value string, now time.Time) time.Duration {
-	if value == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.Atoi(value); err == nil {
-		d = time.Duration(secs) * time.Second
-	} else if t, err := http.ParseTime(value); err == nil {
-		d = t.Sub(now)
-	}
-	return max(0, min(d, maxRetryAfter))
+	return httpretry.Send(r.client, req, maxRetryAfter)
 }
 
 // authorization returns the Authorization header value from the credential files.

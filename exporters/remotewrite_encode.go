@@ -1,8 +1,10 @@
 package exporters
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/klauspost/compress/snappy"
@@ -39,16 +41,115 @@ type snapSeries struct {
 	value  float64
 }
 
-// siteLabels are a site's series, in the order snapshot writes them.
+// siteLabels are a site's series, in the order snapshot writes them. The states are in
+// every snapshot from the first; since and detect once timesSent.
 type siteLabels struct {
 	states        [4][]byte // edgeprobe_site_state per contract.SiteStates
 	since, detect []byte
+	timesSent     bool
 }
 
-// targetLabels are a target's series, built for one kind.
+// targetLabels are a target's series, built for one kind. certExpiry is built on the
+// first snapshot that has one, so that the targets without TLS (most) do without it.
+// sent says which of them the last snapshot carried.
 type targetLabels struct {
-	kind                  probes.Kind
-	up, success, duration []byte
+	kind                          probes.Kind
+	up, success, duration, reason []byte
+	certExpiry                    []byte
+	sent                          seriesBits
+}
+
+// seriesBits name a target's series.
+type seriesBits uint8
+
+const (
+	bitUp seriesBits = 1 << iota
+	bitSuccess
+	bitDuration
+	bitReason
+	bitCertExpiry
+)
+
+// of lists the label sets of the series in bits.
+func (l *targetLabels) of(bits seriesBits) [][]byte {
+	var out [][]byte
+	for _, s := range []struct {
+		bit    seriesBits
+		labels []byte
+	}{{bitUp, l.up}, {bitSuccess, l.success}, {bitDuration, l.duration}, {bitReason, l.reason}, {bitCertExpiry, l.certExpiry}} {
+		if bits&s.bit != 0 {
+			out = append(out, s.labels)
+		}
+	}
+	return out
+}
+
+// Staleness markers (docs/DESIGN.md, "The push contract"). A series the last snapshot
+// carried and the next one does not (its target or site removed by a reload, a kind
+// changed, a target's state gone) would stay in a Prometheus-compatible receiver for its
+// lookback, 5 minutes by default, as if still reported. So the next snapshot sends each
+// such series once more with the staleness marker, which ends it at once: what
+// Prometheus's own scrape loop does for a series that leaves a target's page. The view
+// reads a NaN as no state (view/receiver.go). A marker is lost with its batch if the
+// batch is dropped; the lookback then ends the series as before.
+
+// staleNaN is the Prometheus staleness marker as a sample value.
+var staleNaN = math.Float64frombits(contract.StaleNaN)
+
+// goneSeries is one series to end in the next snapshot. key names its target (or, with
+// key.target "", its site), so that one that is back by then is not ended: a marker and a
+// value at the same timestamp would make the receiver refuse the whole batch.
+type goneSeries struct {
+	key    promTargetKey
+	labels []byte
+}
+
+// endTarget queues the markers of every series of t's encoding that the last snapshot
+// carried. s.mu is held.
+func (s *promState) endTarget(t *promTargetState) {
+	if t.enc == nil {
+		return
+	}
+	for _, labels := range t.enc.of(t.enc.sent) {
+		s.gone = append(s.gone, goneSeries{t.key, labels})
+	}
+	t.enc.sent = 0
+}
+
+// endSite queues the markers of a removed site's series. s.mu is held.
+func (s *promState) endSite(site *promSiteState) {
+	if site.enc == nil {
+		return
+	}
+	key := promTargetKey{site: site.name}
+	for _, labels := range site.enc.states {
+		s.gone = append(s.gone, goneSeries{key, labels})
+	}
+	if site.enc.timesSent {
+		s.gone = append(s.gone, goneSeries{key, site.enc.since}, goneSeries{key, site.enc.detect})
+	}
+}
+
+// carries reports whether this snapshot carries the series labels of the target or site
+// key (back after its removal). s.mu is held.
+func (s *promState) carries(key promTargetKey, labels []byte) bool {
+	if key.target == "" {
+		site := s.sites[key.site]
+		if site == nil || site.enc == nil {
+			return false
+		}
+		for _, l := range site.enc.states {
+			if bytes.Equal(l, labels) {
+				return true
+			}
+		}
+		return site.enc.timesSent && (bytes.Equal(site.enc.since, labels) || bytes.Equal(site.enc.detect, labels))
+	}
+	t := s.targets[key]
+	if t == nil || t.enc == nil {
+		return false
+	}
+	return slices.ContainsFunc(t.enc.of(t.enc.sent), func(l []byte) bool { return bytes.Equal(l, labels) })
 }
 
 func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
@@ -94,13 +195,18 @@ func (e *snapEncoder) siteLabels(site string) *siteLabels {
 	return l
 }
 
+func targetPairs(key promTargetKey, kind probes.Kind) []labelPair {
+	return []labelPair{{contract.LabelSite, key.site}, {contract.LabelTarget, key.target}, {contract.LabelKind, string(kind)}}
+}
+
 func (e *snapEncoder) targetLabels(key promTargetKey, kind probes.Kind) *targetLabels {
-	pairs := []labelPair{{contract.LabelSite, key.site}, {contract.LabelTarget, key.target}, {contract.LabelKind, string(kind)}}
+	pairs := targetPairs(key, kind)
 	return &targetLabels{
 		kind:     kind,
 		up:       e.labels(contract.MetricTargetUp, pairs...),
 		success:  e.labels(contract.MetricProbeSuccess, pairs...),
 		duration: e.labels(contract.MetricProbeDuration, pairs...),
+		reason:   e.labels(contract.MetricTargetFailureReason, pairs...),
 	}
 }
 
@@ -124,24 +230,54 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 			out = append(out,
 				snapSeries{site.enc.since, float64(site.since.UnixNano()) / 1e9},
 				snapSeries{site.enc.detect, site.detect.Seconds()})
+			site.enc.timesSent = true
 		}
 	}
 	for _, t := range s.targetList {
-		if t.enc == nil || t.enc.kind != t.kind {
+		if t.enc != nil && t.enc.kind != t.kind {
+			s.endTarget(t) // a kind changed without a removal (sinks fed by hand)
+			t.enc = nil
+		}
+		if t.enc == nil {
 			t.enc = e.targetLabels(t.key, t.kind)
 		}
+		var sent seriesBits
 		switch t.state {
 		case agent.TargetUp, agent.TargetSuspect:
 			out = append(out, snapSeries{t.enc.up, 1})
+			sent |= bitUp
 		case agent.TargetDown:
 			out = append(out, snapSeries{t.enc.up, 0})
+			sent |= bitUp
 		}
 		if t.probed {
 			out = append(out,
 				snapSeries{t.enc.success, boolValue(t.ok)},
-				snapSeries{t.enc.duration, t.rtt.Seconds()})
+				snapSeries{t.enc.duration, t.rtt.Seconds()},
+				snapSeries{t.enc.reason, float64(contract.FailureReasonCode(string(t.reason)))})
+			sent |= bitSuccess | bitDuration | bitReason
+		}
+		if !t.certExpiry.IsZero() {
+			if t.enc.certExpiry == nil {
+				t.enc.certExpiry = e.labels(contract.MetricProbeCertExpiry, targetPairs(t.key, t.kind)...)
+			}
+			out = append(out, snapSeries{t.enc.certExpiry, float64(t.certExpiry.Unix())})
+			sent |= bitCertExpiry
+		}
+		if ended := t.enc.sent &^ sent; ended != 0 {
+			for _, labels := range t.enc.of(ended) {
+				s.gone = append(s.gone, goneSeries{t.key, labels})
+			}
+		}
+		t.enc.sent = sent
+	}
+	for _, g := range s.gone {
+		if !s.carries(g.key, g.labels) {
+			out = append(out, snapSeries{g.labels, staleNaN})
 		}
 	}
+	clear(s.gone)
+	s.gone = s.gone[:0]
 	e.series = out
 }
 

@@ -686,25 +686,6 @@ func TestRemoteWriteConstructorErrors(t *testing.T) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		value string
-		want  time.Duration
-	}{
-		{"", 0},
-		{"3", 3 * time.Second},
-		{"-1", 0},
-		{"junk", 0},
-		{strconv.Itoa(86400), maxRetryAfter},
-		{now.Add(10 * time.Second).Format(http.TimeFormat), 10 * time.Second},
-	} {
-		if got := parseRetryAfter(tc.value, now); got != tc.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.value, got, tc.want)
-		}
-	}
-}
-
 func TestBackoff(t *testing.T) {
 	for _, tc := range []struct {
 		attempt      int

@@ -2,6 +2,7 @@ package exporters
 
 import (
 	"bytes"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
@@ -71,14 +73,18 @@ func TestPrometheusForgetsRemoved(t *testing.T) {
 	promtoolCheckMetrics(t, []byte(page))
 }
 
-// TestRemoteWriteForgetsRemoved: a push after the removal carries none of the removed
-// target's or site's series, so a view stops counting this agent as a witness there.
+// TestRemoteWriteForgetsRemoved: the push after the removal carries the removed
+// target's and site's series only with the staleness marker, so that a receiver ends them
+// at once and a view stops counting this agent as a witness there; the push after that
+// carries them no more.
 func TestRemoteWriteForgetsRemoved(t *testing.T) {
 	rw, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/"}, "", "edge1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	labels := func() []string {
+	// labels returns the label pairs of the series the next push carries with a value,
+	// and those it ends with the staleness marker.
+	labels := func() (live, ended map[string]bool) {
 		t.Helper()
 		ms := time.Now().UnixMilli()
 		rw.lastMs = ms - 1
@@ -94,40 +100,42 @@ func TestRemoteWriteForgetsRemoved(t *testing.T) {
 		if err := proto.Unmarshal(raw, &req); err != nil {
 			t.Fatal(err)
 		}
-		var out []string
+		live, ended = map[string]bool{}, map[string]bool{}
 		for _, ts := range req.Timeseries {
+			into := live
+			if math.Float64bits(ts.Samples[0].Value) == contract.StaleNaN {
+				into = ended
+			}
 			for _, l := range ts.Labels {
-				out = append(out, l.Name+"="+l.Value)
+				into[l.Name+"="+l.Value] = true
 			}
 		}
-		return out
-	}
-	has := func(ls []string, want string) bool {
-		for _, l := range ls {
-			if l == want {
-				return true
-			}
-		}
-		return false
+		return live, ended
 	}
 	before, removal := removalEvents("edge1")
 	for _, ev := range before {
 		rw.Handle(ev)
 	}
-	if ls := labels(); !has(ls, "target=web") || !has(ls, "site=seoul") {
-		t.Fatalf("before the removal the push lacks target web or site seoul: %v", ls)
+	if live, ended := labels(); !live["target=web"] || !live["site=seoul"] || len(ended) > 0 {
+		t.Fatalf("before the removal the push lacks target web or site seoul, or ends something: %v, %v", live, ended)
 	}
 	for _, ev := range removal {
 		rw.Handle(ev)
 	}
-	ls := labels()
+	live, ended := labels()
 	for _, gone := range []string{"target=web", "target=dns", "site=seoul"} {
-		if has(ls, gone) {
+		if live[gone] {
 			t.Errorf("after the removal the push still carries %s", gone)
 		}
+		if !ended[gone] {
+			t.Errorf("the push after the removal does not end the series of %s", gone)
+		}
 	}
-	if !has(ls, "target=gw") || !has(ls, "site=pangyo") {
-		t.Errorf("the removal took target gw or site pangyo with it: %v", ls)
+	if !live["target=gw"] || !live["site=pangyo"] || ended["target=gw"] {
+		t.Errorf("the removal took target gw or site pangyo with it: %v, %v", live, ended)
+	}
+	if live, ended := labels(); len(ended) > 0 || live["target=web"] || live["site=seoul"] {
+		t.Errorf("the second push after the removal: %v, ended %v; want neither web nor seoul", live, ended)
 	}
 }
 

@@ -1,4 +1,4 @@
-# Fuzzing (issue 6, bad input). `make fuzz` runs each target for FUZZTIME (default 1m),
+# Fuzzing: the decoders of bad input (DNS replies, HTTP bodies, configs, pushes). `make fuzz` runs each target for FUZZTIME (default 1m),
 # `make fuzz-short` for FUZZSHORTTIME (default 12s, for CI); both end with a table of
 # executions per target and fail when any target fails. A failing input is written by
 # go test to <package>/testdata/fuzz/<target>/ and replayed by every later `go test`.
@@ -11,18 +11,27 @@ FUZZSHORTTIME ?= 12s
 # short run on a large seed (a 40-record DNS reply): a bounded count keeps the time on
 # fuzzing. Failing inputs are minimized under the same bound.
 FUZZMINIMIZE  ?= 500x
-FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush
+FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush ./failover:FuzzKeyFile ./view:FuzzSilence
 
-.PHONY: fuzz fuzz-short fuzz-run
+VIEW_FUZZTIME ?= 30s
 
+.PHONY: fuzz fuzz-short fuzz-run view-fuzz
+
+## fuzz: every fuzz target (FUZZ_TARGETS) for FUZZTIME each, then a table of executions
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(FUZZTIME)
 
+## fuzz-short: every fuzz target for FUZZSHORTTIME each (make test runs it)
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(FUZZSHORTTIME)
 
+## view-fuzz: the view's push decoder targets only, VIEW_FUZZTIME each
+view-fuzz:
+	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(VIEW_FUZZTIME) FUZZ_TARGETS="./view:FuzzDecodeWrite ./view:FuzzPush"
+
 # fuzz-run parses go test's last "fuzz: elapsed: 12s, execs: 123456 (10288/sec), ..." line
 # of each target.
+## fuzz-run: FUZZ_TARGETS for FUZZRUNTIME each (what fuzz and fuzz-short call)
 fuzz-run:
 	@dir=$$(mktemp -d); status=0; \
 	for t in $(FUZZ_TARGETS); do \

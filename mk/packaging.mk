@@ -1,5 +1,5 @@
 # Packages: `make package` builds the deb and rpm packages of every architecture into dist/
-# (issue 4; packaging/README.md). nfpm comes from packaging/tools, a Go module of its own
+# (packaging/README.md). nfpm comes from packaging/tools, a Go module of its own
 # whose go.mod and go.sum pin it, so it stays out of the edgeprobe binary's module graph and
 # nothing prebuilt is downloaded.
 #
@@ -46,8 +46,10 @@ PKG_ALL := $(addprefix package-,amd64 arm64 armv6 armv7)
 
 .PHONY: package package-test package-version package-vars $(PKG_ALL)
 
+## package: deb and rpm packages of PKG_ARCHES into DIST (default dist/)
 package: $(addprefix package-,$(PKG_ARCHES))
 
+## package-ARCH: the packages of one architecture (amd64, arm64, armv6, armv7)
 $(PKG_ALL): package-%: $(NFPM)
 	@mkdir -p $(PKG_BUILDDIR)/$* $(DIST)
 	GOOS=linux GOARCH=$(pkg_goarch_$*) GOARM=$(pkg_goarm_$*) CGO_ENABLED=0 \
@@ -63,17 +65,19 @@ $(PKG_ALL): package-%: $(NFPM)
 $(NFPM): packaging/tools/go.mod packaging/tools/go.sum
 	$(GO) -C packaging/tools build -trimpath -o $(CURDIR)/$(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
 
-# package-version prints the version the packages get (for scripts and the package tests).
+## package-version: the version the packages get (for scripts and the package tests)
 package-version:
 	@echo '$(PKG_VERSION)'
 
-# package-vars prints the variables that fix a build's bytes, as make arguments: the
-# package tests pass them to every build so that a commit landing meanwhile changes nothing.
+# The package tests pass these to every build so that a commit landing meanwhile changes
+# nothing.
+## package-vars: the variables that fix a build's bytes, as make arguments
 package-vars:
 	@echo 'PKG_VERSION=$(PKG_VERSION)'
 	@echo 'COMMIT_EPOCH=$(COMMIT_EPOCH)'
 
-# package-test runs the package tests alone (they build packages themselves; root, Debian's
-# debootstrap, rpm and qemu-user-static: scripts/deps/packaging.txt).
+# They build packages themselves; root, Debian's debootstrap, rpm and qemu-user-static
+# (scripts/deps/packaging.txt).
+## package-test: the package tests alone (packaging/)
 package-test: deps
 	$(GO) test -count=1 -v -timeout 20m ./packaging/

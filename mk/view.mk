@@ -1,30 +1,10 @@
-# The central view: fuzz its push decoder, keep the live page's screenshot, benchmark it.
-.PHONY: view-fuzz view-page view-bench bench-view-load
-VIEW_FUZZTIME ?= 30s
+# The view's live page as a picture: the board's screenshot in headless Chromium (Debian's
+# chromium, scripts/deps/view.txt). The view's tests are in `go test ./view/` (make check),
+# its fuzzing in mk/fuzz.mk, its benchmarks in mk/bench.mk.
 
-view-fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecodeWrite -fuzztime $(VIEW_FUZZTIME) ./view/
-	$(GO) test -run '^$$' -fuzz FuzzPush -fuzztime $(VIEW_FUZZTIME) ./view/
+.PHONY: view-page
 
-# view-page saves the board's screenshot under out/view (needs chromium).
+## view-page: save the board's screenshot under out/view (chromium)
 view-page:
 	mkdir -p out/view
 	$(GO) test -count=1 -run TestLivePage -v -artifacts -outputdir $(CURDIR)/out/view ./view/
-
-# view-bench: decode of one 20-site push (in place and the former decoder side by side),
-# applying it to an engine of 1000 agents, and both together.
-view-bench:
-	$(GO) test -run '^$$' -bench 'BenchmarkDecodePush|BenchmarkApplyPush|BenchmarkPush' -benchtime 2s ./view/
-
-# bench-view-load: VIEW_AGENTS agents x VIEW_SITES sites pushing every second for
-# VIEW_DURATION to an `edgeprobe view` started as its own process on loopback; prints the
-# view's CPU and RSS, pushes/s, errors and verdict latency. VIEW_LOAD_ARGS adds flags of
-# internal/viewload/cmd/viewload (e.g. --cpuprofile out/view-load.pprof).
-VIEW_AGENTS   ?= 1000
-VIEW_SITES    ?= 20
-VIEW_DURATION ?= 60s
-bench-view-load:
-	mkdir -p out
-	$(GO) build -o out/edgeprobe ./cmd/edgeprobe
-	$(GO) build -o out/viewload ./internal/viewload/cmd/viewload
-	out/viewload --view out/edgeprobe --agents $(VIEW_AGENTS) --sites $(VIEW_SITES) --duration $(VIEW_DURATION) $(VIEW_LOAD_ARGS)

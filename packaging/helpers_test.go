@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // target is one binary `make package` builds and the packages made from it.
@@ -76,30 +78,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need stops the test when a prerequisite is missing: a skip on a developer's machine,
-// a failure in CI, which installs scripts/deps/packaging.txt and runs as root.
-func need(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
+// needRoot and needTools stop a test whose prerequisite is missing, by internal/testkit's
+// skip policy: a skip on a developer's machine, a failure in CI, which installs
+// scripts/deps/packaging.txt and runs as root.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		need(t, "needs root (dpkg and rpm write owners and install into a chroot)")
-	}
+	testkit.RequireRoot(t, "dpkg and rpm write owners and install into a chroot")
 }
 
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			need(t, "needs %s (scripts/deps/packaging.txt; make deps installs it)", tool)
-		}
+		testkit.LookTool(t, "scripts/deps/packaging.txt; make deps installs it", tool)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // testZone answers a few names the way the DNS tests need.
@@ -206,7 +208,8 @@ func TestDNSProbe(t *testing.T) {
 }
 
 func TestDNSHostile(t *testing.T) {
-	cert, caFile := testCert(t)
+	ca := testkit.NewCA(t)
+	cert, caFile := ca.Server(t).Certificate, ca.File
 	dot := startDNS(t, "tcp-tls", &testZone{}, &cert)
 	malformed := rawUDP(t, func(q []byte) []byte {
 		// The query's ID, then a header that promises an answer the packet lacks.
@@ -243,8 +246,8 @@ func TestDNSHostile(t *testing.T) {
 	}{
 		{"wrong id over tcp", DNSSpec{Server: wrongIDTCP, Transport: "tcp"}, ReasonProtocol},
 		{"tcp never answers", DNSSpec{Server: silentTCP(t), Transport: "tcp"}, ReasonTimeout},
-		{"udp port closed", DNSSpec{Server: freePort(t, "udp")}, ReasonRefused},
-		{"tcp port closed", DNSSpec{Server: freePort(t, "tcp"), Transport: "tcp"}, ReasonRefused},
+		{"udp port closed", DNSSpec{Server: testkit.FreePort(t, "udp")}, ReasonRefused},
+		{"tcp port closed", DNSSpec{Server: testkit.FreePort(t, "tcp"), Transport: "tcp"}, ReasonRefused},
 		{"malformed reply", DNSSpec{Server: malformed}, ReasonProtocol},
 		{"wrong id over udp is ignored", DNSSpec{Server: wrongID}, ReasonTimeout},
 		{"dot verified", DNSSpec{Server: dot, Transport: "tls", TLS: TLSSpec{CAFile: caFile}}, ReasonNone},
@@ -256,7 +259,7 @@ func TestDNSHostile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.spec.Query = "www.example.test"
-			env := &Env{Resolver: NewResolver([]string{freePort(t, "udp")})}
+			env := &Env{Resolver: NewResolver([]string{testkit.FreePort(t, "udp")})}
 			p, err := New(KindDNS, tt.spec, env)
 			if err != nil {
 				t.Fatal(err)

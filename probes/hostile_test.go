@@ -11,25 +11,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -39,6 +30,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // hostileCase is one probe against one hostile endpoint.
@@ -58,7 +51,7 @@ const slack = 300 * time.Millisecond
 // runHostile runs each case once and logs a line per case: reason, detail, time taken.
 func runHostile(t *testing.T, cases []hostileCase) {
 	t.Helper()
-	runHostileEnv(t, &Env{Resolver: NewResolver([]string{freePort(t, "udp")})}, cases)
+	runHostileEnv(t, &Env{Resolver: NewResolver([]string{testkit.FreePort(t, "udp")})}, cases)
 }
 
 func runHostileEnv(t *testing.T, env *Env, cases []hostileCase) {
@@ -166,57 +159,20 @@ type certKit struct {
 
 func newCertKit(t testing.TB) certKit {
 	t.Helper()
+	ca := testkit.NewCA(t)
 	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edgeprobe hostile CA"},
-		NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := func(serial int64, notAfter time.Time, names []string, ips []net.IP, selfSigned bool) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "hostile"},
-			NotBefore: now.Add(-24 * time.Hour), NotAfter: notAfter,
-			DNSNames: names, IPAddresses: ips,
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		}
-		parent, signer := ca, any(caKey)
-		if selfSigned {
-			parent, signer = tmpl, key
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
 	loop := []net.IP{net.IPv4(127, 0, 0, 1)}
-	k := certKit{
-		good:      leaf(2, now.Add(time.Hour), nil, loop, false),
-		expired:   leaf(3, now.Add(-time.Hour), nil, loop, false),
-		wrongName: leaf(4, now.Add(time.Hour), []string{"other.example.test"}, []net.IP{net.IPv4(127, 0, 0, 2)}, false),
-		self:      leaf(5, now.Add(time.Hour), nil, loop, true),
+	leaf := func(spec testkit.CertSpec) tls.Certificate {
+		spec.CommonName = "hostile"
+		return ca.Issue(t, spec).Certificate
 	}
-	k.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(k.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
-		t.Fatal(err)
+	return certKit{
+		caFile:    ca.File,
+		good:      leaf(testkit.CertSpec{IPs: loop}),
+		expired:   leaf(testkit.CertSpec{IPs: loop, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(-time.Hour)}),
+		wrongName: leaf(testkit.CertSpec{DNSNames: []string{"other.example.test"}, IPs: []net.IP{net.IPv4(127, 0, 0, 2)}}),
+		self:      leaf(testkit.CertSpec{IPs: loop, SelfSigned: true}),
 	}
-	return k
 }
 
 // tlsHTTP serves the test mux over TLS with cert.

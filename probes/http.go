@@ -58,7 +58,8 @@ type httpTimes struct {
 	connectStart, connectEnd time.Time
 	tlsStart, tlsEnd         time.Time
 	wrote, firstByte         time.Time
-	redirects                int // redirects followed so far
+	redirects                int       // redirects followed so far
+	certExpiry               time.Time // of the last handshake that completed
 }
 
 // MaxResponseHeaderBytes caps the response headers an HTTP probe reads; a server that
@@ -140,8 +141,14 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 				times.stamp(&times.connectEnd)
 			}
 		},
-		TLSHandshakeStart:    func() { times.stamp(&times.tlsStart) },
-		TLSHandshakeDone:     func(tls.ConnectionState, error) { times.stamp(&times.tlsEnd) },
+		TLSHandshakeStart: func() { times.stamp(&times.tlsStart) },
+		TLSHandshakeDone: func(cs tls.ConnectionState, err error) {
+			times.stamp(&times.tlsEnd)
+			if err == nil {
+				expiry := earliestExpiry(cs.PeerCertificates)
+				times.set(func() { times.certExpiry = expiry })
+			}
+		},
 		WroteRequest:         func(httptrace.WroteRequestInfo) { times.stamp(&times.wrote) },
 		GotFirstResponseByte: func() { times.stamp(&times.firstByte) },
 	})
@@ -166,12 +173,19 @@ func (p *httpProber) Probe(ctx context.Context) Result {
 		reason, detail := httpFailure(err, times)
 		r := failure(start, reason, fmt.Sprintf("%s %s: %s", p.spec.Method, p.url.Redacted(), detail))
 		r.Phases = times.phases(time.Now())
+		r.CertExpiry = times.expiry()
 		return r
 	}
 	defer resp.Body.Close()
 	reason, detail := p.readBody(resp.Body)
 	end := time.Now()
 	r := Result{Start: start, RTT: end.Sub(start), Phases: times.phases(end)}
+	// From the connection the answer came on, as blackbox_exporter reads it: a kept-alive
+	// probe's had its handshake in an earlier probe, and after redirects it is the last
+	// server's (none when that one spoke plain HTTP).
+	if resp.TLS != nil {
+		r.CertExpiry = earliestExpiry(resp.TLS.PeerCertificates)
+	}
 	if !p.accepts(resp.StatusCode) {
 		r.Reason = ReasonStatus
 		r.Detail = fmt.Sprintf("status %d, want %s", resp.StatusCode, strings.Join(p.spec.Status, " or "))
@@ -284,6 +298,12 @@ func httpFailure(err error, times *httpTimes) (Reason, string) {
 		detail += " " + times.stage()
 	}
 	return reason, detail
+}
+
+func (t *httpTimes) expiry() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.certExpiry
 }
 
 func (t *httpTimes) followed() int {

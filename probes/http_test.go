@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // quietLog keeps the expected handshake failures of the TLS tests out of the output.
@@ -154,10 +156,7 @@ func TestHTTPTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A client certificate signed by a CA of our own, for a server that asks for one.
-	clientCert, _ := testCert(t)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
-	writeKeyPair(t, clientCert, certFile, keyFile)
+	certFile, keyFile := testkit.NewCA(t).Client(t, "client").Files(t, t.TempDir(), "client")
 	mtls := httptest.NewUnstartedServer(testMux())
 	mtls.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
 	mtls.Config.ErrorLog = quietLog
@@ -202,10 +201,10 @@ func TestHTTPHostile(t *testing.T) {
 		want Reason
 	}{
 		{"accepts, never answers", "http://" + silentTCP(t) + "/", ReasonTimeout},
-		{"refused", "http://" + freePort(t, "tcp") + "/", ReasonRefused},
+		{"refused", "http://" + testkit.FreePort(t, "tcp") + "/", ReasonRefused},
 		{"name does not resolve", "http://nonexistent.invalid/", ReasonResolve},
 	}
-	env := &Env{Resolver: NewResolver([]string{freePort(t, "udp")})}
+	env := &Env{Resolver: NewResolver([]string{testkit.FreePort(t, "udp")})}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := New(KindHTTP, HTTPSpec{URL: tt.url}, env)

@@ -15,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // loopbackNetns is a namespace of the test's own with lo up and ping sockets open to
@@ -581,7 +583,7 @@ func startOnce(t testing.TB, p Prober, timeout time.Duration) Result {
 // before Start existed, and never in the host's namespace), which is a matter of the
 // test namespace, not of the engine.
 func TestICMPStartExpireRace(t *testing.T) {
-	requireRoot(t, "opens a raw ICMP socket")
+	testkit.RequireRoot(t, "opens a raw ICMP socket")
 	e, err := NewICMPEngine(ICMPRaw)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ package probes
 import (
 	"context"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/contract"
 )
 
 // Kind names a probe protocol as it appears in configuration and output.
@@ -28,28 +30,34 @@ const (
 // onto one of these so that output and metrics have a bounded vocabulary.
 type Reason string
 
-// The failure vocabulary. ReasonNone is the reason of a successful probe.
+// The failure vocabulary, named by the push contract (contract.FailureReasons), which
+// also numbers it for edgeprobe_target_failure_reason. ReasonNone is the reason of a
+// successful probe.
 const (
 	ReasonNone        Reason = ""
-	ReasonTimeout     Reason = "timeout"     // no answer before the deadline
-	ReasonRefused     Reason = "refused"     // connection refused (TCP RST, ICMP port unreachable)
-	ReasonUnreachable Reason = "unreachable" // network/host unreachable, no route, ICMP dest unreachable
-	ReasonResolve     Reason = "resolve"     // the target's host name did not resolve
-	ReasonRcode       Reason = "rcode"       // DNS answered with an rcode not accepted
-	ReasonAnswer      Reason = "answer"      // DNS answer section did not hold what was expected
-	ReasonStatus      Reason = "status"      // HTTP status code not accepted
-	ReasonBody        Reason = "body"        // HTTP body did not match, or exceeded its limit
-	ReasonTLS         Reason = "tls"         // TLS handshake or certificate verification failed
-	ReasonProtocol    Reason = "protocol"    // malformed or unexpected answer (bad DNS message, bad HTTP)
-	ReasonPermission  Reason = "permission"  // the OS refused us (ICMP socket not permitted)
-	ReasonError       Reason = "error"       // anything else; Result.Detail says what
+	ReasonTimeout     Reason = contract.ReasonTimeout     // no answer before the deadline
+	ReasonRefused     Reason = contract.ReasonRefused     // connection refused (TCP RST, ICMP port unreachable)
+	ReasonUnreachable Reason = contract.ReasonUnreachable // network/host unreachable, no route, ICMP dest unreachable
+	ReasonResolve     Reason = contract.ReasonResolve     // the target's host name did not resolve
+	ReasonRcode       Reason = contract.ReasonRcode       // DNS answered with an rcode not accepted
+	ReasonAnswer      Reason = contract.ReasonAnswer      // DNS answer section did not hold what was expected
+	ReasonStatus      Reason = contract.ReasonStatus      // HTTP status code not accepted
+	ReasonBody        Reason = contract.ReasonBody        // HTTP body did not match, or exceeded its limit
+	ReasonTLS         Reason = contract.ReasonTLS         // TLS handshake or certificate verification failed
+	ReasonProtocol    Reason = contract.ReasonProtocol    // malformed or unexpected answer (bad DNS message, bad HTTP)
+	ReasonPermission  Reason = contract.ReasonPermission  // the OS refused us (ICMP socket not permitted)
+	ReasonError       Reason = contract.ReasonError       // anything else; Result.Detail says what
 )
 
-// Reasons lists every failure reason, in a stable order, for metrics and docs.
-var Reasons = []Reason{
-	ReasonTimeout, ReasonRefused, ReasonUnreachable, ReasonResolve, ReasonRcode, ReasonAnswer,
-	ReasonStatus, ReasonBody, ReasonTLS, ReasonProtocol, ReasonPermission, ReasonError,
-}
+// Reasons lists every failure reason, in a stable order (the contract's), for metrics
+// and docs.
+var Reasons = func() []Reason {
+	out := make([]Reason, len(contract.FailureReasons))
+	for i, r := range contract.FailureReasons {
+		out[i] = Reason(r)
+	}
+	return out
+}()
 
 // Result is the outcome of one probe.
 type Result struct {
@@ -59,6 +67,13 @@ type Result struct {
 	Reason Reason        // ReasonNone when OK
 	Detail string        // a short human explanation of a failure, empty when OK
 	Phases Phases        // per-phase timings where the kind has phases (HTTP, TCP+TLS, DNS)
+	// CertExpiry is the earliest NotAfter among the certificates the server presented on
+	// the probe's TLS connection (HTTPS: the one the answer came on; TCP with
+	// tls.enable): blackbox_exporter's probe_ssl_earliest_cert_expiry. It is set whenever
+	// a handshake completed, also when the probe failed afterwards (a wrong HTTP status, a
+	// body that did not match), and zero when none did (no TLS, or a handshake that
+	// failed, as an expired certificate's does unless insecure = true).
+	CertExpiry time.Time
 }
 
 // Phases are the timings of a probe's steps, zero where a step did not happen.

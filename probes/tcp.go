@@ -47,6 +47,7 @@ func (p *tcpProber) Probe(ctx context.Context) Result {
 		return r
 	}
 	defer conn.Close()
+	var expiry time.Time
 	if p.tls != nil {
 		handshakeStart := time.Now()
 		tconn := tls.Client(conn, p.tls)
@@ -61,6 +62,7 @@ func (p *tcpProber) Probe(ctx context.Context) Result {
 			r.Phases = phases
 			return r
 		}
+		expiry = earliestExpiry(tconn.ConnectionState().PeerCertificates)
 	}
-	return Result{Start: start, OK: true, RTT: time.Since(start), Phases: phases}
+	return Result{Start: start, OK: true, RTT: time.Since(start), Phases: phases, CertExpiry: expiry}
 }

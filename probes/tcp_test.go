@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // tlsServer completes TLS handshakes with cert on 127.0.0.1:0 until the test ends.
@@ -39,7 +41,8 @@ func tlsServer(t testing.TB, cert tls.Certificate) string {
 }
 
 func TestTCPProbe(t *testing.T) {
-	cert, caFile := testCert(t)
+	ca := testkit.NewCA(t)
+	cert, caFile := ca.Server(t).Certificate, ca.File
 	tlsAddr := tlsServer(t, cert)
 	_, port, _ := net.SplitHostPort(tlsAddr)
 	tests := []struct {
@@ -48,7 +51,7 @@ func TestTCPProbe(t *testing.T) {
 		want Reason
 	}{
 		{"connect", TCPSpec{Address: silentTCP(t)}, ReasonNone},
-		{"refused", TCPSpec{Address: freePort(t, "tcp")}, ReasonRefused},
+		{"refused", TCPSpec{Address: testkit.FreePort(t, "tcp")}, ReasonRefused},
 		{"tls verified", TCPSpec{Address: tlsAddr, TLS: TLSSpec{Enable: true, CAFile: caFile}}, ReasonNone},
 		{"tls by host name", TCPSpec{Address: "localhost:" + port, Family: "ip4", TLS: TLSSpec{Enable: true, CAFile: caFile}}, ReasonNone},
 		{"tls unknown CA", TCPSpec{Address: tlsAddr, TLS: TLSSpec{Enable: true}}, ReasonTLS},

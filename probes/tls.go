@@ -47,6 +47,18 @@ func (spec TLSSpec) ClientConfig() (*tls.Config, error) {
 	return conf, nil
 }
 
+// earliestExpiry is the earliest NotAfter of certs (those a server presented: its own
+// and the intermediates it sent, not the local roots they chain to), or zero for none.
+func earliestExpiry(certs []*x509.Certificate) time.Time {
+	var first time.Time
+	for _, c := range certs {
+		if first.IsZero() || c.NotAfter.Before(first) {
+			first = c.NotAfter
+		}
+	}
+	return first
+}
+
 // keyPair is a client certificate and key on disk, loaded again when either file's
 // modification time changes.
 type keyPair struct {

@@ -5,12 +5,15 @@ import (
 	"math"
 	"net"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/edgeprobe/edgeprobe/failover"
+	"github.com/edgeprobe/edgeprobe/internal/damp"
 	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
@@ -24,16 +27,25 @@ const (
 	// An agent pushes once per push interval (1 s at the fastest that is sensible) and at
 	// once on every state change: 10 a second on average with bursts of 100 leaves room
 	// for a storm of changes while stopping a runaway or hostile sender.
-	DefaultPushRate        = 10
-	DefaultPushBurst       = 100
-	DefaultMaxEventClients = 256
+	DefaultPushRate                 = 10
+	DefaultPushBurst                = 100
+	DefaultMaxEventClients          = 256
+	DefaultMaxEventClientsPerClient = 16
 	// A notifier's attempt times out after DefaultNotifyTimeout and is retried
 	// DefaultNotifyRetries times; Alertmanager alerts are re-sent every DefaultResend.
 	DefaultNotifyTimeout = 5 * time.Second
 	DefaultNotifyRetries = 5
 	DefaultResend        = time.Minute
-	defaultStaleFactor   = 3
-	minStaleAfter        = time.Second
+	// DefaultMaxUpFraction is the share of witnesses that may see a site up while it is
+	// still lost (Route 53 calls an endpoint healthy while more than 18% of its checkers
+	// do); beyond it the site is partitioned.
+	DefaultMaxUpFraction = 0.18
+	DefaultForgetAfter   = 10 * time.Minute
+	// DefaultEventRing is how many verdict changes a view keeps for clients that
+	// reconnect (Last-Event-ID) and, with a state_dir, across restarts.
+	DefaultEventRing   = 4096
+	defaultStaleFactor = 3
+	minStaleAfter      = time.Second
 )
 
 // Config is view.toml. The zero value (after Defaults) is a working view on loopback
@@ -47,6 +59,21 @@ type Config struct {
 	// Quorum is how many fresh, non-isolated witnesses must report a site down before
 	// it is lost: a number (at least 1) or "majority" of the agents that report the site.
 	Quorum Quorum `toml:"quorum"`
+	// QuorumBy names an agent label (region, asn, uplink): witnesses are then counted by
+	// its distinct values, so agents sharing a failure domain are one witness.
+	QuorumBy string `toml:"quorum_by"`
+	// MaxUpFraction is the share of witnesses that may report a site up while it is
+	// lost; more make it partitioned.
+	MaxUpFraction float64 `toml:"max_up_fraction"`
+	// ForgetAfter drops agents silent for this long, and sites no agent reports for as
+	// long; "0s" keeps them for ever.
+	ForgetAfter Duration `toml:"forget_after"`
+	// StateDir keeps what a restart must not lose: silences, the last verdict changes,
+	// the failover audit log and state. "" keeps them in memory only.
+	StateDir string `toml:"state_dir"`
+	// Silences are maintenance windows: the site keeps its verdict, marked silenced,
+	// and notifies and acts on nothing.
+	Silences []SilenceConfig `toml:"silence"`
 	// StaleAfter fixes how long an agent stays a witness without a push. Zero means
 	// 3 x the push interval the agent announces (at least 1 s).
 	StaleAfter Duration `toml:"stale_after"`
@@ -73,8 +100,12 @@ type Config struct {
 	// a second on average, PushBurst at once); beyond them a push gets 429 with Retry-After.
 	PushRate  float64 `toml:"push_rate"`
 	PushBurst int     `toml:"push_burst"`
-	// MaxEventClients caps the concurrent /api/v1/events subscribers; more get 503.
-	MaxEventClients int `toml:"max_event_clients"`
+	// MaxEventClients caps the concurrent /api/v1/events subscribers, and
+	// MaxEventClientsPerClient those from one client address; more get 503.
+	MaxEventClients          int `toml:"max_event_clients"`
+	MaxEventClientsPerClient int `toml:"max_event_clients_per_client"`
+	// Actions are what the view does about a lost site (package failover).
+	Actions failover.Config `toml:"actions"`
 
 	// Path is the file the config came from, "" for defaults; used in messages.
 	Path string `toml:"-"`
@@ -161,6 +192,21 @@ type AgentToken struct {
 	token     string
 }
 
+// SilenceConfig is one [[silence]] of view.toml.
+type SilenceConfig struct {
+	Site    string    `toml:"site"`
+	Start   time.Time `toml:"start"` // TOML date-time; default: from the start of the view
+	End     time.Time `toml:"end"`
+	Comment string    `toml:"comment"`
+}
+
+// Damping is the delay a notifier (or action) waits before it acts on a loss and before
+// it resolves (docs/DESIGN.md, "Acting on a verdict").
+type Damping struct {
+	LostFor    Duration `toml:"lost_for"`    // the loss must hold this long; default 0
+	RecoverFor Duration `toml:"recover_for"` // up this long before resolving; default 10s
+}
+
 // Notifiers lists where lost sites and their recoveries are announced.
 type Notifiers struct {
 	Webhook      []WebhookConfig      `toml:"webhook"`
@@ -169,14 +215,19 @@ type Notifiers struct {
 
 // WebhookConfig is one JSON POST receiver.
 type WebhookConfig struct {
-	URL        string   `toml:"url"`
+	URL string `toml:"url"`
+	// SecretFile holds a key with which every body is signed (HMAC-SHA256, header
+	// X-Edgeprobe-Signature), so that a receiver can trust it.
+	SecretFile string `toml:"secret_file"`
+	Damping
 	Timeout    Duration `toml:"timeout"`     // per attempt, default 5s
 	MaxRetries int      `toml:"max_retries"` // after the first attempt, default 5
 }
 
 // AlertmanagerConfig is one Alertmanager, spoken to with its API v2.
 type AlertmanagerConfig struct {
-	URL     string   `toml:"url"`     // base URL, e.g. http://127.0.0.1:9093
+	URL string `toml:"url"` // base URL, e.g. http://127.0.0.1:9093
+	Damping
 	Timeout Duration `toml:"timeout"` // per attempt, default 5s
 	// Resend repeats firing alerts so that Alertmanager does not resolve them on its own
 	// resolve_timeout; default 1m.
@@ -251,6 +302,9 @@ func (c *Config) Defaults() {
 	if c.MaxEventClients == 0 {
 		c.MaxEventClients = DefaultMaxEventClients
 	}
+	if c.MaxEventClientsPerClient == 0 {
+		c.MaxEventClientsPerClient = DefaultMaxEventClientsPerClient
+	}
 	for i := range c.Notifiers.Webhook {
 		w := &c.Notifiers.Webhook[i]
 		w.Timeout.Duration = w.Timeout.Or(DefaultNotifyTimeout)
@@ -268,9 +322,19 @@ func (c *Config) Defaults() {
 	}
 }
 
+// newConfig is a Config holding the defaults of the settings whose zero means
+// something (no check, strict, never): decoding a file overwrites only what it writes.
+func newConfig() *Config {
+	return &Config{
+		MaxSampleAge:  Duration{Duration: DefaultMaxSampleAge},
+		MaxUpFraction: DefaultMaxUpFraction,
+		ForgetAfter:   Duration{Duration: DefaultForgetAfter},
+	}
+}
+
 // DefaultConfig is the config of a view started without a file.
 func DefaultConfig() *Config {
-	c := &Config{MaxSampleAge: Duration{Duration: DefaultMaxSampleAge}}
+	c := newConfig()
 	c.Defaults()
 	return c
 }
@@ -289,13 +353,14 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes and validates view.toml content read from path (used in messages,
 // and as the directory relative file names are resolved against).
 func ParseConfig(data []byte, path string) (*Config, error) {
-	c := &Config{MaxSampleAge: Duration{Duration: DefaultMaxSampleAge}}
+	c := newConfig()
 	doc, ok := tomlconf.Decode(data, path, c, tomlconf.Options{ZeroAllowed: viewZeroAllowed})
 	if !ok {
 		return nil, doc.Err()
 	}
 	c.Path = path
 	c.Defaults()
+	c.notifierDefaults(doc)
 	c.validate(doc)
 	if err := doc.Err(); err != nil {
 		return nil, err
@@ -303,8 +368,32 @@ func ParseConfig(data []byte, path string) (*Config, error) {
 	return c, nil
 }
 
-// viewZeroAllowed names the durations where "0s" means something: no sample age check.
-func viewZeroAllowed(path string) bool { return path == "max_sample_age" }
+// viewZeroAllowed names the durations where "0s" means something: no sample age check,
+// never forget, no damping, act on a loss at once.
+func viewZeroAllowed(path string) bool {
+	switch {
+	case path == "max_sample_age", path == "forget_after", failover.ZeroAllowed("actions", path):
+		return true
+	case strings.HasPrefix(path, "notifiers."):
+		return strings.HasSuffix(path, ".lost_for") || strings.HasSuffix(path, ".recover_for")
+	}
+	return false
+}
+
+// notifierDefaults gives each notifier the default recover_for unless the file writes
+// one (zero included: resolve at once).
+func (c *Config) notifierDefaults(doc *tomlconf.Doc) {
+	for i := range c.Notifiers.Webhook {
+		if !doc.Defined(tomlconf.IndexPath("notifiers.webhook", i) + ".recover_for") {
+			c.Notifiers.Webhook[i].RecoverFor.Duration = damp.DefaultRecoverFor
+		}
+	}
+	for i := range c.Notifiers.Alertmanager {
+		if !doc.Defined(tomlconf.IndexPath("notifiers.alertmanager", i) + ".recover_for") {
+			c.Notifiers.Alertmanager[i].RecoverFor.Duration = damp.DefaultRecoverFor
+		}
+	}
+}
 
 func (c *Config) validate(doc *tomlconf.Doc) {
 	bad := doc.Errf
@@ -329,6 +418,25 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 	if c.MaxEventClients < 1 {
 		bad("max_event_clients", "%d is too small; allowed: 1 or more", c.MaxEventClients)
 	}
+	if c.MaxEventClientsPerClient < 1 {
+		bad("max_event_clients_per_client", "%d is too small; allowed: 1 or more", c.MaxEventClientsPerClient)
+	}
+	if c.MaxUpFraction < 0 || c.MaxUpFraction >= 1 || math.IsNaN(c.MaxUpFraction) {
+		bad("max_up_fraction", "%v is out of range; allowed: from 0 (any witness that sees the site up makes it partitioned) to below 1", c.MaxUpFraction)
+	}
+	if c.QuorumBy != "" && !labelName.MatchString(c.QuorumBy) {
+		bad("quorum_by", "%q is not a label name; allowed: an agent label such as \"region\", \"asn\" or \"uplink\"", c.QuorumBy)
+	}
+	if f := c.ForgetAfter.Duration; f > 0 && f < time.Minute {
+		bad("forget_after", "%s is too short; allowed: 1m or more, or \"0s\" to keep agents and sites for ever", c.ForgetAfter)
+	}
+	if c.StateDir != "" {
+		c.StateDir = doc.Resolve(c.StateDir)
+	}
+	for i := range c.Silences {
+		c.Silences[i].check(doc, tomlconf.IndexPath("silence", i))
+	}
+	c.Actions.Check(doc, "actions", c.StateDir)
 	if c.StaleAfter.Duration != 0 && c.StaleAfter.Duration < 100*time.Millisecond {
 		bad("stale_after", "%s is too short; allowed: 100ms or more", c.StaleAfter)
 	}
@@ -367,8 +475,12 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 			bad(key+".token_file", "%s is empty; allowed: a file holding the token", at.TokenFile)
 		}
 	}
-	for i, w := range c.Notifiers.Webhook {
+	for i := range c.Notifiers.Webhook {
+		w := &c.Notifiers.Webhook[i]
 		key := tomlconf.IndexPath("notifiers.webhook", i)
+		if w.SecretFile != "" {
+			doc.ReadableFile(key+".secret_file", &w.SecretFile)
+		}
 		if msg := netcheck.URL(w.URL); msg != "" {
 			bad(key+".url", "%s", msg)
 		}
@@ -384,6 +496,21 @@ func (c *Config) validate(doc *tomlconf.Doc) {
 		if a.MaxRetries < 0 {
 			bad(key+".max_retries", "%d is negative; allowed: 0 or more", a.MaxRetries)
 		}
+	}
+}
+
+// labelName is a Prometheus label name.
+var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// check validates one [[silence]] at key.
+func (sc *SilenceConfig) check(doc *tomlconf.Doc, key string) {
+	if sc.Site == "" {
+		doc.Errf(key+".site", "missing; allowed: the name of the site in maintenance")
+	}
+	if sc.End.IsZero() {
+		doc.Errf(key+".end", "missing; allowed: a TOML date-time such as 2026-12-01T22:00:00Z")
+	} else if !sc.Start.IsZero() && !sc.End.After(sc.Start) {
+		doc.Errf(key+".end", "%s is not after start %s", sc.End.Format(time.RFC3339), sc.Start.Format(time.RFC3339))
 	}
 }
 

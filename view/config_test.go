@@ -3,6 +3,7 @@ package view
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestDefaultConfig(t *testing.T) {
 func TestInvalidConfigs(t *testing.T) {
 	want := map[string]string{
 		"invalid-unknown-key.toml": "testdata/invalid-unknown-key.toml:2: quorom: unknown key; allowed here: " + strings.Join(topLevelKeys(), ", "),
-		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook[0].retries: unknown key; allowed here: url, timeout, max_retries",
+		"invalid-nested-key.toml":  "testdata/invalid-nested-key.toml:3: notifiers.webhook[0].retries: unknown key; allowed here: url, secret_file, lost_for, recover_for, timeout, max_retries",
 		"invalid-web-config.toml":  "testdata/invalid-web-config.toml:1: web_config: open /nonexistent/web.yml: no such file or directory; allowed: an existing, readable regular file",
 		"invalid-quorum.toml":      `testdata/invalid-quorum.toml:1: quorum: quorum 0 out of range: want a number >= 1 or "majority"`,
 		"invalid-quorum-word.toml": `testdata/invalid-quorum-word.toml:1: quorum: quorum "most": want a number >= 1 or "majority"`,
@@ -158,9 +159,9 @@ func TestCheckExposure(t *testing.T) {
 		}
 		return p
 	}
-	writeSelfSigned(t, dir)
+	ca := writeServerCert(t, dir)
 	tlsOnly := write("tls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
-	mtls := write("mtls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n")
+	mtls := write("mtls.yml", "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: "+ca.File+"\n")
 	tests := []struct {
 		name, toml, listen string
 		refused            bool
@@ -198,5 +199,27 @@ func TestCheckExposure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestViewExample: view.toml.example is valid and shows every option (commented-out
+// lines, whose files must exist on a real host, count as shown).
+func TestViewExample(t *testing.T) {
+	if _, err := LoadConfig("../view.toml.example"); err != nil {
+		t.Fatalf("view.toml.example does not pass:\n%v", err)
+	}
+	data, err := os.ReadFile("../view.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	commented := regexp.MustCompile(`(?m)^(\s*)# ?(\[.*\]|[a-z_]+ = .*)$`)
+	shown := map[string]bool{}
+	for _, k := range tomlconf.WrittenKeys(commented.ReplaceAllString(string(data), "$1$2")) {
+		shown[k] = true
+	}
+	for _, k := range tomlconf.SchemaKeys(Config{}) {
+		if !shown[k] {
+			t.Errorf("view.toml.example does not show %s", k)
+		}
 	}
 }

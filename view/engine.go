@@ -11,13 +11,20 @@ import (
 	"github.com/edgeprobe/edgeprobe/contract"
 )
 
-// Site verdicts.
+// Site verdicts (docs/DESIGN.md, "Verdicts at the view").
 const (
-	VerdictUp       = "up"
-	VerdictDegraded = "degraded"
-	VerdictLost     = "lost"
-	VerdictUnknown  = "unknown"
+	VerdictUp          = "up"
+	VerdictDegraded    = "degraded"
+	VerdictPartitioned = "partitioned"
+	VerdictLost        = "lost"
+	VerdictUnknown     = "unknown"
+	// VerdictForgotten is the To of the change that ends a site no agent has reported
+	// for forget_after: it leaves the board. It is never a site's verdict.
+	VerdictForgotten = "forgotten"
 )
+
+// Verdicts lists the verdicts a site can have, in the order the metrics list them.
+var Verdicts = []string{VerdictUp, VerdictDegraded, VerdictPartitioned, VerdictLost, VerdictUnknown}
 
 // Per-agent site states, as agents push them (the push contract's).
 const (
@@ -29,12 +36,20 @@ const (
 
 // AgentReport is what one push says about one agent: its complete current state.
 type AgentReport struct {
-	Agent        string
-	Isolated     bool
+	Agent    string
+	Isolated bool
+	Impaired bool // the agent finds itself too late to judge timeouts
+	// Labels are the agent's own labels ([agent] labels in agent.toml), read from its
+	// agent-wide series; quorum_by reads its failure domain from them.
+	Labels       map[string]string
 	PushInterval time.Duration // 0 when the push did not announce it
 	// Sites is nil when the push carried no site state; the agent's sites are then kept.
-	Sites      map[string]SiteReport
+	Sites map[string]SiteReport
+	// Targets are the agent's targets at its sites, sorted by site then name (nil when
+	// the push carried none); kept for the page's detail, never read by a verdict.
+	Targets    []TargetReport
 	SampleTime time.Time // the newest sample timestamp, on the agent's clock
+	HasSamples bool      // some series carried a sample (SampleTime is then meaningful)
 }
 
 // SiteReport is one agent's view of one site.
@@ -46,15 +61,18 @@ type SiteReport struct {
 	seen time.Time // when the view first received State from this agent, on the view's clock
 }
 
-// Change is a verdict change of one site.
+// Change is a verdict change of one site. ID is set by the server when it publishes it.
 type Change struct {
+	ID            uint64    `json:"id"`
 	Site          string    `json:"site"`
 	From          string    `json:"from"`
 	To            string    `json:"to"`
 	Time          time.Time `json:"time"`
 	DetectSeconds *float64  `json:"detect_seconds,omitempty"`
-	Witnesses     int       `json:"-"`
-	Down          int       `json:"-"`
+	Witnesses     int       `json:"witnesses"`
+	Down          int       `json:"down"`
+	Up            int       `json:"up"`
+	Silenced      bool      `json:"silenced,omitempty"`
 }
 
 // SiteView is one entry of GET /api/v1/sites.
@@ -64,17 +82,21 @@ type SiteView struct {
 	Since         time.Time   `json:"since"`
 	Witnesses     int         `json:"witnesses"`
 	Down          int         `json:"down"`
+	Up            int         `json:"up"`
 	Agents        []AgentView `json:"agents"`
 	DetectSeconds *float64    `json:"detect_seconds,omitempty"`
+	Silenced      bool        `json:"silenced"`
 }
 
 // AgentView is one agent's report on a site. Stale is set only for agents that stopped
-// pushing, which stay listed so that an operator sees who is missing.
+// pushing, which stay listed (until forget_after) so that an operator sees who is missing.
 type AgentView struct {
 	Name     string `json:"name"`
 	State    string `json:"state"`
 	Isolated bool   `json:"isolated"`
+	Impaired bool   `json:"impaired,omitempty"`
 	Stale    bool   `json:"stale,omitempty"`
+	Domain   string `json:"domain,omitempty"` // the quorum_by label's value
 }
 
 type agentRecord struct {
@@ -82,34 +104,43 @@ type agentRecord struct {
 	lastPush   time.Time // arrival, on the view's clock
 	interval   time.Duration
 	isolated   bool
+	impaired   bool
+	domain     string // failure domain: the quorum_by label's value, or the agent's own
+	domainSet  bool   // the agent carries the quorum_by label
 	sites      map[string]SiteReport
+	targets    []TargetReport // the latest push's (targets.go)
 	sampleTime time.Time
 
 	// counted says the agent's known site states are in its sites' witness counts: it is
-	// fresh (by the last look at the clock) and not isolated.
+	// fresh (by the last look at the clock), not isolated and not impaired.
 	counted  bool
 	deadline time.Time // lastPush + its staleness period
 	heapIdx  int       // in Engine.expiry while fresh, -1 once stale
 }
 
 type siteRecord struct {
-	name      string
-	state     string
-	since     time.Time
-	detect    *float64
-	witnesses int
-	down      int
+	name         string
+	state        string
+	since        time.Time
+	detect       *float64
+	witnesses    int
+	down         int
+	lastReported time.Time // the last push of an agent that reports the site
 	// lastCalm and lastTrouble are the last evaluations that found the site up, and
-	// lost or degraded: they tell which witnesses' reports belong to the current change.
+	// in trouble (lost, partitioned or degraded): they tell which witnesses' reports
+	// belong to the current change.
 	lastCalm    time.Time
 	lastTrouble time.Time
 
 	// agents report the site (fresh or not); up, degraded and down count the witnesses
-	// (fresh, non-isolated agents) by the state they report. Kept up to date on every
-	// push and expiry, so a verdict costs the same with 3 agents or 3000.
+	// (fresh, non-isolated, non-impaired agents) by the state they report. Kept up to date
+	// on every push and expiry, so a verdict costs the same with 3 agents or 3000.
 	agents                map[*agentRecord]struct{}
 	upN, degradedN, downN int
-	touched               bool // queued for evaluation
+	// With quorum_by, the same by failure domain: domain -> agents in it that count
+	// (witnesses, down witnesses) or report the site at all (known).
+	witnessDomains, downDomains, knownDomains map[string]int
+	touched                                   bool // queued for evaluation
 }
 
 // Engine turns agents' reports into site verdicts. It takes the time as an argument
@@ -119,27 +150,38 @@ type siteRecord struct {
 // Its cost per push is that of the pushing agent's sites, not of every agent: each site
 // keeps its witness counts, a push moves its agent's contribution, and the agents' stale
 // deadlines sit in a heap, so an expiry touches only the sites of the agent that expired.
+// Readers (Sites) copy the state in steps of siteChunk sites, so that a board of 200,000
+// sites never holds a push up for longer than one step.
 type Engine struct {
-	quorum       Quorum
-	staleAfter   time.Duration // 0: from each agent's push interval
-	maxSampleAge time.Duration
+	quorum        Quorum
+	quorumBy      string
+	maxUpFraction float64
+	staleAfter    time.Duration // 0: from each agent's push interval
+	maxSampleAge  time.Duration
+	forgetAfter   time.Duration // 0: never
 
 	mu      sync.Mutex
 	agents  map[string]*agentRecord
 	sites   map[string]*siteRecord
 	expiry  expiryHeap    // fresh agents by deadline
 	touched []*siteRecord // sites to evaluate, reused between calls
+	counts  map[string]int
 }
 
 // NewEngine makes an engine with the verdict settings of cfg.
 func NewEngine(cfg *Config) *Engine {
-	return &Engine{
-		quorum:       cfg.Quorum,
-		staleAfter:   cfg.StaleAfter.Duration,
-		maxSampleAge: cfg.MaxSampleAge.Duration,
-		agents:       map[string]*agentRecord{},
-		sites:        map[string]*siteRecord{},
+	e := &Engine{
+		quorum:        cfg.Quorum,
+		quorumBy:      cfg.QuorumBy,
+		maxUpFraction: cfg.MaxUpFraction,
+		staleAfter:    cfg.StaleAfter.Duration,
+		maxSampleAge:  cfg.MaxSampleAge.Duration,
+		forgetAfter:   cfg.ForgetAfter.Duration,
+		agents:        map[string]*agentRecord{},
+		sites:         map[string]*siteRecord{},
+		counts:        map[string]int{},
 	}
+	return e
 }
 
 // staleAfterFor is how long an agent stays fresh after a push.
@@ -166,6 +208,15 @@ func (e *Engine) touch(s *siteRecord) {
 	}
 }
 
+// addDomain moves domain's count in m by sign, dropping it at zero.
+func addDomain(m map[string]int, domain string, sign int) {
+	if n := m[domain] + sign; n > 0 {
+		m[domain] = n
+	} else {
+		delete(m, domain)
+	}
+}
+
 // count adds (sign 1) or removes (sign -1) a's reports from its sites' witness counts,
 // if a counts, and queues those sites for evaluation.
 func (e *Engine) count(a *agentRecord, sign int) {
@@ -182,8 +233,48 @@ func (e *Engine) count(a *agentRecord, sign int) {
 			s.degradedN += sign
 		case siteDown:
 			s.downN += sign
+		default:
+			continue
+		}
+		if e.quorumBy != "" {
+			addDomain(s.witnessDomains, a.domain, sign)
+			if r.State == siteDown {
+				addDomain(s.downDomains, a.domain, sign)
+			}
 		}
 	}
+}
+
+// know adds (sign 1) or removes (sign -1) a, in domain, from the agents that report
+// site s.
+func (e *Engine) know(s *siteRecord, a *agentRecord, domain string, sign int) {
+	if sign > 0 {
+		s.agents[a] = struct{}{}
+	} else {
+		delete(s.agents, a)
+	}
+	if e.quorumBy != "" {
+		addDomain(s.knownDomains, domain, sign)
+	}
+	e.touch(s)
+}
+
+// relist moves a from the sites it reported, in oldDomain, to sites, in its domain now.
+// A site in both stays as it is unless the domain changed: a push that says what the
+// last one said costs no map operations.
+func (e *Engine) relist(a *agentRecord, oldDomain string, sites map[string]SiteReport) {
+	moved := a.domain != oldDomain
+	for name := range a.sites {
+		if _, still := sites[name]; !still || moved {
+			e.know(e.sites[name], a, oldDomain, -1)
+		}
+	}
+	for name := range sites {
+		if _, was := a.sites[name]; !was || moved {
+			e.know(e.sites[name], a, a.domain, 1)
+		}
+	}
+	a.sites = sites
 }
 
 // expireDue takes the agents whose deadline is not after now out of the witness counts.
@@ -195,22 +286,41 @@ func (e *Engine) expireDue(now time.Time) {
 	}
 }
 
+// ignore says whether a report carries nothing about now: older than max_sample_age,
+// dated further ahead than that (a clock far off), without a sample time at all, or a
+// little older than the agent's last one (a retry that a newer push overtook; much older
+// means the agent's clock stepped back, and its reports count again).
+func (e *Engine) ignore(a *agentRecord, r AgentReport, now time.Time) bool {
+	if e.maxSampleAge > 0 {
+		if !r.HasSamples {
+			return true
+		}
+		if age := now.Sub(r.SampleTime); age > e.maxSampleAge || age < -e.maxSampleAge {
+			return true
+		}
+	}
+	return a != nil && r.SampleTime.Before(a.sampleTime) && a.sampleTime.Sub(r.SampleTime) <= e.staleAfterFor(a)
+}
+
+// domainOf is the failure domain of an agent with labels: the quorum_by label's value,
+// or, without it, a domain of its own (a key no label value can spell).
+func (e *Engine) domainOf(name string, labels map[string]string) (string, bool) {
+	if v, ok := labels[e.quorumBy]; ok && v != "" && e.quorumBy != "" {
+		return v, true
+	}
+	return "\x00" + name, false
+}
+
 // Apply records reports that arrived at now and returns the verdicts that changed.
-// It also returns how many reports were ignored as old (a flushed backlog, or a retry
-// overtaken by a newer push): they neither refresh the agent nor change its state.
+// It also returns how many reports were ignored (see ignore): they neither refresh the
+// agent nor change its state.
 func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, ignored int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.expireDue(now)
 	for _, r := range reports {
 		a := e.agents[r.Agent]
-		if e.maxSampleAge > 0 && !r.SampleTime.IsZero() && now.Sub(r.SampleTime) > e.maxSampleAge {
-			ignored++
-			continue
-		}
-		// A push a little older than the last one is a retry that a newer push overtook;
-		// much older means the agent's clock stepped back, and its reports count again.
-		if a != nil && r.SampleTime.Before(a.sampleTime) && a.sampleTime.Sub(r.SampleTime) <= e.staleAfterFor(a) {
+		if e.ignore(a, r, now) {
 			ignored++
 			continue
 		}
@@ -222,16 +332,15 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 		e.count(a, -1)
 		a.lastPush = now
 		a.sampleTime = r.SampleTime
-		a.isolated = r.Isolated
+		a.isolated, a.impaired = r.Isolated, r.Impaired
 		if r.PushInterval > 0 {
 			a.interval = r.PushInterval
 		}
+		oldDomain := a.domain
+		if r.Labels != nil || a.domain == "" {
+			a.domain, a.domainSet = e.domainOf(a.name, r.Labels)
+		}
 		if r.Sites != nil {
-			for name := range a.sites {
-				if _, still := r.Sites[name]; !still {
-					delete(e.sites[name].agents, a)
-				}
-			}
 			for name, sr := range r.Sites {
 				if old, ok := a.sites[name]; ok && old.State == sr.State {
 					sr.seen = old.seen
@@ -239,16 +348,21 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 					sr.seen = now
 				}
 				r.Sites[name] = sr
-				s := e.sites[name]
-				if s == nil {
-					s = &siteRecord{name: name, state: VerdictUnknown, since: now, agents: map[*agentRecord]struct{}{}}
-					e.sites[name] = s
+				if e.sites[name] == nil {
+					e.addSite(name, now)
 				}
-				s.agents[a] = struct{}{}
 			}
-			a.sites = r.Sites
+			e.relist(a, oldDomain, r.Sites)
+		} else if a.domain != oldDomain {
+			e.relist(a, oldDomain, a.sites)
 		}
-		a.counted = !a.isolated
+		if r.Sites != nil || r.Targets != nil {
+			a.targets = r.Targets
+		}
+		for name := range a.sites {
+			e.sites[name].lastReported = now
+		}
+		a.counted = !a.isolated && !a.impaired
 		e.count(a, 1)
 		a.deadline = now.Add(e.staleAfterFor(a))
 		if a.heapIdx >= 0 {
@@ -260,6 +374,15 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 	return e.evaluate(now), ignored
 }
 
+func (e *Engine) addSite(name string, now time.Time) {
+	s := &siteRecord{name: name, state: VerdictUnknown, since: now, agents: map[*agentRecord]struct{}{}}
+	if e.quorumBy != "" {
+		s.witnessDomains, s.downDomains, s.knownDomains = map[string]int{}, map[string]int{}, map[string]int{}
+	}
+	e.sites[name] = s
+	e.counts[VerdictUnknown]++
+}
+
 // Expire takes the agents that stopped pushing by now out of the witnesses and returns
 // the verdicts that changed.
 func (e *Engine) Expire(now time.Time) []Change {
@@ -267,6 +390,48 @@ func (e *Engine) Expire(now time.Time) []Change {
 	defer e.mu.Unlock()
 	e.expireDue(now)
 	return e.evaluate(now)
+}
+
+// Forget drops the agents that have not pushed for forget_after, and then the sites that
+// no agent has reported for as long: a renamed site leaves the board, and a majority
+// counts only the agents of the present. Each forgotten site gives a change to
+// VerdictForgotten; the verdicts its agents' departure changes come back as well.
+func (e *Engine) Forget(now time.Time) []Change {
+	if e.forgetAfter <= 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.expireDue(now)
+	for name, a := range e.agents {
+		if now.Sub(a.lastPush) < e.forgetAfter {
+			continue
+		}
+		if a.heapIdx >= 0 {
+			heap.Remove(&e.expiry, a.heapIdx)
+			e.count(a, -1)
+			a.counted = false
+		}
+		for site := range a.sites {
+			e.know(e.sites[site], a, a.domain, -1)
+		}
+		delete(e.agents, name)
+	}
+	changes := e.evaluate(now)
+	var gone []string
+	for name, s := range e.sites {
+		if len(s.agents) == 0 && now.Sub(s.lastReported) >= e.forgetAfter {
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	for _, name := range gone {
+		s := e.sites[name]
+		changes = append(changes, Change{Site: name, From: s.state, To: VerdictForgotten, Time: now})
+		e.counts[s.state]--
+		delete(e.sites, name)
+	}
+	return changes
 }
 
 // NextExpiry is the earliest deadline at which a fresh agent turns stale (possibly not
@@ -286,16 +451,22 @@ func (e *Engine) evaluate(now time.Time) []Change {
 	slices.SortFunc(e.touched, func(x, y *siteRecord) int { return strings.Compare(x.name, y.name) })
 	for _, s := range e.touched {
 		s.touched = false
+		if e.sites[s.name] != s {
+			continue // forgotten meanwhile
+		}
 		state, witnesses, down, detect := e.verdict(s, now)
 		s.witnesses, s.down = witnesses, down
 		if state != s.state {
-			changes = append(changes, Change{Site: s.name, From: s.state, To: state, Time: now, DetectSeconds: detect, Witnesses: witnesses, Down: down})
+			changes = append(changes, Change{Site: s.name, From: s.state, To: state, Time: now, DetectSeconds: detect,
+				Witnesses: witnesses, Down: down, Up: s.upN})
+			e.counts[s.state]--
+			e.counts[state]++
 			s.state, s.since, s.detect = state, now, detect
 		}
 		switch state {
 		case VerdictUp:
 			s.lastCalm = now
-		case VerdictLost, VerdictDegraded:
+		case VerdictLost, VerdictPartitioned, VerdictDegraded:
 			s.lastTrouble = now
 		}
 	}
@@ -304,18 +475,24 @@ func (e *Engine) evaluate(now time.Time) []Change {
 	return changes
 }
 
-// verdict applies the verdict rule (docs/DESIGN.md) to one site from its witness counts. Witnesses are
-// fresh, non-isolated agents that report a known state for the site.
+// verdict applies the verdict rule (docs/DESIGN.md, "Verdicts at the view") to one site
+// from its witness counts, first match wins. witnesses and down are counted in failure
+// domains when quorum_by is set, in agents otherwise.
 func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses, down int, detect *float64) {
-	known := len(s.agents)
-	witnesses, down = s.upN+s.degradedN+s.downN, s.downN
+	agents := s.upN + s.degradedN + s.downN
+	witnesses, down, known := agents, s.downN, len(s.agents)
+	if e.quorumBy != "" {
+		witnesses, down, known = len(s.witnessDomains), len(s.downDomains), len(s.knownDomains)
+	}
 	need := e.quorum.need(known)
 	switch {
-	case down >= need:
-		state = VerdictLost
 	case witnesses < need:
 		return VerdictUnknown, witnesses, down, nil
-	case down > 0 || s.degradedN > 0:
+	case down >= need && float64(s.upN) <= e.maxUpFraction*float64(agents):
+		state = VerdictLost
+	case down >= need:
+		state = VerdictPartitioned
+	case s.downN > 0 || s.degradedN > 0:
 		state = VerdictDegraded
 	default:
 		state = VerdictUp
@@ -324,7 +501,7 @@ func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses,
 		return state, witnesses, down, s.detect
 	}
 	// Only a change needs the witnesses' reports themselves.
-	reports := make([]SiteReport, 0, witnesses)
+	reports := make([]SiteReport, 0, agents)
 	for a := range s.agents {
 		if r, ok := a.sites[s.name]; ok && e.witness(a, r) {
 			reports = append(reports, r)
@@ -353,7 +530,7 @@ func (e *Engine) witness(a *agentRecord, r SiteReport) bool {
 func detectDelay(state string, reports []SiteReport, previous, now time.Time) *float64 {
 	relevant := func(r SiteReport) bool {
 		switch state {
-		case VerdictLost:
+		case VerdictLost, VerdictPartitioned:
 			return r.State == siteDown
 		case VerdictDegraded:
 			return r.State == siteDown || r.State == siteDegraded
@@ -388,47 +565,71 @@ func detectDelay(state string, reports []SiteReport, previous, now time.Time) *f
 	return &d
 }
 
-func (e *Engine) siteNames() []string {
+// siteChunk is how many sites a reader copies per hold of the engine's lock.
+const siteChunk = 512
+
+// Sites is the current verdict of every site, sorted by name, each with its agents
+// sorted by name. It copies the state siteChunk sites at a time, so pushes are applied
+// between the steps: each site is consistent in itself, the list is the state of a few
+// milliseconds rather than of one instant.
+func (e *Engine) Sites(now time.Time) []SiteView {
+	e.mu.Lock()
 	names := make([]string, 0, len(e.sites))
 	for n := range e.sites {
 		names = append(names, n)
 	}
+	e.mu.Unlock()
 	sort.Strings(names)
-	return names
-}
-
-// Sites is the current verdict of every site, sorted by name, each with its agents
-// sorted by name.
-func (e *Engine) Sites(now time.Time) []SiteView {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make([]SiteView, 0, len(e.sites))
-	for _, name := range e.siteNames() {
-		s := e.sites[name]
-		v := SiteView{Name: name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down,
-			Agents: []AgentView{}, DetectSeconds: s.detect}
-		for a := range s.agents {
-			r := a.sites[name]
-			v.Agents = append(v.Agents, AgentView{Name: a.name, State: r.State, Isolated: a.isolated, Stale: !e.fresh(a, now)})
+	out := make([]SiteView, 0, len(names))
+	for i := 0; i < len(names); i += siteChunk {
+		e.mu.Lock()
+		for _, name := range names[i:min(i+siteChunk, len(names))] {
+			if s := e.sites[name]; s != nil {
+				out = append(out, e.view(s, now))
+			}
 		}
-		sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].Name < v.Agents[j].Name })
-		out = append(out, v)
+		e.mu.Unlock()
 	}
 	return out
 }
 
-// AgentCounts returns how many known agents are fresh and how many are stale.
-func (e *Engine) AgentCounts(now time.Time) (fresh, stale int) {
+// Site is the current verdict of one site; false when no agent reports it.
+func (e *Engine) Site(name string, now time.Time) (SiteView, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, a := range e.agents {
-		if e.fresh(a, now) {
-			fresh++
-		} else {
-			stale++
-		}
+	s := e.sites[name]
+	if s == nil {
+		return SiteView{}, false
 	}
-	return fresh, stale
+	return e.view(s, now), true
+}
+
+// view copies one site; e.mu is held.
+func (e *Engine) view(s *siteRecord, now time.Time) SiteView {
+	v := SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
+		Agents: make([]AgentView, 0, len(s.agents)), DetectSeconds: s.detect}
+	for a := range s.agents {
+		r := a.sites[s.name]
+		av := AgentView{Name: a.name, State: r.State, Isolated: a.isolated, Impaired: a.impaired, Stale: !e.fresh(a, now)}
+		if a.domainSet {
+			av.Domain = a.domain
+		}
+		v.Agents = append(v.Agents, av)
+	}
+	sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].Name < v.Agents[j].Name })
+	return v
+}
+
+// Counts returns how many sites have each verdict, and how many known agents are fresh
+// (not yet expired by the staleness timer) and stale, without walking the sites.
+func (e *Engine) Counts() (verdicts map[string]int, fresh, stale int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	verdicts = make(map[string]int, len(Verdicts))
+	for _, v := range Verdicts {
+		verdicts[v] = e.counts[v]
+	}
+	return verdicts, len(e.expiry), len(e.agents) - len(e.expiry)
 }
 
 // expiryHeap orders fresh agents by their stale deadline.

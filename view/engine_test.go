@@ -9,10 +9,15 @@ import (
 var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func report(agent string, isolated bool, sites map[string]string) AgentReport {
-	r := AgentReport{Agent: agent, Isolated: isolated, PushInterval: time.Second, Sites: map[string]SiteReport{}, SampleTime: t0}
+	r := AgentReport{Agent: agent, Isolated: isolated, PushInterval: time.Second, Sites: map[string]SiteReport{}, SampleTime: t0, HasSamples: true}
 	for site, st := range sites {
 		r.Sites[site] = SiteReport{State: st, Detect: -1}
 	}
+	return r
+}
+
+func impaired(r AgentReport) AgentReport {
+	r.Impaired = true
 	return r
 }
 
@@ -27,7 +32,11 @@ func TestVerdicts(t *testing.T) {
 		down      int
 	}{
 		{"all up", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("up")), report("b", false, pangyo("up")), report("c", false, pangyo("up"))}, VerdictUp, 3, 0},
-		{"quorum down is lost", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("up"))}, VerdictLost, 3, 2},
+		{"quorum down, all agree, is lost", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("degraded"))}, VerdictLost, 3, 2},
+		{"quorum down but one of three up is partitioned", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("up"))}, VerdictPartitioned, 3, 2},
+		{"one up of six is within the up fraction", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("down")), report("d", false, pangyo("down")), report("e", false, pangyo("down")), report("f", false, pangyo("up"))}, VerdictLost, 6, 5},
+		{"one up of five is beyond the up fraction", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("down")), report("d", false, pangyo("down")), report("f", false, pangyo("up"))}, VerdictPartitioned, 5, 4},
+		{"impaired agents do not count", Quorum{N: 2}, []AgentReport{impaired(report("a", false, pangyo("down"))), report("b", false, pangyo("down")), report("c", false, pangyo("up"))}, VerdictDegraded, 2, 1},
 		{"one down is degraded", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("up")), report("c", false, pangyo("up"))}, VerdictDegraded, 3, 1},
 		{"agent-degraded is degraded", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("degraded")), report("b", false, pangyo("up"))}, VerdictDegraded, 2, 0},
 		{"one witness is unknown", Quorum{N: 2}, []AgentReport{report("a", false, pangyo("down"))}, VerdictUnknown, 1, 1},
@@ -37,12 +46,13 @@ func TestVerdicts(t *testing.T) {
 		{"quorum 3 needs three down", Quorum{N: 3}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("up"))}, VerdictDegraded, 3, 2},
 		{"quorum 1 one down is lost", Quorum{N: 1}, []AgentReport{report("a", false, pangyo("down"))}, VerdictLost, 1, 1},
 		{"majority of 5 needs 3", Quorum{Majority: true}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("up")), report("d", false, pangyo("up")), report("e", false, pangyo("up"))}, VerdictDegraded, 5, 2},
-		{"majority of 5 with 3 down", Quorum{Majority: true}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("down")), report("d", false, pangyo("up")), report("e", false, pangyo("up"))}, VerdictLost, 5, 3},
+		{"majority of 5 with 3 down, 2 up", Quorum{Majority: true}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("down")), report("d", false, pangyo("up")), report("e", false, pangyo("up"))}, VerdictPartitioned, 5, 3},
+		{"majority of 5 with 3 down, 2 degraded", Quorum{Majority: true}, []AgentReport{report("a", false, pangyo("down")), report("b", false, pangyo("down")), report("c", false, pangyo("down")), report("d", false, pangyo("degraded")), report("e", false, pangyo("degraded"))}, VerdictLost, 5, 3},
 		{"majority never below 2", Quorum{Majority: true}, []AgentReport{report("a", false, pangyo("down"))}, VerdictUnknown, 1, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEngine(&Config{Quorum: tt.quorum})
+			e := NewEngine(&Config{Quorum: tt.quorum, MaxUpFraction: DefaultMaxUpFraction})
 			e.Apply(tt.reports, t0)
 			sites := e.Sites(t0)
 			if len(sites) != 1 {
@@ -84,8 +94,8 @@ func TestStaleness(t *testing.T) {
 	if !sites[0].Agents[0].Stale || sites[0].Agents[1].Stale {
 		t.Errorf("agents %+v: want a stale, b fresh", sites[0].Agents)
 	}
-	if fresh, stale := e.AgentCounts(t0.Add(3 * time.Second)); fresh != 1 || stale != 1 {
-		t.Errorf("AgentCounts = %d fresh %d stale, want 1 1", fresh, stale)
+	if _, fresh, stale := e.Counts(); fresh != 1 || stale != 1 {
+		t.Errorf("Counts = %d fresh %d stale, want 1 1", fresh, stale)
 	}
 }
 
@@ -129,9 +139,9 @@ func TestDetectDelay(t *testing.T) {
 	e.Apply([]AgentReport{report("a", false, up), report("b", false, up)}, t0)
 
 	fire := t0.Add(500 * time.Millisecond)
-	a := AgentReport{Agent: "a", PushInterval: time.Second, SampleTime: fire.Add(300 * time.Millisecond),
+	a := AgentReport{Agent: "a", PushInterval: time.Second, SampleTime: fire.Add(300 * time.Millisecond), HasSamples: true,
 		Sites: map[string]SiteReport{"pangyo": {State: "down", Since: fire.Add(300 * time.Millisecond), Detect: 0.3}}}
-	b := AgentReport{Agent: "b", PushInterval: time.Second, SampleTime: fire.Add(350 * time.Millisecond),
+	b := AgentReport{Agent: "b", PushInterval: time.Second, SampleTime: fire.Add(350 * time.Millisecond), HasSamples: true,
 		Sites: map[string]SiteReport{"pangyo": {State: "down", Since: fire.Add(350 * time.Millisecond), Detect: 0.25}}}
 	if c, _ := e.Apply([]AgentReport{a}, fire.Add(310*time.Millisecond)); len(c) != 1 || c[0].To != VerdictDegraded {
 		t.Fatalf("first witness down: %+v, want degraded", c)

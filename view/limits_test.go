@@ -27,7 +27,11 @@ func serveView(t *testing.T, cfg *Config, opts Options) (base string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- New(cfg, opts).Serve(ctx, ln) }()
+	srv, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { served <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -290,7 +294,7 @@ func TestForgedLostRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := serveView(t, cfg, Options{})
-	events, _ := readEvents(t, base)
+	events := followEvents(t, base, "")
 	push := func(token string, ps ...agentPush) int {
 		code, _, _ := postWriteResp(t, base, token, encodePushes(t, ps...))
 		return code
@@ -328,10 +332,8 @@ func TestForgedLostRefused(t *testing.T) {
 		c := nextChange(t, events, 2*time.Second)
 		seen = append(seen, c.From+"->"+c.To)
 	}
-	select {
-	case d := <-events:
-		t.Errorf("unexpected verdict change %s", d)
-	case <-time.After(200 * time.Millisecond):
+	if e, err := events.NextWithin(200 * time.Millisecond); err == nil {
+		t.Errorf("unexpected verdict change %s", e.Data)
 	}
 	if seen[0] != "unknown->up" || seen[1] != "up->degraded" {
 		t.Errorf("changes %v, want unknown->up, up->degraded", seen)

@@ -1,8 +1,6 @@
 package view
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -42,7 +40,7 @@ func newViewMetrics(s *Server) *viewMetrics {
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
-	for _, v := range []string{VerdictUp, VerdictDegraded, VerdictLost, VerdictUnknown} {
+	for _, v := range append(Verdicts, VerdictForgotten) {
 		m.changes.WithLabelValues(v)
 	}
 	m.registry.MustRegister(m.received, m.rejected, m.ignored, m.changes, m.notifications,
@@ -58,7 +56,7 @@ var (
 	sitesDesc   = prometheus.NewDesc("edgeprobe_view_sites", "Sites by current verdict.", []string{"state"}, nil)
 	agentsDesc  = prometheus.NewDesc("edgeprobe_view_agents", "Known agents by freshness (fresh or stale).", []string{"freshness"}, nil)
 	clientsDesc = prometheus.NewDesc("edgeprobe_view_sse_clients", "Connected /api/v1/events clients.", nil, nil)
-	droppedDesc = prometheus.NewDesc("edgeprobe_view_sse_dropped_total", "Event clients cut off because they read too slowly.", nil, nil)
+	resetsDesc  = prometheus.NewDesc("edgeprobe_view_sse_resets_total", "Event clients told to reset: they fell further behind than the event ring.", nil, nil)
 	refusedDesc = prometheus.NewDesc("edgeprobe_view_sse_refused_total", "Event clients refused because max_event_clients were connected.", nil, nil)
 )
 
@@ -66,24 +64,19 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sitesDesc
 	ch <- agentsDesc
 	ch <- clientsDesc
-	ch <- droppedDesc
+	ch <- resetsDesc
 	ch <- refusedDesc
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
-	now := time.Now()
-	counts := map[string]int{VerdictUp: 0, VerdictDegraded: 0, VerdictLost: 0, VerdictUnknown: 0}
-	for _, site := range c.s.engine.Sites(now) {
-		counts[site.State]++
+	verdicts, fresh, stale := c.s.engine.Counts()
+	for _, state := range Verdicts {
+		ch <- prometheus.MustNewConstMetric(sitesDesc, prometheus.GaugeValue, float64(verdicts[state]), state)
 	}
-	for state, n := range counts {
-		ch <- prometheus.MustNewConstMetric(sitesDesc, prometheus.GaugeValue, float64(n), state)
-	}
-	fresh, stale := c.s.engine.AgentCounts(now)
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(fresh), "fresh")
 	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(stale), "stale")
-	clients, dropped, refused := c.s.broker.counts()
+	clients, resets, refused := c.s.broker.counts()
 	ch <- prometheus.MustNewConstMetric(clientsDesc, prometheus.GaugeValue, float64(clients))
-	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(resetsDesc, prometheus.CounterValue, float64(resets))
 	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(refused))
 }

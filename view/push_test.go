@@ -2,6 +2,7 @@ package view
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"sort"
 	"testing"
@@ -25,6 +26,12 @@ type agentPush struct {
 	since    time.Time         // change timestamp of every site; zero leaves it out
 	detect   float64           // detect seconds of every site
 	at       time.Time         // sample timestamp
+	labels   []string          // the agent's own labels, name and value pairs
+	impaired bool
+	// targets per site, pushed as the agent does (after the sites, by site and name):
+	// t0-icmp, t1-http, ...; up with a 1.5 ms RTT at an up site, down by timeout at a
+	// down one. 0 pushes one probe_success per site instead.
+	targets int
 }
 
 func series(name string, v float64, at time.Time, labels ...string) *prompb.TimeSeries {
@@ -44,7 +51,10 @@ func (p agentPush) series() []*prompb.TimeSeries {
 	if p.isolated {
 		iso = 1
 	}
-	out := []*prompb.TimeSeries{series(contract.MetricAgentIsolated, iso, at, "agent", p.agent)}
+	out := []*prompb.TimeSeries{series(contract.MetricAgentIsolated, iso, at, append([]string{"agent", p.agent}, p.labels...)...)}
+	if p.impaired {
+		out = append(out, series(contract.MetricAgentImpaired, 1, at, "agent", p.agent))
+	}
 	if p.interval > 0 {
 		out = append(out, series(contract.MetricPushInterval, p.interval, at, "agent", p.agent))
 	}
@@ -65,7 +75,27 @@ func (p agentPush) series() []*prompb.TimeSeries {
 			out = append(out, series(contract.MetricSiteStateChange, float64(p.since.UnixNano())/1e9, at, "agent", p.agent, "site", site))
 			out = append(out, series(contract.MetricSiteDetect, p.detect, at, "agent", p.agent, "site", site))
 		}
-		out = append(out, series("probe_success", 1, at, "agent", p.agent, "site", site, "target", "web", "kind", "http"))
+		if p.targets == 0 {
+			out = append(out, series("probe_success", 1, at, "agent", p.agent, "site", site, "target", "web", "kind", "http"))
+		}
+	}
+	for _, site := range names {
+		for k := range p.targets {
+			name, kind := fmt.Sprintf("t%d-icmp", k), "icmp"
+			if k%2 == 1 {
+				name, kind = fmt.Sprintf("t%d-http", k), "http"
+			}
+			up, rtt, reason := 1.0, 0.0015, 0.0
+			if p.sites[site] == "down" {
+				up, rtt, reason = 0, 0.25, float64(contract.FailureReasonCode(contract.ReasonTimeout))
+			}
+			l := []string{"agent", p.agent, "kind", kind, "site", site, "target", name}
+			out = append(out,
+				series(contract.MetricTargetUp, up, at, l...),
+				series(contract.MetricProbeSuccess, up, at, l...),
+				series(contract.MetricProbeDuration, rtt, at, l...),
+				series(contract.MetricTargetFailureReason, reason, at, l...))
+		}
 	}
 	return out
 }

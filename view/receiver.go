@@ -132,6 +132,7 @@ func badProto(err error) error {
 
 // pushDecoder collects the reports of one push while its series are read.
 type pushDecoder struct {
+	labels  [][2][]byte // the current series' labels other than the contract's, reused
 	agents  []agentInProgress
 	byAgent map[string]int // built once a push names more than a few agents
 	cur     int            // the agent of the previous series, or -1
@@ -142,6 +143,10 @@ type agentInProgress struct {
 	report AgentReport
 	sites  []namedSite
 	index  map[string]int // by site name, into sites
+	// targets as pushed, and an index of them once a push lists them out of order
+	// (targets.go).
+	targets     []TargetReport
+	targetIndex map[targetKey]int
 }
 
 type namedSite struct {
@@ -152,6 +157,7 @@ type namedSite struct {
 // series reads TimeSeries number i: its labels, then the latest of its samples.
 func (d *pushDecoder) series(i int, b []byte) error {
 	var name, agent, site, state []byte
+	d.labels = d.labels[:0]
 	var latest struct {
 		value float64
 		ts    int64
@@ -183,6 +189,8 @@ func (d *pushDecoder) series(i int, b []byte) error {
 				site = v
 			case contract.LabelState:
 				state = v
+			default:
+				d.labels = append(d.labels, [2][]byte{k, v})
 			}
 		case num == 2 && typ == protowire.BytesType: // repeated Sample samples = 2
 			sb, n := protowire.ConsumeBytes(b)
@@ -346,13 +354,22 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 	d.cur = k
 	p := &d.agents[k]
 	r := &p.report
-	if t := time.UnixMilli(ts); t.After(r.SampleTime) {
-		r.SampleTime = t
+	if t := time.UnixMilli(ts); !r.HasSamples || t.After(r.SampleTime) {
+		r.SampleTime, r.HasSamples = t, true
 	}
 	switch metric := contractName(name); metric {
 	case contract.MetricSiteState, contract.MetricSiteStateChange, contract.MetricSiteDetect:
 		if len(site) == 0 {
 			return rejectf("bad_content", "series %s of agent %q has no site label", name, r.Agent)
+		}
+		if math.IsNaN(v) {
+			// A staleness marker: the agent ended the site's series (a reload removed
+			// it; docs/DESIGN.md, "The push contract"). No state, and no site: the push
+			// still counts as one with site state, so the site leaves the agent's report.
+			if p.sites == nil {
+				p.sites = []namedSite{}
+			}
+			return nil
 		}
 		sr, err := p.site(site, r.Agent)
 		if err != nil {
@@ -367,12 +384,29 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		}
 	case contract.MetricAgentIsolated:
 		r.Isolated = v == 1
+		r.Labels = d.agentLabels(r.Labels)
+	case contract.MetricAgentImpaired:
+		r.Impaired = v == 1
 	case contract.MetricPushInterval:
 		if !math.IsNaN(v) && v > 0 && v < 86400 {
 			r.PushInterval = time.Duration(v * float64(time.Second))
 		}
+	case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
+		return p.target(d.labels, metric, site, v, r.Agent)
 	}
 	return nil
+}
+
+// agentLabels is the agent's own labels, from the labels of its agent-wide series being
+// read (every label but __name__ and agent), in one map per agent of the push.
+func (d *pushDecoder) agentLabels(m map[string]string) map[string]string {
+	if m == nil {
+		m = make(map[string]string, len(d.labels))
+	}
+	for _, l := range d.labels {
+		m[string(l[0])] = string(l[1])
+	}
+	return m
 }
 
 // contractName is the push contract's metric name that b spells, or "".
@@ -386,8 +420,18 @@ func contractName(b []byte) string {
 		return contract.MetricSiteDetect
 	case contract.MetricAgentIsolated:
 		return contract.MetricAgentIsolated
+	case contract.MetricAgentImpaired:
+		return contract.MetricAgentImpaired
 	case contract.MetricPushInterval:
 		return contract.MetricPushInterval
+	case contract.MetricTargetUp:
+		return contract.MetricTargetUp
+	case contract.MetricProbeSuccess:
+		return contract.MetricProbeSuccess
+	case contract.MetricProbeDuration:
+		return contract.MetricProbeDuration
+	case contract.MetricTargetFailureReason:
+		return contract.MetricTargetFailureReason
 	}
 	return ""
 }
@@ -422,6 +466,7 @@ func (d *pushDecoder) reports() []AgentReport {
 				r.Sites[s.name] = s.rep
 			}
 		}
+		r.Targets = p.finishTargets()
 		out = append(out, r)
 	}
 	return out

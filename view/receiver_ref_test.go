@@ -1,8 +1,11 @@
 package view
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"time"
+	"unique"
 
 	"github.com/edgeprobe/edgeprobe/contract"
 
@@ -38,9 +41,11 @@ func referenceDecode(body []byte, maxBody int64) ([]AgentReport, error) {
 // reference that decodeWriteRequest must agree with (FuzzDecodeWrite).
 func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 	byAgent := map[string]*AgentReport{}
+	targets := map[string]*refTargets{}
 	var order []string
 	for i, ts := range req.GetTimeseries() {
 		var name, agent, site, state string
+		labels := map[string]string{}
 		for _, l := range ts.GetLabels() {
 			switch l.GetName() {
 			case contract.LabelName:
@@ -51,6 +56,8 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 				site = l.GetValue()
 			case contract.LabelState:
 				state = l.GetValue()
+			default:
+				labels[l.GetName()] = l.GetValue()
 			}
 		}
 		if agent == "" {
@@ -75,8 +82,8 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			byAgent[agent] = r
 			order = append(order, agent)
 		}
-		if t := time.UnixMilli(latest.GetTimestamp()); t.After(r.SampleTime) {
-			r.SampleTime = t
+		if t := time.UnixMilli(latest.GetTimestamp()); !r.HasSamples || t.After(r.SampleTime) {
+			r.SampleTime, r.HasSamples = t, true
 		}
 		v := latest.GetValue()
 		switch name {
@@ -86,6 +93,9 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			}
 			if r.Sites == nil {
 				r.Sites = map[string]SiteReport{}
+			}
+			if math.IsNaN(v) {
+				continue // a staleness marker: no state, no site
 			}
 			sr, seen := r.Sites[site]
 			if !seen {
@@ -100,9 +110,22 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 			r.Sites[site] = sr
 		case contract.MetricAgentIsolated:
 			r.Isolated = v == 1
+			if r.Labels == nil {
+				r.Labels = map[string]string{}
+			}
+			maps.Copy(r.Labels, labels)
+		case contract.MetricAgentImpaired:
+			r.Impaired = v == 1
 		case contract.MetricPushInterval:
 			if !math.IsNaN(v) && v > 0 && v < 86400 {
 				r.PushInterval = time.Duration(v * float64(time.Second))
+			}
+		case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
+			if targets[agent] == nil {
+				targets[agent] = &refTargets{index: map[[2]string]int{}}
+			}
+			if err := targets[agent].add(agent, name, site, labels, v); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -115,7 +138,40 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 				r.Sites[site] = sr
 			}
 		}
+		if ts := targets[agent]; ts != nil && len(ts.list) > 0 {
+			r.Targets = ts.list
+			slices.SortFunc(r.Targets, compareTargets)
+		}
 		reports = append(reports, *r)
 	}
 	return reports, nil
+}
+
+// refTargets are one agent's targets as the reference decoder reads them: a map by site
+// and name, sorted at the end.
+type refTargets struct {
+	list  []TargetReport
+	index map[[2]string]int
+}
+
+func (ts *refTargets) add(agent, metric, site string, labels map[string]string, v float64) error {
+	name, kind := labels[contract.LabelTarget], labels[contract.LabelKind]
+	if site == "" || name == "" || math.IsNaN(v) {
+		return nil
+	}
+	i, ok := ts.index[[2]string{site, name}]
+	if !ok {
+		if len(ts.list) >= maxTargetsPerAgent {
+			return rejectf("bad_content", "agent %q reports more than %d targets", agent, maxTargetsPerAgent)
+		}
+		i = len(ts.list)
+		ts.index[[2]string{site, name}] = i
+		ts.list = append(ts.list, newTargetReport(unique.Make(site), unique.Make(name)))
+	}
+	t := &ts.list[i]
+	if kind != "" {
+		t.Kind = unique.Make(kind)
+	}
+	readTargetSeries(t, metric, v)
+	return nil
 }

@@ -116,6 +116,16 @@ func fuzzSeeds(f *testing.F) [][]byte {
 		encodePushes(f, agentPush{agent: "edge2", isolated: true, at: at}),
 		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up", "busan": "degraded"}, since: at, at: at},
 			agentPush{agent: "edge2", interval: 2, sites: map[string]string{"pangyo": "down", "seoul": "unknown"}, since: at, at: at}),
+		encodePushes(f, agentPush{agent: "edge1", interval: 1, sites: map[string]string{"pangyo": "down", "seoul": "up"}, since: at, at: at, targets: 2}),
+		// targets out of order, one twice apart, a control target, a NaN, odd values and codes
+		encodeWrite(f, series(contract.MetricProbeSuccess, 1, at, "agent", "a", "site", "s", "target", "y", "kind", "tcp"),
+			series(contract.MetricTargetUp, 0, at, "agent", "a", "site", "s", "target", "x", "kind", "icmp"),
+			series(contract.MetricProbeDuration, 0.002, at, "agent", "a", "site", "s", "target", "y"),
+			series(contract.MetricTargetFailureReason, 13, at, "agent", "a", "site", "r", "target", "x", "kind", "dns"),
+			series(contract.MetricProbeSuccess, math.NaN(), at, "agent", "a", "site", "s", "target", "z", "kind", "tcp"),
+			series(contract.MetricProbeSuccess, 1, at, "agent", "a", "target", "gw", "kind", "icmp"),
+			series(contract.MetricTargetUp, 0.5, at, "agent", "a", "site", "s", "target", "y", "kind", "http"),
+			series(contract.MetricProbeDuration, math.Inf(1), at, "agent", "a", "site", "s", "target", "x")),
 		encodeWrite(f, series(contract.MetricSiteState, 1, at, "site", "pangyo", "state", "down")),
 		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "down"), series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "up")),
 		encodeWrite(f, series(contract.MetricSiteState, 1, at, "agent", "a", "site", "p", "state", "on-fire")),
@@ -185,7 +195,7 @@ func benchSites() map[string]string {
 func benchEngine(b *testing.B, n int, at time.Time) *Engine {
 	e := NewEngine(DefaultConfig())
 	for i := range n {
-		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%04d", i), interval: 1, sites: benchSites(), since: at, at: at}), 1<<20)
+		reports, err := DecodeWrite(encodePushes(b, agentPush{agent: fmt.Sprintf("edge%04d", i), interval: 1, sites: benchSites(), since: at, at: at, targets: 2}), 1<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -198,7 +208,7 @@ func benchEngine(b *testing.B, n int, at time.Time) *Engine {
 // with the former proto.Unmarshal-based decoder (Reference), side by side.
 func BenchmarkDecodePush(b *testing.B) {
 	at := time.Now()
-	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, detect: 0.3, at: at})
+	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, detect: 0.3, at: at, targets: 2})
 	for _, bm := range []struct {
 		name   string
 		decode func([]byte, int64) ([]AgentReport, error)
@@ -224,7 +234,7 @@ func BenchmarkApplyPush(b *testing.B) {
 	decode := func(agent, state string) AgentReport {
 		sites := benchSites()
 		sites["site00"] = state
-		r, err := DecodeWrite(encodePushes(b, agentPush{agent: agent, interval: 1, sites: sites, since: at, at: at}), 1<<20)
+		r, err := DecodeWrite(encodePushes(b, agentPush{agent: agent, interval: 1, sites: sites, since: at, at: at, targets: 2}), 1<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -263,7 +273,7 @@ func BenchmarkApplyPush(b *testing.B) {
 func BenchmarkPush(b *testing.B) {
 	at := time.Now()
 	e := benchEngine(b, 1000, at)
-	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, at: at})
+	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, at: at, targets: 2})
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -285,11 +295,23 @@ func FuzzPush(f *testing.F) {
 	}
 	at := time.UnixMilli(1_700_000_000_000)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		e := NewEngine(&Config{Quorum: Quorum{N: 2}})
+		for _, cfg := range []*Config{
+			{Quorum: Quorum{N: 2}, MaxUpFraction: DefaultMaxUpFraction},
+			{Quorum: Quorum{Majority: true}, QuorumBy: "region", MaxUpFraction: DefaultMaxUpFraction},
+		} {
+			fuzzPush(t, cfg, body, at)
+		}
+	})
+}
+
+func fuzzPush(t *testing.T, cfg *Config, body []byte, at time.Time) {
+	{
+		e := NewEngine(cfg)
 		base := map[string]string{"pangyo": "up", "seoul": "down"}
-		for _, a := range []string{"edge1", "edge2", "edge3"} {
+		for i, a := range []string{"edge1", "edge2", "edge3"} {
 			r := report(a, false, base)
 			r.SampleTime = at
+			r.Labels = map[string]string{"region": []string{"kr", "kr", "jp"}[i]}
 			e.Apply([]AgentReport{r}, at)
 		}
 		before := e.Sites(at)
@@ -316,12 +338,12 @@ func FuzzPush(f *testing.F) {
 				t.Fatalf("site %s is %s with %d witnesses an hour after the last push", s.Name, s.State, s.Witnesses)
 			}
 		}
-	})
+	}
 }
 
 func validVerdict(v string) bool {
 	switch v {
-	case VerdictUp, VerdictDegraded, VerdictLost, VerdictUnknown:
+	case VerdictUp, VerdictDegraded, VerdictPartitioned, VerdictLost, VerdictUnknown:
 		return true
 	}
 	return false
@@ -342,7 +364,7 @@ func checkEngine(t *testing.T, e *Engine, now time.Time) {
 		}
 	}
 	for _, a := range e.agents {
-		if want := e.fresh(a, now) && !a.isolated; a.counted != want {
+		if want := e.fresh(a, now) && !a.isolated && !a.impaired; a.counted != want {
 			t.Fatalf("agent %s counted %v, want %v", a.name, a.counted, want)
 		}
 		if (a.heapIdx >= 0) != e.fresh(a, now) {
@@ -351,12 +373,14 @@ func checkEngine(t *testing.T, e *Engine, now time.Time) {
 	}
 	for name, s := range e.sites {
 		known, up, degraded, down := 0, 0, 0, 0
+		knownDom, witnessDom, downDom := map[string]bool{}, map[string]bool{}, map[string]bool{}
 		for _, a := range e.agents {
 			r, ok := a.sites[name]
 			if !ok {
 				continue
 			}
 			known++
+			knownDom[a.domain] = true
 			if _, in := s.agents[a]; !in {
 				t.Fatalf("site %s misses agent %s", name, a.name)
 			}
@@ -370,24 +394,34 @@ func checkEngine(t *testing.T, e *Engine, now time.Time) {
 				degraded++
 			case siteDown:
 				down++
+				downDom[a.domain] = true
+			default:
+				continue
 			}
+			witnessDom[a.domain] = true
 		}
 		if known != len(s.agents) || up != s.upN || degraded != s.degradedN || down != s.downN {
 			t.Fatalf("site %s counts known %d up %d degraded %d down %d, recounted %d %d %d %d",
 				name, len(s.agents), s.upN, s.degradedN, s.downN, known, up, degraded, down)
 		}
-		need := e.quorum.need(known)
+		witnesses, downCount, knownCount := up+degraded+down, down, known
+		if e.quorumBy != "" {
+			witnesses, downCount, knownCount = len(witnessDom), len(downDom), len(knownDom)
+		}
+		need := e.quorum.need(knownCount)
 		want := VerdictUp
 		switch {
-		case down >= need:
-			want = VerdictLost
-		case up+degraded+down < need:
+		case witnesses < need:
 			want = VerdictUnknown
+		case downCount >= need && float64(up) <= e.maxUpFraction*float64(up+degraded+down):
+			want = VerdictLost
+		case downCount >= need:
+			want = VerdictPartitioned
 		case down > 0 || degraded > 0:
 			want = VerdictDegraded
 		}
-		if s.state != want || s.witnesses != up+degraded+down || s.down != down {
-			t.Fatalf("site %s is %s (%d witnesses, %d down), want %s (%d, %d)", name, s.state, s.witnesses, s.down, want, up+degraded+down, down)
+		if s.state != want || s.witnesses != witnesses || s.down != downCount {
+			t.Fatalf("site %s is %s (%d witnesses, %d down), want %s (%d, %d)", name, s.state, s.witnesses, s.down, want, witnesses, downCount)
 		}
 	}
 }

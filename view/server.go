@@ -10,12 +10,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/edgeprobe/edgeprobe/failover"
 )
 
 //go:embed web/index.html
@@ -31,6 +37,8 @@ type Options struct {
 	KeepAlive time.Duration
 	// RetryBase is the first delay between notification attempts; default 500ms.
 	RetryBase time.Duration
+	// EventRing is how many verdict changes are kept for replay; default DefaultEventRing.
+	EventRing int
 	// Limits of the HTTP server against slow or oversized requests (slowloris): the time
 	// to read a request's headers (default 5s), the whole request (default 30s; an
 	// events stream lifts it once its headers are read), an idle keep-alive connection
@@ -47,6 +55,10 @@ type Options struct {
 type Server struct {
 	cfg       *Config
 	engine    *Engine
+	eventLog  *eventLog
+	silences  *silences
+	failover  *failover.Controller // nil without [actions]
+	actions   *actionFeed
 	log       *slog.Logger
 	events    *slog.Logger
 	metrics   *viewMetrics
@@ -64,8 +76,9 @@ type Server struct {
 	applyMu sync.Mutex
 }
 
-// New builds a view from a validated config.
-func New(cfg *Config, opts Options) *Server {
+// New builds a view from a validated config. It reads what a previous run left in the
+// state directory (silences, the last verdict changes) and the notifiers' secrets.
+func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -77,6 +90,9 @@ func New(cfg *Config, opts Options) *Server {
 	}
 	if opts.RetryBase <= 0 {
 		opts.RetryBase = 500 * time.Millisecond
+	}
+	if opts.EventRing <= 0 {
+		opts.EventRing = DefaultEventRing
 	}
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 5 * time.Second
@@ -104,21 +120,52 @@ func New(cfg *Config, opts Options) *Server {
 
 		decodeSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 	}
+	if cfg.StateDir != "" {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("state_dir: %w", err)
+		}
+	}
+	var err error
+	if s.eventLog, err = newEventLog(cfg.StateDir, opts.EventRing, s.log); err != nil {
+		return nil, err
+	}
+	if s.silences, err = newSilences(cfg, time.Now()); err != nil {
+		return nil, err
+	}
 	s.metrics = newViewMetrics(s)
-	for _, w := range cfg.Notifiers.Webhook {
-		s.notifiers = append(s.notifiers, newWebhook(w, opts.RetryBase, s.metrics, s.log))
+	for _, wc := range cfg.Notifiers.Webhook {
+		w, err := newWebhook(wc, opts.RetryBase, s.metrics, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.notifiers = append(s.notifiers, w)
+	}
+	if cfg.Actions.Enabled() {
+		if s.failover, err = failover.New(&cfg.Actions, failover.Options{Logger: s.log.With("part", "failover"), Alert: s.failoverAlert}); err != nil {
+			return nil, err
+		}
+		s.actions = newActionFeed(s.failover)
+		s.metrics.registry.MustRegister(s.failover.Collector())
+		h := s.requireMethodAuth(s.failover.Handler())
+		s.mux.Handle(failover.PathStatus, h)
+		s.mux.Handle(failover.PathStatus+"/", h)
 	}
 	for _, a := range cfg.Notifiers.Alertmanager {
 		s.notifiers = append(s.notifiers, newAlertmanager(a, opts.RetryBase, "http://"+cfg.Listen+"/", s.metrics, s.log))
 	}
 	s.mux.HandleFunc("POST /api/v1/write", s.handleWrite)
 	s.mux.HandleFunc("GET /api/v1/sites", s.requireRead(s.handleSites))
+	s.mux.HandleFunc("GET /api/v1/sites/{site}", s.requireRead(s.handleSite))
 	s.mux.HandleFunc("GET /api/v1/events", s.requireRead(s.handleEvents))
+	s.mux.HandleFunc("GET /api/v1/events/history", s.requireRead(s.handleHistory))
+	s.mux.HandleFunc("GET /api/v1/silences", s.requireRead(s.handleSilences))
+	s.mux.HandleFunc("POST /api/v1/silences", s.requireAdmin(s.handleAddSilence))
+	s.mux.HandleFunc("DELETE /api/v1/silences/{id}", s.requireAdmin(s.handleDeleteSilence))
 	s.mux.HandleFunc("GET /metrics", s.requireRead(promhttp.HandlerFor(s.metrics.registry,
 		promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}).ServeHTTP))
 	// The page holds no data: it reads the API, with the read token a reader gives it.
 	s.mux.HandleFunc("GET /{$}", s.handlePage)
-	return s
+	return s, nil
 }
 
 // Handler serves the view's HTTP API.
@@ -130,6 +177,15 @@ func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, n := range s.notifiers {
 		wg.Go(func() { n.run(ctx) })
+	}
+	wg.Go(func() { s.eventLog.run(ctx.Done()) })
+	if s.failover != nil {
+		wg.Go(func() { s.actions.run(ctx) })
+		wg.Go(func() {
+			if err := s.failover.Run(ctx); err != nil {
+				s.log.Error("failover stopped", "error", err)
+			}
+		})
 	}
 	s.expireLoop(ctx)
 	s.broker.closeAll()
@@ -184,15 +240,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// expireLoop sleeps until the next agent would turn stale (or a push changes that) and
-// re-evaluates then, so a silent agent stops counting within milliseconds of its deadline
-// without a polling tick.
+// forgetEvery is how often the view looks for agents and sites to forget.
+const forgetEvery = 5 * time.Second
+
+// expireLoop sleeps until the next agent would turn stale (or a push changes that), the
+// next silence starts or ends, or it is time to forget, and acts then: a silent agent
+// stops counting within milliseconds of its deadline without a polling tick.
 func (s *Server) expireLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	forget := time.NewTicker(forgetEvery)
+	defer forget.Stop()
 	for {
+		now := time.Now()
+		next := s.engine.NextExpiry(now)
+		silenceAt, silenceSites := s.silences.next(now)
+		if !silenceAt.IsZero() && (next.IsZero() || silenceAt.Before(next)) {
+			next = silenceAt
+		}
 		timer.Stop()
-		if next := s.engine.NextExpiry(time.Now()); !next.IsZero() {
+		if !next.IsZero() {
 			timer.Reset(time.Until(next))
 		}
 		select {
@@ -200,43 +267,205 @@ func (s *Server) expireLoop(ctx context.Context) {
 			return
 		case <-s.wake:
 		case <-timer.C:
+			now := time.Now()
 			s.applyMu.Lock()
-			s.publish(s.engine.Expire(time.Now()))
+			s.publish(s.engine.Expire(now))
+			if !silenceAt.IsZero() && !now.Before(silenceAt) {
+				s.silenceChanged(silenceSites, now)
+			}
+			s.applyMu.Unlock()
+		case <-forget.C:
+			s.applyMu.Lock()
+			s.publish(s.engine.Forget(time.Now()))
 			s.applyMu.Unlock()
 		}
 	}
 }
 
 // publish announces verdict changes; the caller holds applyMu. Nothing here may block:
-// SSE clients and notifiers have their own queues and are dropped or counted when full.
+// the event log writes from its own goroutine, SSE clients and notifiers keep their own
+// state and are cut or catch up when they are slow.
 func (s *Server) publish(changes []Change) {
 	for _, c := range changes {
+		c.Silenced = s.silences.silenced(c.Site, c.Time)
+		c = s.eventLog.add(c)
 		s.metrics.changes.WithLabelValues(c.To).Inc()
-		attrs := []any{"site", c.Site, "from", c.From, "to", c.To, "witnesses", c.Witnesses, "down", c.Down}
+		attrs := []any{"id", c.ID, "site", c.Site, "from", c.From, "to", c.To, "witnesses", c.Witnesses, "down", c.Down, "up", c.Up}
 		if c.DetectSeconds != nil {
 			attrs = append(attrs, "detect_seconds", *c.DetectSeconds)
 		}
+		if c.Silenced {
+			attrs = append(attrs, "silenced", true)
+		}
 		s.events.Info("verdict", attrs...)
-		data, err := json.Marshal(c)
-		if err == nil {
-			s.broker.publish(data)
+		st := siteStatus{Verdict: c.To, From: c.From, Time: c.Time, Since: c.Time, Silenced: c.Silenced,
+			Witnesses: c.Witnesses, Down: c.Down, Up: c.Up, Detect: c.DetectSeconds}
+		s.observe(c.Site, st)
+	}
+	if len(changes) > 0 {
+		s.broker.publish()
+	}
+}
+
+// observe tells the notifiers and the failover of a site's status; the caller holds
+// applyMu, so they hear of every site's changes in order.
+func (s *Server) observe(site string, st siteStatus) {
+	for _, n := range s.notifiers {
+		n.observe(site, st)
+	}
+	if s.actions != nil {
+		s.actions.put(site, st)
+	}
+}
+
+// silenceChanged tells the notifiers that sites' silences started or ended at now; the
+// caller holds applyMu.
+func (s *Server) silenceChanged(sites []string, now time.Time) {
+	for _, site := range sites {
+		v, ok := s.engine.Site(site, now)
+		if !ok {
+			continue
 		}
-		if c.To == VerdictLost || c.From == VerdictLost {
-			for _, n := range s.notifiers {
-				n.enqueue(c)
-			}
-		}
+		silenced := s.silences.silenced(site, now)
+		s.log.Info("silence", "site", site, "silenced", silenced, "verdict", v.State)
+		st := siteStatus{Verdict: v.State, From: v.State, Time: now, Since: v.Since, Silenced: silenced,
+			Witnesses: v.Witnesses, Down: v.Down, Up: v.Up, Detect: v.DetectSeconds}
+		s.observe(site, st)
 	}
 }
 
 func (s *Server) handleSites(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	sites := s.engine.Sites(now)
+	for _, sl := range s.silences.all(now) {
+		if !sl.active(now) {
+			continue
+		}
+		if i, found := slices.BinarySearchFunc(sites, sl.Site, func(v SiteView, name string) int { return strings.Compare(v.Name, name) }); found {
+			sites[i].Silenced = true
+		}
+	}
+	writeJSON(w, s.log, http.StatusOK, struct {
+		Sites []SiteView `json:"sites"`
+	}{sites})
+}
+
+// handleSite serves one site's verdict and, per agent that reports it, that agent's
+// latest targets there (name, kind, up, the last probe's outcome, RTT and failure
+// reason): what the page shows for a cell.
+func (s *Server) handleSite(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	name := r.PathValue("site")
+	d, ok := s.engine.SiteTargets(name, now)
+	if !ok {
+		http.Error(w, fmt.Sprintf("no agent reports a site %q", name), http.StatusNotFound)
+		return
+	}
+	d.Silenced = s.silences.silenced(name, now)
+	writeJSON(w, s.log, http.StatusOK, d)
+}
+
+// historyLimit bounds one answer of /api/v1/events/history.
+const historyLimit = 1000
+
+// handleHistory serves the kept verdict changes after ?since=ID (default: all), oldest
+// first, at most ?limit= (1000). complete is false when changes after since are no longer
+// kept; next is the id to ask from for the rest.
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
+	var since uint64
+	if v := r.URL.Query().Get("since"); v != "" {
+		var err error
+		if since, err = strconv.ParseUint(v, 10, 64); err != nil {
+			http.Error(w, fmt.Sprintf("since: %q is not an event id", v), http.StatusBadRequest)
+			return
+		}
+	}
+	limit := historyLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > historyLimit {
+			http.Error(w, fmt.Sprintf("limit: %q is not a number from 1 to %d", v, historyLimit), http.StatusBadRequest)
+			return
+		}
+		limit = n
+	}
+	events, complete := s.eventLog.since(since, limit)
+	next := since
+	if len(events) > 0 {
+		next = events[len(events)-1].ID
+	}
+	writeJSON(w, s.log, http.StatusOK, struct {
+		Events   []Change `json:"events"`
+		Complete bool     `json:"complete"`
+		Next     uint64   `json:"next"`
+		Last     uint64   `json:"last"`
+	}{append([]Change{}, events...), complete, next, s.eventLog.lastID()})
+}
+
+func (s *Server) handleSilences(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, s.log, http.StatusOK, struct {
+		Silences []Silence `json:"silences"`
+	}{append([]Silence{}, s.silences.all(time.Now())...)})
+}
+
+func (s *Server) handleAddSilence(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSilenceBody))
+	if err != nil {
+		http.Error(w, "read body: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	now := time.Now()
+	sl, err := parseSilence(body, now)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if sl, err = s.silences.add(sl, now); err != nil {
+		http.Error(w, err.Error(), http.StatusInsufficientStorage)
+		return
+	}
+	s.log.Info("silence set", "id", sl.ID, "site", sl.Site, "start", sl.Start, "end", sl.End, "comment", sl.Comment, "remote", r.RemoteAddr)
+	s.applyMu.Lock()
+	s.silenceChanged([]string{sl.Site}, now)
+	s.applyMu.Unlock()
+	s.wakeLoop()
+	writeJSON(w, s.log, http.StatusCreated, sl)
+}
+
+func (s *Server) handleDeleteSilence(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	sl, found, err := s.silences.remove(r.PathValue("id"), now)
+	switch {
+	case !found:
+		http.Error(w, "no such silence", http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInsufficientStorage)
+		return
+	}
+	s.log.Info("silence removed", "id", sl.ID, "site", sl.Site, "remote", r.RemoteAddr)
+	s.applyMu.Lock()
+	s.silenceChanged([]string{sl.Site}, now)
+	s.applyMu.Unlock()
+	s.wakeLoop()
+	writeJSON(w, s.log, http.StatusOK, sl)
+}
+
+// wakeLoop has the expire loop look at its deadlines again.
+func (s *Server) wakeLoop() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeJSON answers with v as JSON.
+func writeJSON(w http.ResponseWriter, log *slog.Logger, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	enc := json.NewEncoder(w)
-	if err := enc.Encode(struct {
-		Sites []SiteView `json:"sites"`
-	}{s.engine.Sites(time.Now())}); err != nil {
-		s.log.Debug("write sites response", "error", err)
+	w.WriteHeader(code)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		log.Debug("write response", "error", err)
 	}
 }
 

@@ -1,22 +1,24 @@
 package view
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/contract"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // syncBuffer collects the event log, written from handlers and read by the test.
@@ -40,9 +42,20 @@ func (b *syncBuffer) String() string {
 // startView runs a view on httptest with its staleness loop; everything stops with t.
 func startView(t *testing.T, cfg *Config) (base string, events *syncBuffer) {
 	t.Helper()
+	return startViewWith(t, cfg, Options{})
+}
+
+// startViewWith is startView with options; the event log and short keep-alives and
+// retries are always the test's.
+func startViewWith(t *testing.T, cfg *Config, opts Options) (base string, events *syncBuffer) {
+	t.Helper()
 	cfg.Defaults()
 	events = &syncBuffer{}
-	s := New(cfg, Options{Events: events, KeepAlive: 50 * time.Millisecond, RetryBase: 20 * time.Millisecond})
+	opts.Events, opts.KeepAlive, opts.RetryBase = events, 50*time.Millisecond, 20*time.Millisecond
+	s, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -143,7 +156,8 @@ func TestSitesAPIShape(t *testing.T) {
 	if len(doc) != 1 || len(sites) != 2 {
 		t.Fatalf("document %v: want exactly {\"sites\": [2 sites]}", doc)
 	}
-	allowedSite := map[string]bool{"name": true, "state": true, "since": true, "witnesses": true, "down": true, "agents": true, "detect_seconds": false}
+	allowedSite := map[string]bool{"name": true, "state": true, "since": true, "witnesses": true, "down": true, "up": true,
+		"agents": true, "silenced": true, "detect_seconds": false}
 	for _, s := range sites {
 		for k := range s {
 			if _, ok := allowedSite[k]; !ok {
@@ -302,57 +316,25 @@ token_file = "`+tokenFile+`"
 	}
 }
 
-// readEvents follows /api/v1/events and sends each data payload and comment on.
-func readEvents(t *testing.T, base string) (data, comments <-chan string) {
+// followEvents subscribes to the view's /api/v1/events (internal/testkit's client),
+// sending Last-Event-ID when lastID is set.
+func followEvents(t *testing.T, base, lastID string) *testkit.Events {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/events", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Errorf("Content-Type %q, want text/event-stream", ct)
-	}
-	d, c := make(chan string, 100), make(chan string, 100)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			line := sc.Text()
-			if rest, ok := strings.CutPrefix(line, "data: "); ok {
-				d <- rest
-			} else if strings.HasPrefix(line, ":") {
-				select {
-				case c <- line:
-				default:
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-		<-done
-	})
-	return d, c
+	return testkit.FollowEvents(t, base+"/api/v1/events", testkit.EventsOptions{LastEventID: lastID})
 }
 
-func nextChange(t *testing.T, data <-chan string, within time.Duration) Change {
+// nextChange decodes the stream's next event as a verdict change.
+func nextChange(t *testing.T, events *testkit.Events, within time.Duration) Change {
 	t.Helper()
-	select {
-	case d := <-data:
-		var c Change
-		if err := json.Unmarshal([]byte(d), &c); err != nil {
-			t.Fatalf("event %q: %v", d, err)
-		}
-		return c
-	case <-time.After(within):
-		t.Fatalf("no event within %v", within)
-		return Change{}
+	e, err := events.NextWithin(within)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var c Change
+	if err := json.Unmarshal([]byte(e.Data), &c); err != nil {
+		t.Fatalf("event %q: %v", e.Data, err)
+	}
+	return c
 }
 
 // TestEventsAndStaleness follows the SSE stream through a loss, then lets the agents go
@@ -361,7 +343,7 @@ func TestEventsAndStaleness(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.StaleAfter = Duration{Duration: time.Second}
 	base, _ := startView(t, cfg)
-	data, comments := readEvents(t, base)
+	data := followEvents(t, base, "")
 
 	since := time.Now()
 	push := func(agent, state string) {
@@ -391,33 +373,33 @@ func TestEventsAndStaleness(t *testing.T) {
 	if waited := c.Time.Sub(lastPushes); waited < time.Second {
 		t.Errorf("turned unknown %v after the last pushes began, before stale_after 1s", waited)
 	}
-	select {
-	case <-comments:
-	case <-time.After(2 * time.Second):
+	if !data.WaitComment("keep-alive", 2*time.Second) {
 		t.Error("no keep-alive comment on an idle stream")
 	}
 }
 
-// TestSlowEventClient: a client that stops reading is cut off; verdicts go on.
-func TestSlowEventClient(t *testing.T) {
-	b := newBroker()
-	slow := b.subscribe(0)
-	fast := b.subscribe(0)
-	for i := range sseQueue + 1 {
-		b.publish([]byte{byte(i)})
-		<-fast
+// TestEventBurst: a burst of changes far larger than any per-client queue (a thousand
+// sites turning up at once) reaches a client whole: clients read from the event ring.
+func TestEventBurst(t *testing.T) {
+	base, _ := startView(t, DefaultConfig())
+	events := followEvents(t, base, "")
+	sites := map[string]string{}
+	for i := range 1000 {
+		sites[fmt.Sprintf("s%04d", i)] = "up"
 	}
-	n := 0
-	for range slow {
-		n++
+	body := encodePushes(t, agentPush{agent: "a", sites: sites}, agentPush{agent: "b", sites: sites})
+	if code := postWrite(t, base, "", body); code != http.StatusNoContent {
+		t.Fatalf("push: %d", code)
 	}
-	if n != sseQueue {
-		t.Errorf("slow client got %d events before being closed, want %d", n, sseQueue)
+	for want := 1; want <= 1000; want++ {
+		if ev := nextEvent(t, events); ev.ID != strconv.Itoa(want) {
+			t.Fatalf("event %d has id %q", want, ev.ID)
+		}
 	}
-	if clients, dropped, _ := b.counts(); clients != 1 || dropped != 1 {
-		t.Errorf("clients %d dropped %d, want 1 and 1", clients, dropped)
-	}
+}
 
+// TestSlowEventClient: a client that stops reading holds no verdict up.
+func TestSlowEventClient(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.PushRate = 1e6 // 401 pushes as fast as they go
 	base, _ := startView(t, cfg)

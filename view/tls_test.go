@@ -2,64 +2,30 @@ package view
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
-// writeSelfSigned writes a certificate for 127.0.0.1 and its key into dir.
-func writeSelfSigned(t *testing.T, dir string) *x509.Certificate {
+// writeServerCert writes a server certificate for loopback as cert.pem and key.pem into
+// dir and returns its CA (internal/testkit).
+func writeServerCert(t *testing.T, dir string) *testkit.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "edgeprobe view test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	ca := testkit.NewCA(t)
+	ca.Server(t).Write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	return ca
 }
 
 // TestServeTLS: with web_config the view speaks only TLS, pushes included.
 func TestServeTLS(t *testing.T) {
 	dir := t.TempDir()
-	cert := writeSelfSigned(t, dir)
+	ca := writeServerCert(t, dir)
 	webConfig := filepath.Join(dir, "web.yml")
 	if err := os.WriteFile(webConfig, []byte("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -70,9 +36,7 @@ func TestServeTLS(t *testing.T) {
 	}
 	addr := strings.TrimPrefix(serveView(t, cfg, Options{}), "http://")
 
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
 	base := "https://" + addr
 	body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}})
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(body))
@@ -108,10 +72,10 @@ func TestServeTLS(t *testing.T) {
 // certificate from client_ca_file pushes.
 func TestServeMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	cert := writeSelfSigned(t, dir)
+	ca := writeServerCert(t, dir)
 	webConfig := filepath.Join(dir, "web.yml")
 	if err := os.WriteFile(webConfig, []byte("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"+
-		"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: cert.pem\n"), 0o600); err != nil {
+		"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: "+ca.File+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := ParseConfig([]byte(`web_config = "`+webConfig+`"`), "view.toml")
@@ -122,12 +86,8 @@ func TestServeMutualTLS(t *testing.T) {
 		t.Errorf("mutual TLS not taken for authentication: %v", err)
 	}
 	addr := strings.TrimPrefix(serveView(t, cfg, Options{}), "http://")
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool := ca.Pool
+	pair := ca.Client(t, "edge1").Certificate
 	body := encodePushes(t, agentPush{agent: "a", sites: map[string]string{"pangyo": "up"}})
 	push := func(certs []tls.Certificate) (int, error) {
 		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}

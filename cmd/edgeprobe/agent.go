@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("agent", "[--config FILE]",
 		"Probe the sites of the configuration and report target, site and agent states.\n"+
 			"SIGHUP reloads the file (an invalid one is reported and the running config kept);\n"+
+			"the files its include names are reloaded the same way within a second of a change.\n"+
 			"SIGINT and SIGTERM stop the agent.", stderr)
 	configPath := fs.String("config", defaultConfigPath, "agent configuration `file` (TOML)")
 	if status, done := parseFlags(fs, args, stdout); done {
@@ -66,8 +68,21 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	finished := make(chan error, 1)
 	go func() { finished <- a.Run(ctx) }()
 	logger.Info("agent started", "config", *configPath, "agent", cfg.Agent.Name,
-		"sites", len(cfg.Sites), "targets", len(cfg.Targets()))
+		"sites", len(cfg.Sites), "targets", len(cfg.Targets()), "included_files", len(cfg.IncludedFiles()))
 	running := cfg
+	var current atomic.Pointer[config.Config] // running, for the include watcher
+	current.Store(cfg)
+	// loaded is how the included files stood at the last load or attempt: a reload is
+	// tried once per change, and an invalid file is reported once, not every second.
+	loaded := cfg.IncludeStamp()
+	includes := watchIncludes(ctx, &current, includePoll)
+	apply := func(next *config.Config) {
+		if next != running {
+			running = next
+			current.Store(next)
+			loaded = next.IncludeStamp()
+		}
+	}
 	for {
 		select {
 		case err := <-finished:
@@ -77,7 +92,14 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 			}
 			return exitOK
 		case <-hangup:
-			running = reloadAgent(a, running, *configPath, logger)
+			apply(reloadAgent(a, running, *configPath, logger))
+		case stamp := <-includes:
+			if stamp == loaded {
+				continue
+			}
+			loaded = stamp
+			logger.Info("included files changed; reloading", "config", *configPath)
+			apply(reloadAgent(a, running, *configPath, logger))
 		case <-ctx.Done():
 			stop() // a second Ctrl-C kills at once
 			logger.Info("stopping on signal")
@@ -101,9 +123,10 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// reloadAgent reads the configuration file again and hands it to the running agent.
-// Any error leaves the running configuration in place, so a typo during an incident
-// never stops the probing. It returns the configuration now running.
+// reloadAgent reads the configuration file (and the files it includes) again and hands
+// it to the running agent. Any error leaves the running configuration in place, so a
+// typo during an incident never stops the probing. It returns the configuration now
+// running.
 func reloadAgent(a *agent.Agent, running *config.Config, path string, logger *slog.Logger) *config.Config {
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -114,7 +137,8 @@ func reloadAgent(a *agent.Agent, running *config.Config, path string, logger *sl
 		logger.Error("reload rejected, running configuration kept", "config", path, "error", err)
 		return running
 	}
-	logger.Info("configuration reloaded", "config", path, "sites", len(cfg.Sites), "targets", len(cfg.Targets()))
+	logger.Info("configuration reloaded", "config", path, "sites", len(cfg.Sites), "targets", len(cfg.Targets()),
+		"included_files", len(cfg.IncludedFiles()))
 	if !reflect.DeepEqual(cfg.Exporters, running.Exporters) {
 		logger.Warn("exporter settings changed; they apply at the next start, targets applied now", "config", path)
 	}

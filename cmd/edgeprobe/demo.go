@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -35,8 +36,12 @@ this process: open its page to watch the board. Once both sites are up, beta is
 blackholed: its servers keep accepting connections and receiving queries but never
 answer, as a site without power looks from outside. edge1's state changes are printed,
 then the view's verdict (lost, by a quorum of two agents) with its delay from the
-blackhole; then beta is healed and its recovery shown. No ICMP: 127.0.0.0/8 always
-answers it.`
+blackhole; then beta is healed and its recovery shown. The view also acts: a name server
+in this process is the primary of the zone demo., and the view's [[actions.dns]] rewrites
+www.demo. from beta's address to alpha's by a signed dynamic update (RFC 2136, TSIG) when
+beta is lost, and back once beta has been up for recover_for (3s). The demo asks the name
+server every 10ms and prints when its answer changed. No ICMP: 127.0.0.0/8 always answers
+it.`
 
 // Demo phases are long enough to see the steady state between them and short enough
 // that the whole scenario takes about fifteen seconds.
@@ -44,6 +49,11 @@ const (
 	demoSettle    = 3 * time.Second  // steady state before each blackhole
 	demoDarkHold  = 4 * time.Second  // beta stays dark this long after it is seen down
 	demoWaitLimit = 10 * time.Second // a phase that takes longer than this has failed
+	// demoRecoverFor is how long beta must be up before the view fails it back: short,
+	// so that the demo shows the failback within seconds of the heal (the default is 10s).
+	demoRecoverFor = 3 * time.Second
+	// demoDNSPoll is how often the demo asks the name server for www.demo.
+	demoDNSPoll = 10 * time.Millisecond
 )
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
@@ -100,12 +110,16 @@ type demo struct {
 	verdicts   chan view.Change // the view's verdict changes, read from /api/v1/events
 	alpha      *demoSite
 	beta       *demoSite
+	dns        *demoDNS
+	dir        string // the demo's temporary files: certificate, TSIG key, view config and state
 	// measurements, one per cycle
 	downAfterBlackhole []time.Duration
 	downDetect         []time.Duration
 	upAfterHeal        []time.Duration
 	lostAfterBlackhole []time.Duration
 	viewUpAfterHeal    []time.Duration
+	dnsAfterBlackhole  []time.Duration
+	dnsAfterHeal       []time.Duration
 	alphaChanges       int
 }
 
@@ -122,6 +136,7 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 		return fmt.Errorf("creating a directory for the demo certificate: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	d.dir = dir
 	caFile, serverCert, err := demoCertificate(dir, alphaPrefix+".22", betaPrefix+".22")
 	if err != nil {
 		return err
@@ -134,6 +149,10 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 		return err
 	}
 	defer d.beta.close()
+	if d.dns, err = startDemoDNS(map[string][]string{demoService: {demoPrimary}}); err != nil {
+		return err
+	}
+	defer d.dns.close()
 
 	viewURL, stopView, err := d.startView()
 	if err != nil {
@@ -165,6 +184,8 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 
 	d.say("site alpha: dns %s, http %s, tls %s", d.alpha.dnsAddr, d.alpha.httpAddr, d.alpha.tlsAddr)
 	d.say("site beta:  dns %s, http %s, tls %s", d.beta.dnsAddr, d.beta.httpAddr, d.beta.tlsAddr)
+	d.say("name server %s, primary of %s: %s A %s (beta); the view fails it over to %s (alpha) when beta is lost",
+		d.dns.addr, demoZone, demoService, demoPrimary, demoFailover)
 	d.say("agents edge1..edge%d started: %d targets each, interval 1s, timeout auto; waiting for both sites to be up", demoAgents, targets)
 	if _, err := d.waitSites(ctx, demoWaitLimit, map[string]string{"alpha": agent.SiteUp, "beta": agent.SiteUp}); err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -191,16 +212,21 @@ func (d *demo) run(ctx context.Context, cycles int, keepRunning bool) error {
 	return nil
 }
 
-// cycle blackholes beta, waits for the agent to see it down, heals it and waits for up.
+// cycle blackholes beta, waits for the agent to see it down, the view to say lost and the
+// name server to answer alpha's address, heals it and waits for up and for beta's address.
 func (d *demo) cycle(ctx context.Context) error {
 	// A random moment within one probe interval: a fire does not wait for the schedule,
 	// and a fixed offset would always measure the same phase of it.
 	if err := sleepCtx(ctx, demoSettle+mrand.N(time.Second)); err != nil {
 		return err
 	}
+	// The name-server watchers of this cycle end with it, also when it fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	blackhole := time.Now()
 	d.beta.setDark(true)
 	d.say("BLACKHOLE site beta: its servers now accept and receive but never answer")
+	failedOver := d.watchDNS(ctx, demoFailover)
 	ev, err := d.waitSites(ctx, demoWaitLimit, map[string]string{"beta": agent.SiteDown})
 	if err != nil {
 		return err
@@ -216,12 +242,20 @@ func (d *demo) cycle(ctx context.Context) error {
 	}
 	d.lostAfterBlackhole = append(d.lostAfterBlackhole, lost.Time.Sub(blackhole))
 	d.say("VIEW: site beta LOST %s after the blackhole", seconds(lost.Time.Sub(blackhole)))
+	answered, err := d.waitDNS(ctx, failedOver, demoWaitLimit, demoFailover)
+	if err != nil {
+		return err
+	}
+	d.dnsAfterBlackhole = append(d.dnsAfterBlackhole, answered.Sub(blackhole))
+	d.say("DNS: %s answers %s (alpha) %s after the blackhole: the view failed beta over by a signed update",
+		demoService, demoFailover, seconds(answered.Sub(blackhole)))
 	if err := sleepCtx(ctx, demoDarkHold); err != nil {
 		return err
 	}
 	heal := time.Now()
 	d.beta.setDark(false)
 	d.say("HEAL site beta: its servers answer again")
+	failedBack := d.watchDNS(ctx, demoPrimary)
 	ev, err = d.waitSites(ctx, demoWaitLimit, map[string]string{"beta": agent.SiteUp})
 	if err != nil {
 		return err
@@ -234,7 +268,54 @@ func (d *demo) cycle(ctx context.Context) error {
 	}
 	d.viewUpAfterHeal = append(d.viewUpAfterHeal, up.Time.Sub(heal))
 	d.say("VIEW: site beta UP %s after healing", seconds(up.Time.Sub(heal)))
+	answered, err = d.waitDNS(ctx, failedBack, demoRecoverFor+demoWaitLimit, demoPrimary)
+	if err != nil {
+		return err
+	}
+	d.dnsAfterHeal = append(d.dnsAfterHeal, answered.Sub(heal))
+	d.say("DNS: %s answers %s (beta) again %s after healing: failed back once beta had been up for recover_for %s",
+		demoService, demoPrimary, seconds(answered.Sub(heal)), demoRecoverFor)
 	return nil
+}
+
+// watchDNS asks the demo's name server for demoService every demoDNSPoll, from now on,
+// and delivers the moment it first answered exactly want, as a client would see it. It
+// stops when ctx ends.
+func (d *demo) watchDNS(ctx context.Context, want string) <-chan time.Time {
+	at := make(chan time.Time, 1)
+	go func() {
+		tick := time.NewTicker(demoDNSPoll)
+		defer tick.Stop()
+		for {
+			got, err := d.dns.lookupA(demoService, time.Second)
+			if now := time.Now(); err == nil && len(got) == 1 && got[0] == want {
+				at <- now
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return at
+}
+
+// waitDNS waits for watchDNS's moment, at most limit.
+func (d *demo) waitDNS(ctx context.Context, at <-chan time.Time, limit time.Duration, want string) (time.Time, error) {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case t := <-at:
+		return t, nil
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	case <-timer.C:
+		got, err := d.dns.lookupA(demoService, time.Second)
+		return time.Time{}, fmt.Errorf("waited %s for %s to answer %s: it answers %v (%v); see the view's log on stderr",
+			limit, demoService, want, got, err)
+	}
 }
 
 // waitSites returns the event that brought the last of want's sites to its wanted state.
@@ -295,8 +376,14 @@ func (d *demo) summary() {
 	if len(d.upAfterHeal) > 0 {
 		d.say("  heal -> beta up:                  %s", stats(d.upAfterHeal))
 	}
+	if len(d.dnsAfterBlackhole) > 0 {
+		d.say("  blackhole -> DNS answers alpha:   %s", stats(d.dnsAfterBlackhole))
+	}
 	if len(d.viewUpAfterHeal) > 0 {
 		d.say("  heal -> view says up:             %s", stats(d.viewUpAfterHeal))
+	}
+	if len(d.dnsAfterHeal) > 0 {
+		d.say("  heal -> DNS answers beta again:   %s (recover_for %s)", stats(d.dnsAfterHeal), demoRecoverFor)
 	}
 	if d.alphaChanges == 0 {
 		d.say("  site alpha stayed up throughout (no false alarm)")
@@ -381,12 +468,22 @@ func (d *demo) startView() (url string, stop func(), err error) {
 		d.say("view: %s is busy (%v), using %s instead", d.viewListen, err, fallback.Addr())
 		ln = fallback
 	}
-	cfg := view.DefaultConfig()
+	cfg, err := d.viewConfig()
+	if err != nil {
+		ln.Close()
+		return "", nil, err
+	}
 	cfg.Listen = ln.Addr().String()
 	url = "http://" + cfg.Listen
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- view.New(cfg, view.Options{Logger: d.logger}).Serve(ctx, ln) }()
+	srv, err := view.New(cfg, view.Options{Logger: d.logger})
+	if err != nil {
+		cancel()
+		ln.Close()
+		return "", nil, err
+	}
+	go func() { served <- srv.Serve(ctx, ln) }()
 	stop = func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -399,6 +496,53 @@ func (d *demo) startView() (url string, stop func(), err error) {
 		return "", nil, err
 	}
 	return url, stop, nil
+}
+
+// demoPrimary and demoFailover are demoService's records: beta's web address in normal
+// times, alpha's while beta is lost.
+const (
+	demoPrimary  = betaPrefix + ".80"
+	demoFailover = alphaPrefix + ".80"
+)
+
+// viewConfig is the demo view's view.toml, as a user would write it, read as the view
+// reads its file: the TSIG key file next to it, the state (audit log, failover state) in
+// the demo's directory.
+func (d *demo) viewConfig() (*view.Config, error) {
+	keyFile := filepath.Join(d.dir, "tsig.key")
+	if err := os.WriteFile(keyFile, []byte(d.dns.keyFile()), 0o600); err != nil {
+		return nil, fmt.Errorf("the demo's TSIG key: %w", err)
+	}
+	path := filepath.Join(d.dir, "view.toml")
+	cfg, err := view.ParseConfig([]byte(demoViewConfig(d.dns.addr, filepath.Join(d.dir, "view-state"))), path)
+	if err != nil {
+		return nil, fmt.Errorf("the demo's view configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// demoViewConfig is the demo view's configuration: the defaults and one DNS action.
+func demoViewConfig(server, stateDir string) string {
+	return fmt.Sprintf(`state_dir = %q
+
+[actions]
+# The demo fails beta over once per cycle, --keep-running for as long as it runs: above
+# the default of 2 an hour, which is a guard rail against a flapping site.
+max_failovers_per_hour = 1000
+
+[[actions.dns]]
+site = "beta"
+server = %q
+zone = %q
+name = %q
+type = "A"
+primary = [%q]
+failover = [%q]
+ttl = "%ds"
+tsig_key_file = "tsig.key"
+failback = "auto"
+recover_for = %q
+`, stateDir, server, demoZone, demoService, demoPrimary, demoFailover, demoTTL, demoRecoverFor)
 }
 
 // followVerdicts subscribes to the view's event stream and forwards each verdict change

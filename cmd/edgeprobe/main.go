@@ -1,9 +1,11 @@
 // Command edgeprobe is the one binary of the project: the probing agent, the central
-// view, a config checker, an ad-hoc prober and a self-contained demo.
+// view, a reader of the view's verdicts, a config checker, an ad-hoc prober and a
+// self-contained demo.
 //
 // Each subcommand is a func(args, stdout, stderr) int with its own flag.FlagSet: it
 // writes only to the writers it is given and returns its exit status (0 ok, 1 runtime
-// failure, 2 bad usage or config), so main is one table from names to functions. The
+// failure, 2 bad usage or config; status says more, status.go), so main is one table
+// from names to functions. The
 // tests build the binary and run it as a user would, signals and exit statuses included.
 package main
 
@@ -38,7 +40,9 @@ type command struct {
 var commands = []command{
 	{"agent", "probe the configured sites and report their state", cmdAgent},
 	{"view", "run the central view that turns agents' pushes into site verdicts", cmdView},
+	{"status", "show the view's verdicts as a table, or follow their changes", cmdStatus},
 	{"check", "validate a config file and print the effective config", cmdCheck},
+	{"failover", "show the view's failover state, hold or release its actions, fail a site back", cmdFailover},
 	{"probe", "send one ad-hoc probe and print the result", cmdProbe},
 	{"demo", "watch a simulated site go dark on loopback (no root needed)", cmdDemo},
 	{"version", "print the version, Go version and platform", cmdVersion},

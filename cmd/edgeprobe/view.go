@@ -66,7 +66,11 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := view.New(cfg, view.Options{Logger: logger, Events: stdout})
+	srv, err := view.New(cfg, view.Options{Logger: logger, Events: stdout})
+	if err != nil {
+		logger.Error("cannot start", "error", err)
+		return exitFailure
+	}
 	if err := srv.ListenAndServe(ctx); err != nil {
 		logger.Error("view stopped", "error", err)
 		return exitFailure

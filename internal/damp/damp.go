@@ -22,6 +22,10 @@ const (
 	VerdictUp          = "up"
 )
 
+// DefaultRecoverFor is recover_for where a config leaves it out (docs/DESIGN.md, "Acting on a
+// verdict: damping and silences"); lost_for defaults to zero, a Damper's zero value.
+const DefaultRecoverFor = 10 * time.Second
+
 // Firing is what should currently be asserted about a site.
 type Firing uint8
 

@@ -16,23 +16,21 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // Daemons are the programs ServeDaemons runs: Debian's nginx (package nginx-light) and
 // dnsmasq (package dnsmasq-base), both in scripts/deps/netns.txt.
 var Daemons = []string{"nginx", "dnsmasq"}
 
-// RequireDaemons skips the test when a program of Daemons is missing, or fails it when
-// CI is set, as Require does for the network itself.
+// RequireDaemons stops the test when a program of Daemons is missing (testkit.Require:
+// a skip, an error under CI), as Require does for the network itself.
 func RequireDaemons(tb testing.TB) {
 	tb.Helper()
 	for _, name := range Daemons {
-		if _, err := lookDaemon(name); err != nil {
-			if os.Getenv("CI") != "" {
-				tb.Fatalf("%v (CI is set, so this is an error, not a skip)", err)
-			}
-			tb.Skipf("skipping: %v", err)
-		}
+		_, err := lookDaemon(name)
+		testkit.Require(tb, err)
 	}
 }
 

@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // Line is one line of a process's standard output and the moment this process read it.
@@ -54,28 +55,21 @@ func (n *Net) Start(name string, args ...string) (*Proc, error) {
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	p.cmd.Stdout = lineWriter{p}
 	p.cmd.Stderr = stderrWriter{p}
-	// ip(8) execs the program, which keeps this death signal: a test killed by its
-	// timeout leaves no agent behind to hold the namespaces open.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return nil, fmt.Errorf("testnet %s: start %s in %q: network closed", n.prefix, args[0], name)
 	}
-	// Pdeathsig fires when the thread that forked the child ends, not the process, and
-	// the runtime ends threads (those Do locked, for one), so the fork happens on a
-	// thread locked for the child's whole life.
-	started := make(chan error, 1)
+	// The program dies with this process: ip(8) execs it, which keeps the death signal
+	// StartPinned sets, so a test killed by its timeout leaves no agent behind to hold the
+	// namespaces open. (The fork must happen on a pinned thread because Do's threads end.)
+	exited, err := testkit.StartPinned(p.cmd)
+	if err != nil {
+		return nil, fmt.Errorf("start %s in namespace %s: %w", args[0], ns, err)
+	}
 	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := p.cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = p.cmd.Wait()
+		p.err = <-exited
 		p.mu.Lock()
 		if len(p.partial) > 0 {
 			p.lines = append(p.lines, Line{Time: time.Now(), Text: string(p.partial)})
@@ -84,9 +78,6 @@ func (n *Net) Start(name string, args ...string) (*Proc, error) {
 		p.mu.Unlock()
 		close(p.exited)
 	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start %s in namespace %s: %w", args[0], ns, err)
-	}
 	n.procs = append(n.procs, p)
 	return p, nil
 }

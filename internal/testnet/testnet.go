@@ -48,6 +48,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // NamePrefix starts the name of every namespace and interface this package creates.
@@ -88,6 +90,7 @@ type node struct {
 	addrs     []netip.Addr // the first is the node's address
 	prefixLen int          // of the node's own subnet
 	nftReady  bool         // the drop table exists (sites only)
+	pathReady bool         // the path-cut table exists (sites only)
 }
 
 // Net is a built network. Its methods are safe for concurrent use.
@@ -205,18 +208,11 @@ func Prerequisites() error {
 	return nil
 }
 
-// Require skips the test when Prerequisites fails, or fails it when the CI environment
-// variable is set: CI runs as root with the packages installed, so nothing may skip there.
+// Require stops the test when Prerequisites fails, by the project's skip policy
+// (testkit.Require): a skip on a developer's machine, a failure when CI is set.
 func Require(tb testing.TB) {
 	tb.Helper()
-	err := Prerequisites()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatalf("%v (CI is set, so this is an error, not a skip)", err)
-	}
-	tb.Skipf("skipping: %v", err)
+	testkit.Require(tb, Prerequisites())
 }
 
 // New builds the network for a test and removes it when the test ends, even on failure.

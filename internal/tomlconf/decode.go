@@ -21,6 +21,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -90,6 +91,16 @@ func (d *Doc) Errf(path, format string, args ...any) {
 		line = d.lines.lineOf(path)
 	}
 	d.errs = append(d.errs, Error{File: d.file, Line: line, Key: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Line is the line the key at path is written on (or, when it is not written, its
+// closest enclosing key or table), 0 when unknown: for a message that names another
+// place in the document, such as the first of two duplicates.
+func (d *Doc) Line(path string) int {
+	if d.lines == nil {
+		return 0
+	}
+	return d.lines.lineOf(path)
 }
 
 // Defined reports whether the document sets the key at path.
@@ -327,6 +338,7 @@ func fieldFor(t reflect.Type, key string) (f *schemaField, exact bool) {
 }
 
 var (
+	timeType        = reflect.TypeFor[time.Time]()
 	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 	tomlUnmarshaler = reflect.TypeFor[toml.Unmarshaler]()
 )
@@ -440,6 +452,11 @@ func (d *Doc) checkScalar(path string, v any, t reflect.Type) {
 		err = u.UnmarshalTOML(v)
 	case encoding.TextUnmarshaler:
 		switch x := v.(type) {
+		case time.Time:
+			if t != timeType {
+				d.Errf(path, "must be a string, not the date-time %s", x.Format(time.RFC3339))
+			}
+			return
 		case string:
 			err = u.UnmarshalText([]byte(x))
 		case int64, float64:
@@ -505,8 +522,15 @@ func describe(v any) string {
 // (tables included), for tests that a documented example shows every option.
 func WrittenKeys(src string) []string {
 	kl := scanKeyLines(src)
-	keys := make([]string, 0, len(kl.plain))
+	seen := map[string]bool{}
 	for k := range kl.plain {
+		// A table is written when a key in it is.
+		for p := k; p != ""; p = parentPath(p) {
+			seen[p] = true
+		}
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)

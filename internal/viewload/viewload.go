@@ -5,26 +5,28 @@
 // Each simulated agent pushes its complete state every interval, exactly the series an
 // agent's remote_write exporter sends (exporters/README.md, "push contract"): the state
 // set of every site, its change timestamp and detect time, every target's
-// edgeprobe_target_up, probe_success and probe_duration_seconds, and the agent-wide
+// edgeprobe_target_up, probe_success, probe_duration_seconds and
+// edgeprobe_target_failure_reason, and the agent-wide
 // edgeprobe_agent_isolated and edgeprobe_push_interval_seconds, each a prompb.TimeSeries
 // with sorted labels and one sample stamped with the push's wall-clock millisecond,
 // marshalled with the protobuf runtime and snappy block-compressed, as the exporter does.
 // The exporter has no exported encoder, so the bytes are built here from exporters/prompb.
 // Agents' pushes are spread evenly over the interval (agent i starts at i/N of it).
 //
-// On a schedule, a site goes down on a quorum of agents (each agent pushes its change at
-// once, as a real agent does) and later comes back up. The push that completes the
-// quorum is the deciding push; the verdict latency is from just before it is sent to the
+// Agents come in groups of Quorum (the last group takes the remainder), and each group
+// reports its own Sites sites, so that every site has a quorum of witnesses and no
+// more. On a schedule, a site goes down on all of its group's agents (each agent pushes
+// its change at once, as a real agent does: the view says lost only once its witnesses
+// agree, docs/DESIGN.md) and later comes back up. The push of the group's last agent is
+// the deciding push; the verdict latency is from just before it is sent to the
 // verdict's arrival on the view's /api/v1/events stream, and, separately, to the push's
 // response (the view decides before it answers).
 package viewload
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -41,12 +43,13 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/view"
 )
 
 // Bounds: the generator is a test tool, never a flood.
 const (
-	MaxAgents   = 5000
+	MaxAgents   = 10000
 	MaxSites    = 500
 	MaxDuration = 30 * time.Minute
 )
@@ -68,6 +71,9 @@ type Config struct {
 	FlipEvery time.Duration
 	// VerdictTimeout is how long a flip's verdict may take before it counts as missing.
 	VerdictTimeout time.Duration
+	// ReadEvery, if set, has a reader fetch /api/v1/sites, the page and /metrics this
+	// often during the window, as a dashboard and a scraper would.
+	ReadEvery time.Duration
 	// Window, if set, is called when the measured window begins (true) and ends (false),
 	// so a caller can read the view's CPU time over exactly that window.
 	Window func(begin bool)
@@ -87,6 +93,8 @@ type Result struct {
 	EventLatency                 []time.Duration // deciding push sent -> verdict on /api/v1/events
 	ResponseLatency              []time.Duration // deciding push sent -> its response
 	PushLatency                  []time.Duration // every periodic push: sent -> response (a sample)
+	// ReadLatency is, per path read (ReadEvery), request sent -> whole answer read.
+	ReadLatency map[string][]time.Duration
 }
 
 func (c *Config) defaults() {
@@ -147,18 +155,24 @@ type simAgent struct {
 	lastMs  int64
 	req     *prompb.WriteRequest
 	samples []*prompb.Sample // every series' one sample
-	// per site: indexes into samples of the four state series, change and detect, and
-	// of the targets' up and success series.
+	// per site: indexes into samples of the four state series, change and detect, of the
+	// targets' up and success series, and of their failure reasons.
 	stateIdx  [][4]int
 	changeIdx []int
 	detectIdx []int
 	targetIdx [][]int
+	reasonIdx [][]int
 	raw, body []byte
 }
 
-func siteName(i int) string { return fmt.Sprintf("site%03d", i) }
+func siteName(group, i int) string { return fmt.Sprintf("g%04d-site%03d", group, i) }
 
-func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
+// groups is the number of agent groups; agent i is in group min(i/Quorum, groups-1).
+func (c *Config) groups() int { return max(1, c.Agents/c.Quorum) }
+
+func (c *Config) group(agent int) int { return min(agent/c.Quorum, c.groups()-1) }
+
+func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent {
 	a := &simAgent{
 		name:   name,
 		down:   make([]bool, cfg.Sites),
@@ -181,7 +195,7 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 	add(cfg.Interval.Seconds(), contract.LabelName, contract.MetricPushInterval, contract.LabelAgent, name)
 	for i := range cfg.Sites {
 		a.since[i] = start
-		site := siteName(i)
+		site := siteName(group, i)
 		var idx [4]int
 		for j, st := range contract.SiteStates {
 			idx[j] = add(0, contract.LabelName, contract.MetricSiteState, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelState, st)
@@ -192,8 +206,8 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 	}
 	// Targets come after the sites, ordered by site and target, as the exporter orders them.
 	for i := range cfg.Sites {
-		site := siteName(i)
-		var idx []int
+		site := siteName(group, i)
+		var idx, reasons []int
 		for k := range cfg.Targets {
 			target, kind := fmt.Sprintf("t%d-icmp", k), "icmp"
 			if k%2 == 1 {
@@ -203,8 +217,11 @@ func newSimAgent(name string, cfg *Config, start time.Time) *simAgent {
 				add(1, contract.LabelName, contract.MetricTargetUp, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind),
 				add(1, contract.LabelName, contract.MetricProbeSuccess, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind))
 			add(0.0012, contract.LabelName, contract.MetricProbeDuration, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind)
+			reasons = append(reasons,
+				add(0, contract.LabelName, contract.MetricTargetFailureReason, contract.LabelAgent, name, contract.LabelSite, site, contract.LabelTarget, target, contract.LabelKind, kind))
 		}
 		a.targetIdx = append(a.targetIdx, idx)
+		a.reasonIdx = append(a.reasonIdx, reasons)
 	}
 	return a
 }
@@ -230,6 +247,9 @@ func (a *simAgent) encode(now time.Time) error {
 		a.samples[a.changeIdx[i]].Value = float64(a.since[i].UnixNano()) / 1e9
 		for _, k := range a.targetIdx[i] {
 			a.samples[k].Value = b2f(!down)
+		}
+		for _, k := range a.reasonIdx[i] {
+			a.samples[k].Value = b2f(down) * float64(contract.FailureReasonCode(contract.ReasonTimeout))
 		}
 	}
 	var err error
@@ -321,7 +341,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
 	r := &run{cfg: cfg, pending: map[string]*pending{}}
 	for i := range cfg.Agents {
-		r.agents = append(r.agents, newSimAgent(fmt.Sprintf("load%04d", i), &cfg, start))
+		r.agents = append(r.agents, newSimAgent(fmt.Sprintf("load%04d", i), cfg.group(i), &cfg, start))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -349,6 +369,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.measuring.Store(true)
 	windowStart := time.Now()
+	if cfg.ReadEvery > 0 {
+		wg.Go(func() { r.readLoop(ctx, time.Now().Add(cfg.Duration)) })
+	}
 	r.flipLoop(ctx, time.Now().Add(cfg.Duration))
 	// Pushes go on while the last flips' verdicts are awaited.
 	for wait := time.Now().Add(cfg.VerdictTimeout); time.Now().Before(wait) && ctx.Err() == nil; {
@@ -427,12 +450,63 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, offset time.Duration) 
 	}
 }
 
+// readPaths are what a dashboard and a scraper read from a view.
+var readPaths = []string{"/api/v1/sites", "/", "/metrics"}
+
+// readLoop reads readPaths every ReadEvery until end, one after the other, and records
+// how long each whole answer took.
+func (r *run) readLoop(ctx context.Context, end time.Time) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	tick := time.NewTicker(r.cfg.ReadEvery)
+	defer tick.Stop()
+	for {
+		for _, path := range readPaths {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+path, nil)
+			if err != nil {
+				return
+			}
+			if r.cfg.Token != "" {
+				req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
+			}
+			start := time.Now()
+			resp, err := client.Do(req)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("GET %s: %s", path, resp.Status)
+				}
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fail(fmt.Errorf("read %s: %w", path, err))
+				}
+				continue
+			}
+			r.mu.Lock()
+			if r.res.ReadLatency == nil {
+				r.res.ReadLatency = map[string][]time.Duration{}
+			}
+			r.res.ReadLatency[path] = append(r.res.ReadLatency[path], time.Since(start))
+			r.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if now.After(end) {
+				return
+			}
+		}
+	}
+}
+
 // flipLoop starts a flip every FlipEvery until end (or ctx ends), and waits for the
 // flips' pushes to be answered.
 func (r *run) flipLoop(ctx context.Context, end time.Time) {
 	tick := time.NewTicker(r.cfg.FlipEvery)
 	defer tick.Stop()
-	down := make([]bool, r.cfg.Sites)
+	down := make([]bool, r.cfg.groups()*r.cfg.Sites)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for n := 0; ; n++ {
@@ -444,29 +518,34 @@ func (r *run) flipLoop(ctx context.Context, end time.Time) {
 				return
 			}
 		}
-		site := n % r.cfg.Sites
-		down[site] = !down[site]
-		wg.Go(func() { r.flip(ctx, site, down[site]) })
+		// Every group in turn, and within a group every site in turn.
+		group, site := n%r.cfg.groups(), (n/r.cfg.groups())%r.cfg.Sites
+		k := group*r.cfg.Sites + site
+		down[k] = !down[k]
+		wg.Go(func() { r.flip(ctx, group, site, down[k]) })
 	}
 }
 
-// flip turns site down (or up) on Quorum agents, one after the other, each pushing its
-// change at once; the last push decides the verdict.
-func (r *run) flip(ctx context.Context, site int, down bool) {
-	name := siteName(site)
+// flip turns a site of group down (or up) on every agent of the group, one after the
+// other, each pushing its change at once; the last push decides the verdict.
+func (r *run) flip(ctx context.Context, group, site int, down bool) {
+	name := siteName(group, site)
 	to := view.VerdictUp
 	if down {
 		to = view.VerdictLost
 	}
-	q := r.cfg.Quorum
-	for j := range q {
-		a := r.agents[(site*q+j)%len(r.agents)]
+	first, last := group*r.cfg.Quorum, (group+1)*r.cfg.Quorum
+	if group == r.cfg.groups()-1 {
+		last = len(r.agents)
+	}
+	for j := first; j < last; j++ {
+		a := r.agents[j]
 		a.mu.Lock()
 		a.down[site] = down
 		a.since[site] = time.Now()
 		var before func()
 		var p *pending
-		if j == q-1 {
+		if j == last-1 {
 			p = &pending{to: to}
 			before = func() {
 				r.mu.Lock()
@@ -495,48 +574,38 @@ func (r *run) flip(ctx context.Context, site int, down bool) {
 	}
 }
 
-// follow reads /api/v1/events until ctx ends and matches verdicts to pending flips.
+// follow reads /api/v1/events until ctx ends and matches verdicts to pending flips. It
+// returns once the view has subscribed it, so no verdict of the run is missed.
 func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+"/api/v1/events", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	events, err := testkit.DialEvents(ctx, r.cfg.URL+"/api/v1/events", testkit.EventsOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("follow the view's events: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("follow the view's events: %s", resp.Status)
 	}
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			at := time.Now()
-			data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
-			if !ok {
-				continue
+		for {
+			e, err := events.Next(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fail(fmt.Errorf("events stream: %w", err))
+				}
+				return
 			}
 			var ev struct{ Site, From, To string }
-			if json.Unmarshal(data, &ev) != nil {
+			if json.Unmarshal([]byte(e.Data), &ev) != nil {
 				continue
 			}
 			r.mu.Lock()
 			if p := r.pending[ev.Site]; p != nil && p.to == ev.To && !p.seen {
 				p.seen = true
 				r.res.Verdicts++
-				r.res.EventLatency = append(r.res.EventLatency, at.Sub(p.sent))
+				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
 				delete(r.pending, ev.Site)
 			} else if r.measuring.Load() && !flipStep(ev.From, ev.To) {
 				r.res.Unexpected++
 			}
 			r.mu.Unlock()
-		}
-		if err := sc.Err(); err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-			r.fail(fmt.Errorf("events stream: %w", err))
 		}
 	}()
 	return ch, nil
@@ -546,15 +615,4 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 // deciding push: degraded on the way down (from up) or up (from lost).
 func flipStep(from, to string) bool {
 	return to == view.VerdictDegraded && (from == view.VerdictUp || from == view.VerdictLost)
-}
-
-// Percentile is the p-th percentile (0..100) of ds by nearest rank, 0 for none.
-func Percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*p/100+0.5) - 1
-	return s[max(0, min(len(s)-1, i))]
 }

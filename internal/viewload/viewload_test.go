@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/view"
 )
 
@@ -23,7 +24,11 @@ func TestSmoke(t *testing.T) {
 	cfg.Listen = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- view.New(cfg, view.Options{}).Serve(ctx, ln) }()
+	srv, err := view.New(cfg, view.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { served <- srv.Serve(ctx, ln) }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -36,7 +41,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d pushes (%.0f/s), %d flips, %d verdicts, verdict p50 %v p99 %v",
-		res.Pushes, res.PushesPerSecond, res.Flips, res.Verdicts, Percentile(res.EventLatency, 50), Percentile(res.EventLatency, 99))
+		res.Pushes, res.PushesPerSecond, res.Flips, res.Verdicts, testkit.Percentile(res.EventLatency, 50), testkit.Percentile(res.EventLatency, 99))
 	if res.Errors != 0 {
 		t.Errorf("%d errors, first: %s", res.Errors, res.ErrorSample)
 	}
@@ -50,8 +55,8 @@ func TestSmoke(t *testing.T) {
 	if res.Pushes < 300 {
 		t.Errorf("%d pushes in %v, want about 500", res.Pushes, res.Elapsed)
 	}
-	if res.SeriesPerPush != 2+20*6+20*2*3 {
-		t.Errorf("%d series a push, want the agent's 242 for 20 sites of 2 targets", res.SeriesPerPush)
+	if res.SeriesPerPush != 2+20*6+20*2*4 {
+		t.Errorf("%d series a push, want the agent's 282 for 20 sites of 2 targets", res.SeriesPerPush)
 	}
 }
 

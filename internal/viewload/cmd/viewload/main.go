@@ -16,12 +16,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/viewload"
 )
 
@@ -41,6 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Interval, "interval", time.Second, "push interval of every agent")
 	fs.IntVar(&cfg.Quorum, "quorum", 2, "the view's quorum: a flip changes a site on this many agents")
 	fs.DurationVar(&cfg.FlipEvery, "flip-every", 500*time.Millisecond, "a flip (next site down, or back up) this often")
+	fs.DurationVar(&cfg.ReadEvery, "read-every", 0, "read /api/v1/sites, / and /metrics this often during the window (0: never)")
 	cpuProfile := fs.String("cpuprofile", "", "with --view: have the view write a CPU profile to `file`")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var view *exec.Cmd
 	var viewErr bytes.Buffer
-	var before, after procSample
+	var before, after testkit.Proc
 	if *viewBin != "" {
 		addr, err := freePort()
 		if err != nil {
@@ -84,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		pid := view.Process.Pid
 		cfg.Window = func(begin bool) {
-			s, err := readProc(pid)
+			s, err := testkit.ReadProc(pid)
 			if err != nil {
 				fmt.Fprintln(stderr, "viewload: read the view's /proc:", err)
 			}
@@ -95,13 +95,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	selfBefore, _ := readProc(os.Getpid())
+	selfBefore, _ := testkit.ReadProc(os.Getpid())
 	res, err := viewload.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "viewload:", err)
 		return 1
 	}
-	selfAfter, _ := readProc(os.Getpid())
+	selfAfter, _ := testkit.ReadProc(os.Getpid())
 	if view != nil {
 		// SIGTERM ends the view cleanly, which also writes its CPU profile.
 		_ = view.Process.Signal(syscall.SIGTERM)
@@ -109,22 +109,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "viewload: the view exited with %v; stderr:\n%s", err, viewErr.String())
 		}
 	}
-	report(stdout, res, before, after, selfAfter.cpu-selfBefore.cpu)
+	report(stdout, res, before, after, selfAfter.CPU-selfBefore.CPU)
 	if res.Errors > 0 || res.Verdicts < res.Flips {
 		return 1
 	}
 	return 0
 }
 
-func report(w io.Writer, r *viewload.Result, before, after procSample, selfCPU time.Duration) {
+func report(w io.Writer, r *viewload.Result, before, after testkit.Proc, selfCPU time.Duration) {
 	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push), window %.1f s\n\n",
 		r.Agents, r.Sites, r.SeriesPerPush, r.Elapsed.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
-	if after.cpu > 0 {
-		cpu := after.cpu - before.cpu
+	if after.CPU > 0 {
+		cpu := after.CPU - before.CPU
 		row("view CPU", fmt.Sprintf("%.1f%% of one core (%.2f s user+sys)", 100*cpu.Seconds()/r.Elapsed.Seconds(), cpu.Seconds()))
-		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.rss)/(1<<20), float64(after.hwm)/(1<<20)))
+		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20)))
 	}
 	row("load generator CPU", fmt.Sprintf("%.1f%% of one core", 100*selfCPU.Seconds()/r.Elapsed.Seconds()))
 	row("pushes", fmt.Sprintf("%d (%.0f/s)", r.Pushes, r.PushesPerSecond))
@@ -135,9 +135,14 @@ func report(w io.Writer, r *viewload.Result, before, after procSample, selfCPU t
 	row("errors", errs)
 	row("flips / verdicts seen", fmt.Sprintf("%d / %d (unexpected verdict changes: %d)", r.Flips, r.Verdicts, r.Unexpected))
 	lat := func(ds []time.Duration) string {
-		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(viewload.Percentile(ds, 50)), ms(viewload.Percentile(ds, 99)), ms(viewload.Percentile(ds, 100)), len(ds))
+		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(testkit.Percentile(ds, 50)), ms(testkit.Percentile(ds, 99)), ms(testkit.Percentile(ds, 100)), len(ds))
 	}
 	row("deciding push -> SSE verdict", lat(r.EventLatency))
+	for _, path := range []string{"/api/v1/sites", "/", "/metrics"} {
+		if ds := r.ReadLatency[path]; len(ds) > 0 {
+			row("read "+path, lat(ds))
+		}
+	}
 	row("deciding push -> its response", lat(r.ResponseLatency))
 	row("any push -> response (1 in 10)", lat(r.PushLatency))
 	tw.Flush()
@@ -167,48 +172,4 @@ func waitUp(ctx context.Context, base string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.New("the view did not answer " + base + "/api/v1/sites within 10 s")
-}
-
-// procSample is a process's CPU time (user+system) and memory from /proc.
-type procSample struct {
-	cpu      time.Duration
-	rss, hwm int64 // bytes
-}
-
-// clockTick is USER_HZ, 100 on every Linux the project runs on.
-const clockTick = 100
-
-func readProc(pid int) (procSample, error) {
-	var s procSample
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, err
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	rest := stat[bytes.LastIndexByte(stat, ')')+2:]
-	f := strings.Fields(string(rest))
-	if len(f) < 13 {
-		return s, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	s.cpu = time.Duration(utime+stime) * time.Second / clockTick
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			s.rss = kb << 10
-		case "VmHWM":
-			s.hwm = kb << 10
-		}
-	}
-	return s, nil
 }

@@ -1,0 +1,216 @@
+package prometheus_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeprobe/edgeprobe/contract"
+	"github.com/edgeprobe/edgeprobe/packaging/prometheus"
+	"github.com/edgeprobe/edgeprobe/view"
+)
+
+// verdictCase is one row of testdata/verdicts.json: the view engine's verdict tables
+// (TestVerdicts, TestQuorumBy in view/) for fixed quorums, as data that both the engine
+// and promtool's unit tests read. An agent is "NAME STATE [isolated] [impaired] [LABEL=VALUE...]".
+type verdictCase struct {
+	Name      string   `json:"name"`
+	Quorum    int      `json:"quorum"`
+	QuorumBy  string   `json:"quorum_by"`
+	Agents    []string `json:"agents"`
+	Want      string   `json:"want"`
+	Witnesses int      `json:"witnesses"`
+	Down      int      `json:"down"`
+}
+
+const tableSite = "pangyo"
+
+type tableAgent struct {
+	name, state        string
+	isolated, impaired bool
+	labels             map[string]string
+}
+
+func (c verdictCase) agents(t *testing.T) []tableAgent {
+	t.Helper()
+	var out []tableAgent
+	for _, spec := range c.Agents {
+		f := strings.Fields(spec)
+		if len(f) < 2 {
+			t.Fatalf("%s: agent %q: want NAME STATE [isolated] [impaired] [LABEL=VALUE]", c.Name, spec)
+		}
+		a := tableAgent{name: f[0], state: f[1], labels: map[string]string{}}
+		for _, w := range f[2:] {
+			switch k, v, ok := strings.Cut(w, "="); {
+			case w == "isolated":
+				a.isolated = true
+			case w == "impaired":
+				a.impaired = true
+			case ok:
+				a.labels[k] = v
+			default:
+				t.Fatalf("%s: agent %q: %q is neither isolated, impaired nor LABEL=VALUE", c.Name, spec, w)
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (c verdictCase) params() prometheus.Params {
+	p := prometheus.DefaultParams()
+	if c.Quorum != 0 {
+		p.Quorum = c.Quorum
+	}
+	p.QuorumBy = c.QuorumBy
+	return p
+}
+
+func loadVerdictTable(t *testing.T) []verdictCase {
+	t.Helper()
+	data, err := os.ReadFile("testdata/verdicts.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []verdictCase
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cases); err != nil {
+		t.Fatalf("testdata/verdicts.json: %v", err)
+	}
+	return cases
+}
+
+// TestVerdictTable checks each case on the view's engine, and keeps the promtool unit
+// tests generated from the table (testdata/*.verdicts.test.yml, one per rule file) up to
+// date; -update rewrites them. TestPromtool runs them.
+func TestVerdictTable(t *testing.T) {
+	cases := loadVerdictTable(t)
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, c := range cases {
+		p := c.params()
+		cfg := view.DefaultConfig()
+		cfg.Quorum, cfg.QuorumBy, cfg.MaxUpFraction = view.Quorum{N: p.Quorum}, p.QuorumBy, p.MaxUpFraction
+		e := view.NewEngine(cfg)
+		var reports []view.AgentReport
+		for _, a := range c.agents(t) {
+			reports = append(reports, view.AgentReport{Agent: a.name, Isolated: a.isolated, Impaired: a.impaired, Labels: a.labels,
+				PushInterval: time.Second, SampleTime: t0, HasSamples: true,
+				Sites: map[string]view.SiteReport{tableSite: {State: a.state, Detect: -1}}})
+		}
+		e.Apply(reports, t0)
+		s, ok := e.Site(tableSite, t0)
+		if !ok || s.State != c.Want || s.Witnesses != c.Witnesses || s.Down != c.Down {
+			t.Errorf("%s: view gives %s, %d witnesses, %d down; the table says %s, %d, %d", c.Name, s.State, s.Witnesses, s.Down, c.Want, c.Witnesses, c.Down)
+		}
+	}
+	byFile := map[string][]verdictCase{}
+	files := generatedFiles(t)
+	for _, c := range cases {
+		found := false
+		for _, g := range files {
+			if g.params == c.params() {
+				byFile[g.file] = append(byFile[g.file], c)
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no generated rule file for %+v: add a go:generate line to rules.go", c.Name, c.params())
+		}
+	}
+	for _, g := range files {
+		if len(byFile[g.file]) == 0 {
+			continue
+		}
+		name := filepath.Join("testdata", strings.TrimSuffix(filepath.Base(g.file), ".yml")+".verdicts.test.yml")
+		want := promtoolCases(t, g.file, byFile[g.file])
+		if *update {
+			if err := os.WriteFile(name, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if got, err := os.ReadFile(name); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is not what testdata/verdicts.json gives (%v): run go test ./packaging/prometheus/ -run 'TestVerdictTable|TestRulesGenerated' -update", name, err)
+		}
+	}
+}
+
+// promtoolCases writes a promtool test file of the cases for one rule file: every agent
+// pushes its state every second; at 11 s the verdict state set, the quorum counts and
+// the firing site alerts (the degraded alert's 10 s included) must be the table's.
+func promtoolCases(t *testing.T, rules string, cases []verdictCase) []byte {
+	t.Helper()
+	rel, err := filepath.Rel("testdata", rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# promtool test rules: the verdict table (testdata/verdicts.json) on %s.\n", rules)
+	b.WriteString("# Generated by TestVerdictTable (go test ./packaging/prometheus/ -run TestVerdictTable -update).\n")
+	fmt.Fprintf(&b, "rule_files:\n  - %s\nevaluation_interval: 1s\n\ntests:\n", rel)
+	for _, c := range cases {
+		fmt.Fprintf(&b, "  - name: %q\n    interval: 1s\n    input_series:\n", c.Name)
+		for _, a := range c.agents(t) {
+			labels := fmt.Sprintf("%s=%q", contract.LabelAgent, a.name)
+			var keys []string
+			for k := range a.labels {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				labels += fmt.Sprintf(",%s=%q", k, a.labels[k])
+			}
+			series := func(metric, extra string, v bool) {
+				value := "0x12"
+				if v {
+					value = "1x12"
+				}
+				fmt.Fprintf(&b, "      - {series: '%s{%s%s}', values: '%s'}\n", metric, labels, extra, value)
+			}
+			fmt.Fprintf(&b, "      - {series: '%s{%s}', values: '1x12'}\n", contract.MetricPushInterval, labels)
+			series(contract.MetricAgentIsolated, "", a.isolated)
+			series(contract.MetricAgentImpaired, "", a.impaired)
+			for _, st := range contract.SiteStates {
+				series(contract.MetricSiteState, fmt.Sprintf(",%s=%q,%s=%q", contract.LabelSite, tableSite, contract.LabelState, st), a.state == st)
+			}
+		}
+		b.WriteString("    promql_expr_test:\n")
+		fmt.Fprintf(&b, "      - expr: %s\n        eval_time: 11s\n        exp_samples:\n", prometheus.RecordVerdict)
+		for _, v := range view.Verdicts {
+			value := 0
+			if v == c.Want {
+				value = 1
+			}
+			fmt.Fprintf(&b, "          - {labels: '%s{%s=%q,%s=%q}', value: %d}\n", prometheus.RecordVerdict, contract.LabelSite, tableSite, prometheus.LabelVerdict, v, value)
+		}
+		for _, r := range []struct {
+			name string
+			n    int
+		}{{prometheus.RecordQuorum, c.Witnesses}, {prometheus.RecordQuorumDown, c.Down}} {
+			fmt.Fprintf(&b, "      - expr: %s\n        eval_time: 11s\n        exp_samples:\n          - {labels: '%s{%s=%q}', value: %d}\n", r.name, r.name, contract.LabelSite, tableSite, r.n)
+		}
+		fmt.Fprintf(&b, "      - expr: 'ALERTS{alertstate=\"firing\",alertname=~\"EdgeprobeSite.*\"}'\n        eval_time: 11s\n        exp_samples:")
+		alert, severity := "", "warning"
+		switch c.Want {
+		case view.VerdictLost:
+			alert, severity = prometheus.AlertLost, "critical"
+		case view.VerdictPartitioned:
+			alert = prometheus.AlertPartitioned
+		case view.VerdictDegraded:
+			alert = prometheus.AlertDegraded
+		}
+		if alert == "" {
+			b.WriteString(" []\n")
+		} else {
+			fmt.Fprintf(&b, "\n          - {labels: 'ALERTS{alertname=%q,alertstate=\"firing\",severity=%q,site=%q}', value: 1}\n", alert, severity, tableSite)
+		}
+	}
+	return []byte(b.String())
+}
