@@ -96,9 +96,9 @@ const (
 	// ImpairedWindow is exported for the sinks' wording.
 	ImpairedWindow  = impairedWindow
 	impairedWindow  = 5 * time.Second
-	impairedOn      = 0.25
+	impairedOn      = 0.50
 	impairedSeconds = 3
-	impairedOff     = 0.05
+	impairedOff     = 0.10
 	// latenessSecond is the resolution of that window, and how often EventScheduler goes
 	// out while there are samples.
 	latenessSecond = time.Second

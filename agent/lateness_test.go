@@ -123,14 +123,15 @@ func TestImpaired(t *testing.T) {
 		{"busy but within the allowance", []phase{{"busy", 20, 4 * time.Millisecond, 0}}, nil},
 		{"late beyond the allowance, less than a quarter of the time", []phase{{"busy", 20, 6 * time.Millisecond, 0}}, nil},
 		{"one stall of 300 ms (a SIGSTOP)", []phase{{"quiet", 3, 0, 0}, {"stop", 10, 0, 300}}, nil},
-		{"sustained lateness, then healthy", []phase{
-			{"quiet", 3, 0, 0}, {"late", 10, 10 * time.Millisecond, 0}, {"healed", 10, 0, 0},
+		{"late 40% of the time", []phase{{"quiet", 3, 0, 0}, {"late", 20, 10 * time.Millisecond, 0}}, nil},
+		{"late 80% of the time, then healthy", []phase{
+			{"quiet", 3, 0, 0}, {"late", 10, 20 * time.Millisecond, 0}, {"healed", 10, 0, 0},
 		}, []string{"impaired@late+4", "ok@healed+4"}},
 		{"two long stalls", []phase{
 			{"quiet", 3, 0, 0}, {"stalled", 1, 0, 800}, {"stalled", 1, 0, 800}, {"quiet", 10, 0, 0},
 		}, nil},
-		{"three stalls of 500 ms in a row", []phase{
-			{"quiet", 3, 0, 0}, {"stalled", 1, 0, 500}, {"stalled", 1, 0, 500}, {"stalled3", 1, 0, 500}, {"quiet", 10, 0, 0},
+		{"three stalls of 900 ms in a row", []phase{
+			{"quiet", 3, 0, 0}, {"stalled", 1, 0, 900}, {"stalled", 1, 0, 900}, {"stalled3", 1, 0, 900}, {"quiet", 10, 0, 0},
 		}, []string{"impaired@stalled3+0", "ok@quiet+4"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
