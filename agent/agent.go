@@ -44,6 +44,7 @@ type Options struct {
 type Agent struct {
 	opts     Options
 	results  *wakeQueue
+	self     *selfCheck // owned by Run once it starts
 	reloads  chan reload
 	done     chan struct{} // closed when Run returns
 	ownEnv   bool
@@ -74,9 +75,13 @@ type entry struct {
 	next        time.Time           // when to probe next; in flight: the async deadline, or never
 	nextRegular time.Time           // the next slot of the regular interval
 	lastStart   time.Time
+	slot        time.Time // when the probe in flight was due (LateStart)
+	deadline    time.Time // an async probe's deadline (LateTimeout)
 	inFlight    bool
-	retired     bool // removed by a reload; close the prober when its probe returns
-	index       int  // position in the heap
+	// inconclusive counts the failures in a row the agent was too late to judge.
+	inconclusive int
+	retired      bool // removed by a reload; close the prober when its probe returns
+	index        int  // position in the heap
 }
 
 // New checks that every target can be probed (an ICMP socket can be opened, a URL
@@ -102,6 +107,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.schedule = s
+	a.self = newSelfCheck(cfg.Agent.LatenessAllowance.Duration)
 	return a, nil
 }
 
@@ -167,7 +173,7 @@ func (a *Agent) build(cfg *config.Config, old *schedule) (*schedule, error) {
 		}
 		e := &entry{prober: p, nextRegular: now.Add(onGrid(stagger(t, targets)))}
 		e.async, _ = p.(probes.AsyncProber)
-		e.complete = func(r probes.Result) { a.results.put(result{e, r}) }
+		e.complete = func(r probes.Result) { a.results.put(result{e: e, r: r}) }
 		e.next = e.nextRegular
 		entries[i] = e
 	}

@@ -290,7 +290,7 @@ func TestWorkersLastInFirstOut(t *testing.T) {
 	release := make(chan struct{})
 	for range 20 { // a burst: 20 probes in flight at once
 		wg.Add(1)
-		ws.run(func() { <-release; wg.Done() })
+		ws.run(func(func()) { <-release; wg.Done() })
 	}
 	close(release)
 	wg.Wait()
@@ -311,7 +311,7 @@ func TestWorkersLastInFirstOut(t *testing.T) {
 	ws.mu.Unlock()
 	for range 200 { // then one at a time
 		done := make(chan struct{})
-		ws.run(func() { close(done) })
+		ws.run(func(func()) { close(done) })
 		<-done
 	}
 	waitIdle(20)
@@ -327,5 +327,26 @@ func TestWorkersLastInFirstOut(t *testing.T) {
 	defer ws.mu.Unlock()
 	if len(ws.idle) != 0 || !ws.closed {
 		t.Fatalf("after stop: %d idle, closed %v", len(ws.idle), ws.closed)
+	}
+}
+
+// TestWorkersIdleBeforeTheResult: a probe whose result makes the scheduler start the same
+// target's next probe at once finds its worker idle, because a job parks its worker
+// before it hands its result over: a chain of probes, each started on the last one's
+// result, runs on one worker, so the pool never holds more workers than probes in
+// flight.
+func TestWorkersIdleBeforeTheResult(t *testing.T) {
+	ws := newWorkers()
+	defer ws.stop()
+	results := make(chan struct{})
+	for range 2000 {
+		ws.run(func(idle func()) {
+			idle()
+			results <- struct{}{}
+		})
+		<-results
+	}
+	if n := ws.size(); n != 1 {
+		t.Errorf("%d workers for a chain of probes one at a time, want 1", n)
 	}
 }

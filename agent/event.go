@@ -20,6 +20,13 @@ const (
 	// empty). Sinks forget it: its series leave /metrics and the pushes. A target whose
 	// kind changed is removed under its old kind and starts anew under the new one.
 	EventRemoved
+	// EventImpaired: the agent turned impaired (To AgentImpaired) or back (To AgentOK):
+	// it is, or no longer is, too late to judge timeouts (see selfCheck). Detect is the
+	// time it was late within the window that decided it.
+	EventImpaired
+	// EventScheduler: the scheduler's own figures (Scheduler): lateness histograms,
+	// inconclusive probes, worker goroutines; about once a second while it runs.
+	EventScheduler
 )
 
 // Target states.
@@ -45,6 +52,7 @@ const Removed = "removed"
 const (
 	AgentOK       = "ok"
 	AgentIsolated = "isolated" // every site down at once, or the control targets failed
+	AgentImpaired = "impaired" // too late, for too long, to judge its own timeouts
 )
 
 // Event is what the agent tells its sinks. It is passed by value; sinks must not keep
@@ -63,6 +71,12 @@ type Event struct {
 	// first failed probe that led to it; for a change back up, from the first success.
 	Detect time.Duration
 	Reason probes.Reason // for target changes to suspect/down: the failure reason
+	// Inconclusive marks an EventProbe failure the agent was too late to judge: it
+	// changed no state (docs/DESIGN.md, "Lateness").
+	Inconclusive bool
+	// Scheduler is set for EventScheduler. It is the agent's own: read it within
+	// Handle, do not keep it.
+	Scheduler *SchedulerReport
 }
 
 // Sink receives events. Handle is called from the agent's Run goroutine alone, one event

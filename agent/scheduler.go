@@ -54,8 +54,10 @@ func onGrid(d time.Duration) time.Duration {
 
 // result is one finished probe on its way back to the Run goroutine.
 type result struct {
-	e *entry
-	r probes.Result
+	e        *entry
+	r        probes.Result
+	deadline time.Time // a blocking probe's deadline, as its worker set it; zero for async
+	done     time.Time // when it was queued (wakeQueue.put)
 }
 
 // Run probes until ctx ends, then ends the probes in flight (async ones expire at once,
@@ -85,6 +87,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	launch := func(e *entry, now time.Time) {
 		e.inFlight = true
 		e.lastStart = now
+		e.slot = e.next
 		inFlight++
 		for !e.nextRegular.After(now) {
 			e.nextRegular = e.nextRegular.Add(e.state.target.Interval)
@@ -94,14 +97,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			// From the clock read now, not the batch's: a long batch on a busy host
 			// must not eat into the probes sent last.
 			e.next = a.opts.now().Add(timeout)
+			e.deadline = e.next
 			return
 		}
 		e.next = never
-		pool.run(func() {
+		pool.run(func(idle func()) {
 			pctx, done := context.WithTimeout(probeCtx, timeout)
+			deadline, _ := pctx.Deadline()
 			r := e.prober.Probe(pctx)
 			done()
-			e.complete(r)
+			idle()
+			a.results.put(result{e: e, r: r, deadline: deadline})
 		})
 	}
 	for {
@@ -131,12 +137,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			armed = next
 			a.results.arm(next.Sub(now))
 		}
-		waited, err := a.results.sleep()
+		waited, woke, err := a.results.sleep()
 		if err != nil {
 			cancel()
 			return fmt.Errorf("agent: scheduler timer: %w", err)
 		}
 		if waited {
+			// Due at the timer's deadline, or earlier when a finished probe woke Run.
+			due := armed
+			if !woke.IsZero() && woke.Before(due) {
+				due = woke
+			}
+			if due.Before(never) {
+				a.self.sample(LateWakeup, due, a.opts.now())
+			}
 			armed = time.Time{}
 		}
 		select {
@@ -157,7 +171,7 @@ func (a *Agent) Run(ctx context.Context) error {
 					}
 				}
 				if inFlight > 0 {
-					if _, err := a.results.sleep(); err != nil {
+					if _, _, err := a.results.sleep(); err != nil {
 						break
 					}
 				}
@@ -168,10 +182,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 		}
 		batch = a.results.take(batch)
+		// Every lateness of the batch first, so that a timeout is judged knowing about a
+		// stall that a result handled after it reveals.
+		handled := a.opts.now()
+		for _, res := range batch {
+			a.measure(res, handled)
+		}
 		for _, res := range batch {
 			inFlight--
 			a.finish(s, h, res)
 		}
+		a.selfTick(s, handled, pool)
 		select {
 		case r := <-a.reloads:
 			old := s
@@ -187,6 +208,7 @@ func (a *Agent) Run(ctx context.Context) error {
 					}
 				}
 				a.schedule, s = ns, ns
+				a.self.allowance = ns.cfg.Agent.LatenessAllowance.Duration
 				*h = (*h)[:0]
 				for _, e := range append(s.entries, retired...) {
 					h.push(e)
@@ -211,7 +233,21 @@ func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
 		return
 	}
 	now := a.opts.now()
-	trigger := s.machine.observe(e.state, res.r, now)
+	trigger, inconclusive := s.machine.judge(a.self, e.state, res.r, res.deadline, now)
+	if inconclusive {
+		// Not a failure: probe again at once, then (if the agent stays late) at the
+		// confirm pace, so that a late agent probes no faster than a suspect target.
+		e.inconclusive++
+		e.next = e.nextRegular
+		if e.inconclusive == 1 {
+			e.next = now
+		} else if confirm := e.lastStart.Add(s.cfg.Agent.ConfirmInterval.Duration); confirm.Before(e.next) {
+			e.next = confirm
+		}
+		h.fix(e.index)
+		return
+	}
+	e.inconclusive = 0
 	e.next = e.nextRegular
 	// Suspect targets, and every failing target of a site whose verdict waits for
 	// uplink proof, are re-probed at the confirm interval; down ones at their interval.
@@ -227,6 +263,42 @@ func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
 			t.next = now
 			h.fix(t.index)
 		}
+	}
+}
+
+// measure records the lateness a finished probe shows: its start against its slot, its
+// handling against its end, and for a timeout its giving up against its deadline.
+func (a *Agent) measure(res result, handled time.Time) {
+	e, r := res.e, res.r
+	if !r.Start.IsZero() {
+		a.self.sample(LateStart, e.slot, r.Start)
+	}
+	a.self.sample(LateResult, res.done, handled)
+	if r.Reason == probes.ReasonTimeout {
+		deadline := res.deadline
+		if deadline.IsZero() {
+			deadline = e.deadline
+		}
+		a.self.sample(LateTimeout, deadline, r.Start.Add(r.RTT))
+	}
+}
+
+// selfTick moves the self-check's window on and tells the sinks about the scheduler's
+// figures once a second, and when the agent turns impaired or back.
+func (a *Agent) selfTick(s *schedule, now time.Time, pool *workers) {
+	if n := pool.size(); n != a.self.report.Workers {
+		a.self.report.Workers, a.self.dirty = n, true
+	}
+	report, changed := a.self.tick(now)
+	if report {
+		a.emit(Event{Type: EventScheduler, Time: now, Agent: s.machine.agent, Scheduler: &a.self.report})
+	}
+	if changed {
+		from, to := AgentOK, AgentImpaired
+		if !a.self.impaired {
+			from, to = AgentImpaired, AgentOK
+		}
+		a.emit(Event{Type: EventImpaired, Time: now, Agent: s.machine.agent, From: from, To: to, Detect: a.self.lateFor()})
 	}
 }
 

@@ -137,6 +137,19 @@ func (m *machine) observe(t *targetState, r probes.Result, now time.Time) []*tar
 	return trigger
 }
 
+// judge applies a finished probe as observe does, unless it is a blocking probe's
+// timeout (deadline is the one its worker set) that the agent was too late to judge
+// (selfCheck.inconclusive): then the sinks see it, marked, no state changes, and no
+// target is asked to probe (docs/DESIGN.md, "Lateness").
+func (m *machine) judge(c *selfCheck, t *targetState, r probes.Result, deadline, now time.Time) (trigger []*targetState, inconclusive bool) {
+	if r.Reason == probes.ReasonTimeout && !deadline.IsZero() && c.inconclusive(deadline, r.Start.Add(r.RTT)) {
+		m.emit(Event{Type: EventProbe, Time: now, Agent: m.agent, Site: t.target.Site,
+			Target: t.target.Name, Kind: t.target.Kind, Result: r, Inconclusive: true})
+		return nil, true
+	}
+	return m.observe(t, r, now), false
+}
+
 // siteFailing reports whether any target of s other than except is failing: if one is,
 // the site-wide confirmation has already been asked for.
 func (m *machine) siteFailing(s *siteState, except *targetState) bool {

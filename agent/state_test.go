@@ -318,3 +318,112 @@ func TestHealAfterIsolationNeedsFreshFailures(t *testing.T) {
 	equal(t, "site b", h.rec.only("site b"), []string{
 		"site b unknown>up 1ms", "site b up>unknown 520ms", "site b unknown>up 1ms"})
 }
+
+// step is one finished probe for TestInconclusiveFailures: target key, start (ms), ok;
+// a failure is a timeout with a 20 ms deadline, given up late ms after that deadline.
+// A step with a stall instead records that the agent did not run from stall[0] to
+// stall[1] (a wake-up that late).
+type step struct {
+	key   string
+	ms    int
+	ok    bool
+	late  int
+	stall [2]int
+}
+
+// TestInconclusiveFailures: timeouts the agent was too late to judge are neither
+// failures nor successes; those it judged on time count as before. Allowance 5 ms.
+func TestInconclusiveFailures(t *testing.T) {
+	up := []step{{"a/icmp", 0, true, 0, [2]int{}}, {"a/http", 0, true, 0, [2]int{}}, {"b/icmp", 0, true, 0, [2]int{}}, {"b/http", 0, true, 0, [2]int{}}}
+	fail := func(key string, ms, late int) step { return step{key: key, ms: ms, late: late} }
+	ok := func(key string, ms int) step { return step{key: key, ms: ms, ok: true} }
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		want  []string // target and site events after every site is up
+		incon int      // inconclusive failures counted
+	}{
+		{"a stopped agent's timeouts change nothing", []step{
+			fail("a/icmp", 500, 300), fail("a/http", 500, 300), fail("b/icmp", 500, 300), fail("b/http", 500, 300),
+			ok("a/icmp", 830), ok("a/http", 830), ok("b/icmp", 830), ok("b/http", 830),
+		}, nil, 4},
+		{"only the failures judged on time count", []step{
+			fail("a/http", 100, 0), fail("a/http", 200, 40), ok("a/icmp", 250), fail("a/http", 300, 1), fail("a/http", 400, 2),
+		}, []string{"target a/http up>suspect", "target a/http suspect>down", "site a up>degraded 322ms"}, 1},
+		{"an inconclusive failure neither ends nor extends a suspicion", []step{
+			fail("a/http", 100, 0), fail("a/http", 200, 50), ok("a/http", 300),
+		}, []string{"target a/http up>suspect", "target a/http suspect>up"}, 1},
+		{"a stall across the deadline makes an on-time give-up inconclusive", []step{
+			{stall: [2]int{110, 130}}, fail("a/http", 100, 1), fail("a/http", 200, 1),
+		}, []string{"target a/http up>suspect"}, 1},
+		{"a whole site lost while the agent is on time", []step{
+			fail("b/icmp", 600, 0), fail("b/http", 600, 1), ok("a/icmp", 620),
+			fail("b/icmp", 700, 0), fail("b/http", 700, 0), fail("b/icmp", 800, 2), fail("b/http", 800, 0),
+		}, []string{"target b/icmp up>suspect", "target b/http up>suspect", "target b/icmp suspect>down",
+			"target b/http suspect>down", "site b up>down 220ms"}, 0},
+		{"a whole site lost, one of its timeouts handled late", []step{
+			fail("b/icmp", 600, 0), fail("b/http", 600, 0), ok("a/icmp", 620),
+			fail("b/icmp", 700, 0), fail("b/http", 700, 30), fail("b/icmp", 800, 0), fail("b/http", 800, 0),
+			fail("b/http", 830, 0),
+		}, []string{"target b/icmp up>suspect", "target b/http up>suspect", "target b/icmp suspect>down",
+			"target b/http suspect>down", "site b up>down 250ms"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, twoSites...)
+			self := newSelfCheck(5 * time.Millisecond)
+			run := func(steps []step) {
+				for _, s := range steps {
+					if s.key == "" {
+						self.sample(LateWakeup, h.clock.at(s.stall[0]), h.clock.at(s.stall[1]))
+						continue
+					}
+					start := h.clock.at(s.ms)
+					r := probes.Result{Start: start, OK: true, RTT: time.Millisecond}
+					deadline := start.Add(20 * time.Millisecond)
+					if !s.ok {
+						r.OK, r.Reason, r.RTT = false, probes.ReasonTimeout, 20*time.Millisecond+time.Duration(s.late)*time.Millisecond
+					}
+					h.m.judge(self, h.byKey[s.key], r, deadline, start.Add(r.RTT))
+				}
+			}
+			run(up)
+			h.rec.lines = nil
+			run(tc.steps)
+			var got []string
+			for _, l := range h.rec.lines {
+				if strings.HasPrefix(l, "target") || strings.HasPrefix(l, "site") {
+					got = append(got, l)
+				}
+			}
+			equal(t, "events", got, tc.want)
+			if n := self.report.Inconclusive; n != uint64(tc.incon) {
+				t.Errorf("%d inconclusive, want %d", n, tc.incon)
+			}
+		})
+	}
+}
+
+// TestInconclusiveAsksForNoWitnesses: a first failure asks for the site-wide
+// confirmation; one the agent could not judge asks for nothing.
+func TestInconclusiveAsksForNoWitnesses(t *testing.T) {
+	h := newHarness(t, "a/1", "a/2", "b/1")
+	h.all(0, true, "a/1", "a/2", "b/1")
+	self := newSelfCheck(5 * time.Millisecond)
+	start := h.clock.at(100)
+	late := probes.Result{Start: start, RTT: 300 * time.Millisecond, Reason: probes.ReasonTimeout}
+	trigger, inconclusive := h.m.judge(self, h.byKey["a/1"], late, start.Add(20*time.Millisecond), start.Add(late.RTT))
+	if !inconclusive || trigger != nil {
+		t.Errorf("late timeout: inconclusive %v, trigger %v; want true and none", inconclusive, names(trigger))
+	}
+	onTime := probes.Result{Start: start, RTT: 21 * time.Millisecond, Reason: probes.ReasonTimeout}
+	trigger, inconclusive = h.m.judge(self, h.byKey["a/1"], onTime, start.Add(20*time.Millisecond), start.Add(onTime.RTT))
+	if inconclusive {
+		t.Error("on-time timeout judged inconclusive")
+	}
+	equal(t, "witnesses", names(trigger), []string{"a/2", "b/1"})
+	// An async probe (no deadline from a worker: ICMP, judged by kernel timestamps) is
+	// never inconclusive, however late.
+	if _, inconclusive = h.m.judge(self, h.byKey["a/2"], late, time.Time{}, start.Add(late.RTT)); inconclusive {
+		t.Error("async timeout judged inconclusive")
+	}
+}

@@ -20,8 +20,9 @@ import (
 type wakeQueue struct {
 	mu       sync.Mutex
 	items    []result
-	pending  bool // put or wake since Run last took
-	sleeping bool // Run waits on the timer
+	pending  bool      // put or wake since Run last took
+	sleeping bool      // Run waits on the timer
+	woke     time.Time // when a producer fired the timer for a sleeping Run
 	timer    *wakeTimer
 }
 
@@ -50,7 +51,10 @@ func (q *wakeQueue) close() {
 	}
 }
 
+// put queues a finished probe, stamped with the moment it finished (for the lateness of
+// its handling, LateResult).
 func (q *wakeQueue) put(r result) {
+	r.done = time.Now()
 	q.mu.Lock()
 	q.items = append(q.items, r)
 	q.signal()
@@ -70,6 +74,7 @@ func (q *wakeQueue) signal() {
 	q.pending = true
 	if q.sleeping && q.timer != nil {
 		q.sleeping = false
+		q.woke = time.Now()
 		q.timer.set(0)
 	}
 }
@@ -91,18 +96,21 @@ func (q *wakeQueue) arm(d time.Duration) {
 
 // sleep returns at once if work is pending; otherwise it waits until the timer fires
 // or a producer fires it. waited says it waited, after which the timer is spent (fired
-// or overwritten) and Run must set its deadline again.
-func (q *wakeQueue) sleep() (waited bool, err error) {
+// or overwritten) and Run must set its deadline again; woke is when a producer fired it
+// (zero if the timer fired on its own), the due time of the wake-up (LateWakeup).
+func (q *wakeQueue) sleep() (waited bool, woke time.Time, err error) {
 	q.mu.Lock()
 	if q.pending {
 		q.mu.Unlock()
-		return false, nil
+		return false, time.Time{}, nil
 	}
 	q.sleeping = true
+	q.woke = time.Time{}
 	q.mu.Unlock()
 	err = q.timer.wait()
 	q.mu.Lock()
 	q.sleeping = false
+	woke = q.woke
 	q.mu.Unlock()
-	return true, err
+	return true, woke, err
 }

@@ -30,16 +30,19 @@ type Config struct {
 
 // AgentConfig holds the agent-wide settings and the defaults targets inherit.
 type AgentConfig struct {
-	Name            string            `toml:"name"`             // default: hostname
-	Interval        Duration          `toml:"interval"`         // default 1s
-	Timeout         Timeout           `toml:"timeout"`          // "auto" (default) or a duration
-	TimeoutMin      Duration          `toml:"timeout_min"`      // floor for auto, default 20ms
-	TimeoutMax      Duration          `toml:"timeout_max"`      // ceiling for auto, default min(interval, 1s)
-	ConfirmInterval Duration          `toml:"confirm_interval"` // re-probe spacing while suspect, default 100ms
-	FailThreshold   int               `toml:"fail_threshold"`   // consecutive failures to down, default 3
-	ICMPMode        probes.ICMPMode   `toml:"icmp_mode"`        // auto (default), raw, datagram
-	StateDir        string            `toml:"state_dir"`        // default /var/lib/edgeprobe
-	Labels          map[string]string `toml:"labels"`
+	Name            string   `toml:"name"`             // default: hostname
+	Interval        Duration `toml:"interval"`         // default 1s
+	Timeout         Timeout  `toml:"timeout"`          // "auto" (default) or a duration
+	TimeoutMin      Duration `toml:"timeout_min"`      // floor for auto, default 20ms
+	TimeoutMax      Duration `toml:"timeout_max"`      // ceiling for auto, default min(interval, 1s)
+	ConfirmInterval Duration `toml:"confirm_interval"` // re-probe spacing while suspect, default 100ms
+	FailThreshold   int      `toml:"fail_threshold"`   // consecutive failures to down, default 3
+	// LatenessAllowance is how late the agent may handle a probe's deadline and still
+	// judge its timeout (docs/DESIGN.md, "Lateness"); default 5ms, "0s" turns the guard off.
+	LatenessAllowance Duration          `toml:"lateness_allowance"`
+	ICMPMode          probes.ICMPMode   `toml:"icmp_mode"` // auto (default), raw, datagram
+	StateDir          string            `toml:"state_dir"` // default /var/lib/edgeprobe
+	Labels            map[string]string `toml:"labels"`
 }
 
 // SiteConfig is one datacenter and the endpoints that live in it.

@@ -38,7 +38,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		want []string // exact lines; {dir} is the absolute testdata directory
 	}{
 		{"invalid-unknown-key.toml", []string{
-			`testdata/invalid-unknown-key.toml:4: agent.intervall: unknown key; allowed here: name, interval, timeout, timeout_min, timeout_max, confirm_interval, fail_threshold, icmp_mode, state_dir, labels`,
+			`testdata/invalid-unknown-key.toml:4: agent.intervall: unknown key; allowed here: name, interval, timeout, timeout_min, timeout_max, confirm_interval, fail_threshold, lateness_allowance, icmp_mode, state_dir, labels`,
 			`testdata/invalid-unknown-key.toml:16: site[1].http[1].urll: unknown key; allowed here: name, interval, timeout, labels, url, method, headers, body, status, body_match, body_limit, redirects, keep_alive, family, tls`,
 			`testdata/invalid-unknown-key.toml:20: exporters.stdout.colour: unknown key; allowed here: format, results, summary`,
 			`testdata/invalid-unknown-key.toml:22: exporters.extra: unknown key; allowed here: stdout, prometheus, remote_write`,
@@ -64,6 +64,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 			`testdata/invalid-timeouts.toml:5: agent.timeout_min: 300ms is above agent.timeout_max 200ms; allowed: at most timeout_max`,
 			`testdata/invalid-timeouts.toml:7: agent.confirm_interval: 500ms is not shorter than agent.interval 500ms; allowed: less than the interval`,
 			`testdata/invalid-timeouts.toml:8: agent.fail_threshold: 0 is too small; allowed: 1 or more`,
+			`testdata/invalid-timeouts.toml:9: agent.lateness_allowance: 2s is above 1s; allowed: "0s" (off) or a duration up to 1s`,
 			`testdata/invalid-timeouts.toml:15: site[0].icmp[0].timeout: 3s is above the target's interval 2s; allowed: "auto" or a duration up to the interval`,
 			`testdata/invalid-timeouts.toml:16: site[0].icmp[1].timeout: 600ms (from agent.timeout) is above the target's interval 250ms; allowed: "auto" or a duration up to the interval`,
 		}},
@@ -282,15 +283,16 @@ func TestParseDefaults(t *testing.T) {
 	want := &Config{
 		Path: "testdata/valid-minimal.toml",
 		Agent: AgentConfig{
-			Name:            host,
-			Interval:        Duration{Duration: time.Second},
-			Timeout:         Timeout{Auto: true},
-			TimeoutMin:      Duration{Duration: 20 * time.Millisecond},
-			TimeoutMax:      Duration{Duration: time.Second},
-			ConfirmInterval: Duration{Duration: 100 * time.Millisecond},
-			FailThreshold:   3,
-			ICMPMode:        probes.ICMPAuto,
-			StateDir:        "/var/lib/edgeprobe",
+			Name:              host,
+			Interval:          Duration{Duration: time.Second},
+			Timeout:           Timeout{Auto: true},
+			TimeoutMin:        Duration{Duration: 20 * time.Millisecond},
+			TimeoutMax:        Duration{Duration: time.Second},
+			ConfirmInterval:   Duration{Duration: 100 * time.Millisecond},
+			FailThreshold:     3,
+			LatenessAllowance: Duration{Duration: 5 * time.Millisecond},
+			ICMPMode:          probes.ICMPAuto,
+			StateDir:          "/var/lib/edgeprobe",
 		},
 		Sites: []SiteConfig{{
 			Name: "pangyo",
@@ -620,4 +622,30 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("effective config does not parse again: %v\n%s", err, out.String())
 		}
 	})
+}
+
+// TestLatenessAllowance: the guard's allowance defaults to 5ms, "0s" turns it off, and a
+// negative one is refused like any other duration.
+func TestLatenessAllowance(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want time.Duration
+		err  string
+	}{
+		{"", DefaultLatenessAllowance, ""},
+		{`lateness_allowance = "0s"`, 0, ""},
+		{`lateness_allowance = "20ms"`, 20 * time.Millisecond, ""},
+		{`lateness_allowance = "-1ms"`, 0, "t.toml:2: agent.lateness_allowance: "},
+	} {
+		text := "[agent]\n" + tc.line + "\n[[site]]\nname = \"a\"\n  [[site.icmp]]\n  address = \"198.51.100.11\"\n"
+		cfg, err := Parse([]byte(text), "t.toml")
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want one starting %q", tc.line, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%q: %v", tc.line, err)
+		case tc.err == "" && cfg.Agent.LatenessAllowance.Duration != tc.want:
+			t.Errorf("%q: allowance %v, want %v", tc.line, cfg.Agent.LatenessAllowance, tc.want)
+		}
+	}
 }

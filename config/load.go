@@ -34,7 +34,9 @@ func Parse(data []byte, path string) (*Config, error) {
 }
 
 // zeroDurationAllowed names the durations where "0s" means something (off).
-func zeroDurationAllowed(path string) bool { return path == "exporters.stdout.summary" }
+func zeroDurationAllowed(path string) bool {
+	return path == "exporters.stdout.summary" || path == "agent.lateness_allowance"
+}
 
 // loader checks one decoded configuration, recording problems in its Doc; the main
 // file's loader also holds those of the files it includes.

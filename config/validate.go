@@ -27,7 +27,10 @@ const (
 	DefaultTimeoutMaxCap   = time.Second // timeout_max defaults to min(interval, this)
 	DefaultConfirmInterval = 100 * time.Millisecond
 	DefaultFailThreshold   = 3
-	DefaultStateDir        = "/var/lib/edgeprobe"
+	// DefaultLatenessAllowance: see agent/README.md, "Lateness", for how it was chosen.
+	DefaultLatenessAllowance = 5 * time.Millisecond
+	MaxLatenessAllowance     = time.Second
+	DefaultStateDir          = "/var/lib/edgeprobe"
 )
 
 // Defaults of the exporters' settings: filled in by Load, and by SetDefaults for a
@@ -124,6 +127,12 @@ func (l *loader) agent(a *AgentConfig) {
 			a.ConfirmInterval, a.Interval)
 	}
 	atLeast(l, "agent.fail_threshold", &a.FailThreshold, DefaultFailThreshold, 1)
+	if !l.Defined("agent.lateness_allowance") {
+		a.LatenessAllowance.Duration = DefaultLatenessAllowance
+	} else if a.LatenessAllowance.Duration > MaxLatenessAllowance {
+		l.Errf("agent.lateness_allowance", "%s is above %s; allowed: \"0s\" (off) or a duration up to %s",
+			a.LatenessAllowance, MaxLatenessAllowance, MaxLatenessAllowance)
+	}
 	if a.ICMPMode == "" {
 		a.ICMPMode = probes.ICMPAuto
 	}

@@ -20,8 +20,9 @@ const (
 	// MetricAgentIsolated is 1 while the agent sees every site down at once or its
 	// control targets fail: its own uplink is the likely cause.
 	MetricAgentIsolated = "edgeprobe_agent_isolated"
-	// MetricAgentImpaired is 1 while the agent finds itself too late to judge its
-	// probes' timeouts (its own CPU starved): the view does not count it as a witness.
+	// MetricAgentImpaired is 1 while the agent is too late, for too long, to judge its own
+	// probes' timeouts (docs/DESIGN.md, "Lateness"; its own CPU starved): the view does
+	// not count it as a witness.
 	MetricAgentImpaired = "edgeprobe_agent_impaired"
 	// MetricPushInterval is the agent's push interval in seconds: a receiver's measure of
 	// when the agent is overdue.

@@ -38,6 +38,7 @@ type agentSpec struct {
 	Results      string            // stdout results: "changes" (default) or "all"
 	Metrics      string            // listen address of the Prometheus exporter; "" for none
 	Extra        string            // more TOML, written after the sites (more [[site]] tables)
+	AgentExtra   string            // more [agent] keys, one per line
 	Labels       map[string]string // the agent's own labels ([agent] labels)
 	tokenFile    string            // set by startAgentSpec: holds viewToken
 }
@@ -59,6 +60,7 @@ func (s agentSpec) toml() string {
 	if s.Timeout != "" {
 		fmt.Fprintf(&b, "timeout = %q\n", s.Timeout)
 	}
+	b.WriteString(s.AgentExtra)
 	if len(s.Labels) > 0 {
 		var pairs []string
 		for k, v := range s.Labels {

@@ -26,6 +26,7 @@ type siteVerdict struct {
 		Name     string `json:"name"`
 		State    string `json:"state"`
 		Isolated bool   `json:"isolated"`
+		Impaired bool   `json:"impaired"`
 		Stale    bool   `json:"stale"`
 	} `json:"agents"`
 }

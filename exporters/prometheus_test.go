@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os/exec"
@@ -52,7 +53,22 @@ func sampleEvents(agentName string) []agent.Event {
 		{Type: agent.EventSite, Time: now, Agent: agentName, Site: "pangyo",
 			From: agent.SiteUp, To: agent.SiteDegraded, Detect: 230 * time.Millisecond},
 		{Type: agent.EventAgent, Time: now, Agent: agentName, From: agent.AgentOK, To: agent.AgentIsolated},
+		// A failure the agent was too late to judge changes neither web's last result nor
+		// its failure count.
+		{Type: agent.EventProbe, Time: now, Agent: agentName, Site: "pangyo", Target: "web", Kind: probes.KindHTTP,
+			Result: failed, Inconclusive: true},
+		{Type: agent.EventScheduler, Time: now, Agent: agentName, Scheduler: sampleLateness()},
+		{Type: agent.EventImpaired, Time: now, Agent: agentName, From: agent.AgentOK, To: agent.AgentImpaired},
 	}
+}
+
+// sampleLateness is a report of three wake-ups (50 µs, 3 ms, 2 s late) and one
+// inconclusive probe.
+func sampleLateness() *agent.SchedulerReport {
+	r := &agent.SchedulerReport{Inconclusive: 1}
+	h := &r.Histograms[agent.LateWakeup]
+	h.Buckets[0], h.Buckets[5], h.Count, h.Sum = 1, 1, 3, 2003050*time.Microsecond
+	return r
 }
 
 func startPrometheus(t *testing.T, cfg config.PrometheusConfig) *Prometheus {
@@ -161,6 +177,8 @@ func TestPrometheusScrape(t *testing.T) {
 		{"edgeprobe_site_state", with(site, "state", "unknown"), 0},
 		{"edgeprobe_site_detect_seconds", site, 0.23},
 		{"edgeprobe_agent_isolated", map[string]string{"agent": "edge1"}, 1},
+		{"edgeprobe_agent_impaired", map[string]string{"agent": "edge1"}, 1},
+		{"edgeprobe_probe_inconclusive_total", map[string]string{"agent": "edge1"}, 1},
 		{"edgeprobe_probe_failures_total", with(gw, "reason", "timeout"), 3},
 		{"edgeprobe_probe_failures_total", with(web, "reason", "timeout"), 0},
 		{"probe_http_duration_seconds", with(web, "phase", "processing"), 0.001},
@@ -187,6 +205,22 @@ func TestPrometheusScrape(t *testing.T) {
 	}
 	if got := hist.Bucket[0].GetUpperBound(); got != 0.00005 {
 		t.Errorf("first bucket %v, want 50µs", got)
+	}
+	late := findMetric(t, families, "edgeprobe_scheduler_lateness_seconds", map[string]string{"agent": "edge1", "event": "wakeup"}).Histogram
+	if late.GetSampleCount() != 3 || late.GetSampleSum() != 2.00305 {
+		t.Errorf("lateness{wakeup}: count %d sum %v, want 3 and 2.00305", late.GetSampleCount(), late.GetSampleSum())
+	}
+	for _, b := range late.Bucket {
+		want := map[float64]uint64{0.0001: 1, 0.00025: 1, 0.0005: 1, 0.001: 1, 0.0025: 1}[b.GetUpperBound()]
+		switch {
+		case math.IsInf(b.GetUpperBound(), 1):
+			want = 3
+		case b.GetUpperBound() >= 0.005:
+			want = 2
+		}
+		if b.GetCumulativeCount() != want {
+			t.Errorf("lateness{wakeup} le=%v: %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+		}
 	}
 	// Failed probes stay out of the histogram: their "RTT" is the timeout.
 	if n := findMetric(t, families, "probe_duration_seconds", gw).Histogram.GetSampleCount(); n != 0 {

@@ -51,13 +51,23 @@ type pageLabels struct {
 	agent      string
 	extra      []labelPair // sorted by name
 	agentBlock *labelBlock // edgeprobe_agent_isolated's: agent and the agent labels
+	eventBlock *labelBlock // the same, with a place for the lateness histogram's event
 }
 
 func newPageLabels(agentName string, extra []labelPair) *pageLabels {
 	l := &pageLabels{agent: agentName, extra: extra}
 	l.agentBlock = l.block(nil)
+	l.eventBlock = l.block(nil, "event")
 	return l
 }
+
+// latenessLE are the le label values of agent.LatenessBuckets, in seconds.
+var latenessLE = func() (le [len(agent.LatenessBuckets)][]byte) {
+	for i, b := range &agent.LatenessBuckets {
+		le[i] = appendFloat(nil, b.Seconds())
+	}
+	return le
+}()
 
 // labelBlock is a series' labels rendered once for the page: `name="value",` for each label
 // in name order (as client_golang writes them), each followed by a comma. at[i] is where
@@ -72,6 +82,7 @@ const (
 	atPhase  = 0 // target blocks
 	atReason = 1 // target blocks
 	atState  = 0 // site blocks
+	atEvent  = 0 // pageLabels.eventBlock
 )
 
 // block renders the agent labels plus pairs (not sorted) into a labelBlock, with insertion
@@ -287,7 +298,10 @@ func (s *promState) copySites(pg *page) {
 	pg.sites = pg.sites[:0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pg.isolated = s.isolated
+	pg.isolated, pg.impaired = s.isolated, s.impaired
+	if pg.hasScheduler = s.scheduler != nil; pg.hasScheduler {
+		pg.scheduler = *s.scheduler
+	}
 	for _, site := range s.siteList {
 		pg.sites = append(pg.sites, siteSnap{labels: site.pageBlock, state: site.state, since: site.since, detect: site.detect})
 	}
@@ -305,6 +319,10 @@ type page struct {
 	reasons  []reasonCount
 	sites    []siteSnap
 	isolated bool
+	impaired bool
+	// The agent's scheduler report, when it has sent one.
+	scheduler    agent.SchedulerReport
+	hasScheduler bool
 }
 
 // Free lists of pages and gzip writers between scrapes, at most two of each (a scrape
@@ -459,23 +477,31 @@ type pageFamily struct {
 	write func(pg *page, s *promState)
 }
 
-// The families of the push contract, and two that only /metrics carries.
+// The families of the push contract, and those that only /metrics carries.
 const (
-	famIsolated = contract.MetricAgentIsolated
-	famFailures = "edgeprobe_probe_failures_total"
-	famDetect   = contract.MetricSiteDetect
-	famState    = contract.MetricSiteState
-	famSince    = contract.MetricSiteStateChange
-	famReason   = contract.MetricTargetFailureReason
-	famUp       = contract.MetricTargetUp
-	famDuration = contract.MetricProbeDuration
-	famHTTP     = "probe_http_duration_seconds"
-	famCert     = contract.MetricProbeCertExpiry
-	famSuccess  = contract.MetricProbeSuccess
+	famImpaired     = contract.MetricAgentImpaired
+	famIsolated     = contract.MetricAgentIsolated
+	famFailures     = "edgeprobe_probe_failures_total"
+	famInconclusive = "edgeprobe_probe_inconclusive_total"
+	famLateness     = "edgeprobe_scheduler_lateness_seconds"
+	famWorkers      = "edgeprobe_scheduler_workers"
+	famDetect       = contract.MetricSiteDetect
+	famState        = contract.MetricSiteState
+	famSince        = contract.MetricSiteStateChange
+	famReason       = contract.MetricTargetFailureReason
+	famUp           = contract.MetricTargetUp
+	famDuration     = contract.MetricProbeDuration
+	famHTTP         = "probe_http_duration_seconds"
+	famCert         = contract.MetricProbeCertExpiry
+	famSuccess      = contract.MetricProbeSuccess
 )
 
 // pageFamilies are in name order, the order client_golang writes families in.
 var pageFamilies = []pageFamily{
+	{famImpaired, func(pg *page, s *promState) {
+		pg.family(famImpaired, "1 while the agent is too late, for too long, to judge its own timeouts.", "gauge")
+		pg.sample(famImpaired, s.pageLabels.agentBlock, 0, "", "", nil, boolValue(pg.impaired))
+	}},
 	{famIsolated, func(pg *page, s *promState) {
 		pg.family(famIsolated, "1 when the agent's self-check says its own uplink is the likely cause of failures.", "gauge")
 		pg.sample(famIsolated, s.pageLabels.agentBlock, 0, "", "", nil, boolValue(pg.isolated))
@@ -497,6 +523,41 @@ var pageFamilies = []pageFamily{
 				}
 			}
 		})
+	}},
+	{famInconclusive, func(pg *page, s *promState) {
+		if !pg.hasScheduler {
+			return
+		}
+		pg.family(famInconclusive, "Failed probes the agent was too late to judge, counted as neither failure nor success.", "counter")
+		pg.sample(famInconclusive, s.pageLabels.agentBlock, 0, "", "", nil, float64(pg.scheduler.Inconclusive))
+	}},
+	{famLateness, func(pg *page, s *promState) {
+		if !pg.hasScheduler {
+			return
+		}
+		pg.family(famLateness, "How late the agent runs against due times: wakeup (the scheduler's timer or a "+
+			"finished probe), start (a probe against its slot), timeout (giving up against the deadline), result "+
+			"(handling a finished probe).", "histogram")
+		blk := s.pageLabels.eventBlock
+		for ev := range agent.NumLatenessEvents {
+			h := &pg.scheduler.Histograms[ev]
+			name := ev.String()
+			var acc uint64
+			for i, n := range h.Buckets {
+				acc += n
+				pg.sample(famLateness+"_bucket", blk, blk.at[atEvent], "event", name, latenessLE[i], float64(acc))
+			}
+			pg.sample(famLateness+"_bucket", blk, blk.at[atEvent], "event", name, leInf, float64(h.Count))
+			pg.sample(famLateness+"_sum", blk, blk.at[atEvent], "event", name, nil, h.Sum.Seconds())
+			pg.sample(famLateness+"_count", blk, blk.at[atEvent], "event", name, nil, float64(h.Count))
+		}
+	}},
+	{famWorkers, func(pg *page, s *promState) {
+		if !pg.hasScheduler {
+			return
+		}
+		pg.family(famWorkers, "Worker goroutines running blocking probes, busy or idle; each ends after 10 s idle.", "gauge")
+		pg.sample(famWorkers, s.pageLabels.agentBlock, 0, "", "", nil, float64(pg.scheduler.Workers))
 	}},
 	{famDetect, func(pg *page, s *promState) {
 		pg.family(famDetect, "Time from the first failed (or, on recovery, successful) probe to the last site change.", "gauge")

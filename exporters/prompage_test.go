@@ -69,7 +69,7 @@ func newRefExporter(t *testing.T, agentName string, labels map[string]string) *r
 		metrics: map[promTargetKey]*refTargetMetrics{},
 	}
 	reg := prometheus.WrapRegistererWith(constLabels, r.registry)
-	for _, c := range []prometheus.Collector{r.duration, r.failures, &refStateCollector{r.state}} {
+	for _, c := range []prometheus.Collector{r.duration, r.failures, &refStateCollector{r.state}, &refLatenessCollector{r.state}} {
 		if err := reg.Register(c); err != nil {
 			t.Fatal(err)
 		}
@@ -78,6 +78,12 @@ func newRefExporter(t *testing.T, agentName string, labels map[string]string) *r
 }
 
 func (r *refExporter) Handle(ev agent.Event) {
+	if ev.Type == agent.EventScheduler {
+		report := *ev.Scheduler // the reference state has no page labels, so apply skips it
+		r.state.mu.Lock()
+		r.state.scheduler = &report
+		r.state.mu.Unlock()
+	}
 	_, t := r.state.apply(ev)
 	if t == nil {
 		return
@@ -91,7 +97,7 @@ func (r *refExporter) Handle(ev agent.Event) {
 		}
 		r.metrics[t.key] = m
 	}
-	if ev.Type != agent.EventProbe {
+	if ev.Type != agent.EventProbe || ev.Inconclusive {
 		return
 	}
 	switch {
@@ -123,7 +129,51 @@ func (r *refExporter) page(t *testing.T) []byte {
 // refStateCollector is the former stateCollector: gauges from promState.series.
 type refStateCollector struct{ state *promState }
 
+// refLatenessCollector writes the agent's lateness report as client_golang would: a
+// constant histogram per event and a counter.
+type refLatenessCollector struct{ state *promState }
+
+var (
+	refLatenessDesc = prometheus.NewDesc("edgeprobe_scheduler_lateness_seconds",
+		"How late the agent runs against due times: wakeup (the scheduler's timer or a finished probe), start (a "+
+			"probe against its slot), timeout (giving up against the deadline), result (handling a finished probe).",
+		[]string{"event"}, nil)
+	refInconclusiveDesc = prometheus.NewDesc("edgeprobe_probe_inconclusive_total",
+		"Failed probes the agent was too late to judge, counted as neither failure nor success.", nil, nil)
+	refWorkersDesc = prometheus.NewDesc("edgeprobe_scheduler_workers",
+		"Worker goroutines running blocking probes, busy or idle; each ends after 10 s idle.", nil, nil)
+)
+
+func (c *refLatenessCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- refLatenessDesc
+	ch <- refInconclusiveDesc
+	ch <- refWorkersDesc
+}
+
+func (c *refLatenessCollector) Collect(ch chan<- prometheus.Metric) {
+	c.state.mu.Lock()
+	defer c.state.mu.Unlock()
+	r := c.state.scheduler
+	if r == nil {
+		return
+	}
+	for ev := range agent.NumLatenessEvents {
+		h := r.Histograms[ev]
+		buckets := map[float64]uint64{}
+		var acc uint64
+		for i, le := range agent.LatenessBuckets {
+			acc += h.Buckets[i]
+			buckets[le.Seconds()] = acc
+		}
+		ch <- prometheus.MustNewConstHistogram(refLatenessDesc, h.Count, h.Sum.Seconds(), buckets, ev.String())
+	}
+	ch <- prometheus.MustNewConstMetric(refInconclusiveDesc, prometheus.CounterValue, float64(r.Inconclusive))
+	ch <- prometheus.MustNewConstMetric(refWorkersDesc, prometheus.GaugeValue, float64(r.Workers))
+}
+
 var refStateDescs = map[string]*prometheus.Desc{
+	"edgeprobe_agent_impaired": prometheus.NewDesc("edgeprobe_agent_impaired",
+		"1 while the agent is too late, for too long, to judge its own timeouts.", nil, nil),
 	"edgeprobe_agent_isolated": prometheus.NewDesc("edgeprobe_agent_isolated",
 		"1 when the agent's self-check says its own uplink is the likely cause of failures.", nil, nil),
 	"edgeprobe_site_state": prometheus.NewDesc("edgeprobe_site_state",
@@ -197,6 +247,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 		}
 	}
 	var evs []agent.Event
+	var lateness agent.SchedulerReport
 	for i := 0; i < n; i++ {
 		now = now.Add(time.Duration(rnd.IntN(50)) * time.Millisecond)
 		t := &targets[rnd.IntN(len(targets))]
@@ -218,6 +269,7 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 				reason = probes.Reasons[rnd.IntN(len(probes.Reasons))]
 			}
 			ev.Result = probes.Result{Start: now, RTT: time.Second, Reason: reason, Detail: "x"}
+			ev.Inconclusive = reason == probes.ReasonTimeout && rnd.IntN(4) == 0
 			if reason == probes.ReasonStatus && t.kind == probes.KindHTTP {
 				ev.Result.CertExpiry = now.Add(time.Duration(rnd.Int64N(1e6)) * time.Second) // a handshake, then a wrong status
 			}
@@ -231,9 +283,32 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 			if t.site == "" {
 				ev.Site = "alpha"
 			}
-		case x < 98:
+		case x < 97:
 			ev = agent.Event{Type: agent.EventAgent, Time: now, Agent: "edge1",
 				To: []string{agent.AgentOK, agent.AgentIsolated}[rnd.IntN(2)]}
+		case x < 98 && rnd.IntN(2) == 0:
+			ev = agent.Event{Type: agent.EventImpaired, Time: now, Agent: "edge1",
+				To: []string{agent.AgentOK, agent.AgentImpaired}[rnd.IntN(2)]}
+		case x < 98:
+			// The agent's totals grow: samples in random buckets, beyond the last too.
+			for ev := range agent.NumLatenessEvents {
+				h := &lateness.Histograms[ev]
+				for range rnd.IntN(20) {
+					d := time.Duration(1e3 * math.Pow(10, rnd.Float64()*6.5))
+					h.Count++
+					h.Sum += d
+					for i, le := range agent.LatenessBuckets {
+						if d <= le {
+							h.Buckets[i]++
+							break
+						}
+					}
+				}
+			}
+			lateness.Inconclusive += uint64(rnd.IntN(3))
+			lateness.Workers = rnd.IntN(100)
+			report := lateness
+			ev = agent.Event{Type: agent.EventScheduler, Time: now, Agent: "edge1", Scheduler: &report}
 		default: // a reload changes the target's kind; its old series stay
 			t.kind = kinds[rnd.IntN(len(kinds))]
 			ev.Kind = t.kind
@@ -245,7 +320,8 @@ func oracleEvents(seed uint64, n int) []agent.Event {
 }
 
 // ownFamilies are the families the exporter writes itself.
-var ownFamilies = []string{famIsolated, famFailures, famDetect, famState, famSince, famReason, famUp, famDuration, famHTTP, famCert, famSuccess}
+var ownFamilies = []string{famImpaired, famIsolated, famFailures, famInconclusive, famLateness, famWorkers, famDetect, famState,
+	famSince, famReason, famUp, famDuration, famHTTP, famCert, famSuccess}
 
 func parsePage(t *testing.T, what string, body []byte) map[string]*dto.MetricFamily {
 	t.Helper()

@@ -84,8 +84,11 @@ type promTargetState struct {
 type promState struct {
 	mu       sync.Mutex
 	isolated bool
-	sites    map[string]*promSiteState
-	targets  map[promTargetKey]*promTargetState
+	impaired bool
+	// scheduler is the agent's last scheduler report (/metrics only; nil until the first).
+	scheduler *agent.SchedulerReport
+	sites     map[string]*promSiteState
+	targets   map[promTargetKey]*promTargetState
 	// The same, in export order (sites by name; targets by site, then name), kept sorted
 	// as they appear so that a snapshot or scrape sorts nothing.
 	siteList   []*promSiteState
@@ -112,6 +115,17 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 	case ev.Type == agent.EventAgent:
 		s.isolated = ev.To == agent.AgentIsolated
 		return true, nil
+	case ev.Type == agent.EventImpaired:
+		s.impaired = ev.To == agent.AgentImpaired
+		return true, nil
+	case ev.Type == agent.EventScheduler:
+		if s.pageLabels != nil && ev.Scheduler != nil {
+			if s.scheduler == nil {
+				s.scheduler = new(agent.SchedulerReport)
+			}
+			*s.scheduler = *ev.Scheduler
+		}
+		return false, nil
 	case ev.Type == agent.EventSite:
 		site := s.site(ev.Site)
 		site.state, site.since, site.detect = ev.To, ev.Time, ev.Detect
@@ -146,7 +160,7 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		if t.cur == nil || ev.Kind != "" && ev.Kind != t.cur.kind {
 			t.cur = t.seriesSet(ev.Kind, s.pageLabels)
 		}
-		if ev.Type == agent.EventProbe {
+		if ev.Type == agent.EventProbe && !ev.Inconclusive {
 			t.cur.observe(ev.Result)
 		}
 	}
@@ -155,6 +169,10 @@ func (s *promState) apply(ev agent.Event) (changed bool, t *promTargetState) {
 		t.state = ev.To
 		return true, t
 	case agent.EventProbe:
+		if ev.Inconclusive {
+			// Neither outcome is known: the last conclusive probe stands.
+			return false, t
+		}
 		t.probed, t.ok, t.rtt, t.phases = true, ev.Result.OK, ev.Result.RTT, ev.Result.Phases
 		if !ev.Result.CertExpiry.IsZero() {
 			t.certExpiry = ev.Result.CertExpiry

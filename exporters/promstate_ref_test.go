@@ -29,7 +29,10 @@ type promSeries struct {
 func (s *promState) series(pushInterval time.Duration) []promSeries {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := []promSeries{{name: "edgeprobe_agent_isolated", value: boolValue(s.isolated)}}
+	out := []promSeries{
+		{name: "edgeprobe_agent_isolated", value: boolValue(s.isolated)},
+		{name: "edgeprobe_agent_impaired", value: boolValue(s.impaired)},
+	}
 	if pushInterval > 0 {
 		out = append(out, promSeries{name: "edgeprobe_push_interval_seconds", value: pushInterval.Seconds()})
 	}

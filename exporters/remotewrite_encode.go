@@ -29,7 +29,7 @@ type snapEncoder struct {
 	agentName string
 	extra     []labelPair
 
-	isolated, pushInterval []byte // the agent-wide series' labels
+	isolated, impaired, pushInterval []byte // the agent-wide series' labels
 
 	series     []snapSeries // this snapshot's series, reused
 	raw        []byte       // the WriteRequest, reused
@@ -155,6 +155,7 @@ func (s *promState) carries(key promTargetKey, labels []byte) bool {
 func newSnapEncoder(agentName string, extra []labelPair) *snapEncoder {
 	e := &snapEncoder{agentName: agentName, extra: extra}
 	e.isolated = e.labels(contract.MetricAgentIsolated)
+	e.impaired = e.labels(contract.MetricAgentImpaired)
 	e.pushInterval = e.labels(contract.MetricPushInterval)
 	return e
 }
@@ -216,6 +217,7 @@ func (e *snapEncoder) collect(s *promState, pushInterval float64) {
 	defer s.mu.Unlock()
 	out := append(e.series[:0],
 		snapSeries{e.isolated, boolValue(s.isolated)},
+		snapSeries{e.impaired, boolValue(s.impaired)},
 		snapSeries{e.pushInterval, pushInterval})
 	for _, site := range s.siteList {
 		if site.enc == nil {

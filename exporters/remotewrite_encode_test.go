@@ -130,6 +130,8 @@ func TestSnapshotEncodingMatchesProto(t *testing.T) {
 	rw.Handle(agent.Event{Type: agent.EventTarget, Time: now, Site: "b", Target: "web", Kind: probes.KindHTTP, From: agent.TargetUnknown, To: agent.TargetSuspect})
 	rw.Handle(agent.Event{Type: agent.EventSite, Time: now, Site: "a", From: agent.SiteUnknown, To: agent.SiteDown, Detect: 250 * time.Millisecond})
 	rw.Handle(agent.Event{Type: agent.EventAgent, Time: now, From: agent.AgentOK, To: agent.AgentIsolated})
+	rw.Handle(agent.Event{Type: agent.EventImpaired, Time: now, From: agent.AgentOK, To: agent.AgentImpaired})
+	rw.Handle(agent.Event{Type: agent.EventScheduler, Time: now, Scheduler: &agent.SchedulerReport{Inconclusive: 3}})
 	check("changed")
 	rw.Handle(agent.Event{Type: agent.EventSite, Time: time.Unix(-5, 0), Site: "b", From: agent.SiteUnknown, To: agent.SiteUp})
 	rw.Handle(agent.Event{Type: agent.EventProbe, Time: now, Site: "a", Target: "ping", Kind: probes.KindTCP, Result: probes.Result{OK: true, RTT: -time.Millisecond}})

@@ -821,3 +821,31 @@ func TestRemoteWriteChangeStormCoalesced(t *testing.T) {
 		t.Errorf("%d pushes for changes over %v: changes must still go out while they happen", pushes, elapsed)
 	}
 }
+
+// TestRemoteWriteImpairedPushedAtOnce: turning impaired is a state change, pushed at once
+// and carried by every push after it (docs/DESIGN.md, "The push contract"); the lateness
+// report is not pushed.
+func TestRemoteWriteImpairedPushedAtOnce(t *testing.T) {
+	recv := startTestReceiver(t, nil)
+	rw, _ := runRemoteWrite(t, config.RemoteWriteConfig{URL: recv.URL + "/api/v1/write", PushInterval: duration(time.Minute)}, "")
+	waitFor(t, 5*time.Second, "the initial snapshot", func() bool { return len(recv.received()) == 1 })
+	if v, ok := sampleOf(recv.received()[0].req, "edgeprobe_agent_impaired", nil); !ok || v != 0 {
+		t.Errorf("initial snapshot: edgeprobe_agent_impaired %v (present %v), want 0", v, ok)
+	}
+	rw.Handle(agent.Event{Type: agent.EventScheduler, Time: time.Now(), Agent: "edge1", Scheduler: &agent.SchedulerReport{Inconclusive: 1}})
+	rw.Handle(agent.Event{Type: agent.EventImpaired, Time: time.Now(), Agent: "edge1", From: agent.AgentOK, To: agent.AgentImpaired})
+	waitFor(t, 5*time.Second, "a push saying impaired", func() bool {
+		pushes := recv.received()
+		v, ok := sampleOf(pushes[len(pushes)-1].req, "edgeprobe_agent_impaired", nil)
+		return ok && v == 1
+	})
+	for _, p := range recv.received() {
+		for _, ts := range p.req.Timeseries {
+			for _, l := range ts.Labels {
+				if l.Name == "__name__" && (strings.HasPrefix(l.Value, "edgeprobe_scheduler_lateness") || l.Value == "edgeprobe_probe_inconclusive_total") {
+					t.Errorf("pushed %s: the lateness report is for /metrics only", l.Value)
+				}
+			}
+		}
+	}
+}

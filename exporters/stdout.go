@@ -48,6 +48,7 @@ type Stdout struct {
 	sites        map[siteKey]string // last state per agent and site
 	targets      map[targetKey]bool // true while the target is down
 	isolated     map[string]bool    // agents whose self-check says isolated
+	impaired     map[string]bool    // agents too late to judge their timeouts
 	probes       int                // probe results since the last summary line
 	windowStart  time.Time          // start of the current summary window
 	summaryStart bool               // windowStart is set
@@ -66,6 +67,7 @@ func NewStdout(w io.Writer, cfg config.StdoutConfig) (*Stdout, error) {
 		sites:    make(map[siteKey]string),
 		targets:  make(map[targetKey]bool),
 		isolated: make(map[string]bool),
+		impaired: make(map[string]bool),
 	}
 	switch cfg.Format {
 	case "", config.FormatText:
@@ -93,6 +95,9 @@ func NewStdout(w io.Writer, cfg config.StdoutConfig) (*Stdout, error) {
 func (s *Stdout) Handle(ev agent.Event) {
 	if ev.Type == agent.EventProbe && !s.all && (s.json || s.summary == 0) {
 		return // nothing to write and no summary to count it in
+	}
+	if ev.Type == agent.EventScheduler {
+		return // histograms, for /metrics; the impaired events say what matters
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,6 +131,8 @@ func (s *Stdout) track(ev agent.Event) {
 		s.sites[siteKey{ev.Agent, ev.Site}] = ev.To
 	case agent.EventAgent:
 		s.isolated[ev.Agent] = ev.To == agent.AgentIsolated
+	case agent.EventImpaired:
+		s.impaired[ev.Agent] = ev.To == agent.AgentImpaired
 	case agent.EventRemoved:
 		if ev.Target != "" {
 			delete(s.targets, targetKey{ev.Agent, ev.Site, ev.Target})
@@ -141,11 +148,12 @@ func (s *Stdout) track(ev agent.Event) {
 }
 
 var eventTypeNames = map[agent.EventType]string{
-	agent.EventProbe:   "probe",
-	agent.EventTarget:  "target",
-	agent.EventSite:    "site",
-	agent.EventAgent:   "agent",
-	agent.EventRemoved: "removed",
+	agent.EventProbe:    "probe",
+	agent.EventTarget:   "target",
+	agent.EventSite:     "site",
+	agent.EventAgent:    "agent",
+	agent.EventRemoved:  "removed",
+	agent.EventImpaired: "impaired",
 }
 
 func typeName(t agent.EventType) string {
@@ -184,6 +192,9 @@ func (s *Stdout) writeJSON(ev agent.Event) {
 		b = appendJSONFloat(b, ev.Result.RTT.Seconds())
 		b = appendJSONField(b, "reason", string(ev.Result.Reason))
 		b = appendJSONField(b, "detail", ev.Result.Detail)
+		if ev.Inconclusive {
+			b = append(b, `,"inconclusive":true`...)
+		}
 	} else {
 		b = appendJSONField(b, "reason", string(ev.Reason))
 		b = appendJSONField(b, "from", ev.From)
@@ -337,9 +348,17 @@ func (s *Stdout) writeText(ev agent.Event) {
 		b = detail(b, string(ev.Kind))
 		b = detail(b, "rtt ")
 		b = appendDuration(b, ev.Result.RTT)
+		if ev.Inconclusive {
+			b = detail(b, "inconclusive (the agent was late)")
+		}
 		if ev.Result.Detail != "" {
 			b = detail(b, ev.Result.Detail)
 		}
+	case agent.EventImpaired:
+		b = detail(b, "late ")
+		b = appendDuration(b, ev.Detect)
+		b = append(b, " of the last "...)
+		b = appendDuration(b, agent.ImpairedWindow)
 	case agent.EventTarget, agent.EventRemoved:
 		if ev.Type == agent.EventTarget || ev.Kind != "" {
 			b = detail(b, string(ev.Kind))
@@ -349,7 +368,7 @@ func (s *Stdout) writeText(ev agent.Event) {
 		}
 	}
 	// A first verdict (from unknown) has no failure or recovery to time.
-	if ev.Type != agent.EventProbe && ev.Detect > 0 && ev.From != agent.TargetUnknown {
+	if ev.Type != agent.EventProbe && ev.Type != agent.EventImpaired && ev.Detect > 0 && ev.From != agent.TargetUnknown {
 		b = detail(b, "after ")
 		b = appendDuration(b, ev.Detect)
 	}
@@ -529,8 +548,12 @@ func (s *Stdout) maybeSummary(now time.Time) {
 		line += "; down: " + strings.Join(names, ", ")
 	}
 	// An isolated agent's "down" sites are its own uplink's doing: say so on the same line.
-	for _, name := range s.isolatedAgents() {
+	for _, name := range trueKeys(s.isolated) {
 		line += "; agent " + name + " isolated"
+	}
+	// An impaired agent's timeouts are its own lateness as much as the targets'.
+	for _, name := range trueKeys(s.impaired) {
+		line += "; agent " + name + " impaired"
 	}
 	s.w.WriteString(line)
 	s.w.WriteByte('\n')
@@ -548,10 +571,11 @@ func (s *Stdout) downSites() []string {
 	return names
 }
 
-func (s *Stdout) isolatedAgents() []string {
+// trueKeys are the agents m says true of, sorted.
+func trueKeys(m map[string]bool) []string {
 	var names []string
-	for name, isolated := range s.isolated {
-		if isolated {
+	for name, yes := range m {
+		if yes {
 			names = append(names, name)
 		}
 	}

@@ -207,3 +207,53 @@ func TestStdoutConcurrent(t *testing.T) {
 		t.Errorf("got %d distinct targets, want %d", len(seen), writers*each)
 	}
 }
+
+// TestStdoutScheduler: an inconclusive probe is marked, the impaired changes are lines of
+// their own (with the late time), the lateness report is no line, and the summary names
+// an impaired agent.
+func TestStdoutLateness(t *testing.T) {
+	report := &agent.SchedulerReport{Inconclusive: 1}
+	events := []agent.Event{
+		{Type: agent.EventProbe, Time: t0, Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP, Inconclusive: true,
+			Result: probes.Result{Start: t0.Add(-320 * time.Millisecond), RTT: 320 * time.Millisecond, Reason: probes.ReasonTimeout, Detail: "no answer"}},
+		{Type: agent.EventScheduler, Time: t0, Agent: "edge1", Scheduler: report},
+		{Type: agent.EventImpaired, Time: t0.Add(time.Second), Agent: "edge1", From: agent.AgentOK, To: agent.AgentImpaired, Detect: 1200 * time.Millisecond},
+		{Type: agent.EventProbe, Time: t0.Add(2 * time.Second), Agent: "edge1", Site: "beta", Target: "http", Kind: probes.KindHTTP,
+			Result: probes.Result{OK: true, RTT: time.Millisecond}},
+		{Type: agent.EventImpaired, Time: t0.Add(3 * time.Second), Agent: "edge1", From: agent.AgentImpaired, To: agent.AgentOK, Detect: 50 * time.Millisecond},
+	}
+	for _, tt := range []struct {
+		name string
+		cfg  config.StdoutConfig
+		want []string
+	}{
+		{"json every result", config.StdoutConfig{Format: config.FormatJSON, Results: config.ResultsAll}, []string{
+			`{"time":"2026-11-24T19:30:00.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":false,"start":"2026-11-24T19:29:59.800000000Z","rtt_seconds":0.32,"reason":"timeout","detail":"no answer","inconclusive":true}`,
+			`{"time":"2026-11-24T19:30:01.120000000Z","type":"impaired","agent":"edge1","from":"ok","to":"impaired","detect_seconds":1.2}`,
+			`{"time":"2026-11-24T19:30:02.120000000Z","type":"probe","agent":"edge1","site":"beta","target":"http","kind":"http","ok":true,"rtt_seconds":0.001}`,
+			`{"time":"2026-11-24T19:30:03.120000000Z","type":"impaired","agent":"edge1","from":"impaired","to":"ok","detect_seconds":0.05}`,
+		}},
+		{"text with summary", config.StdoutConfig{Results: config.ResultsAll, Summary: config.Duration{Duration: 1500 * time.Millisecond}}, []string{
+			"19:30:00.120  probe    beta/http                 FAIL timeout          http  rtt 320ms  inconclusive (the agent was late)  no answer",
+			"19:30:01.120  impaired  edge1                     ok -> impaired        late 1.2s of the last 5s",
+			"19:30:02.120  probe    beta/http                 ok                    http  rtt 1ms",
+			"19:30:02.120  summary  sites 0 up, 0 degraded, 0 down; targets 0 down of 1; 0.5 probes/s; agent edge1 impaired",
+			"19:30:03.120  impaired  edge1                     impaired -> ok        late 50ms of the last 5s",
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			s, err := NewStdout(&buf, tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range events {
+				s.Handle(ev)
+			}
+			got := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("lines differ\ngot:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}

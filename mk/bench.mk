@@ -22,7 +22,7 @@ VIEW_ATTACK_DURATION ?= 10s
 VIEW_ATTACK_BEFORE   ?=
 VIEW_ATTACKS         ?=
 
-.PHONY: bench-detect-agent bench-detect bench-faults bench-footprint bench-footprint-peers \
+.PHONY: bench-detect-agent bench-detect-guard bench-detect bench-faults bench-footprint bench-footprint-peers \
 	bench-go bench-probes bench-prom bench-rules view-bench bench-view-load bench-demo \
 	bench-failover bench-view-attacks
 
@@ -31,6 +31,12 @@ VIEW_ATTACKS         ?=
 ## bench-detect-agent: agent-local detection at the 1 s interval, TRIALS trials per scenario (root)
 bench-detect-agent:
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchDetect$$' -v ./e2e/ -args -trials $(TRIALS)
+
+# An agent with the lateness guard and one without (lateness_allowance = "0s") on the same
+# blackholes, side by side (agent/README.md, "Lateness").
+## bench-detect-guard: what the lateness guard costs in detection time, TRIALS trials (root)
+bench-detect-guard:
+	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchDetectGuard$$' -v ./e2e/ -args -trials $(TRIALS)
 
 ## bench-detect: detection at the view (three edges) against blackbox_exporter + Prometheus, TRIALS trials (root)
 bench-detect:

@@ -469,3 +469,41 @@ func TestLineWriter(t *testing.T) {
 		})
 	}
 }
+
+// TestServeDaemons: nginx and dnsmasq in a site of three hosts answer as Serve does, each
+// host with its own address; a blackhole silences them; Close stops them (the namespace
+// goes, which a server left running would hold open).
+func TestServeDaemons(t *testing.T) {
+	RequireDaemons(t)
+	n := New(t, Spec{Sites: []SiteSpec{{Name: "a", Hosts: 3}}, Edges: []string{"e0"}})
+	svcs, err := n.ServeDaemons("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 3 {
+		t.Fatalf("%d hosts served, want 3", len(svcs))
+	}
+	for _, s := range svcs {
+		expectReach(t, "served by the daemons, "+s.Addr.String(), reach(t, n, "e0", s), true)
+	}
+	if err := n.BlackholeSite("a"); err != nil {
+		t.Fatal(err)
+	}
+	expectReach(t, "blackholed", reach(t, n, "e0", svcs[0]), false)
+	if err := n.HealSite("a"); err != nil {
+		t.Fatal(err)
+	}
+	expectReach(t, "healed", reach(t, n, "e0", svcs[1]), true)
+	if _, err := n.ServeDaemons("e0"); err == nil {
+		t.Error("ServeDaemons on an edge: no error")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := namespaces()
+	for _, name := range names {
+		if strings.HasPrefix(name, n.Prefix()) {
+			t.Errorf("namespace %s left after Close", name)
+		}
+	}
+}
