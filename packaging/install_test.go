@@ -284,8 +284,10 @@ tsig_key_file = "tsig.key"
 // the service user with no capability at all, in the directories StateDirectory= makes,
 // in a network namespace of its own (so that 127.0.0.1:9470 is free whatever else runs
 // on this machine). The view must start from the packaged view.toml, listen where it
-// says, answer `edgeprobe status`, warn about nothing and stop cleanly; with
-// EDGEPROBE_VIEW_LISTEN set in the environment file it must listen there instead. Then
+// says (also when that is not the built-in default, which shows the file is read and the
+// empty --listen does not override it), answer `edgeprobe status`, warn about nothing and
+// stop cleanly; with EDGEPROBE_VIEW_LISTEN set in the environment file it must listen
+// there instead. Then
 // the file modes packaging/README.md prescribes for tokens and the TSIG key must keep
 // the view's permission warnings quiet and the key from other users.
 func checkPackagedView(t *testing.T, root string) {
@@ -301,13 +303,19 @@ func checkPackagedView(t *testing.T, root string) {
 
 	for _, c := range []struct {
 		name   string
+		edit   string   // a sed script applied to view.toml for this run
 		env    []string // lines added to the environment file
 		listen string
 	}{
-		{"as shipped", nil, "127.0.0.1:9470"},
-		{"EDGEPROBE_VIEW_LISTEN", []string{"EDGEPROBE_VIEW_LISTEN=127.0.0.1:9471"}, "127.0.0.1:9471"},
+		{"as shipped", "", nil, "127.0.0.1:9470"},
+		{"listen from view.toml", `s/^listen = .*/listen = "127.0.0.1:9472"/`, nil, "127.0.0.1:9472"},
+		{"EDGEPROBE_VIEW_LISTEN", "", []string{"EDGEPROBE_VIEW_LISTEN=127.0.0.1:9471"}, "127.0.0.1:9471"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			if c.edit != "" {
+				mustInRoot(t, root, "cp -p /etc/edgeprobe/view.toml /tmp/view.toml.orig && sed -i "+shellQuote(c.edit)+" /etc/edgeprobe/view.toml")
+				defer mustInRoot(t, root, "mv /tmp/view.toml.orig /etc/edgeprobe/view.toml")
+			}
 			argv := unitExecStart(t, root, string(unit), c.env)
 			t.Logf("ExecStart as systemd expands it: %q", argv)
 			quoted := make([]string, len(argv))
