@@ -53,13 +53,14 @@ test: deps build
 	$(MAKE) --no-print-directory fuzz-short
 	$(MAKE) --no-print-directory test-clock
 
-# Every shipped example config must pass `edgeprobe check`. view.toml.example is checked as
-# soon as `edgeprobe check` has a --view-config flag (until then its absence from the help
-# is reported, not an error); another example is one more line here.
-## check-examples: bin/edgeprobe check on agent.toml.example and view.toml.example
+# Every config we ship, the examples and the ones the packages install, must pass
+# `edgeprobe check`; another one is one more line here.
+## check-examples: bin/edgeprobe check on the example configs and the packaged ones
 check-examples: build
 	$(BIN) check --quiet --config agent.toml.example
 	$(BIN) check --quiet --view-config view.toml.example
+	$(BIN) check --quiet --config packaging/agent.toml
+	$(BIN) check --quiet --view-config packaging/view.toml
 
 ## demo: the README's first command: a site goes dark and comes back, on loopback, no root
 demo: build

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/view"
 )
 
 const (
@@ -22,14 +24,40 @@ type entry struct {
 }
 
 // Files both formats carry, with the modes and owners a user relies on: agent.toml may
-// hold push credentials, so only root and the service's group read it.
+// hold push credentials and view.toml tokens, so only root and the service's group read
+// them.
 var commonFiles = map[string]entry{
-	"/usr/bin/edgeprobe":                             {"-rwxr-xr-x", "root", "root"},
-	"/etc/edgeprobe/agent.toml":                      {"-rw-r-----", "root", "edgeprobe"},
-	"/usr/lib/systemd/system/edgeprobe.service":      {"-rw-r--r--", "root", "root"},
-	"/usr/lib/systemd/system/edgeprobe-view.service": {"-rw-r--r--", "root", "root"},
-	"/usr/share/doc/edgeprobe/README.md":             {"-rw-r--r--", "root", "root"},
+	"/usr/bin/edgeprobe":                                         {"-rwxr-xr-x", "root", "root"},
+	"/etc/edgeprobe/agent.toml":                                  {"-rw-r-----", "root", "edgeprobe"},
+	"/etc/edgeprobe/view.toml":                                   {"-rw-r-----", "root", "edgeprobe"},
+	"/usr/lib/systemd/system/edgeprobe.service":                  {"-rw-r--r--", "root", "root"},
+	"/usr/lib/systemd/system/edgeprobe-view.service":             {"-rw-r--r--", "root", "root"},
+	"/usr/share/doc/edgeprobe/README.md":                         {"-rw-r--r--", "root", "root"},
+	"/usr/share/doc/edgeprobe/agent.toml.example":                {"-rw-r--r--", "root", "root"},
+	"/usr/share/doc/edgeprobe/view.toml.example":                 {"-rw-r--r--", "root", "root"},
+	"/usr/share/edgeprobe/prometheus/edgeprobe.rules.yml":        {"-rw-r--r--", "root", "root"},
+	"/usr/share/edgeprobe/prometheus/edgeprobe.rules.region.yml": {"-rw-r--r--", "root", "root"},
+	"/usr/share/edgeprobe/grafana/edgeprobe.dashboard.json":      {"-rw-r--r--", "root", "root"},
 }
+
+// Directories the package owns: sites.d, where configuration management drops one file of
+// sites each, is read by the agent's group only, like the configs. An rpm owns exactly
+// these; a deb also lists their parents (/etc, /usr/share, ...), which are not checked.
+var ownedDirs = map[string]entry{
+	"/etc/edgeprobe":                  {"drwxr-xr-x", "root", "root"},
+	"/etc/edgeprobe/sites.d":          {"drwxr-x---", "root", "edgeprobe"},
+	"/usr/share/doc/edgeprobe":        {"drwxr-xr-x", "root", "root"},
+	"/usr/share/edgeprobe":            {"drwxr-xr-x", "root", "root"},
+	"/usr/share/edgeprobe/prometheus": {"drwxr-xr-x", "root", "root"},
+	"/usr/share/edgeprobe/grafana":    {"drwxr-xr-x", "root", "root"},
+}
+
+// The configuration files, as dpkg's conffiles and rpm's %config(noreplace): an upgrade
+// keeps the admin's edits.
+var (
+	debConffiles = []string{"/etc/default/edgeprobe", "/etc/edgeprobe/agent.toml", "/etc/edgeprobe/view.toml"}
+	rpmConffiles = []string{"/etc/edgeprobe/agent.toml", "/etc/edgeprobe/view.toml", "/etc/sysconfig/edgeprobe"}
+)
 
 func withFile(path string, e entry) map[string]entry {
 	m := map[string]entry{path: e}
@@ -59,20 +87,32 @@ func TestDebPackages(t *testing.T) {
 				t.Errorf("control fields = %q, want %q", fields, want)
 			}
 
-			got := map[string]entry{}
+			got, dirs := map[string]entry{}, map[string]entry{}
 			for _, line := range strings.Split(strings.TrimSpace(run(t, nil, "dpkg-deb", "-c", pkg)), "\n") {
 				// drwxr-xr-x root/root 0 2026-11-24 19:22 ./etc/
 				f := strings.Fields(line)
-				if len(f) < 6 || strings.HasPrefix(f[0], "d") {
+				if len(f) < 6 {
 					continue
 				}
 				owner, group, _ := strings.Cut(f[1], "/")
-				got[strings.TrimPrefix(f[5], ".")] = entry{f[0], owner, group}
+				path := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
+				if strings.HasPrefix(f[0], "d") {
+					dirs[path] = entry{f[0], owner, group}
+				} else {
+					got[path] = entry{f[0], owner, group}
+				}
 			}
 			compareFiles(t, got, debFiles)
+			for path, want := range ownedDirs {
+				if g, ok := dirs[path]; !ok {
+					t.Errorf("directory %s missing from the package", path)
+				} else if g != want {
+					t.Errorf("directory %s: %s %s:%s, want %s %s:%s", path, g.perms, g.owner, g.group, want.perms, want.owner, want.group)
+				}
+			}
 
 			conffiles := run(t, nil, "dpkg-deb", "-I", pkg, "conffiles")
-			if want := "/etc/default/edgeprobe\n/etc/edgeprobe/agent.toml\n"; sortLines(conffiles) != want {
+			if want := strings.Join(debConffiles, "\n") + "\n"; sortLines(conffiles) != want {
 				t.Errorf("conffiles = %q, want %q", conffiles, want)
 			}
 
@@ -89,13 +129,16 @@ func TestDebPackages(t *testing.T) {
 				}
 			}
 
+			extract := func(path string) string {
+				return run(t, nil, "sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO "$2"`, "sh", pkg, "."+path)
+			}
 			bin := filepath.Join(t.TempDir(), "edgeprobe")
-			data := run(t, nil, "sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/bin/edgeprobe`, "sh", pkg)
-			if err := os.WriteFile(bin, []byte(data), 0o755); err != nil {
+			if err := os.WriteFile(bin, []byte(extract("/usr/bin/edgeprobe")), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			checkELF(t, bin, tg)
 			checkSize(t, pkg, maxDebBytes)
+			checkUnits(t, extract)
 		})
 	}
 }
@@ -117,24 +160,30 @@ func TestRPMPackages(t *testing.T) {
 				t.Errorf("header = %q, want %q", header, want)
 			}
 
-			got := map[string]entry{}
+			got, dirs := map[string]entry{}, map[string]entry{}
 			flags := map[string]string{}
 			listing := q("--qf", "[%{FILEMODES:perms}|%{FILEUSERNAME}|%{FILEGROUPNAME}|%{FILEFLAGS:fflags}|%{FILENAMES}\n]")
 			for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
 				f := strings.Split(line, "|")
-				if len(f) != 5 || strings.HasPrefix(f[0], "d") {
+				if len(f) != 5 {
+					continue
+				}
+				if strings.HasPrefix(f[0], "d") {
+					dirs[f[4]] = entry{f[0], f[1], f[2]}
 					continue
 				}
 				got[f[4]] = entry{f[0], f[1], f[2]}
 				flags[f[4]] = f[3]
 			}
 			compareFiles(t, got, rpmFiles)
-			for _, conf := range []string{"/etc/edgeprobe/agent.toml", "/etc/sysconfig/edgeprobe"} {
+			// rpm removes on erase only the directories a package owns.
+			compareFiles(t, dirs, ownedDirs)
+			for _, conf := range rpmConffiles {
 				if flags[conf] != "cn" {
 					t.Errorf("%s has file flags %q, want \"cn\" (%%config(noreplace))", conf, flags[conf])
 				}
 			}
-			if got, want := sortLines(q("--configfiles")), "/etc/edgeprobe/agent.toml\n/etc/sysconfig/edgeprobe\n"; got != want {
+			if got, want := sortLines(q("--configfiles")), strings.Join(rpmConffiles, "\n")+"\n"; got != want {
 				t.Errorf("--configfiles = %q, want %q", got, want)
 			}
 
@@ -269,5 +318,69 @@ func TestReproducible(t *testing.T) {
 		if !bytes.Equal(first, second) {
 			t.Errorf("%s differs between two builds of one commit", filepath.Base(file(builds[0])))
 		}
+	}
+}
+
+// unitSettings reads the [Service] section of a unit file: each key's values in order
+// (Environment= and StateDirectory= may be given more than once).
+func unitSettings(text string) map[string][]string {
+	settings := map[string][]string{}
+	section := ""
+	for line := range strings.SplitSeq(text, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+		case strings.HasPrefix(line, "["):
+			section = line
+		case section == "[Service]":
+			if k, v, ok := strings.Cut(line, "="); ok {
+				settings[k] = append(settings[k], v)
+			}
+		}
+	}
+	return settings
+}
+
+// checkUnits reads the units and the view's config as the package holds them (read
+// returns a packaged file's contents) and checks what ties them together: the commands
+// the units run, the config file each reads, and that the view's state_dir is a directory
+// the sandbox lets it write (StateDirectory=, the only writable place under
+// ProtectSystem=strict besides a private /tmp).
+func checkUnits(t *testing.T, read func(path string) string) {
+	t.Helper()
+	agent := unitSettings(read("/usr/lib/systemd/system/edgeprobe.service"))
+	viewUnit := unitSettings(read("/usr/lib/systemd/system/edgeprobe-view.service"))
+	for _, c := range []struct {
+		unit      string
+		settings  map[string][]string
+		key, want string
+	}{
+		{"edgeprobe.service", agent, "ExecStart", "/usr/bin/edgeprobe agent --config ${EDGEPROBE_CONFIG} $EDGEPROBE_ARGS"},
+		{"edgeprobe.service", agent, "ExecStartPre", "/usr/bin/edgeprobe check --quiet --config ${EDGEPROBE_CONFIG}"},
+		{"edgeprobe-view.service", viewUnit, "ExecStart", "/usr/bin/edgeprobe view --config ${EDGEPROBE_VIEW_CONFIG} --listen ${EDGEPROBE_VIEW_LISTEN} $EDGEPROBE_VIEW_ARGS"},
+		// An empty listen argument leaves view.toml's in force; a drop-in may set it.
+		{"edgeprobe-view.service", viewUnit, "Environment", "EDGEPROBE_VIEW_CONFIG=/etc/edgeprobe/view.toml EDGEPROBE_VIEW_LISTEN= EDGEPROBE_VIEW_ARGS="},
+		{"edgeprobe-view.service", viewUnit, "ProtectSystem", "strict"},
+	} {
+		if got := strings.Join(c.settings[c.key], " "); got != c.want {
+			t.Errorf("%s: %s=%q, want %q", c.unit, c.key, got, c.want)
+		}
+	}
+
+	cfg, err := view.ParseConfig([]byte(read("/etc/edgeprobe/view.toml")), "/etc/edgeprobe/view.toml")
+	if err != nil {
+		t.Fatalf("the packaged view.toml: %v", err)
+	}
+	if cfg.Listen != view.DefaultListen {
+		t.Errorf("the packaged view.toml listens on %q, want %s (loopback, as the environment file says)", cfg.Listen, view.DefaultListen)
+	}
+	writable := false
+	for _, v := range viewUnit["StateDirectory"] {
+		for _, dir := range strings.Fields(v) {
+			writable = writable || cfg.StateDir == filepath.Join("/var/lib", dir)
+		}
+	}
+	if cfg.StateDir == "" || !writable {
+		t.Errorf("the packaged view.toml's state_dir %q is not one of the view unit's StateDirectory=%q", cfg.StateDir, viewUnit["StateDirectory"])
 	}
 }

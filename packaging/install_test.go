@@ -2,6 +2,7 @@ package packaging_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,8 +41,10 @@ func TestDebInstallCycle(t *testing.T) {
 		if uid, _ := strconv.Atoi(f[2]); uid == 0 || uid >= 1000 {
 			t.Errorf("edgeprobe uid %d is not a system uid", uid)
 		}
-		got := mustInRoot(t, root, "stat -c '%a %U:%G %n' /usr/bin/edgeprobe /etc/edgeprobe/agent.toml /etc/default/edgeprobe")
-		want := "755 root:root /usr/bin/edgeprobe\n640 root:edgeprobe /etc/edgeprobe/agent.toml\n644 root:root /etc/default/edgeprobe\n"
+		got := mustInRoot(t, root, "stat -c '%a %U:%G %n' /usr/bin/edgeprobe /etc/edgeprobe/agent.toml /etc/edgeprobe/view.toml "+
+			"/etc/edgeprobe/sites.d /etc/default/edgeprobe /usr/share/edgeprobe/prometheus/edgeprobe.rules.yml")
+		want := "755 root:root /usr/bin/edgeprobe\n640 root:edgeprobe /etc/edgeprobe/agent.toml\n640 root:edgeprobe /etc/edgeprobe/view.toml\n" +
+			"750 root:edgeprobe /etc/edgeprobe/sites.d\n644 root:root /etc/default/edgeprobe\n644 root:root /usr/share/edgeprobe/prometheus/edgeprobe.rules.yml\n"
 		if got != want {
 			t.Errorf("installed files:\n%swant:\n%s", got, want)
 		}
@@ -59,6 +62,8 @@ func TestDebInstallCycle(t *testing.T) {
 	})
 
 	t.Run("units", func(t *testing.T) { verifyUnits(t, root) })
+	t.Run("sites.d", func(t *testing.T) { checkSitesDir(t, root) })
+	t.Run("view with the packaged config", func(t *testing.T) { checkPackagedView(t, root) })
 
 	// The unit's privilege model without systemd: the service user, CAP_NET_RAW as the
 	// only (ambient) capability, no new privileges. A raw ICMP socket must work that way
@@ -195,7 +200,10 @@ func TestRPMInstallCycle(t *testing.T) {
 	rpmIn("-i", b.rpm(amd64))
 	mustInRoot(t, root, `getent passwd edgeprobe >/dev/null
 		test "$(stat -c '%a %U:%G' /etc/edgeprobe/agent.toml)" = "640 root:edgeprobe"
+		test "$(stat -c '%a %U:%G' /etc/edgeprobe/view.toml)" = "640 root:edgeprobe"
+		test "$(stat -c '%a %U:%G' /etc/edgeprobe/sites.d)" = "750 root:edgeprobe"
 		test -f /etc/sysconfig/edgeprobe
+		test -f /usr/share/edgeprobe/prometheus/edgeprobe.rules.yml
 		runuser -u edgeprobe -- edgeprobe check --config /etc/edgeprobe/agent.toml >/dev/null`)
 	for _, unit := range []string{"edgeprobe.service", "edgeprobe-view.service"} {
 		if out := mustInRoot(t, root, "systemctl is-enabled "+unit+" || true"); strings.TrimSpace(out) != "disabled" {
@@ -214,7 +222,230 @@ func TestRPMInstallCycle(t *testing.T) {
 
 	mustInRoot(t, root, "systemctl enable edgeprobe.service")
 	rpmIn("-e", "edgeprobe")
+	// rpm removes the directories the package owns once they are empty.
 	mustInRoot(t, root, `test ! -e /usr/bin/edgeprobe
 		test ! -L /etc/systemd/system/multi-user.target.wants/edgeprobe.service
+		test ! -e /etc/edgeprobe/sites.d
+		test ! -e /usr/share/edgeprobe
+		test ! -e /usr/share/doc/edgeprobe
 		getent passwd edgeprobe >/dev/null`)
+}
+
+// checkSitesDir drops a file of sites into the shipped, empty sites.d, as configuration
+// management would, and wants the shipped agent.toml valid both ways and the agent's user
+// to read the file.
+func checkSitesDir(t *testing.T, root string) {
+	summary := regexp.MustCompile(`agent\.toml: ok, (\d+) sites`)
+	check := func() string {
+		t.Helper()
+		out := mustInRoot(t, root, "runuser -u edgeprobe -- edgeprobe check --config /etc/edgeprobe/agent.toml 2>&1")
+		m := summary.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("edgeprobe check printed no summary:\n%s", out)
+		}
+		return m[1]
+	}
+	if n := check(); n != "1" {
+		t.Errorf("with sites.d empty: %s sites, want 1 (the shipped loopback site)", n)
+	}
+	mustInRoot(t, root, `printf '[[site]]\nname = "dc1"\n  [[site.tcp]]\n  address = "127.0.0.1:22"\n' > /tmp/dc1.toml
+		install -m 0640 -o root -g edgeprobe /tmp/dc1.toml /etc/edgeprobe/sites.d/dc1.toml`)
+	defer mustInRoot(t, root, "rm /etc/edgeprobe/sites.d/dc1.toml /tmp/dc1.toml")
+	if n := check(); n != "2" {
+		t.Errorf("with sites.d/dc1.toml: %s sites, want 2", n)
+	}
+	if out := mustInRoot(t, root, "runuser -u edgeprobe -- edgeprobe check --config /etc/edgeprobe/agent.toml 2>/dev/null"); !strings.Contains(out, `name = "dc1"`) {
+		t.Errorf("the effective config does not hold the included site dc1:\n%s", out)
+	}
+	// Other users cannot list the directory: the sites may name internal hosts.
+	if out, err := inRoot(root, "runuser -u nobody -- ls /etc/edgeprobe/sites.d"); err == nil {
+		t.Errorf("nobody can list /etc/edgeprobe/sites.d:\n%s", out)
+	}
+}
+
+// failoverConfig is an [actions] table for checkPackagedView: one DNS action whose key is
+// /etc/edgeprobe/tsig.key, where packaging/README.md says to put it.
+const failoverConfig = `
+[actions]
+dry_run = true
+[[actions.dns]]
+site = "pangyo"
+server = "192.0.2.53:53"
+zone = "example.test."
+name = "www.example.test."
+type = "A"
+primary = ["192.0.2.13"]
+failover = ["192.0.2.23"]
+tsig_key_file = "tsig.key"
+`
+
+// checkPackagedView runs the view as its unit would, without systemd: the unit's
+// ExecStart expanded with the unit's Environment= and the installed environment file, as
+// the service user with no capability at all, in the directories StateDirectory= makes,
+// in a network namespace of its own (so that 127.0.0.1:9470 is free whatever else runs
+// on this machine). The view must start from the packaged view.toml, listen where it
+// says (also when that is not the built-in default, which shows the file is read and the
+// empty --listen does not override it), answer `edgeprobe status`, warn about nothing and
+// stop cleanly; with EDGEPROBE_VIEW_LISTEN set in the environment file it must listen
+// there instead. Then
+// the file modes packaging/README.md prescribes for tokens and the TSIG key must keep
+// the view's permission warnings quiet and the key from other users.
+func checkPackagedView(t *testing.T, root string) {
+	needTools(t, "unshare", "ip")
+	unit, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/system/edgeprobe-view.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustInRoot(t, root, "runuser -u edgeprobe -- edgeprobe check --view-config /etc/edgeprobe/view.toml 2>&1")
+	if out != "/etc/edgeprobe/view.toml: ok, 0 DNS actions, 0 runbooks\n" {
+		t.Errorf("edgeprobe check --view-config on the packaged view.toml:\n%s", out)
+	}
+
+	for _, c := range []struct {
+		name   string
+		edit   string   // a sed script applied to view.toml for this run
+		env    []string // lines added to the environment file
+		listen string
+	}{
+		{"as shipped", "", nil, "127.0.0.1:9470"},
+		{"listen from view.toml", `s/^listen = .*/listen = "127.0.0.1:9472"/`, nil, "127.0.0.1:9472"},
+		{"EDGEPROBE_VIEW_LISTEN", "", []string{"EDGEPROBE_VIEW_LISTEN=127.0.0.1:9471"}, "127.0.0.1:9471"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.edit != "" {
+				mustInRoot(t, root, "cp -p /etc/edgeprobe/view.toml /tmp/view.toml.orig && sed -i "+shellQuote(c.edit)+" /etc/edgeprobe/view.toml")
+				defer mustInRoot(t, root, "mv /tmp/view.toml.orig /etc/edgeprobe/view.toml")
+			}
+			argv := unitExecStart(t, root, string(unit), c.env)
+			t.Logf("ExecStart as systemd expands it: %q", argv)
+			quoted := make([]string, len(argv))
+			for i, a := range argv {
+				quoted[i] = shellQuote(a)
+			}
+			script := `install -d -o edgeprobe -g edgeprobe -m 0750 /var/lib/edgeprobe /var/lib/edgeprobe/view
+				setpriv --reuid edgeprobe --regid edgeprobe --init-groups --no-new-privs --inh-caps -all --bounding-set -all -- ` +
+				strings.Join(quoted, " ") + ` >/tmp/view.out 2>/tmp/view.err &
+				pid=$!
+				st=4
+				for i in $(seq 150); do
+					st=0; edgeprobe status --view http://` + c.listen + ` --timeout 2s >/tmp/status.out 2>&1 || st=$?
+					[ "$st" -ne 4 ] && break
+					kill -0 "$pid" 2>/dev/null || break
+					sleep 0.2
+				done
+				kill -TERM "$pid" 2>/dev/null || true
+				vs=0; wait "$pid" || vs=$?
+				echo "status=$st view=$vs"
+				stat -c '%a %U:%G' /var/lib/edgeprobe/view
+				cat /tmp/status.out /tmp/view.err
+				rm -f /tmp/status.out /tmp/view.out /tmp/view.err`
+			out, err := inRootNet(root, script)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 3: the view answered and knows no site yet (4 would be "not reached").
+			if !strings.HasPrefix(out, "status=3 view=0\n750 edgeprobe:edgeprobe\n") {
+				t.Errorf("the view did not answer edgeprobe status on %s and stop cleanly (want status=3 view=0, state_dir 750 edgeprobe:edgeprobe):\n%s", c.listen, out)
+			}
+			if !strings.Contains(out, `msg="view listening" address=`+c.listen) {
+				t.Errorf("the view did not say it listens on %s:\n%s", c.listen, out)
+			}
+			if strings.Contains(out, "level=WARN") || strings.Contains(out, "level=ERROR") {
+				t.Errorf("the view warned or failed with the packaged config:\n%s", out)
+			}
+		})
+	}
+
+	t.Run("tokens and the TSIG key", func(t *testing.T) {
+		// Tokens in the packaged view.toml (0640): no warning. The key file beside it,
+		// 0640 root:edgeprobe: the view's user reads it, other users do not.
+		secret := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+		if err := os.WriteFile(filepath.Join(root, "tmp/tsig.key"),
+			[]byte("key \"edgeprobe\" {\n\talgorithm hmac-sha256;\n\tsecret \""+secret+"\";\n};\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "tmp/actions.toml"), []byte(failoverConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mustInRoot(t, root, `cp -p /etc/edgeprobe/view.toml /tmp/view.toml.orig
+			{ echo 'admin_tokens = ["an-admin-token"]'; cat /tmp/view.toml.orig; } > /etc/edgeprobe/view.toml
+			install -m 0640 -o root -g edgeprobe /tmp/tsig.key /etc/edgeprobe/tsig.key
+			cat /tmp/view.toml.orig /tmp/actions.toml > /etc/edgeprobe/failover.toml
+			chmod 0644 /etc/edgeprobe/failover.toml`)
+		defer mustInRoot(t, root, `mv /tmp/view.toml.orig /etc/edgeprobe/view.toml
+			rm /etc/edgeprobe/tsig.key /etc/edgeprobe/failover.toml /tmp/tsig.key /tmp/actions.toml`)
+		if out := mustInRoot(t, root, "runuser -u edgeprobe -- edgeprobe check --view-config /etc/edgeprobe/view.toml 2>&1"); strings.Contains(out, "warning") {
+			t.Errorf("the view warns about the packaged view.toml with tokens in it:\n%s", out)
+		}
+		if out := mustInRoot(t, root, "runuser -u edgeprobe -- edgeprobe check --view-config /etc/edgeprobe/failover.toml 2>&1"); out != "/etc/edgeprobe/failover.toml: ok, 1 DNS actions, 0 runbooks\n" {
+			t.Errorf("the view's user cannot use /etc/edgeprobe/tsig.key:\n%s", out)
+		}
+		out, err := inRoot(root, "runuser -u nobody -- edgeprobe check --view-config /etc/edgeprobe/failover.toml 2>&1")
+		if err == nil || !strings.Contains(out, "tsig_key_file") {
+			t.Errorf("another user could use /etc/edgeprobe/tsig.key (check: %v):\n%s", err, out)
+		}
+	})
+}
+
+// unitExecStart returns the ExecStart= command of a unit as systemd expands it, with the
+// unit's Environment= and its EnvironmentFile=s as installed in root, extra lines added
+// at the end of the last one that exists: "${NAME}" gives exactly one argument, empty
+// when NAME is, and a word "$NAME" the value split at whitespace, zero or more
+// arguments. Only what the shipped units use is implemented (no quoting, no specifiers).
+func unitExecStart(t *testing.T, root, unit string, extra []string) []string {
+	t.Helper()
+	settings := unitSettings(unit)
+	env := map[string]string{}
+	for _, v := range settings["Environment"] {
+		for _, kv := range strings.Fields(v) {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+	}
+	var lines []string
+	for _, f := range settings["EnvironmentFile"] {
+		data, err := os.ReadFile(filepath.Join(root, strings.TrimPrefix(f, "-")))
+		switch {
+		case err == nil:
+			lines = append(lines, strings.Split(string(data), "\n")...)
+		case !strings.HasPrefix(f, "-"):
+			t.Fatalf("EnvironmentFile=%s: %v", f, err)
+		}
+	}
+	for _, line := range append(lines, extra...) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("environment file line %q is not NAME=VALUE", line)
+		}
+		env[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"`)
+	}
+	if len(settings["ExecStart"]) != 1 {
+		t.Fatalf("ExecStart=%q, want exactly one", settings["ExecStart"])
+	}
+	braced := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+	var argv []string
+	for _, word := range strings.Fields(settings["ExecStart"][0]) {
+		if name, ok := strings.CutPrefix(word, "$"); ok && !strings.HasPrefix(name, "{") {
+			argv = append(argv, strings.Fields(env[name])...)
+			continue
+		}
+		argv = append(argv, braced.ReplaceAllStringFunc(word, func(m string) string {
+			return env[braced.FindStringSubmatch(m)[1]]
+		}))
+	}
+	return argv
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// inRootNet is inRoot in a network namespace of its own with its loopback up: what the
+// script listens on is its own, and it reaches nothing outside.
+func inRootNet(root, script string) (string, error) {
+	return runErr(nil, "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+		"unshare", "--net", "--", "/bin/sh", "-ec", `ip link set lo up
+			exec chroot "$0" /bin/sh -ec "$1"`, root, script)
 }

@@ -14,19 +14,28 @@ import (
 
 // TestBinariesRun runs every packaged binary, the ARM ones under Debian's qemu-user-static
 // (called directly, so no binfmt registration is needed), modelling the oldest CPU each is
-// meant for: version, check on the shipped configs, and real TCP and DNS probes against
-// servers on loopback, each of which must also fail when the server is not there.
+// meant for: version, check on the shipped and example configs, and real TCP and DNS
+// probes against servers on loopback, each of which must also fail when the server is not
+// there.
 func TestBinariesRun(t *testing.T) {
 	b := packages(t)
 	tcpAddr, closedAddr := tcpServer(t)
 	dnsAddr := dnsServer(t)
-	configs := []string{filepath.Join(repoRoot, "packaging/agent.toml")}
-	example := filepath.Join(repoRoot, "agent.toml.example")
-	// The example is part of the tree: missing, it is an error everywhere, not only in CI.
-	if _, err := os.Stat(example); err == nil {
-		configs = append(configs, example)
-	} else {
-		t.Errorf("%s is missing: the binaries must pass check on it", example)
+	// The shipped configs and the examples the package ships as docs; all are part of the
+	// tree: a missing one is an error everywhere, not only in CI.
+	var checks [][]string
+	for _, c := range [][2]string{
+		{"--config", "packaging/agent.toml"},
+		{"--config", "agent.toml.example"},
+		{"--view-config", "packaging/view.toml"},
+		{"--view-config", "view.toml.example"},
+	} {
+		path := filepath.Join(repoRoot, c[1])
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s is missing: the binaries must pass check on it", path)
+			continue
+		}
+		checks = append(checks, []string{"check", c[0], path})
 	}
 
 	for _, tg := range targets {
@@ -52,9 +61,9 @@ func TestBinariesRun(t *testing.T) {
 			if out, code := exe("version"); code != 0 || !strings.Contains(out, b.version) {
 				t.Errorf("version: exit %d, output %q, want exit 0 naming %s", code, out, b.version)
 			}
-			for _, cfg := range configs {
-				if out, code := exe("check", "--config", cfg); code != 0 {
-					t.Errorf("check --config %s: exit %d\n%s", cfg, code, out)
+			for _, args := range checks {
+				if out, code := exe(args...); code != 0 {
+					t.Errorf("%s: exit %d\n%s", strings.Join(args, " "), code, out)
 				}
 			}
 			for _, c := range []struct {
