@@ -254,6 +254,19 @@ func transitions(events []sseEvent, site string) []string {
 	return out
 }
 
+// milestones are the changes of transitions (from transitions) to lost and to up, in
+// order, repeats merged: what a failover acts on.
+func milestones(transitions []string) []string {
+	var out []string
+	for _, c := range transitions {
+		_, to, _ := strings.Cut(c, "->")
+		if (to == "lost" || to == "up") && (len(out) == 0 || out[len(out)-1] != to) {
+			out = append(out, to)
+		}
+	}
+	return out
+}
+
 // promValue reads the first sample of a metric (go_goroutines, say) from a /metrics page;
 // its labels, if any (the agent adds its name to every series), are ignored.
 func promValue(client *http.Client, url, name string) (float64, error) {

@@ -159,7 +159,10 @@ func TestFaultViewRestart(t *testing.T) {
 // TestFaultTwoViews: two views fed by the same three agents (each agent has two
 // [[exporters.remote_write]]) go through a loss and healing of site a, then of site b.
 // At every settled point their /api/v1/sites agree, and over the whole run their event
-// streams hold the same verdict changes in the same order.
+// streams hold the same changes to lost and to up in the same order: what a failover
+// acts on. The states in between (degraded, partitioned) last as long as pushes are
+// under way, and each agent's pushes reach the two views at slightly different times,
+// so one view may pass through partitioned where the other does not.
 func TestFaultTwoViews(t *testing.T) {
 	t.Parallel()
 	n, sites := siteNet(t, testnet.Spec{Sites: twoSites.Sites, Edges: threeEdges, Hosts: []string{"v1", "v2"}})
@@ -208,10 +211,11 @@ func TestFaultTwoViews(t *testing.T) {
 	for _, site := range []string{"a", "b"} {
 		t1, t2 := transitions(e1, site), transitions(e2, site)
 		t.Logf("site %s: v1 %v; v2 %v", site, t1, t2)
-		if !reflect.DeepEqual(t1, t2) {
-			t.Errorf("site %s: the views' verdict changes differ\n  v1: %v\n  v2: %v", site, t1, t2)
+		m1, m2 := milestones(t1), milestones(t2)
+		if !reflect.DeepEqual(m1, m2) {
+			t.Errorf("site %s: the views' changes to lost and up differ\n  v1: %v\n  v2: %v", site, m1, m2)
 		}
-		if !slices.ContainsFunc(t1, func(c string) bool { return strings.HasSuffix(c, "->lost") }) {
+		if !slices.Contains(m1, "lost") {
 			t.Errorf("site %s: no change to lost in v1's events %v", site, t1)
 		}
 	}

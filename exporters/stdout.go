@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"sort"
 	"strconv"
@@ -17,11 +18,33 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/linequeue"
 )
 
 var _ agent.Sink = (*Stdout)(nil)
+
+// stdoutDroppedDesc counts what NewStdoutQueue dropped.
+var stdoutDroppedDesc = prometheus.NewDesc("edgeprobe_stdout_lines_dropped_total",
+	"Lines of the stdout exporter dropped because stdout was not read fast enough or failed.", nil, nil)
+
+// NewStdoutQueue puts w (the agent's stdout) behind a queue that never blocks its
+// writer, and returns a collector of the lines it dropped for /metrics.
+func NewStdoutQueue(w io.Writer, logger *slog.Logger) (*linequeue.Queue, prometheus.Collector) {
+	q := linequeue.New(w, logger, "stdout exporter: lines dropped, stdout is not read fast enough or failed (edgeprobe_stdout_lines_dropped_total)")
+	return q, droppedCollector{q}
+}
+
+type droppedCollector struct{ q *linequeue.Queue }
+
+func (c droppedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- stdoutDroppedDesc }
+
+func (c droppedCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(stdoutDroppedDesc, prometheus.CounterValue, float64(c.q.Dropped()))
+}
 
 // jsonTime has a fixed nine-digit fraction so that lines sort and align as text.
 const jsonTime = "2006-01-02T15:04:05.000000000Z07:00"
@@ -31,11 +54,11 @@ const textTime = "15:04:05.000"
 
 // Stdout writes events as lines, one JSON object per line or aligned text.
 //
-// Handle writes synchronously through a bufio.Writer that is flushed after every line.
-// That is enough for stdout: its reader is a terminal, a pipe or journald, which drain
-// continuously, and a line of a hundred bytes fits a pipe buffer in microseconds. A queue
-// would only add a goroutine, reordering and lines lost at exit; a reader that stops
-// reading altogether is a broken deployment that no buffer would fix.
+// Handle formats into a bufio.Writer that is flushed after every line, so each Write
+// to w is whole lines. The agent gives it the queue of NewStdoutQueue, never stdout
+// itself: Handle runs on the probe scheduler's goroutine, and a reader that stops
+// reading (journald stalled, a pager paused, a pipe nobody drains) must cost lines,
+// counted, not probes.
 type Stdout struct {
 	mu      sync.Mutex
 	w       *bufio.Writer

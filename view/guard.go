@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/edgeprobe/edgeprobe/internal/linequeue"
 )
 
 // The view's defences at the HTTP level (view/README.md, "Hostile input"): which Host a
@@ -50,7 +52,7 @@ type hardening struct {
 	bodies, large, decoding *budget
 	conns                   *connLimit
 	rejects                 *rejectLog
-	events                  *logQueue
+	events                  *linequeue.Queue
 }
 
 func newHardening(cfg *Config, s *Server) *hardening {
@@ -69,7 +71,8 @@ func newHardening(cfg *Config, s *Server) *hardening {
 		decoding: newBudget(cfg.MaxPushMemory / 2),
 		conns:    newConnLimit(cfg.MaxConnections),
 		rejects:  newRejectLog(s.log),
-		events:   newLogQueue(s.opts.Events, s.log),
+		events: linequeue.New(s.opts.Events, s.log,
+			"event log: lines dropped, stdout is not read fast enough or failed (edgeprobe_view_log_dropped_total)"),
 	}
 	addHost := func(name string) {
 		if name = hostKey(name); name != "" {
@@ -391,5 +394,5 @@ func (h *hardening) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(h.conns.evicted.Load()))
 	ch <- prometheus.MustNewConstMetric(pushMemoryDesc, prometheus.GaugeValue, float64(h.bodies.used.Load()), "bodies")
 	ch <- prometheus.MustNewConstMetric(pushMemoryDesc, prometheus.GaugeValue, float64(h.decoding.used.Load()), "decoding")
-	ch <- prometheus.MustNewConstMetric(logDroppedDesc, prometheus.CounterValue, float64(h.events.dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(logDroppedDesc, prometheus.CounterValue, float64(h.events.Dropped()))
 }

@@ -489,3 +489,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
 	_, _ = w.Write(page)
 }
+
+// FlushEvents waits until the event log's queued lines are written, at most timeout:
+// for a clean exit, after Serve returned.
+func (s *Server) FlushEvents(timeout time.Duration) { s.hard.events.Flush(timeout) }

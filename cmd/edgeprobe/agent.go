@@ -42,6 +42,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 	hangup := make(chan os.Signal, 1)
 	signal.Notify(hangup, syscall.SIGHUP)
 	defer signal.Stop(hangup)
+	survivePipe()
 
 	logger := newLogger(stderr)
 	cfg, err := config.Load(*configPath)
@@ -57,6 +58,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot start the exporters", "config", *configPath, "error", err)
 		return exitFailure
 	}
+	defer out.stdout.Flush(flushGrace)
 	a, err := agent.New(cfg, agent.Options{Sinks: out.sinks, Logger: logger})
 	if err != nil {
 		out.close()

@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/edgeprobe/edgeprobe/exporters"
 )
@@ -88,4 +91,17 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'edgeprobe COMMAND --help' for a command's options.")
+}
+
+// flushGrace is how long a process waits at exit for its queued stdout lines.
+const flushGrace = 2 * time.Second
+
+// survivePipe keeps the process alive when stdout's reader goes away. By default a write
+// to a closed pipe on stdout kills a Go program with SIGPIPE; asked for, the signal is
+// only delivered (to a channel nobody reads) and the write fails with EPIPE, which the
+// agent's stdout queue and the view's event log count as dropped lines. Notify rather
+// than signal.Ignore: an ignored signal stays ignored in the programs the process
+// starts (the failover's commands).
+func survivePipe() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/exporters"
+	"github.com/edgeprobe/edgeprobe/internal/linequeue"
 )
 
 // outputs are the exporters one configuration asks for: the sinks the agent feeds, and
@@ -18,6 +19,7 @@ import (
 type outputs struct {
 	sinks   []agent.Sink
 	runners []runner
+	stdout  *linequeue.Queue
 	wg      sync.WaitGroup
 }
 
@@ -33,15 +35,20 @@ type runner interface {
 // port or a missing token file stops the agent before its first probe.
 func newOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger) (*outputs, error) {
 	o := &outputs{}
-	s, err := exporters.NewStdout(stdout, *cfg.Exporters.Stdout)
+	q, dropped := exporters.NewStdoutQueue(stdout, logger)
+	s, err := exporters.NewStdout(q, *cfg.Exporters.Stdout)
 	if err != nil {
 		return nil, err
 	}
-	o.sinks = append(o.sinks, s)
+	o.sinks, o.stdout = append(o.sinks, s), q
 	var prom *exporters.Prometheus
 	if pc := cfg.Exporters.Prometheus; pc != nil {
 		prom, err = exporters.NewPrometheus(*pc, cfg.Agent.Name, cfg.Agent.Labels, logger.With("exporter", "prometheus"))
 		if err != nil {
+			return nil, err
+		}
+		if err := prom.Register(dropped); err != nil {
+			prom.Close()
 			return nil, err
 		}
 		o.sinks, o.runners = append(o.sinks, prom), append(o.runners, prom)

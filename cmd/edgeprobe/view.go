@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
-	"time"
 
 	"github.com/edgeprobe/edgeprobe/view"
 )
@@ -68,13 +67,7 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// A reader of the event log that goes away must not take the view with it: by
-	// default a write to a closed pipe on stdout kills a Go program with SIGPIPE. Asked
-	// for, the signal is only delivered (to a channel nobody reads) and the write fails
-	// with EPIPE, which the event log counts as dropped lines (view/README.md, "Event
-	// log"). Notify rather than signal.Ignore: an ignored signal stays ignored in the
-	// programs the view starts.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	survivePipe()
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
 		debug.SetMemoryLimit(view.SoftMemoryLimit)
 	}
@@ -84,7 +77,7 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	err = srv.ListenAndServe(ctx)
-	srv.FlushEvents(2 * time.Second)
+	srv.FlushEvents(flushGrace)
 	if err != nil {
 		logger.Error("view stopped", "error", err)
 		return exitFailure
