@@ -2,6 +2,7 @@ package view
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net/netip"
@@ -13,8 +14,10 @@ import (
 )
 
 // FuzzSnappyStrict checks the view's snappy against github.com/golang/snappy, the
-// format's Go reference: the view takes exactly the blocks the reference decodes, with
-// the same bytes, and the header check before decoding (snappyClaim) never refuses one of
+// format's Go reference: the view takes the blocks the reference decodes, with the same
+// bytes, and nothing else (it may refuse a length header longer than its value needs,
+// such as 80 80 80 80 80 00 for an empty block: the reference reads any varint, and no
+// encoder writes one), and the header check before decoding (snappyClaim) never refuses one of
 // them as a lie, while every claim it lets through is one that the block's length can
 // hold.
 func FuzzSnappyStrict(f *testing.F) {
@@ -42,6 +45,9 @@ func FuzzSnappyStrict(f *testing.F) {
 		}
 		want, wantErr := refsnappy.Decode(nil, b)
 		got, gotErr := snappy.DecodeStrict(nil, b)
+		if wantErr == nil && gotErr != nil && !minimalHeader(b) {
+			return
+		}
 		if (wantErr == nil) != (gotErr == nil) || !bytes.Equal(want, got) {
 			t.Fatalf("reference: %d bytes, %v; DecodeStrict: %d bytes, %v", len(want), wantErr, len(got), gotErr)
 		}
@@ -87,4 +93,11 @@ func FuzzHostAllowed(f *testing.F) {
 			}
 		}
 	})
+}
+
+// minimalHeader says whether b's length header is the shortest varint of its value, as
+// every snappy encoder writes it.
+func minimalHeader(b []byte) bool {
+	v, n := binary.Uvarint(b)
+	return n > 0 && n == binary.PutUvarint(make([]byte, binary.MaxVarintLen64), v)
 }
