@@ -76,7 +76,7 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	// programs the view starts.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		debug.SetMemoryLimit(view.SoftMemoryLimit)
+		debug.SetMemoryLimit(cfg.SoftMemoryLimit())
 	}
 	srv, err := view.New(cfg, view.Options{Logger: logger, Events: stdout})
 	if err != nil {
