@@ -94,8 +94,12 @@ type Config struct {
 	// VerdictTimeout is how long a flip's verdict may take before it counts as missing.
 	VerdictTimeout time.Duration
 	// ReadEvery, if set, has a reader fetch /api/v1/sites, the page and /metrics this
-	// often during the window, as a dashboard and a scraper would.
+	// often during the window, as a dashboard and a scraper would: in every second
+	// phase of ReadPhase (default 5s), starting with a phase without reads, so that
+	// pushes beside reads and pushes without are measured side by side in one run, on
+	// the same machine load (Result.PushPhases).
 	ReadEvery time.Duration
+	ReadPhase time.Duration
 	// Window, if set, is called when the measured window begins (true) and ends (false),
 	// so a caller can read the view's CPU time over exactly that window. The window is
 	// Duration long; the last flips' verdicts are awaited after it (Result.Drain).
@@ -128,6 +132,17 @@ type Result struct {
 	Lateness []time.Duration
 	// ReadLatency is, per path read (ReadEvery), request sent -> whole answer read.
 	ReadLatency map[string][]time.Duration
+	// PushPhases is, with ReadEvery, the same sample of periodic pushes by phase of
+	// ReadPhase and by whether a read was under way while the push was (a read started
+	// in a phase with reads may run into the next one).
+	PushPhases []PushPhase
+}
+
+// PushPhase is the push latency sample of one phase of the window, split by reads.
+type PushPhase struct {
+	Reads  bool            // a phase in which reads start
+	Quiet  []time.Duration // pushes during which no read was under way
+	Beside []time.Duration // pushes during which one was
 }
 
 func (c *Config) defaults() {
@@ -151,6 +166,9 @@ func (c *Config) defaults() {
 	}
 	if c.VerdictTimeout == 0 {
 		c.VerdictTimeout = 5 * time.Second
+	}
+	if c.ReadPhase == 0 {
+		c.ReadPhase = 5 * time.Second
 	}
 }
 
@@ -479,8 +497,11 @@ type run struct {
 	mu         sync.Mutex
 	pending    map[string]*pending // by site
 	res        Result
-	measuring  atomic.Bool // errors and latencies are recorded
-	counting   atomic.Bool // pushes are counted: the window
+	measuring  atomic.Bool  // errors and latencies are recorded
+	counting   atomic.Bool  // pushes are counted: the window
+	window     time.Time    // the window's start, set before counting
+	reading    atomic.Int64 // reads under way
+	readStarts atomic.Int64 // reads started so far
 	pushes     atomic.Int64
 	due        atomic.Int64
 	missed     atomic.Int64
@@ -542,9 +563,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Window != nil {
 		cfg.Window(true)
 	}
+	windowStart := time.Now()
+	r.window = windowStart
 	r.measuring.Store(true)
 	r.counting.Store(true)
-	windowStart := time.Now()
 	end := windowStart.Add(cfg.Duration)
 	if cfg.ReadEvery > 0 {
 		wg.Go(func() { r.readLoop(ctx, end) })
@@ -617,9 +639,11 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, slot time.Time) {
 		}
 		counting := r.counting.Load()
 		a.mu.Lock()
+		reads, starts := r.reading.Load(), r.readStarts.Load()
 		sent := time.Now()
 		err := a.push(ctx, r.cfg.URL, r.cfg.Token, nil)
 		took := time.Since(sent)
+		beside := reads > 0 || r.readStarts.Load() != starts
 		a.mu.Unlock()
 		if counting {
 			r.due.Add(1)
@@ -635,6 +659,9 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, slot time.Time) {
 				r.mu.Lock()
 				r.res.PushLatency = append(r.res.PushLatency, took)
 				r.res.Lateness = append(r.res.Lateness, sent.Sub(slot))
+				if r.cfg.ReadEvery > 0 {
+					r.phase(sent, beside, took)
+				}
 				r.mu.Unlock()
 			}
 		}
@@ -653,14 +680,37 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, slot time.Time) {
 // readPaths are what a dashboard and a scraper read from a view.
 var readPaths = []string{"/api/v1/sites", "/", "/metrics"}
 
-// readLoop reads readPaths every ReadEvery until end, one after the other, and records
+// phase records a push sent at sent in its phase of the window; r.mu is held.
+func (r *run) phase(sent time.Time, beside bool, took time.Duration) {
+	k := max(0, int(sent.Sub(r.window)/r.cfg.ReadPhase))
+	for len(r.res.PushPhases) <= k {
+		r.res.PushPhases = append(r.res.PushPhases, PushPhase{Reads: len(r.res.PushPhases)%2 == 1})
+	}
+	p := &r.res.PushPhases[k]
+	if beside {
+		p.Beside = append(p.Beside, took)
+	} else {
+		p.Quiet = append(p.Quiet, took)
+	}
+}
+
+// readPhase says whether reads start at t: in every second phase of the window.
+func (r *run) readPhase(t time.Time) bool {
+	return int(t.Sub(r.window)/r.cfg.ReadPhase)%2 == 1
+}
+
+// readLoop reads readPaths every ReadEvery until end, one after the other, in the
+// phases with reads (readPhase), and records
 // how long each whole answer took.
 func (r *run) readLoop(ctx context.Context, end time.Time) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	tick := time.NewTicker(r.cfg.ReadEvery)
 	defer tick.Stop()
-	for {
+	for now := time.Now(); ; {
 		for _, path := range readPaths {
+			if !r.readPhase(now) {
+				break
+			}
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+path, nil)
 			if err != nil {
 				return
@@ -668,11 +718,16 @@ func (r *run) readLoop(ctx context.Context, end time.Time) {
 			if r.cfg.Token != "" {
 				req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
 			}
+			r.reading.Add(1)
+			r.readStarts.Add(1)
 			start := time.Now()
 			resp, err := client.Do(req)
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+			}
+			r.reading.Add(-1)
+			if err == nil {
 				if err == nil && resp.StatusCode != http.StatusOK {
 					err = &statusError{agent: "reader", status: resp.Status, msg: "GET " + path}
 				}
@@ -693,7 +748,7 @@ func (r *run) readLoop(ctx context.Context, end time.Time) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
+		case now = <-tick.C:
 			if now.After(end) {
 				return
 			}

@@ -50,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Witnesses, "witnesses", 0, "agents reporting each site; a flip changes a site on all of them (default 10, or all agents when fewer)")
 	fs.DurationVar(&cfg.FlipEvery, "flip-every", 500*time.Millisecond, "a flip (next site down, or back up) this often")
 	fs.DurationVar(&cfg.ReadEvery, "read-every", 0, "read /api/v1/sites, / and /metrics this often during the window (0: never)")
+	fs.DurationVar(&cfg.ReadPhase, "read-phase", 5*time.Second, "with --read-every: read only in every second phase this long, to compare pushes with and without reads")
 	cpuProfile := fs.String("cpuprofile", "", "with --view: have the view write a CPU profile to `file`")
 	selfProfile := fs.String("load-cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	writeConfig := fs.Bool("write-config", true, "with --view: give the view a config raising max_connections and max_sites where the agents need more (false for a view that predates those keys)")
@@ -227,7 +228,35 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 	row("deciding push -> its response", lat(r.ResponseLatency))
 	row("any push -> response (1 in 10)", lat(r.PushLatency))
 	row("push sent after its slot (1 in 10)", lat(r.Lateness))
+	if len(r.PushPhases) > 0 {
+		row("push -> response, no read under way", phases(r.PushPhases, false))
+		row("push -> response, beside a read", phases(r.PushPhases, true))
+	}
 	tw.Flush()
+}
+
+// phases sums up the push latency of one class (beside reads or not) over the window's
+// phases: the median over phases of each phase's p50 and p99, so that one phase that met
+// a burst of other work on the machine does not decide the figure, and the samples in all.
+func phases(ps []viewload.PushPhase, beside bool) string {
+	var p50s, p99s []time.Duration
+	n := 0
+	for _, p := range ps {
+		xs := p.Quiet
+		if beside {
+			xs = p.Beside
+		}
+		n += len(xs)
+		if len(xs) < 20 { // too few for a p99 of the phase
+			continue
+		}
+		p50s = append(p50s, testkit.Percentile(xs, 50))
+		p99s = append(p99s, testkit.Percentile(xs, 99))
+	}
+	if len(p50s) == 0 {
+		return fmt.Sprintf("too few samples (n=%d)", n)
+	}
+	return fmt.Sprintf("median of phases: p50 %s  p99 %s  (%d phases of at least 20, n=%d)", ms(testkit.Median(p50s)), ms(testkit.Median(p99s)), len(p50s), n)
 }
 
 // viewConfig is the view.toml that raises the view's limits where cfg needs more than
