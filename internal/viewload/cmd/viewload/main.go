@@ -215,7 +215,11 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		errs += "; first: " + r.ErrorSample
 	}
 	row("errors", errs)
-	row("flips / verdicts seen", fmt.Sprintf("%d / %d (unexpected verdict changes: %d)", r.Flips, r.Verdicts, r.Unexpected))
+	unexpected := fmt.Sprint(r.Unexpected)
+	if len(r.UnexpectedSample) > 0 {
+		unexpected += "; first: " + strings.Join(r.UnexpectedSample, ", ")
+	}
+	row("flips / verdicts seen", fmt.Sprintf("%d / %d (unexpected verdict changes: %s)", r.Flips, r.Verdicts, unexpected))
 	lat := func(ds []time.Duration) string {
 		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(testkit.Percentile(ds, 50)), ms(testkit.Percentile(ds, 99)), ms(testkit.Percentile(ds, 100)), len(ds))
 	}
