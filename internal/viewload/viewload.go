@@ -851,7 +851,10 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				continue
 			}
 			r.mu.Lock()
-			if p := r.pending[ev.Site]; p != nil && p.to == ev.To && !p.seen {
+			// An event read before the deciding push was sent is not its verdict (the
+			// site got there another way, its agents going stale), however late this
+			// loop gets to it on a loaded machine.
+			if p := r.pending[ev.Site]; p != nil && p.to == ev.To && !p.seen && !p.sent.IsZero() && !e.Arrived.Before(p.sent) {
 				p.seen = true
 				r.res.Verdicts++
 				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
