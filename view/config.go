@@ -32,21 +32,22 @@ const (
 	DefaultMaxEventClients          = 256
 	DefaultMaxEventClientsPerClient = 16
 	// Each agent keeps one connection to the view; with the header limit a connection
-	// costs at most about 100 KiB, and the pushes in flight at most DefaultMaxPushMemory:
-	// view/README.md, "Hostile input", adds up what they bound.
+	// costs at most about connMemory, and the pushes in flight at most
+	// DefaultMaxPushMemory: view/README.md, "Hostile input", adds up what they bound.
 	DefaultMaxConnections = 1024
 	DefaultMaxPushMemory  = 64 << 20
+	connMemory            = 50 << 10
 	// What the engine keeps: twice the 10,000 agents that make bench-view-load measures,
 	// as many sites, and a million reports (10,000 agents x 20 sites x 2 targets is
 	// 600,000), about 100 MiB at the heap per report that BenchmarkTargetMemory measures.
 	DefaultMaxAgents  = 20000
 	DefaultMaxSites   = 20000
 	DefaultMaxReports = 1000000
-	// SoftMemoryLimit is the Go runtime's soft memory limit that `edgeprobe view` sets
-	// unless GOMEMLIMIT says otherwise: what the limits above let the view hold is live
-	// memory, and without a limit the collector lets the heap grow to twice the live
-	// size before it runs.
-	SoftMemoryLimit = 192 << 20
+	// defaultSoftMemoryLimit is the Go runtime's soft memory limit that `edgeprobe view`
+	// sets at the default limits unless GOMEMLIMIT says otherwise (Config.SoftMemoryLimit):
+	// what the limits above let the view hold is live memory, and without a limit the
+	// collector lets the heap grow to twice the live size before it runs.
+	defaultSoftMemoryLimit = 192 << 20
 	// A notifier's attempt times out after DefaultNotifyTimeout and is retried
 	// DefaultNotifyRetries times; Alertmanager alerts are re-sent every DefaultResend.
 	DefaultNotifyTimeout = 5 * time.Second
@@ -309,6 +310,18 @@ func (q Quorum) need(known int) int {
 		return max(2, known/2+1)
 	}
 	return q.N
+}
+
+// SoftMemoryLimit is the Go runtime's soft memory limit for a view with c's limits: 192
+// MiB at the defaults, plus what raising max_connections or max_push_memory lets the view
+// hold beyond them (connMemory a connection). A limit below the live memory those allow
+// would have the collector run without pause (at 10,000 agents' connections it took
+// half the view's CPU) rather than bound anything: the limits bound the memory, this
+// only keeps garbage from doubling it (view/README.md, "Hostile input").
+// Unset limits count as their defaults.
+func (c *Config) SoftMemoryLimit() int64 {
+	extraConns := int64(max(0, c.MaxConnections-DefaultMaxConnections))
+	return defaultSoftMemoryLimit + extraConns*connMemory + max(0, c.MaxPushMemory-DefaultMaxPushMemory)
 }
 
 // Defaults fills what the file left out.

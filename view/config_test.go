@@ -223,3 +223,28 @@ func TestViewExample(t *testing.T) {
 		}
 	}
 }
+
+// The soft memory limit follows the limits that let the view hold more: raising
+// max_connections for 10,000 agents must not leave the collector running without pause
+// under the default's 192 MiB.
+func TestSoftMemoryLimit(t *testing.T) {
+	def := DefaultConfig()
+	if got := def.SoftMemoryLimit(); got != defaultSoftMemoryLimit {
+		t.Errorf("default config: soft memory limit %d, want %d", got, defaultSoftMemoryLimit)
+	}
+	if got := (&Config{}).SoftMemoryLimit(); got != defaultSoftMemoryLimit {
+		t.Errorf("unset limits: soft memory limit %d, want %d", got, defaultSoftMemoryLimit)
+	}
+	big := DefaultConfig()
+	big.MaxConnections = 10016
+	big.MaxPushMemory = 2 * DefaultMaxPushMemory
+	want := int64(defaultSoftMemoryLimit + (10016-DefaultMaxConnections)*connMemory + DefaultMaxPushMemory)
+	if got := big.SoftMemoryLimit(); got != want {
+		t.Errorf("max_connections 10016, max_push_memory 128 MiB: soft memory limit %d, want %d", got, want)
+	}
+	small := DefaultConfig()
+	small.MaxConnections = 10
+	if got := small.SoftMemoryLimit(); got != defaultSoftMemoryLimit {
+		t.Errorf("max_connections 10: soft memory limit %d, want the default's %d", got, defaultSoftMemoryLimit)
+	}
+}

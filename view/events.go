@@ -25,7 +25,8 @@ import (
 // to twice the ring). The ring itself never loses a change.
 type eventLog struct {
 	mu     sync.Mutex
-	ring   []Change // oldest first, at most size
+	ring   []Change // oldest first, at most size; a window onto buf (keep)
+	buf    []Change
 	size   int
 	nextID uint64
 
@@ -70,10 +71,22 @@ func newEventLog(stateDir string, size int, log *slog.Logger) (*eventLog, error)
 }
 
 // keep puts c at the end of the ring; l.mu is held (or the log is not shared yet).
+//
+// The ring is a window onto buf, twice its size: a full ring moves its start one change
+// on, and only once its end reaches buf's is it copied back to buf's start, once every
+// size changes. Shifting the whole ring on every change, as before, took a sixth of
+// the view's CPU in a storm of verdict changes at 10,000 agents, under applyMu.
 func (l *eventLog) keep(c Change) {
+	if l.buf == nil {
+		l.buf = make([]Change, 2*l.size)
+		l.ring = l.buf[:copy(l.buf, l.ring)]
+	}
 	if len(l.ring) == l.size {
-		copy(l.ring, l.ring[1:])
-		l.ring = l.ring[:l.size-1]
+		l.ring[0] = Change{} // what it names may be freed
+		l.ring = l.ring[1:]
+	}
+	if len(l.ring) == cap(l.ring) {
+		l.ring = l.buf[:copy(l.buf, l.ring)]
 	}
 	l.ring = append(l.ring, c)
 }

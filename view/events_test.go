@@ -2,6 +2,7 @@ package view
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -172,3 +173,29 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// The ring keeps the last size changes, oldest first, however many pass through it, and
+// never moves off its own buffer (keep copies it back to the start once every size).
+func TestEventRingKeepsLast(t *testing.T) {
+	const size = 5
+	l, err := newEventLog("", size, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 4*size+3; n++ {
+		l.add(Change{Site: fmt.Sprint(n)})
+		got, _ := l.since(0, 0)
+		want := min(n, size)
+		if len(got) != want {
+			t.Fatalf("after %d changes: %d kept, want %d", n, len(got), want)
+		}
+		for i, c := range got {
+			if id := uint64(n - want + i + 1); c.ID != id || c.Site != fmt.Sprint(id) {
+				t.Fatalf("after %d changes: kept[%d] is id %d site %s, want id %d", n, i, c.ID, c.Site, id)
+			}
+		}
+		if end := l.ring[:cap(l.ring)]; len(l.buf) != 2*size || &end[len(end)-1] != &l.buf[len(l.buf)-1] {
+			t.Fatalf("after %d changes: the ring is not a window onto its buffer of %d", n, 2*size)
+		}
+	}
+}

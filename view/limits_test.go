@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -359,5 +360,42 @@ func TestPushBeyondBounds(t *testing.T) {
 	wantMetric(t, metricsText(t, base), `edgeprobe_view_pushes_rejected_total{reason="full"} 1`)
 	if s := getSites(t, base).Sites; len(s) != 1 || len(s[0].Agents) != 2 || s[0].State != VerdictLost {
 		t.Errorf("sites %+v: want pangyo lost from a and b alone", s)
+	}
+}
+
+// A push whose sender is gone before a decode slot is free is not decoded: under more
+// load than the view has CPU for, it would only take a slot from a sender still waiting.
+func TestDecodeSkipsAbandonedPush(t *testing.T) {
+	cfg := DefaultConfig()
+	s, err := New(cfg, Options{Events: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := encodePushes(t, agentPush{agent: "a", interval: 1, sites: map[string]string{"p": "up"}, at: time.Now()})
+	for range cap(s.decodeSlots) {
+		s.decodeSlots <- struct{}{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/api/v1/write", nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.decode(req, body)
+		done <- err
+	}()
+	cancel()
+	if err := <-done; err != errBusy {
+		t.Fatalf("decode of an abandoned push waiting for a slot: %v, want errBusy", err)
+	}
+	if n := len(s.decodeSlots); n != cap(s.decodeSlots) {
+		t.Errorf("decode slots held: %d, want all %d (the test's)", n, cap(s.decodeSlots))
+	}
+	if used := s.hard.decoding.used.Load(); used != 0 {
+		t.Errorf("decoding budget still charged %d bytes after the push gave up", used)
+	}
+	// With a slot free, a push whose sender waits is decoded.
+	<-s.decodeSlots
+	reps, err := s.decode(httptest.NewRequest(http.MethodPost, "/api/v1/write", nil), body)
+	if err != nil || len(reps) != 1 || reps[0].Agent != "a" {
+		t.Fatalf("decode with a free slot: %v, %d reports", err, len(reps))
 	}
 }

@@ -190,7 +190,8 @@ func (s *Server) takeBodyMemory(r *http.Request, charge int64) (release func(), 
 // decode decodes a push within the decoding budget: twice the decoded size the snappy
 // header claims (the buffer, and the reports built from it, which decodeWrite bounds
 // by that size), taken before the buffer is allocated; and in one of the decode slots,
-// which bound the CPU that decoding takes.
+// which bound the CPU that decoding takes, unless its sender is gone before one is free
+// (errBusy).
 func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
 	n, err := snappyClaim(body, s.decodedLimit())
 	if err != nil {
@@ -201,7 +202,15 @@ func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
 		return nil, err
 	}
 	defer s.hard.decoding.release(charge)
-	s.decodeSlots <- struct{}{}
+	// A push whose sender gave up waiting (its timeout, or it went away) is not
+	// decoded: under more load than the view has CPU for, decoding it would only take
+	// a slot from a push whose sender still waits. Its agent's next push carries its
+	// whole state again.
+	select {
+	case s.decodeSlots <- struct{}{}:
+	case <-r.Context().Done():
+		return nil, errBusy
+	}
 	defer func() { <-s.decodeSlots }()
 	return decodeWrite(body, n)
 }

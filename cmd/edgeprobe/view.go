@@ -69,7 +69,7 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	survivePipe()
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		debug.SetMemoryLimit(view.SoftMemoryLimit)
+		debug.SetMemoryLimit(cfg.SoftMemoryLimit())
 	}
 	srv, err := view.New(cfg, view.Options{Logger: logger, Events: stdout})
 	if err != nil {

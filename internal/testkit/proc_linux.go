@@ -15,8 +15,9 @@ import (
 // port (the kernel converts from its own HZ).
 const clockTick = 100
 
-// ReadProc reads a process's figures from /proc/PID/stat, /proc/PID/status and
-// /proc/PID/fd. Reading another user's fd directory needs root.
+// ReadProc reads a process's figures from /proc/PID/stat, /proc/PID/status,
+// /proc/PID/fd and /proc/PID/task/*/schedstat. Reading another user's fd directory needs
+// root.
 func ReadProc(pid int) (Proc, error) {
 	var p Proc
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -74,5 +75,28 @@ func ReadProc(pid int) (Proc, error) {
 		return p, err
 	}
 	p.FDs = len(fds)
+	p.RunDelay = runDelay(pid)
 	return p, nil
+}
+
+// runDelay sums the run-queue delay (nanoseconds, the second field of schedstat) of
+// pid's threads; a thread that ends between the listing and the read is left out.
+func runDelay(pid int) time.Duration {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				sum += time.Duration(ns)
+			}
+		}
+	}
+	return sum
 }

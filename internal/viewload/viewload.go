@@ -1,6 +1,6 @@
 // Package viewload plays many edgeprobe agents against one view, on loopback only, to
-// measure what the view costs and how fast it decides (the load of view/README.md: 1000 agents x 20 sites at
-// one push a second).
+// measure what the view costs and how fast it decides (the load of view/README.md: up
+// to 10,000 agents x 20 sites at one push a second).
 //
 // Each simulated agent pushes its complete state every interval, exactly the series an
 // agent's remote_write exporter sends (exporters/README.md, "push contract"): the state
@@ -11,22 +11,34 @@
 // with sorted labels and one sample stamped with the push's wall-clock millisecond,
 // marshalled with the protobuf runtime and snappy block-compressed, as the exporter does.
 // The exporter has no exported encoder, so the bytes are built here from exporters/prompb.
-// Agents' pushes are spread evenly over the interval (agent i starts at i/N of it).
+// An agent's WriteRequest is marshalled again only when its state changes; between
+// changes only the samples' timestamps move, and they are rewritten in place (a
+// millisecond timestamp's varint keeps its length for decades), so that the generator
+// spends its CPU on what a real agent's push costs too (HTTP and snappy) rather than on
+// protobuf reflection: at 10,000 agents a push a second it shares the machine with the
+// view.
 //
-// Agents come in groups of Quorum (the last group takes the remainder), and each group
-// reports its own Sites sites, so that every site has a quorum of witnesses and no
-// more. On a schedule, a site goes down on all of its group's agents (each agent pushes
-// its change at once, as a real agent does: the view says lost only once its witnesses
-// agree, docs/DESIGN.md) and later comes back up. The push of the group's last agent is
-// the deciding push; the verdict latency is from just before it is sent to the
-// verdict's arrival on the view's /api/v1/events stream, and, separately, to the push's
-// response (the view decides before it answers).
+// Agents' pushes are spread evenly over the interval (agent i starts at i/N of it), each
+// on its own schedule (a push that overruns its slot skips the slots it overran; they
+// are counted as missed) and over its own keep-alive connection, with the exporter's
+// push timeout.
+//
+// Agents come in groups of Witnesses (the last group takes the remainder), and each
+// group reports its own Sites sites, so that every site has that many witnesses. On a
+// schedule, a site goes down on all of its group's agents, one after the other (each
+// pushes its change at once, as a real agent does: the view says lost only once enough
+// witnesses agree, docs/DESIGN.md), and later comes back up. The deciding push is the
+// one after which the view's rule says lost (a quorum down and at most max_up_fraction
+// still up), and on the way back the group's last; the verdict latency is from just
+// before it is sent to the verdict's arrival on the view's /api/v1/events stream, and,
+// separately, to the push's response (the view decides before it answers).
 package viewload
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -36,11 +48,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/snappy"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgeprobe/edgeprobe/config"
 	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 	"github.com/edgeprobe/edgeprobe/internal/testkit"
@@ -63,29 +78,46 @@ type Config struct {
 	Sites    int
 	Targets  int           // targets per site (default 2: an ICMP and an HTTP one)
 	Interval time.Duration // push interval (default 1s)
-	Duration time.Duration // how long to push, after one interval of warm-up
-	// Quorum is the view's quorum: a flip turns a site down (or up) on this many agents.
-	Quorum int
+	Duration time.Duration // the measured window, after a warm-up of 1.5 intervals
+	// Quorum is the view's quorum (default 2) and MaxUpFraction its max_up_fraction
+	// (default the view's): with them a flip knows which of its pushes decides.
+	Quorum        int
+	MaxUpFraction float64
+	// Witnesses is how many agents report each site (default 10, or all agents when
+	// fewer, and at least Quorum): a flip turns a site down (or up) on all of them. With
+	// 20 sites an agent, 10,000 agents then report 20,000 sites, the view's default
+	// max_sites.
+	Witnesses int
 	// FlipEvery is how often a flip starts (default 500ms); each flips the next site, down
 	// if it is up, up if it is down.
 	FlipEvery time.Duration
 	// VerdictTimeout is how long a flip's verdict may take before it counts as missing.
 	VerdictTimeout time.Duration
 	// ReadEvery, if set, has a reader fetch /api/v1/sites, the page and /metrics this
-	// often during the window, as a dashboard and a scraper would.
+	// often during the window, as a dashboard and a scraper would: in every second
+	// phase of ReadPhase (default 5s), starting with a phase without reads, so that
+	// pushes beside reads and pushes without are measured side by side in one run, on
+	// the same machine load (Result.PushPhases).
 	ReadEvery time.Duration
+	ReadPhase time.Duration
 	// Window, if set, is called when the measured window begins (true) and ends (false),
-	// so a caller can read the view's CPU time over exactly that window.
+	// so a caller can read the view's CPU time over exactly that window. The window is
+	// Duration long; the last flips' verdicts are awaited after it (Result.Drain).
 	Window func(begin bool)
 }
 
 // Result is what a run measured.
 type Result struct {
 	Agents, Sites, SeriesPerPush int
+	Witnesses                    int
 	Elapsed                      time.Duration // the measured window
+	Drain                        time.Duration // after it: the wait for the last flips and their verdicts
 	Pushes                       int64         // pushes answered 2xx in the window
-	Errors                       int64         // transport errors and non-2xx answers
+	Due                          int64         // periodic pushes the agents' schedules had in the window
+	Missed                       int64         // of them, slots skipped because the agent's previous push overran
+	Errors                       int64         // transport errors and non-2xx answers, window and drain
 	ErrorSample                  string        // the first error
+	ErrorKinds                   map[string]int64
 	PushesPerSecond              float64
 	Flips                        int             // flips scheduled
 	Verdicts                     int             // flips whose verdict arrived on /api/v1/events
@@ -94,8 +126,23 @@ type Result struct {
 	EventLatency                 []time.Duration // deciding push sent -> verdict on /api/v1/events
 	ResponseLatency              []time.Duration // deciding push sent -> its response
 	PushLatency                  []time.Duration // every periodic push: sent -> response (a sample)
+	// Lateness is, for the same sample of periodic pushes, how long after its slot the
+	// generator sent it: a generator short of CPU shows here rather than in the view's
+	// figures.
+	Lateness []time.Duration
 	// ReadLatency is, per path read (ReadEvery), request sent -> whole answer read.
 	ReadLatency map[string][]time.Duration
+	// PushPhases is, with ReadEvery, the same sample of periodic pushes by phase of
+	// ReadPhase and by whether a read was under way while the push was (a read started
+	// in a phase with reads may run into the next one).
+	PushPhases []PushPhase
+}
+
+// PushPhase is the push latency sample of one phase of the window, split by reads.
+type PushPhase struct {
+	Reads  bool            // a phase in which reads start
+	Quiet  []time.Duration // pushes during which no read was under way
+	Beside []time.Duration // pushes during which one was
 }
 
 func (c *Config) defaults() {
@@ -108,11 +155,20 @@ func (c *Config) defaults() {
 	if c.Quorum == 0 {
 		c.Quorum = 2
 	}
+	if c.MaxUpFraction == 0 {
+		c.MaxUpFraction = view.DefaultMaxUpFraction
+	}
+	if c.Witnesses == 0 {
+		c.Witnesses = max(c.Quorum, min(10, c.Agents))
+	}
 	if c.FlipEvery == 0 {
 		c.FlipEvery = 500 * time.Millisecond
 	}
 	if c.VerdictTimeout == 0 {
 		c.VerdictTimeout = 5 * time.Second
+	}
+	if c.ReadPhase == 0 {
+		c.ReadPhase = 5 * time.Second
 	}
 }
 
@@ -140,12 +196,23 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("interval %v: want at least 10ms", c.Interval)
 	case c.Quorum < 1 || c.Quorum > c.Agents:
 		return fmt.Errorf("quorum %d: want 1 to the number of agents (%d)", c.Quorum, c.Agents)
+	case c.Witnesses < c.Quorum || c.Witnesses > c.Agents:
+		return fmt.Errorf("witnesses %d: want the quorum (%d) to the number of agents (%d)", c.Witnesses, c.Quorum, c.Agents)
+	case c.MaxUpFraction < 0 || c.MaxUpFraction >= 1:
+		return fmt.Errorf("max_up_fraction %g: want at least 0 and less than 1", c.MaxUpFraction)
 	}
 	return nil
 }
 
-// simAgent is one simulated agent: its state and its encoded-once WriteRequest, whose
-// sample values and timestamps are rewritten in place before every push.
+// SitesNeeded is how many sites the view will keep for cfg (after defaults): what its
+// max_sites must allow.
+func (c Config) SitesNeeded() int {
+	c.defaults()
+	return c.groups() * c.Sites
+}
+
+// simAgent is one simulated agent: its state and its WriteRequest, marshalled when the
+// state changes, whose samples' timestamps are rewritten in place before every push.
 type simAgent struct {
 	name   string
 	client *http.Client
@@ -163,23 +230,52 @@ type simAgent struct {
 	detectIdx []int
 	targetIdx [][]int
 	reasonIdx [][]int
+	// raw is req marshalled; tsAt holds the offsets in raw of every sample's timestamp
+	// varint, each tsLen bytes long; dirty says the state changed since.
 	raw, body []byte
+	tsAt      []int
+	tsLen     int
+	dirty     bool
 }
 
 func siteName(group, i int) string { return fmt.Sprintf("g%04d-site%03d", group, i) }
 
-// groups is the number of agent groups; agent i is in group min(i/Quorum, groups-1).
-func (c *Config) groups() int { return max(1, c.Agents/c.Quorum) }
+// groups is the number of agent groups; agent i is in group min(i/Witnesses, groups-1).
+func (c *Config) groups() int { return max(1, c.Agents/c.Witnesses) }
 
-func (c *Config) group(agent int) int { return min(agent/c.Quorum, c.groups()-1) }
+func (c *Config) group(agent int) int { return min(agent/c.Witnesses, c.groups()-1) }
+
+// members is the first agent of group g and the one after its last.
+func (c *Config) members(g int) (first, end int) {
+	first, end = g*c.Witnesses, (g+1)*c.Witnesses
+	if g == c.groups()-1 {
+		end = c.Agents
+	}
+	return first, end
+}
+
+// deciding is how many of a group of n witnesses must report a site down before the
+// view's rule says lost: at least the quorum, and at most max_up_fraction of them still
+// up (docs/DESIGN.md, "Verdicts at the view"). Back up, all n must report it up.
+func (c *Config) deciding(n int) int {
+	for k := c.Quorum; k < n; k++ {
+		if float64(n-k) <= c.MaxUpFraction*float64(n) {
+			return k
+		}
+	}
+	return n
+}
 
 func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent {
 	a := &simAgent{
-		name:   name,
-		down:   make([]bool, cfg.Sites),
-		since:  make([]time.Time, cfg.Sites),
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}},
-		req:    &prompb.WriteRequest{},
+		name:  name,
+		down:  make([]bool, cfg.Sites),
+		since: make([]time.Time, cfg.Sites),
+		// One keep-alive connection per agent, as the exporter keeps, and its push timeout.
+		client: &http.Client{Timeout: config.DefaultPushTimeout, Transport: &http.Transport{
+			MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}},
+		req:   &prompb.WriteRequest{},
+		dirty: true,
 	}
 	add := func(value float64, labels ...string) int {
 		ls := make([]*prompb.Label, 0, len(labels)/2)
@@ -227,6 +323,12 @@ func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent
 	return a
 }
 
+// setDown records that site i went down (or up) at now; the next push marshals anew.
+// The caller holds a.mu.
+func (a *simAgent) setDown(i int, down bool, now time.Time) {
+	a.down[i], a.since[i], a.dirty = down, now, true
+}
+
 // encode writes the agent's current state, stamped now, into a.body. The caller holds a.mu.
 func (a *simAgent) encode(now time.Time) error {
 	ms := now.UnixMilli()
@@ -234,6 +336,22 @@ func (a *simAgent) encode(now time.Time) error {
 		ms = a.lastMs + 1
 	}
 	a.lastMs = ms
+	if a.dirty || protowire.SizeVarint(uint64(ms)) != a.tsLen {
+		if err := a.marshal(ms); err != nil {
+			return err
+		}
+	} else {
+		for _, at := range a.tsAt {
+			protowire.AppendVarint(a.raw[at:at], uint64(ms))
+		}
+	}
+	a.body = snappy.Encode(a.body[:cap(a.body)], a.raw)
+	return nil
+}
+
+// marshal marshals the WriteRequest, every sample stamped ms, and finds the timestamps
+// in it.
+func (a *simAgent) marshal(ms int64) error {
 	for _, s := range a.samples {
 		s.Timestamp = ms
 	}
@@ -258,8 +376,44 @@ func (a *simAgent) encode(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("marshal WriteRequest: %w", err)
 	}
-	a.body = snappy.Encode(a.body[:cap(a.body)], a.raw)
+	if a.tsAt, err = timestampOffsets(a.raw, a.tsAt[:0], 0, 0); err != nil {
+		return err
+	}
+	if len(a.tsAt) != len(a.samples) {
+		return fmt.Errorf("marshalled WriteRequest: %d sample timestamps found, want %d", len(a.tsAt), len(a.samples))
+	}
+	a.tsLen, a.dirty = protowire.SizeVarint(uint64(ms)), false
 	return nil
+}
+
+// timestampOffsets appends to at the offset of every sample timestamp varint in m, a
+// message at offset base of the marshalled WriteRequest, at the given depth: 0 the
+// WriteRequest (timeseries = 1), 1 a TimeSeries (samples = 2), 2 a Sample (timestamp = 2).
+func timestampOffsets(m []byte, at []int, base, depth int) ([]int, error) {
+	want := [3]protowire.Number{1, 2, 2}[depth]
+	for off := 0; off < len(m); {
+		num, typ, n := protowire.ConsumeTag(m[off:])
+		if n < 0 {
+			return at, errors.New("marshalled WriteRequest: bad protobuf")
+		}
+		off += n
+		l := protowire.ConsumeFieldValue(num, typ, m[off:])
+		if l < 0 {
+			return at, errors.New("marshalled WriteRequest: bad protobuf")
+		}
+		switch {
+		case num == want && depth == 2 && typ == protowire.VarintType:
+			at = append(at, base+off)
+		case num == want && depth < 2 && typ == protowire.BytesType:
+			v, _ := protowire.ConsumeBytes(m[off:])
+			var err error
+			if at, err = timestampOffsets(v, at, base+off+l-len(v), depth+1); err != nil {
+				return at, err
+			}
+		}
+		off += l
+	}
+	return at, nil
 }
 
 func b2f(b bool) float64 {
@@ -296,9 +450,36 @@ func (a *simAgent) push(ctx context.Context, base, token string, before func()) 
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s: %s", a.name, resp.Status, bytes.TrimSpace(msg))
+		return &statusError{agent: a.name, status: resp.Status, msg: string(bytes.TrimSpace(msg))}
 	}
 	return nil
+}
+
+// statusError is a push answered with something else than 2xx.
+type statusError struct{ agent, status, msg string }
+
+func (e *statusError) Error() string { return e.agent + ": " + e.status + ": " + e.msg }
+
+// errorKind sorts errors for the report: the HTTP status, or what went wrong with the
+// connection.
+func errorKind(err error) string {
+	var se *statusError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return "HTTP " + se.status
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EMFILE):
+		return "out of local ports or files"
+	}
+	return "other"
 }
 
 // pending is a flip waiting for its verdict.
@@ -316,8 +497,14 @@ type run struct {
 	mu         sync.Mutex
 	pending    map[string]*pending // by site
 	res        Result
-	measuring  atomic.Bool
+	measuring  atomic.Bool  // errors and latencies are recorded
+	counting   atomic.Bool  // pushes are counted: the window
+	window     time.Time    // the window's start, set before counting
+	reading    atomic.Int64 // reads under way
+	readStarts atomic.Int64 // reads started so far
 	pushes     atomic.Int64
+	due        atomic.Int64
+	missed     atomic.Int64
 	errors     atomic.Int64
 	firstError atomic.Pointer[string]
 }
@@ -329,10 +516,17 @@ func (r *run) fail(err error) {
 	r.errors.Add(1)
 	msg := err.Error()
 	r.firstError.CompareAndSwap(nil, &msg)
+	r.mu.Lock()
+	if r.res.ErrorKinds == nil {
+		r.res.ErrorKinds = map[string]int64{}
+	}
+	r.res.ErrorKinds[errorKind(err)]++
+	r.mu.Unlock()
 }
 
-// Run plays cfg against the view until cfg.Duration has passed (after a warm-up of one
-// interval plus the verdict timeout) or ctx ends.
+// Run plays cfg against the view for a warm-up of one and a half intervals and then
+// the measured window of cfg.Duration, then waits up to the verdict timeout for the
+// last flips' verdicts, or until ctx ends.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
@@ -357,9 +551,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	var wg sync.WaitGroup
+	first := time.Now()
 	for i, a := range r.agents {
 		offset := cfg.Interval * time.Duration(i) / time.Duration(cfg.Agents)
-		wg.Go(func() { r.agentLoop(ctx, a, offset) })
+		wg.Go(func() { r.agentLoop(ctx, a, first.Add(offset)) })
 	}
 	// Warm-up: every agent pushes once and the sites settle to up.
 	if err := sleep(ctx, cfg.Interval+cfg.Interval/2); err != nil {
@@ -368,13 +563,32 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Window != nil {
 		cfg.Window(true)
 	}
-	r.measuring.Store(true)
 	windowStart := time.Now()
+	r.window = windowStart
+	r.measuring.Store(true)
+	r.counting.Store(true)
+	end := windowStart.Add(cfg.Duration)
 	if cfg.ReadEvery > 0 {
-		wg.Go(func() { r.readLoop(ctx, time.Now().Add(cfg.Duration)) })
+		wg.Go(func() { r.readLoop(ctx, end) })
 	}
-	r.flipLoop(ctx, time.Now().Add(cfg.Duration))
-	// Pushes go on while the last flips' verdicts are awaited.
+	var flips sync.WaitGroup
+	r.flipLoop(ctx, end, &flips)
+	if err := sleep(ctx, time.Until(end)); err != nil {
+		return nil, err
+	}
+	r.counting.Store(false)
+	elapsed := time.Since(windowStart)
+	if cfg.Window != nil {
+		cfg.Window(false)
+	}
+	// Pushes go on while the flips under way finish and their verdicts are awaited.
+	drainStart := time.Now()
+	flipsDone := make(chan struct{})
+	go func() { flips.Wait(); close(flipsDone) }()
+	select {
+	case <-flipsDone:
+	case <-ctx.Done():
+	}
 	for wait := time.Now().Add(cfg.VerdictTimeout); time.Now().Before(wait) && ctx.Err() == nil; {
 		r.mu.Lock()
 		left := len(r.pending)
@@ -385,20 +599,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		_ = sleep(ctx, 10*time.Millisecond)
 	}
 	r.measuring.Store(false)
-	elapsed := time.Since(windowStart)
-	if cfg.Window != nil {
-		cfg.Window(false)
-	}
+	drain := time.Since(drainStart)
 	cancel()
+	<-flipsDone
 	wg.Wait()
 	<-events
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	res := r.res
-	res.Agents, res.Sites, res.SeriesPerPush = cfg.Agents, cfg.Sites, len(r.agents[0].samples)
-	res.Elapsed = elapsed
+	res.Agents, res.Sites, res.SeriesPerPush, res.Witnesses = cfg.Agents, cfg.Sites, len(r.agents[0].samples), cfg.Witnesses
+	res.Elapsed, res.Drain = elapsed, drain
 	res.Pushes, res.Errors = r.pushes.Load(), r.errors.Load()
+	res.Due, res.Missed = r.due.Load(), r.missed.Load()
 	if p := r.firstError.Load(); p != nil {
 		res.ErrorSample = *p
 	}
@@ -417,36 +630,49 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// agentLoop pushes a's state every interval, first after offset.
-func (r *run) agentLoop(ctx context.Context, a *simAgent, offset time.Duration) {
-	if sleep(ctx, offset) != nil {
-		return
-	}
-	tick := time.NewTicker(r.cfg.Interval)
-	defer tick.Stop()
-	for {
+// agentLoop pushes a's state at slot, slot+interval, ...: a push that overruns skips the
+// slots it overran, as a ticker would, and they count as missed.
+func (r *run) agentLoop(ctx context.Context, a *simAgent, slot time.Time) {
+	for n := 0; ; n++ {
+		if sleep(ctx, time.Until(slot)) != nil {
+			return
+		}
+		counting := r.counting.Load()
 		a.mu.Lock()
+		reads, starts := r.reading.Load(), r.readStarts.Load()
 		sent := time.Now()
 		err := a.push(ctx, r.cfg.URL, r.cfg.Token, nil)
 		took := time.Since(sent)
+		beside := reads > 0 || r.readStarts.Load() != starts
 		a.mu.Unlock()
+		if counting {
+			r.due.Add(1)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
 			r.fail(err)
-		case r.measuring.Load():
+		case counting:
 			// Keep one latency sample in 10, enough for percentiles at any load.
 			if r.pushes.Add(1)%10 == 0 {
 				r.mu.Lock()
 				r.res.PushLatency = append(r.res.PushLatency, took)
+				r.res.Lateness = append(r.res.Lateness, sent.Sub(slot))
+				if r.cfg.ReadEvery > 0 {
+					r.phase(sent, beside, took)
+				}
 				r.mu.Unlock()
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+		slot = slot.Add(r.cfg.Interval)
+		if now := time.Now(); slot.Before(now) {
+			skip := now.Sub(slot)/r.cfg.Interval + 1
+			slot = slot.Add(skip * r.cfg.Interval)
+			if counting {
+				r.due.Add(int64(skip))
+				r.missed.Add(int64(skip))
+			}
 		}
 	}
 }
@@ -454,14 +680,37 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, offset time.Duration) 
 // readPaths are what a dashboard and a scraper read from a view.
 var readPaths = []string{"/api/v1/sites", "/", "/metrics"}
 
-// readLoop reads readPaths every ReadEvery until end, one after the other, and records
+// phase records a push sent at sent in its phase of the window; r.mu is held.
+func (r *run) phase(sent time.Time, beside bool, took time.Duration) {
+	k := max(0, int(sent.Sub(r.window)/r.cfg.ReadPhase))
+	for len(r.res.PushPhases) <= k {
+		r.res.PushPhases = append(r.res.PushPhases, PushPhase{Reads: len(r.res.PushPhases)%2 == 1})
+	}
+	p := &r.res.PushPhases[k]
+	if beside {
+		p.Beside = append(p.Beside, took)
+	} else {
+		p.Quiet = append(p.Quiet, took)
+	}
+}
+
+// readPhase says whether reads start at t: in every second phase of the window.
+func (r *run) readPhase(t time.Time) bool {
+	return int(t.Sub(r.window)/r.cfg.ReadPhase)%2 == 1
+}
+
+// readLoop reads readPaths every ReadEvery until end, one after the other, in the
+// phases with reads (readPhase), and records
 // how long each whole answer took.
 func (r *run) readLoop(ctx context.Context, end time.Time) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	tick := time.NewTicker(r.cfg.ReadEvery)
 	defer tick.Stop()
-	for {
+	for now := time.Now(); ; {
 		for _, path := range readPaths {
+			if !r.readPhase(now) {
+				break
+			}
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+path, nil)
 			if err != nil {
 				return
@@ -469,13 +718,18 @@ func (r *run) readLoop(ctx context.Context, end time.Time) {
 			if r.cfg.Token != "" {
 				req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
 			}
+			r.reading.Add(1)
+			r.readStarts.Add(1)
 			start := time.Now()
 			resp, err := client.Do(req)
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+			}
+			r.reading.Add(-1)
+			if err == nil {
 				if err == nil && resp.StatusCode != http.StatusOK {
-					err = fmt.Errorf("GET %s: %s", path, resp.Status)
+					err = &statusError{agent: "reader", status: resp.Status, msg: "GET " + path}
 				}
 			}
 			if err != nil {
@@ -494,7 +748,7 @@ func (r *run) readLoop(ctx context.Context, end time.Time) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
+		case now = <-tick.C:
 			if now.After(end) {
 				return
 			}
@@ -502,14 +756,12 @@ func (r *run) readLoop(ctx context.Context, end time.Time) {
 	}
 }
 
-// flipLoop starts a flip every FlipEvery until end (or ctx ends), and waits for the
-// flips' pushes to be answered.
-func (r *run) flipLoop(ctx context.Context, end time.Time) {
+// flipLoop starts a flip every FlipEvery until end (or ctx ends); flips is done once the
+// flips' pushes are answered.
+func (r *run) flipLoop(ctx context.Context, end time.Time, flips *sync.WaitGroup) {
 	tick := time.NewTicker(r.cfg.FlipEvery)
 	defer tick.Stop()
 	down := make([]bool, r.cfg.groups()*r.cfg.Sites)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():
@@ -523,30 +775,29 @@ func (r *run) flipLoop(ctx context.Context, end time.Time) {
 		group, site := n%r.cfg.groups(), (n/r.cfg.groups())%r.cfg.Sites
 		k := group*r.cfg.Sites + site
 		down[k] = !down[k]
-		wg.Go(func() { r.flip(ctx, group, site, down[k]) })
+		flips.Go(func() { r.flip(ctx, group, site, down[k]) })
 	}
 }
 
 // flip turns a site of group down (or up) on every agent of the group, one after the
-// other, each pushing its change at once; the last push decides the verdict.
+// other, each pushing its change at once; the deciding push is the one after which the
+// view's rule gives the new verdict.
 func (r *run) flip(ctx context.Context, group, site int, down bool) {
 	name := siteName(group, site)
 	to := view.VerdictUp
+	first, end := r.cfg.members(group)
+	decides := end - 1
 	if down {
 		to = view.VerdictLost
+		decides = first + r.cfg.deciding(end-first) - 1
 	}
-	first, last := group*r.cfg.Quorum, (group+1)*r.cfg.Quorum
-	if group == r.cfg.groups()-1 {
-		last = len(r.agents)
-	}
-	for j := first; j < last; j++ {
+	for j := first; j < end; j++ {
 		a := r.agents[j]
 		a.mu.Lock()
-		a.down[site] = down
-		a.since[site] = time.Now()
+		a.setDown(site, down, time.Now())
 		var before func()
 		var p *pending
-		if j == last-1 {
+		if j == decides {
 			p = &pending{to: to}
 			before = func() {
 				r.mu.Lock()
@@ -565,7 +816,9 @@ func (r *run) flip(ctx context.Context, group, site int, down bool) {
 			}
 			continue
 		}
-		r.pushes.Add(1)
+		if r.counting.Load() {
+			r.pushes.Add(1)
+		}
 		if p != nil {
 			r.mu.Lock()
 			p.respAt = respAt
@@ -598,12 +851,15 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				continue
 			}
 			r.mu.Lock()
-			if p := r.pending[ev.Site]; p != nil && p.to == ev.To && !p.seen {
+			// An event read before the deciding push was sent is not its verdict (the
+			// site got there another way, its agents going stale), however late this
+			// loop gets to it on a loaded machine.
+			if p := r.pending[ev.Site]; p != nil && p.to == ev.To && !p.seen && !p.sent.IsZero() && !e.Arrived.Before(p.sent) {
 				p.seen = true
 				r.res.Verdicts++
 				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
 				delete(r.pending, ev.Site)
-			} else if r.measuring.Load() && !flipStep(ev.From, ev.To) {
+			} else if r.measuring.Load() && !flipStep(ev.To) {
 				r.res.Unexpected++
 				if len(r.res.UnexpectedSample) < 5 {
 					r.res.UnexpectedSample = append(r.res.UnexpectedSample, fmt.Sprintf("%s: %s -> %s", ev.Site, ev.From, ev.To))
@@ -615,8 +871,9 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 	return ch, nil
 }
 
-// flipStep says whether a verdict change is the expected step of a flip before its
-// deciding push: degraded on the way down (from up) or up (from lost).
-func flipStep(from, to string) bool {
-	return to == view.VerdictDegraded && (from == view.VerdictUp || from == view.VerdictLost)
+// flipStep says whether a verdict change is a step a flip passes through before its
+// deciding push: degraded (some witnesses down) and partitioned (a quorum down, more
+// than max_up_fraction still up), on the way down and back up.
+func flipStep(to string) bool {
+	return to == view.VerdictDegraded || to == view.VerdictPartitioned
 }

@@ -13,7 +13,7 @@ import (
 
 // TestSmoke plays 100 agents x 20 sites for 5 s against a real view on loopback: no push
 // fails, every scheduled flip's verdict arrives on /api/v1/events, and no verdict changes
-// that no flip asked for. make bench-view-load runs the full 1000 x 20 against a view
+// that no flip asked for. make bench-view-load runs the full 10,000 x 20 against a view
 // in its own process.
 func TestSmoke(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,7 +1,9 @@
 // Command viewload plays many edgeprobe agents against a view on loopback and prints the
 // view's cost and verdict latency (make bench-view-load). With --view it starts that
 // edgeprobe binary's view itself, as a separate process, and reads its CPU time and RSS
-// from /proc over the measured window; with --url it pushes to a running view.
+// from /proc over the measured window; with --url it pushes to a running view. It says
+// which side limits: beside each process's CPU, how long its threads waited for a CPU,
+// how late the generator sent its pushes, and the machine's load average.
 package main
 
 import (
@@ -11,12 +13,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -40,10 +46,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Targets, "targets", 2, "targets per site")
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "measured window, after a warm-up of 1.5 intervals")
 	fs.DurationVar(&cfg.Interval, "interval", time.Second, "push interval of every agent")
-	fs.IntVar(&cfg.Quorum, "quorum", 2, "the view's quorum: a flip changes a site on this many agents")
+	fs.IntVar(&cfg.Quorum, "quorum", 2, "the view's quorum")
+	fs.IntVar(&cfg.Witnesses, "witnesses", 0, "agents reporting each site; a flip changes a site on all of them (default 10, or all agents when fewer)")
 	fs.DurationVar(&cfg.FlipEvery, "flip-every", 500*time.Millisecond, "a flip (next site down, or back up) this often")
 	fs.DurationVar(&cfg.ReadEvery, "read-every", 0, "read /api/v1/sites, / and /metrics this often during the window (0: never)")
+	fs.DurationVar(&cfg.ReadPhase, "read-phase", 5*time.Second, "with --read-every: read only in every second phase this long, to compare pushes with and without reads")
 	cpuProfile := fs.String("cpuprofile", "", "with --view: have the view write a CPU profile to `file`")
+	selfProfile := fs.String("load-cpuprofile", "", "write the load generator's own CPU profile to `file`")
+	writeConfig := fs.Bool("write-config", true, "with --view: give the view a config raising max_connections and max_sites where the agents need more (false for a view that predates those keys)")
+	viewCPUs := fs.String("view-cpus", "", "with --view: run the view on these `CPUs` only (taskset -c LIST); pin the generator with taskset itself")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -64,26 +75,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		viewArgs := []string{"view", "--listen", addr}
-		// Each simulated agent keeps a connection, as a real one does: beyond the
-		// default max_connections the view needs a config that allows them.
-		if need := cfg.Agents + 16; need > edgeview.DefaultMaxConnections {
+		if conf := viewConfig(cfg); conf != "" && *writeConfig {
 			dir, err := os.MkdirTemp("", "viewload-")
 			if err != nil {
 				fmt.Fprintln(stderr, "viewload:", err)
 				return 1
 			}
 			defer os.RemoveAll(dir)
-			conf := filepath.Join(dir, "view.toml")
-			if err := os.WriteFile(conf, fmt.Appendf(nil, "max_connections = %d\n", need), 0o600); err != nil {
+			path := filepath.Join(dir, "view.toml")
+			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 				fmt.Fprintln(stderr, "viewload:", err)
 				return 1
 			}
-			viewArgs = append(viewArgs, "--config", conf)
+			fmt.Fprintf(stderr, "viewload: the view's config raises its limits for %d agents:\n%s", cfg.Agents, conf)
+			viewArgs = append(viewArgs, "--config", path)
 		}
 		if *cpuProfile != "" {
 			viewArgs = append(viewArgs, "--cpuprofile", *cpuProfile)
 		}
-		view = exec.Command(*viewBin, viewArgs...)
+		bin := *viewBin
+		if *viewCPUs != "" {
+			viewArgs = append([]string{"-c", *viewCPUs, bin}, viewArgs...)
+			bin = "taskset"
+		}
+		view = exec.Command(bin, viewArgs...)
 		view.Stderr = &viewErr // the event log (stdout) goes to /dev/null
 		if err := view.Start(); err != nil {
 			fmt.Fprintln(stderr, "viewload: start the view:", err)
@@ -113,13 +128,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	selfBefore, _ := testkit.ReadProc(os.Getpid())
+	var selfBefore, selfAfter testkit.Proc
+	var loadBefore, loadAfter string
+	inner := cfg.Window
+	cfg.Window = func(begin bool) {
+		if inner != nil {
+			inner(begin)
+		}
+		if begin {
+			selfBefore, _ = testkit.ReadProc(os.Getpid())
+			loadBefore = loadAverage()
+		} else {
+			selfAfter, _ = testkit.ReadProc(os.Getpid())
+			loadAfter = loadAverage()
+		}
+	}
+	if *selfProfile != "" {
+		f, err := os.Create(*selfProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "viewload: cpu profile:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	res, err := viewload.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "viewload:", err)
 		return 1
 	}
-	selfAfter, _ := testkit.ReadProc(os.Getpid())
 	if view != nil {
 		// SIGTERM ends the view cleanly, which also writes its CPU profile.
 		_ = view.Process.Signal(syscall.SIGTERM)
@@ -127,31 +169,57 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "viewload: the view exited with %v; stderr:\n%s", err, viewErr.String())
 		}
 	}
-	report(stdout, res, before, after, selfAfter.CPU-selfBefore.CPU)
+	report(stdout, res, before, after, selfBefore, selfAfter, loadBefore, loadAfter)
 	if res.Errors > 0 || res.Verdicts < res.Flips {
 		return 1
 	}
 	return 0
 }
 
-func report(w io.Writer, r *viewload.Result, before, after testkit.Proc, selfCPU time.Duration) {
-	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push), window %.1f s\n\n",
-		r.Agents, r.Sites, r.SeriesPerPush, r.Elapsed.Seconds())
+func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, loadBefore, loadAfter string) {
+	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push, %d witnesses a site), window %.1f s (then %.1f s for the last verdicts)\n\n",
+		r.Agents, r.Sites, r.SeriesPerPush, r.Witnesses, r.Elapsed.Seconds(), r.Drain.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	secs := r.Elapsed.Seconds()
+	perPush := func(cpu time.Duration) string {
+		if r.Pushes == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f µs", float64(cpu.Microseconds())/float64(r.Pushes))
+	}
+	// A process whose threads waited for a CPU about as long as they ran was short of
+	// CPU time, not of work: the machine limited it.
+	waited := func(b, a testkit.Proc) string {
+		cpu, wait := a.CPU-b.CPU, a.RunDelay-b.RunDelay
+		return fmt.Sprintf("waited for a CPU %.2f s (%.0f%% of its CPU time)", wait.Seconds(), 100*wait.Seconds()/max(cpu.Seconds(), 1e-3))
+	}
+	row("load average (1 min)", loadBefore+" at the start, "+loadAfter+" at the end")
 	if after.CPU > 0 {
 		cpu := after.CPU - before.CPU
-		row("view CPU", fmt.Sprintf("%.1f%% of one core (%.2f s user+sys)", 100*cpu.Seconds()/r.Elapsed.Seconds(), cpu.Seconds()))
+		row("view CPU", fmt.Sprintf("%.2f cores (%.2f s user+sys), %s a push; %s", cpu.Seconds()/secs, cpu.Seconds(), perPush(cpu), waited(before, after)))
 		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20)))
 	}
-	row("load generator CPU", fmt.Sprintf("%.1f%% of one core", 100*selfCPU.Seconds()/r.Elapsed.Seconds()))
-	row("pushes", fmt.Sprintf("%d (%.0f/s)", r.Pushes, r.PushesPerSecond))
+	self := selfAfter.CPU - selfBefore.CPU
+	row("load generator CPU", fmt.Sprintf("%.2f cores, %s a push; %s", self.Seconds()/secs, perPush(self), waited(selfBefore, selfAfter)))
+	row("pushes", fmt.Sprintf("%d (%.0f/s); periodic ones due %d, slots missed %d", r.Pushes, r.PushesPerSecond, r.Due, r.Missed))
 	errs := fmt.Sprint(r.Errors)
+	if len(r.ErrorKinds) > 0 {
+		var kinds []string
+		for _, k := range slices.Sorted(maps.Keys(r.ErrorKinds)) {
+			kinds = append(kinds, fmt.Sprintf("%s %d", k, r.ErrorKinds[k]))
+		}
+		errs += " (" + strings.Join(kinds, ", ") + ")"
+	}
 	if r.ErrorSample != "" {
-		errs += " (first: " + r.ErrorSample + ")"
+		errs += "; first: " + r.ErrorSample
 	}
 	row("errors", errs)
-	row("flips / verdicts seen", fmt.Sprintf("%d / %d (unexpected verdict changes: %d)", r.Flips, r.Verdicts, r.Unexpected))
+	unexpected := fmt.Sprint(r.Unexpected)
+	if len(r.UnexpectedSample) > 0 {
+		unexpected += "; first: " + strings.Join(r.UnexpectedSample, ", ")
+	}
+	row("flips / verdicts seen", fmt.Sprintf("%d / %d (unexpected verdict changes: %s)", r.Flips, r.Verdicts, unexpected))
 	lat := func(ds []time.Duration) string {
 		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(testkit.Percentile(ds, 50)), ms(testkit.Percentile(ds, 99)), ms(testkit.Percentile(ds, 100)), len(ds))
 	}
@@ -163,7 +231,62 @@ func report(w io.Writer, r *viewload.Result, before, after testkit.Proc, selfCPU
 	}
 	row("deciding push -> its response", lat(r.ResponseLatency))
 	row("any push -> response (1 in 10)", lat(r.PushLatency))
+	row("push sent after its slot (1 in 10)", lat(r.Lateness))
+	if len(r.PushPhases) > 0 {
+		row("push -> response, no read under way", phases(r.PushPhases, false))
+		row("push -> response, beside a read", phases(r.PushPhases, true))
+	}
 	tw.Flush()
+}
+
+// phases sums up the push latency of one class (beside reads or not) over the window's
+// phases: the median over phases of each phase's p50 and p99, so that one phase that met
+// a burst of other work on the machine does not decide the figure, and the samples in all.
+func phases(ps []viewload.PushPhase, beside bool) string {
+	var p50s, p99s []time.Duration
+	n := 0
+	for _, p := range ps {
+		xs := p.Quiet
+		if beside {
+			xs = p.Beside
+		}
+		n += len(xs)
+		if len(xs) < 20 { // too few for a p99 of the phase
+			continue
+		}
+		p50s = append(p50s, testkit.Percentile(xs, 50))
+		p99s = append(p99s, testkit.Percentile(xs, 99))
+	}
+	if len(p50s) == 0 {
+		return fmt.Sprintf("too few samples (n=%d)", n)
+	}
+	return fmt.Sprintf("median of phases: p50 %s  p99 %s  (%d phases of at least 20, n=%d)", ms(testkit.Median(p50s)), ms(testkit.Median(p99s)), len(p50s), n)
+}
+
+// viewConfig is the view.toml that raises the view's limits where cfg needs more than
+// their defaults, or "" when it needs none: each simulated agent keeps a connection, as
+// a real one does (max_connections, view/README.md "Limits"), and the sites it reports
+// must fit max_sites.
+func viewConfig(cfg viewload.Config) string {
+	var b strings.Builder
+	// The reader and the event stream take a connection each; the rest is margin for
+	// connections being replaced.
+	if need := cfg.Agents + 16; need > edgeview.DefaultMaxConnections {
+		fmt.Fprintf(&b, "max_connections = %d\n", need)
+	}
+	if need := cfg.SitesNeeded(); need > edgeview.DefaultMaxSites {
+		fmt.Fprintf(&b, "max_sites = %d\n", need)
+	}
+	return b.String()
+}
+
+// loadAverage is the machine's 1-minute load average, from /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
