@@ -126,6 +126,13 @@ const (
 // keeps per report is bounded however the names are chosen.
 const MaxNameBytes = 256
 
+// StalePushes is how many push intervals an agent may go without a push before a view
+// stops counting it as a witness (the view's default stale_after). The agent's
+// remote_write keeps its sample timestamps increasing across a wall-clock step back no
+// longer than this, and follows the clock after a longer one, which the view then reads
+// as a clock that stepped back (view/README.md, "Verdicts").
+const StalePushes = 3
+
 // Site states as one agent sees a site: the values of MetricSiteState's state label.
 const (
 	SiteUp       = "up"       // every target up (suspect counts as up)

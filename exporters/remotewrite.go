@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/internal/httpretry"
 	"github.com/edgeprobe/edgeprobe/internal/netcheck"
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
@@ -339,11 +340,15 @@ func (r *RemoteWrite) enqueueSnapshot() {
 
 // encode returns the compressed WriteRequest of the current state, stamped now; the
 // result is valid until the next call (queues copy or write it). Timestamps strictly
-// increase from push to push: receivers reject a second, different sample at the same
-// millisecond.
+// increase from push to push (receivers reject a second, different sample at the same
+// millisecond) across a wall-clock step back of up to contract.StalePushes intervals.
+// After a longer step they follow the clock: held an hour ahead of it, every push would
+// be dated further from the view's clock than its max_sample_age, and the agent no
+// witness for that hour.
 func (r *RemoteWrite) encode(now time.Time) ([]byte, error) {
 	ms := now.UnixMilli()
-	if ms <= r.lastMs {
+	hold := contract.StalePushes * r.cfg.PushInterval.Duration.Milliseconds()
+	if ms <= r.lastMs && r.lastMs-ms <= hold {
 		ms = r.lastMs + 1
 	}
 	r.lastMs = ms

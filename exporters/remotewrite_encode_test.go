@@ -172,3 +172,35 @@ func TestSnapshotEncodingMatchesProto(t *testing.T) {
 	rw.Handle(agent.Event{Type: agent.EventSite, Time: now, Site: "a", From: agent.SiteUnknown, To: agent.SiteUp})
 	check("a site removed and back")
 }
+
+// TestTimestampsAcrossClockSteps: push timestamps increase across a wall-clock step back
+// of up to contract.StalePushes push intervals, and follow the clock after a longer one
+// (held an hour ahead, every push would be outside the view's max_sample_age).
+func TestTimestampsAcrossClockSteps(t *testing.T) {
+	rw, err := NewRemoteWrite(config.RemoteWriteConfig{URL: "http://127.0.0.1:9/", PushInterval: duration(time.Second)}, "", "edge1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	stamp := func(at time.Time) int64 {
+		t.Helper()
+		if _, err := rw.encode(at); err != nil {
+			t.Fatal(err)
+		}
+		return rw.lastMs
+	}
+	first := stamp(t0)
+	if got := stamp(t0); got != first+1 {
+		t.Errorf("same millisecond again: stamped %d, want %d", got, first+1)
+	}
+	if got := stamp(t0.Add(-2 * time.Second)); got != first+2 {
+		t.Errorf("clock 2 s back (push interval 1s): stamped %d, want %d, still increasing", got, first+2)
+	}
+	back := t0.Add(-time.Hour)
+	if got := stamp(back); got != back.UnixMilli() {
+		t.Errorf("clock an hour back: stamped %d, want the clock's %d", got, back.UnixMilli())
+	}
+	if got := stamp(back.Add(time.Second)); got != back.Add(time.Second).UnixMilli() {
+		t.Errorf("a push later: stamped %d, want %d", got, back.Add(time.Second).UnixMilli())
+	}
+}

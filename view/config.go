@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v2"
 
+	"github.com/edgeprobe/edgeprobe/contract"
 	"github.com/edgeprobe/edgeprobe/failover"
 	"github.com/edgeprobe/edgeprobe/internal/damp"
 	"github.com/edgeprobe/edgeprobe/internal/netcheck"
@@ -61,7 +62,7 @@ const (
 	// DefaultEventRing is how many verdict changes a view keeps for clients that
 	// reconnect (Last-Event-ID) and, with a state_dir, across restarts.
 	DefaultEventRing   = 4096
-	defaultStaleFactor = 3
+	defaultStaleFactor = contract.StalePushes
 	minStaleAfter      = time.Second
 )
 
