@@ -369,14 +369,16 @@ func TestWebhookPartitioned(t *testing.T) {
 // amRecorder is an Alertmanager API v2 receiver that refuses requests until ready, and
 // keeps the last alert it was sent per alertname and site.
 type amRecorder struct {
-	mu    sync.Mutex
-	ready bool
-	last  map[string]amAlert
+	mu      sync.Mutex
+	ready   bool
+	last    map[string]amAlert
+	lastReq time.Time // when the last request arrived, refused or not
 }
 
 func (a *amRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.lastReq = time.Now()
 	if !a.ready {
 		http.Error(w, "overloaded", http.StatusServiceUnavailable)
 		return
@@ -422,10 +424,19 @@ func TestAlertmanagerReconciles(t *testing.T) {
 	push("up")
 	am.mu.Lock()
 	am.ready = true
+	readyAt := time.Now()
 	am.mu.Unlock()
-	waitFor(t, 10*time.Second, "Alertmanager to hear that every alert ended", func() bool {
+	// Settled: every alert Alertmanager knows has ended, and the view has sent nothing for
+	// longer than its retries wait (RetryBase 500ms with jitter), so no firing alert built
+	// before the recovery is still on its way. Until then a delivery of the lost verdicts
+	// may be under way, one site after another, with the resolutions behind it.
+	const quiet = 2 * time.Second
+	waitFor(t, 20*time.Second, "Alertmanager to hear that every alert ended, then nothing more", func() bool {
 		am.mu.Lock()
 		defer am.mu.Unlock()
+		if time.Since(readyAt) < quiet || time.Since(am.lastReq) < quiet {
+			return false
+		}
 		for _, al := range am.last {
 			if al.EndsAt.After(time.Now()) {
 				return false
