@@ -12,6 +12,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/config"
 
 	"github.com/edgeprobe/edgeprobe/agent"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -158,22 +159,10 @@ func TestNewStdoutRejects(t *testing.T) {
 	}
 }
 
-// lockedBuffer lets the test read what concurrent Handle calls wrote.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
 // TestStdoutConcurrent checks that lines from concurrent Handle calls never interleave:
 // every line must be one whole JSON object.
 func TestStdoutConcurrent(t *testing.T) {
-	var out lockedBuffer
+	var out testkit.Buffer
 	s, err := NewStdout(&out, config.StdoutConfig{Format: config.FormatJSON, Results: config.ResultsAll})
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +180,7 @@ func TestStdoutConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	lines := strings.Split(strings.TrimSuffix(out.buf.String(), "\n"), "\n")
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	if len(lines) != writers*each {
 		t.Fatalf("got %d lines, want %d", len(lines), writers*each)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeprobe/edgeprobe/failover"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // The view's wiring of the failover (docs/DESIGN.md, "Failover"; view/actions.go): its
@@ -31,7 +32,7 @@ const (
 // actionsView starts a view whose [actions] run script (a shell script body) for site
 // pangyo's failover, with a webhook to hook; it returns the view's URL, the file the
 // runbook appends its environment to, and the view's log.
-func actionsView(t *testing.T, exit int, hook string) (base, ran string, log *syncBuffer) {
+func actionsView(t *testing.T, exit int, hook string) (base, ran string, log *testkit.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	ran = filepath.Join(dir, "ran")
@@ -56,7 +57,7 @@ timeout = "10s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	log = &syncBuffer{}
+	log = &testkit.Buffer{}
 	base, _ = startViewWith(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(log, nil))})
 	return base, ran, log
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/snappy"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // The tests of view/README.md, "Hostile input": each attack an attacker's test found on
@@ -402,7 +404,7 @@ func TestEventLogNeverBlocks(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.PushRate, cfg.PushBurst = 1000, 1000
 			cfg.StaleAfter = Duration{Duration: 3 * time.Second}
-			var logs syncBuffer
+			var logs testkit.Buffer
 			_, base := serveHostile(t, cfg, Options{Events: w, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 			sites := func(st string) map[string]string {
 				m := map[string]string{}
@@ -464,7 +466,7 @@ func TestEventLogNeverBlocks(t *testing.T) {
 // TestRefusalsLoggedOnce: a flood of refused pushes gives one line, then one summary a
 // window with the count by reason, not a line each.
 func TestRefusalsLoggedOnce(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Buffer
 	const window = time.Second
 	_, base := serveHostile(t, DefaultConfig(), Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, func(s *Server) {
 		s.hard.rejects.every = window

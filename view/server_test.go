@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,36 +20,18 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
-// syncBuffer collects the event log, written from handlers and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startView runs a view on httptest with its staleness loop; everything stops with t.
-func startView(t *testing.T, cfg *Config) (base string, events *syncBuffer) {
+func startView(t *testing.T, cfg *Config) (base string, events *testkit.Buffer) {
 	t.Helper()
 	return startViewWith(t, cfg, Options{})
 }
 
 // startViewWith is startView with options; the event log and short keep-alives and
 // retries are always the test's.
-func startViewWith(t *testing.T, cfg *Config, opts Options) (base string, events *syncBuffer) {
+func startViewWith(t *testing.T, cfg *Config, opts Options) (base string, events *testkit.Buffer) {
 	t.Helper()
 	cfg.Defaults()
-	events = &syncBuffer{}
+	events = &testkit.Buffer{}
 	opts.Events, opts.KeepAlive, opts.RetryBase = events, 50*time.Millisecond, 20*time.Millisecond
 	s, err := New(cfg, opts)
 	if err != nil {

@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -270,29 +269,11 @@ func TestProbeICMP(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a child's stderr while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runningAgent is `edgeprobe agent` in the background with its stdout parsed as JSON.
 type runningAgent struct {
 	cmd     *exec.Cmd
 	lines   chan map[string]any
-	stderr  *syncBuffer
+	stderr  *testkit.Buffer
 	exited  chan struct{} // closed when the process has exited and waitErr is set
 	waitErr error
 }
@@ -304,7 +285,7 @@ func startAgent(t *testing.T, config string) *runningAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &runningAgent{cmd: cmd, lines: make(chan map[string]any, 1000), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	a := &runningAgent{cmd: cmd, lines: make(chan map[string]any, 1000), stderr: &testkit.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = a.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

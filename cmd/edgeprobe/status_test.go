@@ -21,6 +21,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
 	"github.com/edgeprobe/edgeprobe/exporters"
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/view"
 )
 
@@ -258,7 +259,7 @@ func TestStatusUsage(t *testing.T) {
 type runningStatus struct {
 	cmd    *exec.Cmd
 	lines  chan string
-	stderr *syncBuffer
+	stderr *testkit.Buffer
 	exited chan struct{}
 	status int
 }
@@ -270,7 +271,7 @@ func startStatus(t *testing.T, args ...string) *runningStatus {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &runningStatus{cmd: cmd, lines: make(chan string, 1000), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	s := &runningStatus{cmd: cmd, lines: make(chan string, 1000), stderr: &testkit.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -322,7 +323,7 @@ func (s *runningStatus) stop(t *testing.T) int {
 	return s.status
 }
 
-func waitStderr(t *testing.T, b *syncBuffer, s string) {
+func waitStderr(t *testing.T, b *testkit.Buffer, s string) {
 	t.Helper()
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if strings.Contains(b.String(), s) {

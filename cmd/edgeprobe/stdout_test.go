@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // stdoutAgentConfig has ten TCP targets probed every 100 ms with every result on stdout:
@@ -60,7 +62,7 @@ func TestAgentStdoutStalled(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Stdout = w
-	var stderr syncBuffer
+	var stderr testkit.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -124,7 +126,7 @@ func TestAgentStdoutClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Stdout = w
-	var stderr syncBuffer
+	var stderr testkit.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -145,17 +147,7 @@ func TestAgentStdoutClosed(t *testing.T) {
 	if m == nil || m[1] == "0" {
 		t.Errorf("edgeprobe_stdout_lines_dropped_total %v, want the lines that could not be written counted\nstderr:\n%s", m, &stderr)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("agent exited with %v, want status 0 after SIGTERM\nstderr:\n%s", err, &stderr)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent still running 10 s after SIGTERM")
-	}
+	stopCleanly(t, "agent", cmd, exited, &stderr)
 	if !strings.Contains(stderr.String(), "stdout exporter: lines dropped") {
 		t.Errorf("stderr does not report the dropped lines:\n%s", &stderr)
 	}

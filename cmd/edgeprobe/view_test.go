@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/internal/viewattack"
 )
 
@@ -41,7 +43,7 @@ func TestViewSurvivesClosedStdout(t *testing.T) {
 	}
 	cmd := exec.Command(binary, "view", "--listen", addr)
 	cmd.Stdout = w
-	var stderr syncBuffer
+	var stderr testkit.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -80,19 +82,26 @@ func TestViewSurvivesClosedStdout(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^edgeprobe_view_log_dropped_total ([0-9]+)`).FindStringSubmatch(httpGet(t, base+"/metrics")); m == nil || m[1] == "0" {
 		t.Errorf("edgeprobe_view_log_dropped_total %v, want the lines that could not be written counted", m)
 	}
+	stopCleanly(t, "view", cmd, exited, &stderr)
+	if !strings.Contains(stderr.String(), "event log: lines dropped") {
+		t.Errorf("stderr does not report the dropped lines:\n%s", &stderr)
+	}
+}
+
+// stopCleanly sends cmd SIGTERM and wants it to exit with status 0 within 10 s; exited
+// delivers cmd.Wait's result.
+func stopCleanly(t *testing.T, what string, cmd *exec.Cmd, exited <-chan error, stderr fmt.Stringer) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("view exited with %v, want status 0 after SIGTERM\nstderr:\n%s", err, &stderr)
+			t.Errorf("%s exited with %v, want status 0 after SIGTERM\nstderr:\n%s", what, err, stderr)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("view still running 10 s after SIGTERM")
-	}
-	if !strings.Contains(stderr.String(), "event log: lines dropped") {
-		t.Errorf("stderr does not report the dropped lines:\n%s", &stderr)
+		t.Fatalf("%s still running 10 s after SIGTERM", what)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // gate is a writer that blocks until it is opened, then keeps what it is given.
@@ -77,7 +79,7 @@ func (failing) Write([]byte) (int, error) { return 0, errors.New("broken pipe") 
 
 // A writer that fails (stdout closed) drops every line, counts it and says so once.
 func TestQueueCountsFailedWrites(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Buffer
 	q := New(failing{}, slog.New(slog.NewTextHandler(&logs, nil)), "lines dropped")
 	for range 10 {
 		io.WriteString(q, "x\n")
@@ -94,21 +96,4 @@ func TestQueueCountsFailedWrites(t *testing.T) {
 	if c := strings.Count(logs.String(), "lines dropped"); c != 1 {
 		t.Errorf("%d reports within %v, want 1:\n%s", c, reportEvery, logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
