@@ -202,10 +202,11 @@ type delivery struct {
 }
 
 // fullState is the number of series in a push once every site and target has a state:
-// the agent's 2, per site 4 state-set series + change time + detection time, per target
-// target_up, probe_success, probe_duration_seconds and target_failure_reason.
+// the agent's 3 (isolated, impaired, push interval), per site 4 state-set series + change
+// time + detection time, per target target_up, probe_success, probe_duration_seconds and
+// target_failure_reason (exporters/README.md, "push contract").
 func fullState(cfg faultConfig) int {
-	return 2 + 6*len(cfg.Sites) + 4*len(cfg.Sites)*len(cfg.Targets)
+	return 3 + 6*len(cfg.Sites) + 4*len(cfg.Sites)*len(cfg.Targets)
 }
 
 // waitFullState waits until a push with the complete state has been ingested, so that

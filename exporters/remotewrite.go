@@ -372,19 +372,21 @@ func (r *RemoteWrite) sendLoop(ctx context.Context) {
 			}
 		}
 		err := r.send(ctx, b.payload)
-		if ctx.Err() != nil {
-			return
-		}
-		var pe *httpretry.Error
-		switch {
-		case err == nil:
+		if err == nil {
+			// Also when the agent is stopping: the receiver has the batch, and one kept in
+			// the spool would be sent again after a restart.
 			r.queue.pop(b.id)
 			r.stats.sent.Add(1)
 			failing.over("receiver accepts pushes again", "retries", attempt)
 			rejecting.over("receiver accepts batches again")
 			attempt = 0
 			continue
-		case errors.As(err, &pe) && !pe.Retryable:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var pe *httpretry.Error
+		if errors.As(err, &pe) && !pe.Retryable {
 			r.queue.pop(b.id)
 			r.stats.failed.Add(1)
 			r.stats.drop(DropRejected)
