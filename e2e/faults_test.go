@@ -143,7 +143,12 @@ func TestFaultViewRestart(t *testing.T) {
 	if err := n.BlackholeSite("a"); err != nil {
 		t.Fatal(err)
 	}
-	v.client.poll("site a lost", changeTimeout, states(map[string]string{"a": "lost", "b": "up"}), nil)
+	// Restart once every agent reports a down: before that the agents' reports still move
+	// (one degraded a moment longer than the others, on a loaded machine), and the new view
+	// would rightly read the later reports, not the ones the old view last held.
+	v.client.poll("site a lost, down at every witness", changeTimeout, func(got map[string]siteVerdict) bool {
+		return got["a"].State == "lost" && got["a"].Down == len(threeEdges) && got["b"].State == "up"
+	}, nil)
 	restart("site a lost")
 	if err := n.HealSite("a"); err != nil {
 		t.Fatal(err)
