@@ -51,23 +51,31 @@ func stdoutAgentConfig(t *testing.T, metrics string) string {
 	return path
 }
 
-// TestAgentStdoutStalled: nobody reads the agent's stdout for 8 s, far longer than the
-// pipe holds. The probes must go on meanwhile (the lines wait in the stdout queue), so
-// once the reader comes back every target's results are evenly spaced through the
-// stall; an agent that wrote stdout from its scheduler stopped probing until then.
-func TestAgentStdoutStalled(t *testing.T) {
-	cmd := exec.Command(binary, "agent", "--config", stdoutAgentConfig(t, ""))
+// startWithPipe starts the agent on config with its stdout a pipe whose read end the
+// caller gets, and its stderr collected.
+func startWithPipe(t *testing.T, config string) (*exec.Cmd, *os.File, *testkit.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, "agent", "--config", config)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stdout = w
-	var stderr testkit.Buffer
-	cmd.Stderr = &stderr
+	stderr := &testkit.Buffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	w.Close()
+	return cmd, r, stderr
+}
+
+// TestAgentStdoutStalled: nobody reads the agent's stdout for 8 s, far longer than the
+// pipe holds. The probes must go on meanwhile (the lines wait in the stdout queue), so
+// once the reader comes back every target's results are evenly spaced through the
+// stall; an agent that wrote stdout from its scheduler stopped probing until then.
+func TestAgentStdoutStalled(t *testing.T) {
+	cmd, r, stderr := startWithPipe(t, stdoutAgentConfig(t, ""))
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -100,11 +108,11 @@ func TestAgentStdoutStalled(t *testing.T) {
 		last[v.Target] = v.Time
 	}
 	if err := cmd.Wait(); err != nil {
-		t.Errorf("agent exited with %v after SIGTERM, want status 0\nstderr:\n%s", err, &stderr)
+		t.Errorf("agent exited with %v after SIGTERM, want status 0\nstderr:\n%s", err, stderr)
 	}
 	t.Logf("%d lines, %d probe results before SIGTERM, over a stall of %v", lines, probes, stall)
 	if len(last) != 10 {
-		t.Errorf("results for %d targets, want 10\nstderr:\n%s", len(last), &stderr)
+		t.Errorf("results for %d targets, want 10\nstderr:\n%s", len(last), stderr)
 	}
 	for _, g := range gaps {
 		t.Errorf("no result for over 2 s while stdout was not read (interval 100ms): %s", g)
@@ -120,18 +128,7 @@ func TestAgentStdoutStalled(t *testing.T) {
 // stderr and stops cleanly.
 func TestAgentStdoutClosed(t *testing.T) {
 	metrics := freeAddr(t)
-	cmd := exec.Command(binary, "agent", "--config", stdoutAgentConfig(t, metrics))
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = w
-	var stderr testkit.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
+	cmd, r, stderr := startWithPipe(t, stdoutAgentConfig(t, metrics))
 	r.Close()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -145,10 +142,10 @@ func TestAgentStdoutClosed(t *testing.T) {
 		}
 	}
 	if m == nil || m[1] == "0" {
-		t.Errorf("edgeprobe_stdout_lines_dropped_total %v, want the lines that could not be written counted\nstderr:\n%s", m, &stderr)
+		t.Errorf("edgeprobe_stdout_lines_dropped_total %v, want the lines that could not be written counted\nstderr:\n%s", m, stderr)
 	}
-	stopCleanly(t, "agent", cmd, exited, &stderr)
+	stopCleanly(t, "agent", cmd, exited, stderr)
 	if !strings.Contains(stderr.String(), "stdout exporter: lines dropped") {
-		t.Errorf("stderr does not report the dropped lines:\n%s", &stderr)
+		t.Errorf("stderr does not report the dropped lines:\n%s", stderr)
 	}
 }
