@@ -19,7 +19,11 @@ import "time"
 // allowance late (its prober gave up later than that after the deadline), or when any
 // other measurement shows the agent not running across that deadline (a stall: a
 // wake-up, start, timeout or result handled more than the allowance late, whose
-// interval from due to done holds the deadline). ICMP probes are exempt: the engine
+// interval from due to done holds the deadline), or when it started more than the
+// allowance after its slot and is not itself such a probe's retry: it was then one of the
+// backlog a stall leaves, whose probes start together and wait behind each other for a
+// processor while their answers sit in the sockets, each meeting a deadline its timer
+// reports on time. The retry, started at once, judges the target. ICMP probes are exempt: the engine
 // judges them by the kernel's receive timestamps after draining the socket, so a late
 // agent reads them right.
 
@@ -182,13 +186,21 @@ func earlierOf(a, b time.Time) time.Time {
 	return b
 }
 
-// inconclusive decides whether a timed-out probe that was due to give up at deadline and
-// gave up at gaveUp says nothing about its target, and counts it if so.
-func (c *selfCheck) inconclusive(deadline, gaveUp time.Time) bool {
+// window is what the scheduler knows of a blocking probe besides its result: the slot
+// it was due at, the deadline its worker set, and whether it retries an inconclusive one.
+type window struct {
+	slot, deadline time.Time
+	retry          bool
+}
+
+// inconclusive decides whether a blocking probe that timed out, having started at start
+// and given up at gaveUp, says nothing about its target, and counts it if so.
+func (c *selfCheck) inconclusive(w window, start, gaveUp time.Time) bool {
 	if c.allowance <= 0 {
 		return false
 	}
-	if gaveUp.Sub(deadline) <= c.allowance && !c.stalledAt(deadline) {
+	startedLate := !w.retry && !w.slot.IsZero() && start.Sub(w.slot) > c.allowance
+	if gaveUp.Sub(w.deadline) <= c.allowance && !c.stalledAt(w.deadline) && !startedLate {
 		return false
 	}
 	c.report.Inconclusive++

@@ -12,7 +12,8 @@ func at(ms float64) time.Time {
 }
 
 // TestInconclusiveRule: which timed-out probes the agent distrusts, with an allowance of
-// 5 ms. A sample is (event, due ms, happened ms); the probe's deadline is at 100 ms.
+// 5 ms. A sample is (event, due ms, happened ms); the probe starts at 0 ms, startLate ms
+// after its slot, and its deadline is at 100 ms.
 func TestInconclusiveRule(t *testing.T) {
 	type sample struct {
 		ev      LatenessEvent
@@ -23,34 +24,42 @@ func TestInconclusiveRule(t *testing.T) {
 		allowance time.Duration
 		samples   []sample
 		gaveUp    float64
+		startLate float64
+		retry     bool // the probe retries an inconclusive one
 		want      bool
 	}{
-		{"on time", 5 * time.Millisecond, nil, 101, false},
-		{"just within the allowance", 5 * time.Millisecond, nil, 105, false},
-		{"deadline handled late", 5 * time.Millisecond, nil, 106, true},
-		{"deadline handled very late (a stopped process)", 5 * time.Millisecond, nil, 400, true},
+		{"on time", 5 * time.Millisecond, nil, 101, 0, false, false},
+		{"just within the allowance", 5 * time.Millisecond, nil, 105, 0, false, false},
+		{"deadline handled late", 5 * time.Millisecond, nil, 106, 0, false, true},
+		{"deadline handled very late (a stopped process)", 5 * time.Millisecond, nil, 400, 0, false, true},
 		{"a late wake-up across the deadline", 5 * time.Millisecond,
-			[]sample{{LateWakeup, 90, 102}}, 102, true},
+			[]sample{{LateWakeup, 90, 102}}, 102, 0, false, true},
 		{"a late start across the deadline", 5 * time.Millisecond,
-			[]sample{{LateStart, 95, 103}}, 101, true},
+			[]sample{{LateStart, 95, 103}}, 101, 0, false, true},
 		{"a late result across the deadline", 5 * time.Millisecond,
-			[]sample{{LateResult, 99, 120}}, 101, true},
+			[]sample{{LateResult, 99, 120}}, 101, 0, false, true},
 		{"a stall that ended before the deadline", 5 * time.Millisecond,
-			[]sample{{LateWakeup, 50, 80}}, 101, false},
+			[]sample{{LateWakeup, 50, 80}}, 101, 0, false, false},
 		{"a stall that began after the deadline", 5 * time.Millisecond,
-			[]sample{{LateWakeup, 101, 150}}, 101, false},
+			[]sample{{LateWakeup, 101, 150}}, 101, 0, false, false},
 		{"lateness within the allowance is no stall", 5 * time.Millisecond,
-			[]sample{{LateWakeup, 97, 101}}, 101, false},
+			[]sample{{LateWakeup, 97, 101}}, 101, 0, false, false},
 		{"two stalls that overlap make one", 5 * time.Millisecond,
-			[]sample{{LateWakeup, 80, 98}, {LateStart, 90, 110}}, 101, true},
-		{"guard off", 0, []sample{{LateWakeup, 90, 300}}, 300, false},
+			[]sample{{LateWakeup, 80, 98}, {LateStart, 90, 110}}, 101, 0, false, true},
+		{"started within the allowance", 5 * time.Millisecond, nil, 101, 5, false, false},
+		{"started late (the backlog after a stall)", 5 * time.Millisecond, nil, 101, 6, false, true},
+		{"the retry of an inconclusive probe started late counts", 5 * time.Millisecond, nil, 101, 40, true, false},
+		{"a retry handled late is still inconclusive", 5 * time.Millisecond, nil, 120, 40, true, true},
+		{"guard off", 0, []sample{{LateWakeup, 90, 300}}, 300, 0, false, false},
+		{"guard off, started late", 0, nil, 101, 300, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newSelfCheck(tc.allowance)
 			for _, s := range tc.samples {
 				c.sample(s.ev, at(s.due), at(s.at))
 			}
-			if got := c.inconclusive(at(100), at(tc.gaveUp)); got != tc.want {
+			w := window{slot: at(-tc.startLate), deadline: at(100), retry: tc.retry}
+			if got := c.inconclusive(w, at(0), at(tc.gaveUp)); got != tc.want {
 				t.Errorf("inconclusive = %v, want %v", got, tc.want)
 			}
 			want := uint64(0)

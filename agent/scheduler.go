@@ -233,7 +233,8 @@ func (a *Agent) finish(s *schedule, h *timingHeap, res result) {
 		return
 	}
 	now := a.opts.now()
-	trigger, inconclusive := s.machine.judge(a.self, e.state, res.r, res.deadline, now)
+	w := window{slot: e.slot, deadline: res.deadline, retry: e.inconclusive > 0}
+	trigger, inconclusive := s.machine.judge(a.self, e.state, res.r, w, now)
 	if inconclusive {
 		// Not a failure: probe again at once, then (if the agent stays late) at the
 		// confirm pace, so that a late agent probes no faster than a suspect target.

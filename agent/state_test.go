@@ -383,7 +383,7 @@ func TestInconclusiveFailures(t *testing.T) {
 					if !s.ok {
 						r.OK, r.Reason, r.RTT = false, probes.ReasonTimeout, 20*time.Millisecond+time.Duration(s.late)*time.Millisecond
 					}
-					h.m.judge(self, h.byKey[s.key], r, deadline, start.Add(r.RTT))
+					h.m.judge(self, h.byKey[s.key], r, window{slot: start, deadline: deadline}, start.Add(r.RTT))
 				}
 			}
 			run(up)
@@ -411,19 +411,19 @@ func TestInconclusiveAsksForNoWitnesses(t *testing.T) {
 	self := newSelfCheck(5 * time.Millisecond)
 	start := h.clock.at(100)
 	late := probes.Result{Start: start, RTT: 300 * time.Millisecond, Reason: probes.ReasonTimeout}
-	trigger, inconclusive := h.m.judge(self, h.byKey["a/1"], late, start.Add(20*time.Millisecond), start.Add(late.RTT))
+	trigger, inconclusive := h.m.judge(self, h.byKey["a/1"], late, window{slot: start, deadline: start.Add(20 * time.Millisecond)}, start.Add(late.RTT))
 	if !inconclusive || trigger != nil {
 		t.Errorf("late timeout: inconclusive %v, trigger %v; want true and none", inconclusive, names(trigger))
 	}
 	onTime := probes.Result{Start: start, RTT: 21 * time.Millisecond, Reason: probes.ReasonTimeout}
-	trigger, inconclusive = h.m.judge(self, h.byKey["a/1"], onTime, start.Add(20*time.Millisecond), start.Add(onTime.RTT))
+	trigger, inconclusive = h.m.judge(self, h.byKey["a/1"], onTime, window{slot: start, deadline: start.Add(20 * time.Millisecond)}, start.Add(onTime.RTT))
 	if inconclusive {
 		t.Error("on-time timeout judged inconclusive")
 	}
 	equal(t, "witnesses", names(trigger), []string{"a/2", "b/1"})
 	// An async probe (no deadline from a worker: ICMP, judged by kernel timestamps) is
 	// never inconclusive, however late.
-	if _, inconclusive = h.m.judge(self, h.byKey["a/2"], late, time.Time{}, start.Add(late.RTT)); inconclusive {
+	if _, inconclusive = h.m.judge(self, h.byKey["a/2"], late, window{}, start.Add(late.RTT)); inconclusive {
 		t.Error("async timeout judged inconclusive")
 	}
 }

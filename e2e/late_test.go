@@ -17,8 +17,9 @@ import (
 // its deadline passed when the process runs again: the Go runtime often hands it the
 // answer that waited (its poller returns before the timers run), but a probe between two
 // steps (connected, request not yet written), or one of the backlog that starts at once
-// after the stop and waits for a processor, meets its deadline first. The agent must
-// count such a timeout as inconclusive (docs/DESIGN.md, "Lateness"): at fail_threshold 1,
+// after the stop (late against its slot) and waits for a processor, meets its deadline
+// first. The agent must count such a timeout as inconclusive (docs/DESIGN.md, "Lateness")
+// and let the probe's retry judge the target: at fail_threshold 1,
 // where one false timeout is a target down, no target may go down for a probe whose
 // window met a stop. It must also have measured itself late: a wake-up later than 0.1 s.
 // Beside it agent e1 runs with the guard off (lateness_allowance = "0s") and is stopped
@@ -108,24 +109,28 @@ func TestAgentStoppedNoFalseDown(t *testing.T) {
 	// before the line) is the stop's doing when that probe's window, from its start to its
 	// deadline, meets a stop or the backlog just after it; any other is the loaded
 	// machine's (a server kept waiting beyond the timeout), reported only.
-	byStop := func(e event) bool {
+	// byStop says whether e is the stop's, and when its probe started against the nearest
+	// SIGCONT (negative: before it), for the failure message.
+	byStop := func(e event) (bool, time.Duration) {
 		start := e.Time.Add(-time.Duration(e.DetectSeconds * float64(time.Second)))
 		for _, sp := range pauses {
 			if start.Before(sp.to.Add(stopBacklog)) && start.Add(stopTimeout).After(sp.from) {
-				return true
+				return true, start.Sub(sp.to)
 			}
 		}
-		return false
+		return false, 0
 	}
 	for i, a := range agents {
 		events := a.run.during(2 * time.Second)
 		var caused []string
 		other := 0
 		for _, e := range events {
-			switch {
-			case e.Type == "target" && e.To == "down" && byStop(e):
-				caused = append(caused, e.String())
-			case e.Type == "target" && e.To == "down":
+			if e.Type != "target" || e.To != "down" {
+				continue
+			}
+			if stop, since := byStop(e); stop {
+				caused = append(caused, fmt.Sprintf("%s (probe started %v after SIGCONT)", e, since.Round(time.Millisecond)))
+			} else {
 				other++
 			}
 		}
