@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
@@ -192,14 +193,17 @@ func (l *eventLog) writeRing() (*os.File, error) {
 			drained = true
 		}
 	}
+	// A copy under the lock, marshalled outside it: add, under the engine's apply lock,
+	// must not wait for thousands of changes to be encoded. Kept changes never change.
 	l.mu.Lock()
+	ring := slices.Clone(l.ring)
+	l.mu.Unlock()
 	var buf bytes.Buffer
-	for _, c := range l.ring {
+	for _, c := range ring {
 		line, _ := json.Marshal(c)
 		buf.Write(line)
 		buf.WriteByte('\n')
 	}
-	l.mu.Unlock()
 	tmp := l.path + ".tmp"
 	if err := writeFileSync(tmp, buf.Bytes()); err != nil {
 		return nil, err
