@@ -78,7 +78,7 @@ type Config struct {
 	Sites    int
 	Targets  int           // targets per site (default 2: an ICMP and an HTTP one)
 	Interval time.Duration // push interval (default 1s)
-	Duration time.Duration // the measured window, after a warm-up of 1.5 intervals
+	Duration time.Duration // the measured window, after the warm-up (see Run)
 	// Quorum is the view's quorum (default 2) and MaxUpFraction its max_up_fraction
 	// (default the view's): with them a flip knows which of its pushes decides.
 	Quorum        int
@@ -121,6 +121,8 @@ type Result struct {
 	PushesPerSecond              float64
 	Flips                        int             // flips scheduled
 	Verdicts                     int             // flips whose verdict arrived on /api/v1/events
+	SitesUp, SitesTotal          int             // sites the view had said up when the window began, of all
+	Warmup                       time.Duration   // from the first push to the window
 	Unexpected                   int             // verdict changes no flip asked for
 	UnexpectedSample             []string        // the first few of them, as site: from -> to
 	EventLatency                 []time.Duration // deciding push sent -> verdict on /api/v1/events
@@ -496,6 +498,8 @@ type run struct {
 
 	mu         sync.Mutex
 	pending    map[string]*pending // by site
+	everUp     map[string]bool     // sites the view has said up
+	allUp      chan struct{}       // closed once every site is in everUp
 	res        Result
 	measuring  atomic.Bool  // errors and latencies are recorded
 	counting   atomic.Bool  // pushes are counted: the window
@@ -524,9 +528,12 @@ func (r *run) fail(err error) {
 	r.mu.Unlock()
 }
 
-// Run plays cfg against the view for a warm-up of one and a half intervals and then
-// the measured window of cfg.Duration, then waits up to the verdict timeout for the
-// last flips' verdicts, or until ctx ends.
+// Run plays cfg against the view for a warm-up and then the measured window of
+// cfg.Duration, then waits up to the verdict timeout for the last flips' verdicts, or
+// until ctx ends. The warm-up lasts one and a half intervals, and then until the view has
+// said every site up (at most warmupMax): on a loaded machine thousands of agents' first
+// pushes (a new connection each, every label new to the view) take longer than that,
+// and their sites' first up inside the window would read as verdicts no flip asked for.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
@@ -534,7 +541,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cfg.URL = strings.TrimRight(cfg.URL, "/")
 	start := time.Now()
-	r := &run{cfg: cfg, pending: map[string]*pending{}}
+	r := &run{cfg: cfg, pending: map[string]*pending{}, everUp: map[string]bool{}, allUp: make(chan struct{})}
 	for i := range cfg.Agents {
 		r.agents = append(r.agents, newSimAgent(fmt.Sprintf("load%04d", i), cfg.group(i), &cfg, start))
 	}
@@ -560,11 +567,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := sleep(ctx, cfg.Interval+cfg.Interval/2); err != nil {
 		return nil, err
 	}
+	select {
+	case <-r.allUp:
+	case <-time.After(warmupMax):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	if cfg.Window != nil {
 		cfg.Window(true)
 	}
 	windowStart := time.Now()
 	r.window = windowStart
+	r.mu.Lock()
+	r.res.SitesUp, r.res.SitesTotal, r.res.Warmup = len(r.everUp), cfg.SitesNeeded(), windowStart.Sub(first)
+	r.mu.Unlock()
 	r.measuring.Store(true)
 	r.counting.Store(true)
 	end := windowStart.Add(cfg.Duration)
@@ -851,6 +867,13 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				continue
 			}
 			r.mu.Lock()
+			firstUp := ev.To == view.VerdictUp && !r.everUp[ev.Site]
+			if firstUp {
+				r.everUp[ev.Site] = true
+				if len(r.everUp) == r.cfg.SitesNeeded() {
+					close(r.allUp)
+				}
+			}
 			// An event read before the deciding push was sent is not its verdict (the
 			// site got there another way, its agents going stale), however late this
 			// loop gets to it on a loaded machine.
@@ -859,7 +882,7 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				r.res.Verdicts++
 				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
 				delete(r.pending, ev.Site)
-			} else if r.measuring.Load() && !flipStep(ev.To) {
+			} else if r.measuring.Load() && !flipStep(ev.To) && !firstUp {
 				r.res.Unexpected++
 				if len(r.res.UnexpectedSample) < 5 {
 					r.res.UnexpectedSample = append(r.res.UnexpectedSample, fmt.Sprintf("%s: %s -> %s", ev.Site, ev.From, ev.To))
@@ -870,6 +893,10 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 	}()
 	return ch, nil
 }
+
+// warmupMax bounds the wait for every site's first up; Result.SitesUp says whether it
+// came.
+const warmupMax = 30 * time.Second
 
 // flipStep says whether a verdict change is a step a flip passes through before its
 // deciding push: degraded (some witnesses down) and partitioned (a quorum down, more

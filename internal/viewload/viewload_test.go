@@ -48,6 +48,9 @@ func TestSmoke(t *testing.T) {
 	if res.Flips < 8 || res.Verdicts != res.Flips {
 		t.Errorf("%d flips, %d verdicts seen: want at least 8 flips and a verdict for each", res.Flips, res.Verdicts)
 	}
+	if res.SitesTotal != 10*20 || res.SitesUp != res.SitesTotal {
+		t.Errorf("%d of %d sites up after a warm-up of %v, want all of the 200 sites (10 groups of 10 agents, 20 sites each)", res.SitesUp, res.SitesTotal, res.Warmup)
+	}
 	if res.Unexpected != 0 {
 		t.Errorf("%d verdict changes that no flip asked for, first %q", res.Unexpected, res.UnexpectedSample)
 	}

@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Agents, "agents", 1000, "simulated agents")
 	fs.IntVar(&cfg.Sites, "sites", 20, "sites per agent")
 	fs.IntVar(&cfg.Targets, "targets", 2, "targets per site")
-	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "measured window, after a warm-up of 1.5 intervals")
+	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "measured window, after the warm-up (1.5 intervals, then until every site is up, at most 30 s)")
 	fs.DurationVar(&cfg.Interval, "interval", time.Second, "push interval of every agent")
 	fs.IntVar(&cfg.Quorum, "quorum", 2, "the view's quorum")
 	fs.IntVar(&cfg.Witnesses, "witnesses", 0, "agents reporting each site; a flip changes a site on all of them (default 10, or all agents when fewer)")
@@ -202,6 +202,7 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 	}
 	self := selfAfter.CPU - selfBefore.CPU
 	row("load generator CPU", fmt.Sprintf("%.2f cores, %s a push; %s", self.Seconds()/secs, perPush(self), waited(selfBefore, selfAfter)))
+	row("warm-up", fmt.Sprintf("%.1f s, then %d of %d sites up", r.Warmup.Seconds(), r.SitesUp, r.SitesTotal))
 	row("pushes", fmt.Sprintf("%d (%.0f/s); periodic ones due %d, slots missed %d", r.Pushes, r.PushesPerSecond, r.Due, r.Missed))
 	errs := fmt.Sprint(r.Errors)
 	if len(r.ErrorKinds) > 0 {
