@@ -9,14 +9,16 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/contract"
 
-	"github.com/klauspost/compress/snappy"
+	"github.com/golang/snappy"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 )
 
 // referenceDecode is the view's former decoder, kept as the reference the in-place one
-// must agree with: snappy, proto.Unmarshal into prompb messages, then reportsFrom.
+// must agree with: snappy (github.com/golang/snappy, the format's reference, which like
+// the view refuses S2's extensions), proto.Unmarshal into prompb messages, then
+// reportsFrom.
 func referenceDecode(body []byte, maxBody int64) ([]AgentReport, error) {
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
