@@ -134,7 +134,7 @@ func decodeWriteRequest(raw []byte, budget int64) ([]AgentReport, error) {
 		}
 		b = b[n:]
 		if num == 1 && typ == protowire.BytesType { // repeated TimeSeries timeseries = 1
-			ts, n := protowire.ConsumeBytes(b)
+			ts, n := consumeBytes(b)
 			if n < 0 {
 				return nil, badProto(protowire.ParseError(n))
 			}
@@ -158,13 +158,28 @@ func decodeWriteRequest(raw []byte, budget int64) ([]AgentReport, error) {
 }
 
 // consumeTag is protowire.ConsumeTag that, like proto.Unmarshal, also refuses field
-// numbers above the largest valid one.
+// numbers above the largest valid one. Every tag of the push contract is one byte (field
+// numbers 1 to 15), read here without protowire's varint loop; field number 0 is
+// protowire's error.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] >= 1<<3 && b[0] < 0x80 {
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n >= 0 && !num.IsValid() {
 		return 0, 0, errCodeFieldNumber
 	}
 	return num, typ, n
+}
+
+// consumeBytes is protowire.ConsumeBytes with the common case first: a length under 128
+// (one byte) that the buffer holds. Anything else, errors included, is protowire's.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		m := 1 + int(b[0])
+		return b[1:m], m
+	}
+	return protowire.ConsumeBytes(b)
 }
 
 func badProto(err error) error {
@@ -221,7 +236,7 @@ func (d *pushDecoder) series(i int, b []byte) error {
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType: // repeated Label labels = 1
-			lb, n := protowire.ConsumeBytes(b)
+			lb, n := consumeBytes(b)
 			if n < 0 {
 				return badProto(protowire.ParseError(n))
 			}
@@ -243,7 +258,7 @@ func (d *pushDecoder) series(i int, b []byte) error {
 				d.labels = append(d.labels, [2][]byte{k, v})
 			}
 		case num == 2 && typ == protowire.BytesType: // repeated Sample samples = 2
-			sb, n := protowire.ConsumeBytes(b)
+			sb, n := consumeBytes(b)
 			if n < 0 {
 				return badProto(protowire.ParseError(n))
 			}
@@ -284,7 +299,7 @@ func readLabel(b []byte) (name, value []byte, err error) {
 		}
 		b = b[n:]
 		if (num == 1 || num == 2) && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
+			v, n := consumeBytes(b)
 			if n < 0 {
 				return nil, nil, badProto(protowire.ParseError(n))
 			}
