@@ -292,6 +292,15 @@ func (d *pushDecoder) series(i int, b []byte) error {
 
 // readLabel reads a Label message: name = 1, value = 2, both proto3 strings.
 func readLabel(b []byte) (name, value []byte, err error) {
+	// First the layout every encoder writes when both strings are under 128 bytes:
+	// 0a len name 12 len value, nothing else. Its four framing bytes are ASCII, which no
+	// UTF-8 sequence spans, so one check of the whole message checks both strings.
+	if len(b) >= 4 && b[0] == 0x0a && b[1] < 0x80 {
+		v := 2 + int(b[1])
+		if v+2 <= len(b) && b[v] == 0x12 && b[v+1] < 0x80 && v+2+int(b[v+1]) == len(b) && utf8.Valid(b) {
+			return b[2:v], b[v+2:], nil
+		}
+	}
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/contract"
 
 	"github.com/klauspost/compress/snappy"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 )
@@ -433,6 +434,48 @@ func checkEngine(t *testing.T, e *Engine, now time.Time) {
 		}
 		if s.state != want || s.witnesses != witnesses || s.down != downCount {
 			t.Fatalf("site %s is %s (%d witnesses, %d down), want %s (%d, %d)", name, s.state, s.witnesses, s.down, want, witnesses, downCount)
+		}
+	}
+}
+
+// TestReadLabel: the common layout (0a len name 12 len value) and every other one read the
+// same, and a string that is not UTF-8 is refused in either.
+func TestReadLabel(t *testing.T) {
+	label := func(fields ...any) []byte {
+		var b []byte
+		for i := 0; i < len(fields); i += 2 {
+			b = protowire.AppendTag(b, protowire.Number(fields[i].(int)), protowire.BytesType)
+			b = protowire.AppendString(b, fields[i+1].(string))
+		}
+		return b
+	}
+	long := strings.Repeat("x", 200) // a two-byte length
+	for _, tc := range []struct {
+		name        string
+		b           []byte
+		key, value  string
+		wantInvalid bool
+	}{
+		{"common layout", label(1, "site", 2, "alpha"), "site", "alpha", false},
+		{"empty strings", label(1, "", 2, ""), "", "", false},
+		{"multi-byte UTF-8", label(1, "größe", 2, "日本"), "größe", "日本", false},
+		{"value first", label(2, "alpha", 1, "site"), "site", "alpha", false},
+		{"name twice, the last wins", label(1, "a", 1, "site", 2, "alpha"), "site", "alpha", false},
+		{"long value", label(1, "site", 2, long), "site", long, false},
+		{"name only", label(1, "site"), "site", "", false},
+		{"name not UTF-8", label(1, "si\xffte", 2, "alpha"), "", "", true},
+		{"value not UTF-8", label(1, "site", 2, "al\xc3"), "", "", true},
+		{"a sequence cut by the framing", append(label(1, "site\xe6"), label(2, "\x97\xa5")...), "", "", true},
+		{"value not UTF-8, long", label(1, "site", 2, long+"\xff"), "", "", true},
+	} {
+		k, v, err := readLabel(tc.b)
+		switch {
+		case tc.wantInvalid && err == nil:
+			t.Errorf("%s: read %q=%q, want a refusal", tc.name, k, v)
+		case !tc.wantInvalid && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.wantInvalid && (string(k) != tc.key || string(v) != tc.value):
+			t.Errorf("%s: read %q=%q, want %q=%q", tc.name, k, v, tc.key, tc.value)
 		}
 	}
 }
