@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,21 +16,12 @@ import (
 // gate is a writer that blocks until it is opened, then keeps what it is given.
 type gate struct {
 	open chan struct{}
-	mu   sync.Mutex
-	buf  bytes.Buffer
+	testkit.Buffer
 }
 
 func (g *gate) Write(p []byte) (int, error) {
 	<-g.open
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.buf.Write(p)
-}
-
-func (g *gate) String() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.buf.String()
+	return g.Buffer.Write(p)
 }
 
 // A reader that does not read costs lines, counted, never the writer's time; the lines
