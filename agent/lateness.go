@@ -23,9 +23,9 @@ import "time"
 // allowance after its slot and is not itself such a probe's retry: it was then one of the
 // backlog a stall leaves, whose probes start together and wait behind each other for a
 // processor while their answers sit in the sockets, each meeting a deadline its timer
-// reports on time. The retry, started at once, judges the target. ICMP probes are exempt: the engine
-// judges them by the kernel's receive timestamps after draining the socket, so a late
-// agent reads them right.
+// reports on time. The retry, started at once, judges the target. ICMP probes are
+// exempt: the engine judges them by the kernel's receive timestamps after draining the
+// socket, so a late agent reads them right.
 
 // LatenessEvent names what a lateness sample measured.
 type LatenessEvent uint8
