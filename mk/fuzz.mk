@@ -11,7 +11,7 @@ FUZZSHORTTIME ?= 12s
 # short run on a large seed (a 40-record DNS reply): a bounded count keeps the time on
 # fuzzing. Failing inputs are minimized under the same bound.
 FUZZMINIMIZE  ?= 500x
-FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzPush \
+FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzDecodeShape ./view:FuzzPush \
                  ./view:FuzzSnappyStrict ./view:FuzzHostAllowed ./view:FuzzSilence ./internal/tomlconf:FuzzWebConfigFiles \
                  ./failover:FuzzKeyFile
 
@@ -29,7 +29,7 @@ fuzz-short:
 
 ## view-fuzz: the view's push decoder and Host check targets only, VIEW_FUZZTIME each
 view-fuzz:
-	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(VIEW_FUZZTIME) FUZZ_TARGETS="./view:FuzzDecodeWrite ./view:FuzzPush ./view:FuzzSnappyStrict ./view:FuzzHostAllowed"
+	@$(MAKE) --no-print-directory fuzz-run FUZZRUNTIME=$(VIEW_FUZZTIME) FUZZ_TARGETS="./view:FuzzDecodeWrite ./view:FuzzDecodeShape ./view:FuzzPush ./view:FuzzSnappyStrict ./view:FuzzHostAllowed"
 
 # fuzz-run parses go test's last "fuzz: elapsed: 12s, execs: 123456 (10288/sec), ..." line
 # of each target. A target that fails with nothing but "context deadline exceeded" and

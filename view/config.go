@@ -37,7 +37,7 @@ const (
 	// DefaultMaxPushMemory: view/README.md, "Hostile input", adds up what they bound.
 	DefaultMaxConnections = 1024
 	DefaultMaxPushMemory  = 64 << 20
-	connMemory            = 50 << 10
+	connMemory            = 50<<10 + maxShapeBytes // and the previous push's shape (shape.go)
 	// What the engine keeps: twice the 10,000 agents that make bench-view-load measures,
 	// as many sites, and a million reports (10,000 agents x 20 sites x 2 targets is
 	// 600,000), about 100 MiB at the heap per report that BenchmarkTargetMemory measures.

@@ -71,7 +71,7 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeWrite(body, n)
+	return decodeWrite(body, n, nil)
 }
 
 // snappyClaim reads the decoded size a snappy block's header claims and checks it
@@ -96,7 +96,11 @@ func snappyClaim(body []byte, limit int) (int, error) {
 // writes and reads it: klauspost/compress's snappy.Decode also takes the S2 extensions,
 // whose repeat codes let 28 bytes expand to 64 MiB, so DecodeStrict it is; it writes
 // into exactly n bytes and fails the moment the block would write more, or fewer.
-func decodeWrite(body []byte, n int) ([]AgentReport, error) {
+//
+// slot, when not nil, holds the shape of the connection's previous push (shape.go): a
+// push of that shape is read from its samples alone, and one decoded in full leaves its
+// own shape there.
+func decodeWrite(body []byte, n int, slot *shapeSlot) ([]AgentReport, error) {
 	bufp := rawPool.Get().(*[]byte)
 	defer func() {
 		if cap(*bufp) <= maxPooledRaw {
@@ -110,7 +114,27 @@ func decodeWrite(body []byte, n int) ([]AgentReport, error) {
 	if err != nil {
 		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
-	return decodeWriteRequest(raw, int64(n)+reportSlack)
+	if slot == nil || !slot.mu.TryLock() { // TryLock: HTTP/2 streams of one connection
+		reports, _, err := decodeWriteRequest(raw, int64(n)+reportSlack, false)
+		return reports, err
+	}
+	defer slot.mu.Unlock()
+	reports, ok, touched := slot.shape.replay(raw)
+	if ok {
+		slot.replays++
+		return reports, nil
+	}
+	if touched {
+		if raw, err = snappy.DecodeStrict(raw, body); err != nil {
+			return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+		}
+	}
+	reports, shape, err := decodeWriteRequest(raw, int64(n)+reportSlack, true)
+	if err != nil {
+		return nil, err // the shape before it still holds
+	}
+	slot.shape = shape
+	return reports, nil
 }
 
 // rawPool keeps decode buffers of up to maxPooledRaw bytes between pushes.
@@ -122,39 +146,44 @@ const maxPooledRaw = 1 << 20
 // that ParseError names it.
 const errCodeFieldNumber = -2
 
-// decodeWriteRequest reads a WriteRequest whose reports may cost up to budget bytes.
-// Nothing it returns points into raw.
-func decodeWriteRequest(raw []byte, budget int64) ([]AgentReport, error) {
+// decodeWriteRequest reads a WriteRequest whose reports may cost up to budget bytes and,
+// if record, its shape (nil when it has none). Nothing it returns points into raw, whose
+// samples it may zero once read.
+func decodeWriteRequest(raw []byte, budget int64, record bool) ([]AgentReport, *pushShape, error) {
 	d := pushDecoder{budget: budget}
+	if record {
+		d.rec = &shapeRecorder{rawCap: cap(raw), ok: true}
+	}
 	i := 0
 	for b := raw; len(b) > 0; {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
-			return nil, badProto(protowire.ParseError(n))
+			return nil, nil, badProto(protowire.ParseError(n))
 		}
 		b = b[n:]
 		if num == 1 && typ == protowire.BytesType { // repeated TimeSeries timeseries = 1
 			ts, n := consumeBytes(b)
 			if n < 0 {
-				return nil, badProto(protowire.ParseError(n))
+				return nil, nil, badProto(protowire.ParseError(n))
 			}
 			b = b[n:]
 			if err := d.series(i, ts); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			i++
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return nil, badProto(protowire.ParseError(n))
+			return nil, nil, badProto(protowire.ParseError(n))
 		}
 		b = b[n:]
 	}
 	if d.err != nil {
-		return nil, d.err
+		return nil, nil, d.err
 	}
-	return d.reports(), nil
+	shape := d.shape(raw) // before reports(), which may sort the targets in place
+	return d.reports(), shape, nil
 }
 
 // consumeTag is protowire.ConsumeTag that, like proto.Unmarshal, also refuses field
@@ -194,6 +223,7 @@ type pushDecoder struct {
 	cur     int            // the agent of the previous series, or -1
 	err     error          // a content error, reported once the protobuf is known to be whole
 	budget  int64          // bytes the reports may still cost
+	rec     *shapeRecorder // what the series meant, for the push's shape; nil: not recorded
 }
 
 // spend charges the cost of a new report to the push's budget.
@@ -267,6 +297,7 @@ func (d *pushDecoder) series(i int, b []byte) error {
 			if err != nil {
 				return err
 			}
+			d.sampleRead(sb)
 			if samples == 0 || ts >= latest.ts {
 				latest.value, latest.ts = v, ts
 			}
@@ -287,6 +318,7 @@ func (d *pushDecoder) series(i int, b []byte) error {
 		return nil
 	}
 	d.err = d.apply(i, name, agent, site, state, samples, latest.value, latest.ts)
+	d.seriesDone(samples)
 	return nil
 }
 
@@ -400,27 +432,27 @@ func (d *pushDecoder) agentIndex(a []byte) (int, error) {
 	return k, nil
 }
 
-// site finds (or adds) the site named s in agent p's report.
-func (p *agentInProgress) site(d *pushDecoder, s []byte, agent string) (*SiteReport, error) {
+// site finds (or adds) the site named s in agent p's report: its index in p.sites.
+func (p *agentInProgress) site(d *pushDecoder, s []byte, agent string) (int, error) {
 	if n := len(p.sites); n > 0 && p.sites[n-1].name == string(s) {
-		return &p.sites[n-1].rep, nil
+		return n - 1, nil
 	}
 	if p.index == nil {
 		p.index = make(map[string]int, 32)
 	}
 	if k, ok := p.index[string(s)]; ok {
-		return &p.sites[k].rep, nil
+		return k, nil
 	}
 	if len(p.sites) >= maxSitesPerAgent {
-		return nil, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
+		return 0, rejectf("bad_content", "agent %q reports more than %d sites", agent, maxSitesPerAgent)
 	}
 	if err := d.spend(siteReportCost + len(s)); err != nil {
-		return nil, err
+		return 0, err
 	}
 	name := string(s)
 	p.index[name] = len(p.sites)
 	p.sites = append(p.sites, namedSite{name: name, rep: SiteReport{Detect: -1}})
-	return &p.sites[len(p.sites)-1].rep, nil
+	return len(p.sites) - 1, nil
 }
 
 // apply records one series of the push contract.
@@ -434,6 +466,9 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 	k, err := d.agentIndex(agent)
 	if err != nil {
 		return err
+	}
+	if k != 0 {
+		d.noShape() // shapes are of one agent's pushes
 	}
 	d.cur = k
 	p := &d.agents[k]
@@ -453,32 +488,45 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 			if p.sites == nil {
 				p.sites = []namedSite{}
 			}
+			d.noShape()
 			return nil
 		}
-		sr, err := p.site(d, site, r.Agent)
+		slot, err := p.site(d, site, r.Agent)
 		if err != nil {
 			return err
 		}
 		st := stateName(state)
+		d.note(seriesOp(metric, st), slot)
 		if st == "" && metric == contract.MetricSiteState {
 			st = string(state) // refused below, by name
 		}
-		if err := readSiteSeries(sr, metric, st, v); err != nil {
+		if err := readSiteSeries(&p.sites[slot].rep, metric, st, v); err != nil {
 			return rejectf("bad_content", "agent %q site %q: %v", r.Agent, site, err)
 		}
+	case contract.MetricAgentIsolated, contract.MetricAgentImpaired, contract.MetricPushInterval:
+		readAgentSeries(r, metric, v)
+		if metric == contract.MetricAgentIsolated {
+			r.Labels = d.agentLabels(r.Labels)
+		}
+		d.note(seriesOp(metric, ""), 0)
+	case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
+		return p.target(d, metric, site, v, r.Agent)
+	}
+	return nil
+}
+
+// readAgentSeries sets the field of r that one of the agent-wide series carries.
+func readAgentSeries(r *AgentReport, metric string, v float64) {
+	switch metric {
 	case contract.MetricAgentIsolated:
 		r.Isolated = v == 1
-		r.Labels = d.agentLabels(r.Labels)
 	case contract.MetricAgentImpaired:
 		r.Impaired = v == 1
 	case contract.MetricPushInterval:
 		if !math.IsNaN(v) && v > 0 && v < 86400 {
 			r.PushInterval = time.Duration(v * float64(time.Second))
 		}
-	case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
-		return p.target(d.labels, metric, site, v, r.Agent)
 	}
-	return nil
 }
 
 // agentLabels is the agent's own labels, from the labels of its agent-wide series being

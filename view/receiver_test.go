@@ -216,15 +216,25 @@ func benchEngine(b *testing.B, n int, at time.Time) *Engine {
 	return e
 }
 
-// BenchmarkDecodePush: decoding one agent's push of 20 sites, in place (DecodeWrite) and
-// with the former proto.Unmarshal-based decoder (Reference), side by side.
+// BenchmarkDecodePush: decoding one agent's push of 20 sites, in place (DecodeWrite),
+// through the shape of the same agent's previous push (Shaped) and with the former
+// proto.Unmarshal-based decoder (Reference), side by side.
 func BenchmarkDecodePush(b *testing.B) {
 	at := time.Now()
 	body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), since: at, detect: 0.3, at: at, targets: 2})
+	// Shaped: through a connection's shape, primed by the push before (shape.go).
+	slot := new(shapeSlot)
+	shaped := func(body []byte, maxBody int64) ([]AgentReport, error) {
+		n, err := snappyClaim(body, int(decodedLimit(maxBody)))
+		if err != nil {
+			return nil, err
+		}
+		return decodeWrite(body, n, slot)
+	}
 	for _, bm := range []struct {
 		name   string
 		decode func([]byte, int64) ([]AgentReport, error)
-	}{{"InPlace", DecodeWrite}, {"Reference", referenceDecode}} {
+	}{{"InPlace", DecodeWrite}, {"Shaped", shaped}, {"Reference", referenceDecode}} {
 		b.Run(bm.name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()

@@ -224,6 +224,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       withShapeSlot,
 	}
 	ln = s.serve(srv, ln)
 	runDone := make(chan struct{})

@@ -60,9 +60,9 @@ func intern(b []byte) unique.Handle[string] { return unique.Make(string(b)) }
 // probe_duration_seconds or edgeprobe_target_failure_reason) in agent p's report. A
 // series without site (a control target's) or without target name belongs to no site's
 // detail, and a NaN (a staleness marker) says nothing; both are ignored.
-func (p *agentInProgress) target(labels [][2][]byte, metric string, site []byte, v float64, agent string) error {
+func (p *agentInProgress) target(d *pushDecoder, metric string, site []byte, v float64, agent string) error {
 	var name, kind []byte
-	for _, l := range labels {
+	for _, l := range d.labels {
 		switch string(l[0]) {
 		case contract.LabelTarget:
 			name = l[1]
@@ -70,16 +70,22 @@ func (p *agentInProgress) target(labels [][2][]byte, metric string, site []byte,
 			kind = l[1]
 		}
 	}
-	if len(site) == 0 || len(name) == 0 || math.IsNaN(v) {
+	if len(site) == 0 || len(name) == 0 {
+		return nil
+	}
+	if math.IsNaN(v) {
+		d.noShape() // whether the target is in the report depends on the value
 		return nil
 	}
 	if len(name) > contract.MaxNameBytes {
 		return rejectf("bad_content", "agent %q names a target of more than %d bytes at site %q", agent, contract.MaxNameBytes, site)
 	}
-	t, err := p.targetEntry(site, name, agent)
+	i, err := p.targetEntry(site, name, agent)
 	if err != nil {
 		return err
 	}
+	d.note(seriesOp(metric, ""), i)
+	t := &p.targets[i]
 	if len(kind) > 0 && t.Kind.Value() != string(kind) {
 		t.Kind = p.internKind(kind)
 	}
@@ -110,16 +116,16 @@ func readTargetSeries(t *TargetReport, metric string, v float64) {
 	}
 }
 
-// targetEntry finds (or adds) the target site/name in p's report. Agents push their
+// targetEntry finds (or adds) the target site/name in p's report: its index in p.targets. Agents push their
 // targets in order (site, then name, each target's series together), so the last entry
 // or a new one at the end is the rule; a push out of that order gets an index, once.
-func (p *agentInProgress) targetEntry(site, name []byte, agent string) (*TargetReport, error) {
+func (p *agentInProgress) targetEntry(site, name []byte, agent string) (int, error) {
 	n := len(p.targets)
 	if n > 0 {
 		last := &p.targets[n-1]
 		c := cmp.Or(compareBytes(last.Site.Value(), site), compareBytes(last.Name.Value(), name))
 		if c == 0 {
-			return last, nil
+			return n - 1, nil
 		}
 		if c > 0 && p.targetIndex == nil {
 			p.targetIndex = make(map[targetKey]int, n)
@@ -131,11 +137,11 @@ func (p *agentInProgress) targetEntry(site, name []byte, agent string) (*TargetR
 	key := targetKey{p.internSite(site), intern(name)}
 	if p.targetIndex != nil {
 		if i, ok := p.targetIndex[key]; ok {
-			return &p.targets[i], nil
+			return i, nil
 		}
 	}
 	if n >= maxTargetsPerAgent {
-		return nil, rejectf("bad_content", "agent %q reports more than %d targets", agent, maxTargetsPerAgent)
+		return 0, rejectf("bad_content", "agent %q reports more than %d targets", agent, maxTargetsPerAgent)
 	}
 	if p.targetIndex != nil {
 		p.targetIndex[key] = n
@@ -146,7 +152,7 @@ func (p *agentInProgress) targetEntry(site, name []byte, agent string) (*TargetR
 		p.targets = make([]TargetReport, 0, max(4, 2*len(p.sites)))
 	}
 	p.targets = append(p.targets, newTargetReport(key.site, key.name))
-	return &p.targets[n], nil
+	return n, nil
 }
 
 // compareBytes is strings.Compare(s, string(b)) without the conversion, which escapes

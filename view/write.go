@@ -212,7 +212,7 @@ func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
 		return nil, errBusy
 	}
 	defer func() { <-s.decodeSlots }()
-	return decodeWrite(body, n)
+	return decodeWrite(body, n, connShapeSlot(r.Context()))
 }
 
 // decodedLimit is the largest decoded push: max(1 MiB, 16 x max_body_bytes), and no more

@@ -1,0 +1,297 @@
+package view
+
+import (
+	"context"
+	"hash/maphash"
+	"maps"
+	"math"
+	"net"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/edgeprobe/edgeprobe/contract"
+)
+
+// An agent's pushes differ only in their samples: the same series, with the same labels,
+// in the same order, every second. The view keeps, per connection, the shape of the last
+// push it accepted there: the offsets of its samples, a hash of every other byte, and
+// what each series meant (which agent, site or target, which field). A push of the same
+// size whose other bytes hash the same is read from its samples alone; anything else
+// (the first push, a changed label, a staleness marker, a second agent, an error) is
+// decoded in full, and that decoding records the next shape. view/README.md,
+// "Performance", has what it saves; FuzzDecodeShape checks that both ways decode alike.
+//
+// The hash is two 64-bit maphash sums under seeds drawn when the view starts: nobody
+// outside sees them, and two pushes of one size that differ outside their samples
+// collide with a chance of 2^-128.
+
+// maxShapeBytes bounds what one connection's shape keeps; connMemory counts it. A push
+// whose shape would take more (about 1000 series and up) is always decoded in full.
+const maxShapeBytes = 16 << 10
+
+var shapeSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+// shapeOp is what one series' sample sets in the report.
+type shapeOp uint8
+
+const (
+	opTime    shapeOp = iota // only the agent's sample time (a series the view does not read)
+	opStateUp                // edgeprobe_site_state{state=...}, by state
+	opStateDegraded
+	opStateDown
+	opStateUnknown
+	opChange   // edgeprobe_site_state_change_timestamp_seconds
+	opDetect   // edgeprobe_site_detect_seconds
+	opIsolated // edgeprobe_agent_isolated
+	opImpaired
+	opInterval
+	opTargetUp // a target's four series
+	opProbeSuccess
+	opProbeDuration
+	opReason
+)
+
+// opMetric is the series name an op reads, for readSiteSeries and readTargetSeries.
+var opMetric = [...]string{
+	opStateUp: contract.MetricSiteState, opStateDegraded: contract.MetricSiteState,
+	opStateDown: contract.MetricSiteState, opStateUnknown: contract.MetricSiteState,
+	opChange: contract.MetricSiteStateChange, opDetect: contract.MetricSiteDetect,
+	opIsolated: contract.MetricAgentIsolated, opImpaired: contract.MetricAgentImpaired,
+	opInterval: contract.MetricPushInterval,
+	opTargetUp: contract.MetricTargetUp, opProbeSuccess: contract.MetricProbeSuccess,
+	opProbeDuration: contract.MetricProbeDuration, opReason: contract.MetricTargetFailureReason,
+}
+
+// opState is the state a state op reads; "" for the other ops.
+var opState = [...]string{opStateUp: siteUp, opStateDegraded: siteDegraded, opStateDown: siteDown, opStateUnknown: siteUnknown, opReason: ""}
+
+// seriesOp is the op of the push contract's series metric; state is a site state's
+// state label, as stateName reads it (opStateUnknown too for one the push is refused for).
+func seriesOp(metric, state string) shapeOp {
+	if metric == contract.MetricSiteState {
+		for op := opStateUp; op < opStateUnknown; op++ {
+			if opState[op] == state {
+				return op
+			}
+		}
+		return opStateUnknown
+	}
+	for op := opChange; int(op) < len(opMetric); op++ {
+		if opMetric[op] == metric {
+			return op
+		}
+	}
+	return opTime
+}
+
+// shapeSample is one series' only sample: where its message's contents are in the
+// decoded push, and what it sets (slot: the site or target, in the order the push
+// named them).
+type shapeSample struct {
+	off  uint32
+	n    uint8
+	op   shapeOp
+	slot uint16
+}
+
+// pushShape is the shape of one accepted push of one agent.
+type pushShape struct {
+	size    int
+	sum     [2]uint64
+	samples []shapeSample
+	agent   string
+	labels  map[string]string // the agent's own labels, nil when it sent no agent-wide series
+	sites   []string          // in the order the push named them
+	// hasSites: the push carried site series (the report's Sites is not nil).
+	hasSites bool
+	// targets in the order the push named them, with their names and kinds and no
+	// values; sortTargets: not in the report's order (finishTargets sorts them).
+	targets     []TargetReport
+	sortTargets bool
+}
+
+// shapeRecorder notes, while a push is decoded in full, what its series meant.
+type shapeRecorder struct {
+	rawCap  int // cap of the decoded push: a sample's offset is rawCap - cap(its slice)
+	ok      bool
+	samples []shapeSample
+	// the series being read: its sample's place, and what apply made of it
+	off, n int
+	op     shapeOp
+	slot   int
+}
+
+// note says what the series being read sets; a no-op when nothing is recorded.
+func (d *pushDecoder) note(op shapeOp, slot int) {
+	if d.rec != nil {
+		d.rec.op, d.rec.slot = op, slot
+	}
+}
+
+// noShape says the push's meaning depends on its values (a staleness marker), or is
+// more than a shape holds: the next push is decoded in full.
+func (d *pushDecoder) noShape() {
+	if d.rec != nil {
+		d.rec.ok = false
+	}
+}
+
+// sampleRead notes where the series' sample is.
+func (d *pushDecoder) sampleRead(sb []byte) {
+	if d.rec != nil {
+		d.rec.off, d.rec.n = d.rec.rawCap-cap(sb), len(sb)
+		d.rec.op, d.rec.slot = opTime, 0
+	}
+}
+
+// seriesDone records the series just applied, which had samples samples.
+func (d *pushDecoder) seriesDone(samples int) {
+	r := d.rec
+	if r == nil || !r.ok || samples == 0 {
+		return
+	}
+	if samples > 1 || r.n > math.MaxUint8 || r.slot > math.MaxUint16 || r.off > math.MaxUint32 {
+		r.ok = false
+		return
+	}
+	r.samples = append(r.samples, shapeSample{off: uint32(r.off), n: uint8(r.n), op: r.op, slot: uint16(r.slot)})
+}
+
+// shape is the shape of the push just decoded from raw, or nil when it has none. It
+// zeroes the samples' contents in raw, which the reports no longer need.
+func (d *pushDecoder) shape(raw []byte) *pushShape {
+	r := d.rec
+	if r == nil || !r.ok || len(d.agents) != 1 || len(r.samples) == 0 {
+		return nil
+	}
+	p := &d.agents[0]
+	sh := &pushShape{
+		size:        len(raw),
+		samples:     slices.Clone(r.samples),
+		agent:       p.report.Agent,
+		labels:      maps.Clone(p.report.Labels),
+		hasSites:    p.sites != nil,
+		sortTargets: p.targetIndex != nil,
+	}
+	if len(p.sites) > 0 {
+		sh.sites = make([]string, len(p.sites))
+		for i, s := range p.sites {
+			sh.sites[i] = s.name
+		}
+	}
+	if len(p.targets) > 0 {
+		sh.targets = make([]TargetReport, len(p.targets))
+		for i, t := range p.targets {
+			sh.targets[i] = newTargetReport(t.Site, t.Name)
+			sh.targets[i].Kind = t.Kind
+		}
+	}
+	if sh.cost() > maxShapeBytes {
+		return nil
+	}
+	sh.sum = sh.hash(raw)
+	return sh
+}
+
+// cost is about what sh keeps, in bytes.
+func (sh *pushShape) cost() int {
+	n := 256 + len(sh.agent) + len(sh.samples)*int(unsafe.Sizeof(shapeSample{})) +
+		len(sh.sites)*16 + len(sh.targets)*int(unsafe.Sizeof(TargetReport{}))
+	for _, s := range sh.sites {
+		n += len(s)
+	}
+	for k, v := range sh.labels {
+		n += 64 + len(k) + len(v)
+	}
+	return n
+}
+
+// hash zeroes the contents of sh's samples in raw and hashes all of it.
+func (sh *pushShape) hash(raw []byte) [2]uint64 {
+	for _, s := range sh.samples {
+		clear(raw[s.off : int(s.off)+int(s.n)])
+	}
+	return [2]uint64{maphash.Bytes(shapeSeeds[0], raw), maphash.Bytes(shapeSeeds[1], raw)}
+}
+
+// replay reads raw as a push of shape sh: its reports, and true, when raw has sh's size,
+// every sample reads as one and raw's other bytes hash as sh's did; otherwise false, and
+// raw may have been changed (touched) and must be decoded again before it is read in
+// full. A sample whose value would change the push's meaning (NaN, a state the set
+// cannot hold) also answers false: the full decoding says what it means.
+func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool) {
+	if sh == nil || len(raw) != sh.size {
+		return nil, false, false
+	}
+	r := AgentReport{Agent: sh.agent}
+	sites := make([]SiteReport, len(sh.sites))
+	for i := range sites {
+		sites[i].Detect = -1
+	}
+	targets := slices.Clone(sh.targets)
+	for _, s := range sh.samples {
+		v, ts, err := readSample(raw[s.off : int(s.off)+int(s.n)])
+		if err != nil {
+			return nil, false, false
+		}
+		if t := time.UnixMilli(ts); !r.HasSamples || t.After(r.SampleTime) {
+			r.SampleTime, r.HasSamples = t, true
+		}
+		switch op := s.op; op {
+		case opTime:
+		case opStateUp, opStateDegraded, opStateDown, opStateUnknown, opChange, opDetect:
+			if math.IsNaN(v) || readSiteSeries(&sites[s.slot], opMetric[op], opState[op], v) != nil {
+				return nil, false, false
+			}
+		case opIsolated, opImpaired, opInterval:
+			readAgentSeries(&r, opMetric[op], v)
+		default:
+			if math.IsNaN(v) {
+				return nil, false, false
+			}
+			readTargetSeries(&targets[s.slot], opMetric[op], v)
+		}
+	}
+	if sh.hash(raw) != sh.sum {
+		return nil, false, true
+	}
+	r.Labels = maps.Clone(sh.labels)
+	if sh.hasSites {
+		r.Sites = make(map[string]SiteReport, len(sites))
+		for i, rep := range sites {
+			if rep.State == "" {
+				rep.State = siteUnknown
+			}
+			r.Sites[sh.sites[i]] = rep
+		}
+	}
+	if len(targets) > 0 {
+		if sh.sortTargets {
+			slices.SortFunc(targets, compareTargets)
+		}
+		r.Targets = targets
+	}
+	return []AgentReport{r}, true, true
+}
+
+// shapeSlot holds a connection's shape between its pushes.
+type shapeSlot struct {
+	mu      sync.Mutex
+	shape   *pushShape
+	replays int // pushes read from a shape
+}
+
+type shapeSlotKey struct{}
+
+// withShapeSlot is the http.Server's ConnContext: every connection gets its slot.
+func withShapeSlot(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, shapeSlotKey{}, new(shapeSlot))
+}
+
+// connShapeSlot is the slot of the connection ctx serves, or nil.
+func connShapeSlot(ctx context.Context) *shapeSlot {
+	s, _ := ctx.Value(shapeSlotKey{}).(*shapeSlot)
+	return s
+}
