@@ -639,6 +639,21 @@ const siteChunk = 512
 // between the steps: each site is consistent in itself, the list is the state of a few
 // milliseconds rather than of one instant.
 func (e *Engine) Sites(now time.Time) []SiteView {
+	var out []SiteView
+	e.EachSites(now, func(chunk []SiteView) error {
+		for _, v := range chunk {
+			v.Agents = slices.Clone(v.Agents)
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out
+}
+
+// EachSites is Sites a chunk at a time, for an answer written as it is copied: fn gets
+// up to siteChunk sites, copied under one hold of the lock, in a slice (and agent
+// lists) that the next call reuses. It stops at fn's first error and returns it.
+func (e *Engine) EachSites(now time.Time, fn func([]SiteView) error) error {
 	e.mu.Lock()
 	names := make([]string, 0, len(e.sites))
 	for n := range e.sites {
@@ -646,17 +661,22 @@ func (e *Engine) Sites(now time.Time) []SiteView {
 	}
 	e.mu.Unlock()
 	sort.Strings(names)
-	out := make([]SiteView, 0, len(names))
+	chunk := make([]SiteView, 0, min(siteChunk, len(names)))
 	for i := 0; i < len(names); i += siteChunk {
+		chunk = chunk[:0]
 		e.mu.Lock()
 		for _, name := range names[i:min(i+siteChunk, len(names))] {
 			if s := e.sites[name]; s != nil {
-				out = append(out, e.view(s, now))
+				chunk = chunk[:len(chunk)+1]
+				e.viewInto(&chunk[len(chunk)-1], s, now)
 			}
 		}
 		e.mu.Unlock()
+		if err := fn(chunk); err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
 // Site is the current verdict of one site; false when no agent reports it.
@@ -672,8 +692,19 @@ func (e *Engine) Site(name string, now time.Time) (SiteView, bool) {
 
 // view copies one site; e.mu is held.
 func (e *Engine) view(s *siteRecord, now time.Time) SiteView {
-	v := SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
-		Agents: make([]AgentView, 0, len(s.agents)), DetectSeconds: s.detect}
+	var v SiteView
+	e.viewInto(&v, s, now)
+	return v
+}
+
+// viewInto copies one site into v, reusing v's agent list; e.mu is held.
+func (e *Engine) viewInto(v *SiteView, s *siteRecord, now time.Time) {
+	agents := v.Agents[:0]
+	if agents == nil {
+		agents = make([]AgentView, 0, len(s.agents)) // [] in JSON, never null
+	}
+	*v = SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
+		Agents: slices.Grow(agents, len(s.agents)), DetectSeconds: s.detect}
 	for a := range s.agents {
 		r := a.sites[s.name]
 		av := AgentView{Name: a.name, State: r.State, Isolated: a.isolated, Impaired: a.impaired, Stale: !e.fresh(a, now)}
@@ -682,8 +713,7 @@ func (e *Engine) view(s *siteRecord, now time.Time) SiteView {
 		}
 		v.Agents = append(v.Agents, av)
 	}
-	sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].Name < v.Agents[j].Name })
-	return v
+	slices.SortFunc(v.Agents, func(x, y AgentView) int { return strings.Compare(x.Name, y.Name) })
 }
 
 // Counts returns how many sites have each verdict, and how many known agents are fresh

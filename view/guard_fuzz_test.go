@@ -56,7 +56,7 @@ func FuzzSnappyStrict(f *testing.F) {
 		}
 		if wantErr == nil {
 			// decodeWrite decodes it the same way (and then reads the protobuf).
-			if _, err := decodeWrite(b, n, nil); err != nil {
+			if _, _, err := decodeWrite(b, n, nil); err != nil {
 				var pe *pushError
 				if errors.As(err, &pe) && pe.reason == "bad_snappy" {
 					t.Fatalf("decodeWrite refuses a snappy block the reference decodes: %v", err)

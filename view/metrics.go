@@ -12,9 +12,16 @@ type viewMetrics struct {
 	received      prometheus.Counter
 	rejected      *prometheus.CounterVec
 	ignored       prometheus.Counter
+	decoded       *prometheus.CounterVec
 	changes       *prometheus.CounterVec
 	notifications *prometheus.CounterVec
 }
+
+// The values of edgeprobe_view_pushes_decoded_total's label by.
+const (
+	decodedByShape = "shape"
+	decodedInFull  = "full"
+)
 
 var rejectReasons = []string{"unauthorized", "forbidden", "unsupported", "too_large", "read", "bad_snappy", "bad_protobuf", "no_agent", "bad_content", "rate_limited", "host", "busy", "full"}
 
@@ -30,6 +37,9 @@ func newViewMetrics(s *Server) *viewMetrics {
 		ignored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgeprobe_view_reports_ignored_total", Help: "Agent reports accepted but ignored as older than the agent's last one or than max_sample_age.",
 		}),
+		decoded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgeprobe_view_pushes_decoded_total", Help: "Pushes decoded, by how: from the shape of the connection's previous push (shape) or in full (full).",
+		}, []string{"by"}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgeprobe_view_verdict_changes_total", Help: "Site verdict changes, by new verdict.",
 		}, []string{"to"}),
@@ -40,10 +50,13 @@ func newViewMetrics(s *Server) *viewMetrics {
 	for _, r := range rejectReasons {
 		m.rejected.WithLabelValues(r)
 	}
+	for _, by := range []string{decodedByShape, decodedInFull} {
+		m.decoded.WithLabelValues(by)
+	}
 	for _, v := range append(Verdicts, VerdictForgotten) {
 		m.changes.WithLabelValues(v)
 	}
-	m.registry.MustRegister(m.received, m.rejected, m.ignored, m.changes, m.notifications,
+	m.registry.MustRegister(m.received, m.rejected, m.ignored, m.decoded, m.changes, m.notifications,
 		stateCollector{s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

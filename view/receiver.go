@@ -71,7 +71,8 @@ func DecodeWrite(body []byte, maxBody int64) ([]AgentReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeWrite(body, n, nil)
+	reports, _, err := decodeWrite(body, n, nil)
+	return reports, err
 }
 
 // snappyClaim reads the decoded size a snappy block's header claims and checks it
@@ -99,8 +100,8 @@ func snappyClaim(body []byte, limit int) (int, error) {
 //
 // slot, when not nil, holds the shape of the connection's previous push (shape.go): a
 // push of that shape is read from its samples alone, and one decoded in full leaves its
-// own shape there.
-func decodeWrite(body []byte, n int, slot *shapeSlot) ([]AgentReport, error) {
+// own shape there; replayed says which it was.
+func decodeWrite(body []byte, n int, slot *shapeSlot) (reports []AgentReport, replayed bool, err error) {
 	bufp := rawPool.Get().(*[]byte)
 	defer func() {
 		if cap(*bufp) <= maxPooledRaw {
@@ -112,29 +113,28 @@ func decodeWrite(body []byte, n int, slot *shapeSlot) ([]AgentReport, error) {
 	}
 	raw, err := snappy.DecodeStrict((*bufp)[:cap(*bufp)], body)
 	if err != nil {
-		return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+		return nil, false, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
 	if slot == nil || !slot.mu.TryLock() { // TryLock: HTTP/2 streams of one connection
 		reports, _, err := decodeWriteRequest(raw, int64(n)+reportSlack, false)
-		return reports, err
+		return reports, false, err
 	}
 	defer slot.mu.Unlock()
 	reports, ok, touched := slot.shape.replay(raw)
 	if ok {
-		slot.replays++
-		return reports, nil
+		return reports, true, nil
 	}
 	if touched {
 		if raw, err = snappy.DecodeStrict(raw, body); err != nil {
-			return nil, rejectf("bad_snappy", "decode snappy block: %v", err)
+			return nil, false, rejectf("bad_snappy", "decode snappy block: %v", err)
 		}
 	}
 	reports, shape, err := decodeWriteRequest(raw, int64(n)+reportSlack, true)
 	if err != nil {
-		return nil, err // the shape before it still holds
+		return nil, false, err // the shape before it still holds
 	}
 	slot.shape = shape
-	return reports, nil
+	return reports, false, nil
 }
 
 // rawPool keeps decode buffers of up to maxPooledRaw bytes between pushes.
@@ -366,6 +366,17 @@ func readLabel(b []byte) (name, value []byte, err error) {
 
 // readSample reads a Sample message: double value = 1, int64 timestamp = 2.
 func readSample(b []byte) (value float64, ts int64, err error) {
+	// First the two layouts every encoder writes: 09 value 10 timestamp, and 10
+	// timestamp alone (a value of 0 is left out).
+	if len(b) >= 11 && b[0] == 0x09 && b[9] == 0x10 {
+		if t, n := protowire.ConsumeVarint(b[10:]); n == len(b)-10 {
+			return math.Float64frombits(binary.LittleEndian.Uint64(b[1:9])), int64(t), nil
+		}
+	} else if len(b) >= 2 && b[0] == 0x10 {
+		if t, n := protowire.ConsumeVarint(b[1:]); n == len(b)-1 {
+			return 0, int64(t), nil
+		}
+	}
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -495,20 +506,18 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		if err != nil {
 			return err
 		}
-		st := stateName(state)
-		d.note(seriesOp(metric, st), slot)
-		if st == "" && metric == contract.MetricSiteState {
-			st = string(state) // refused below, by name
-		}
-		if err := readSiteSeries(&p.sites[slot].rep, metric, st, v); err != nil {
+		op := seriesOp(metric, state)
+		d.note(op, slot)
+		if err := readSiteSeries(&p.sites[slot].rep, op, state, v); err != nil {
 			return rejectf("bad_content", "agent %q site %q: %v", r.Agent, site, err)
 		}
 	case contract.MetricAgentIsolated, contract.MetricAgentImpaired, contract.MetricPushInterval:
-		readAgentSeries(r, metric, v)
-		if metric == contract.MetricAgentIsolated {
+		op := seriesOp(metric, nil)
+		readAgentSeries(r, op, v)
+		if op == opIsolated {
 			r.Labels = d.agentLabels(r.Labels)
 		}
-		d.note(seriesOp(metric, ""), 0)
+		d.note(op, 0)
 	case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
 		return p.target(d, metric, site, v, r.Agent)
 	}
@@ -516,13 +525,13 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 }
 
 // readAgentSeries sets the field of r that one of the agent-wide series carries.
-func readAgentSeries(r *AgentReport, metric string, v float64) {
-	switch metric {
-	case contract.MetricAgentIsolated:
+func readAgentSeries(r *AgentReport, op shapeOp, v float64) {
+	switch op {
+	case opIsolated:
 		r.Isolated = v == 1
-	case contract.MetricAgentImpaired:
+	case opImpaired:
 		r.Impaired = v == 1
-	case contract.MetricPushInterval:
+	case opInterval:
 		if !math.IsNaN(v) && v > 0 && v < 86400 {
 			r.PushInterval = time.Duration(v * float64(time.Second))
 		}
@@ -568,21 +577,6 @@ func contractName(b []byte) string {
 	return ""
 }
 
-// stateName is the site state that b spells, or "".
-func stateName(b []byte) string {
-	switch string(b) {
-	case siteUp:
-		return siteUp
-	case siteDegraded:
-		return siteDegraded
-	case siteDown:
-		return siteDown
-	case siteUnknown:
-		return siteUnknown
-	}
-	return ""
-}
-
 // reports finishes the push's reports, in the order their agents first appeared.
 func (d *pushDecoder) reports() []AgentReport {
 	out := make([]AgentReport, 0, len(d.agents))
@@ -604,28 +598,28 @@ func (d *pushDecoder) reports() []AgentReport {
 	return out
 }
 
-func readSiteSeries(sr *SiteReport, name, state string, v float64) error {
+// readSiteSeries sets the field of sr that one of a site's series (op) carries; state
+// is the series' state label, named when it is not one of the four.
+func readSiteSeries(sr *SiteReport, op shapeOp, state []byte, v float64) error {
 	finite := !math.IsNaN(v) && !math.IsInf(v, 0)
-	switch name {
-	case contract.MetricSiteState:
-		switch state {
-		case siteUp, siteDegraded, siteDown, siteUnknown:
-		default:
-			return fmt.Errorf("%s has state %q, want up, degraded, down or unknown", name, state)
-		}
+	switch op {
+	case opStateBad:
+		return fmt.Errorf("%s has state %q, want up, degraded, down or unknown", contract.MetricSiteState, state)
+	case opStateUp, opStateDegraded, opStateDown, opStateUnknown:
 		if v != 1 {
 			return nil
 		}
-		if sr.State != "" && sr.State != state {
-			return errors.New("state set has both " + sr.State + " and " + state + " at 1")
+		st := opState[op]
+		if sr.State != "" && sr.State != st {
+			return errors.New("state set has both " + sr.State + " and " + st + " at 1")
 		}
-		sr.State = state
-	case contract.MetricSiteStateChange:
+		sr.State = st
+	case opChange:
 		if finite && v > 0 && v < 1e11 {
 			sec, frac := math.Modf(v)
 			sr.Since = time.Unix(int64(sec), int64(frac*1e9))
 		}
-	case contract.MetricSiteDetect:
+	case opDetect:
 		if finite && v >= 0 && v < 86400 {
 			sr.Detect = v
 		}

@@ -229,7 +229,8 @@ func BenchmarkDecodePush(b *testing.B) {
 		if err != nil {
 			return nil, err
 		}
-		return decodeWrite(body, n, slot)
+		reports, _, err := decodeWrite(body, n, slot)
+		return reports, err
 	}
 	for _, bm := range []struct {
 		name   string

@@ -444,3 +444,54 @@ func TestRestartRebuilds(t *testing.T) {
 		}
 	}
 }
+
+// TestSitesAnswerInChunks: /api/v1/sites, written a chunk of sites at a time, is the
+// whole list, in order, with every agent and the silences marked, and byte for byte
+// what encoding/json writes for it in one piece.
+func TestSitesAnswerInChunks(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.AdminTokens = []string{"admin-secret"}
+	base, _ := startView(t, cfg)
+	n := 2*siteChunk + 17
+	sites := map[string]string{}
+	for i := range n {
+		sites[fmt.Sprintf("site%05d", i)] = []string{"up", "down", "degraded"}[i%3]
+	}
+	for _, a := range []string{"edge1", "edge2", "edge3"} {
+		if code := postWrite(t, base, "", encodePushes(t, agentPush{agent: a, interval: 60, sites: sites, since: time.Now(), detect: 0.25})); code != http.StatusNoContent {
+			t.Fatalf("push of %s: %d", a, code)
+		}
+	}
+	silenced := fmt.Sprintf("site%05d", siteChunk)
+	if code, body := adminRequest(t, http.MethodPost, base+"/api/v1/silences", "admin-secret", `{"site":"`+silenced+`","duration":"1h"}`); code != http.StatusCreated {
+		t.Fatalf("silence: %d %s", code, body)
+	}
+	resp, err := http.Get(base + "/api/v1/sites")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc sitesDoc
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("decode /api/v1/sites: %v", err)
+	}
+	if len(doc.Sites) != n {
+		t.Fatalf("%d sites, want %d", len(doc.Sites), n)
+	}
+	for i, s := range doc.Sites {
+		if want := fmt.Sprintf("site%05d", i); s.Name != want || len(s.Agents) != 3 || s.Silenced != (s.Name == silenced) {
+			t.Fatalf("site %d: %+v, want %s with 3 agents, silenced %v", i, s, want, s.Name == silenced)
+		}
+	}
+	var whole bytes.Buffer
+	if err := json.NewEncoder(&whole).Encode(doc); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(raw, whole.Bytes()) {
+		t.Fatalf("the answer (%d bytes) differs from encoding/json's of it (%d bytes)", len(raw), whole.Len())
+	}
+}

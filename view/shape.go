@@ -23,15 +23,15 @@ import (
 // decoded in full, and that decoding records the next shape. view/README.md,
 // "Performance", has what it saves; FuzzDecodeShape checks that both ways decode alike.
 //
-// The hash is two 64-bit maphash sums under seeds drawn when the view starts: nobody
-// outside sees them, and two pushes of one size that differ outside their samples
-// collide with a chance of 2^-128.
+// The hash is a 64-bit maphash sum under a seed drawn when the view starts: nobody
+// outside sees it (it never leaves the view, nor does any hash), so two pushes of one
+// size that differ outside their samples share it by chance alone, 2^-64.
 
 // maxShapeBytes bounds what one connection's shape keeps; connMemory counts it. A push
 // whose shape would take more (about 1000 series and up) is always decoded in full.
 const maxShapeBytes = 16 << 10
 
-var shapeSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+var shapeSeed = maphash.MakeSeed()
 
 // shapeOp is what one series' sample sets in the report.
 type shapeOp uint8
@@ -42,6 +42,7 @@ const (
 	opStateDegraded
 	opStateDown
 	opStateUnknown
+	opStateBad // a state the set cannot hold: the push is refused
 	opChange   // edgeprobe_site_state_change_timestamp_seconds
 	opDetect   // edgeprobe_site_detect_seconds
 	opIsolated // edgeprobe_agent_isolated
@@ -53,10 +54,10 @@ const (
 	opReason
 )
 
-// opMetric is the series name an op reads, for readSiteSeries and readTargetSeries.
+// opMetric is the series an op reads.
 var opMetric = [...]string{
 	opStateUp: contract.MetricSiteState, opStateDegraded: contract.MetricSiteState,
-	opStateDown: contract.MetricSiteState, opStateUnknown: contract.MetricSiteState,
+	opStateDown: contract.MetricSiteState, opStateUnknown: contract.MetricSiteState, opStateBad: contract.MetricSiteState,
 	opChange: contract.MetricSiteStateChange, opDetect: contract.MetricSiteDetect,
 	opIsolated: contract.MetricAgentIsolated, opImpaired: contract.MetricAgentImpaired,
 	opInterval: contract.MetricPushInterval,
@@ -68,15 +69,15 @@ var opMetric = [...]string{
 var opState = [...]string{opStateUp: siteUp, opStateDegraded: siteDegraded, opStateDown: siteDown, opStateUnknown: siteUnknown, opReason: ""}
 
 // seriesOp is the op of the push contract's series metric; state is a site state's
-// state label, as stateName reads it (opStateUnknown too for one the push is refused for).
-func seriesOp(metric, state string) shapeOp {
+// state label.
+func seriesOp(metric string, state []byte) shapeOp {
 	if metric == contract.MetricSiteState {
-		for op := opStateUp; op < opStateUnknown; op++ {
-			if opState[op] == state {
+		for op := opStateUp; op <= opStateUnknown; op++ {
+			if opState[op] == string(state) {
 				return op
 			}
 		}
-		return opStateUnknown
+		return opStateBad
 	}
 	for op := opChange; int(op) < len(opMetric); op++ {
 		if opMetric[op] == metric {
@@ -99,7 +100,7 @@ type shapeSample struct {
 // pushShape is the shape of one accepted push of one agent.
 type pushShape struct {
 	size    int
-	sum     [2]uint64
+	sum     uint64
 	samples []shapeSample
 	agent   string
 	labels  map[string]string // the agent's own labels, nil when it sent no agent-wide series
@@ -209,11 +210,11 @@ func (sh *pushShape) cost() int {
 }
 
 // hash zeroes the contents of sh's samples in raw and hashes all of it.
-func (sh *pushShape) hash(raw []byte) [2]uint64 {
+func (sh *pushShape) hash(raw []byte) uint64 {
 	for _, s := range sh.samples {
 		clear(raw[s.off : int(s.off)+int(s.n)])
 	}
-	return [2]uint64{maphash.Bytes(shapeSeeds[0], raw), maphash.Bytes(shapeSeeds[1], raw)}
+	return maphash.Bytes(shapeSeed, raw)
 }
 
 // replay reads raw as a push of shape sh: its reports, and true, when raw has sh's size,
@@ -231,28 +232,32 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 		sites[i].Detect = -1
 	}
 	targets := slices.Clone(sh.targets)
+	var latest int64 // ms
 	for _, s := range sh.samples {
 		v, ts, err := readSample(raw[s.off : int(s.off)+int(s.n)])
 		if err != nil {
 			return nil, false, false
 		}
-		if t := time.UnixMilli(ts); !r.HasSamples || t.After(r.SampleTime) {
-			r.SampleTime, r.HasSamples = t, true
+		if !r.HasSamples || ts > latest {
+			latest, r.HasSamples = ts, true
 		}
 		switch op := s.op; op {
 		case opTime:
-		case opStateUp, opStateDegraded, opStateDown, opStateUnknown, opChange, opDetect:
-			if math.IsNaN(v) || readSiteSeries(&sites[s.slot], opMetric[op], opState[op], v) != nil {
+		case opStateUp, opStateDegraded, opStateDown, opStateUnknown, opStateBad, opChange, opDetect:
+			if math.IsNaN(v) || readSiteSeries(&sites[s.slot], op, nil, v) != nil {
 				return nil, false, false
 			}
 		case opIsolated, opImpaired, opInterval:
-			readAgentSeries(&r, opMetric[op], v)
+			readAgentSeries(&r, op, v)
 		default:
 			if math.IsNaN(v) {
 				return nil, false, false
 			}
-			readTargetSeries(&targets[s.slot], opMetric[op], v)
+			readTargetSeries(&targets[s.slot], op, v)
 		}
+	}
+	if r.HasSamples {
+		r.SampleTime = time.UnixMilli(latest)
 	}
 	if sh.hash(raw) != sh.sum {
 		return nil, false, true
@@ -278,9 +283,8 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 
 // shapeSlot holds a connection's shape between its pushes.
 type shapeSlot struct {
-	mu      sync.Mutex
-	shape   *pushShape
-	replays int // pushes read from a shape
+	mu    sync.Mutex
+	shape *pushShape
 }
 
 type shapeSlotKey struct{}

@@ -18,12 +18,10 @@ import (
 // without one, and says whether the slot's shape read it.
 func decodeShaped(t testing.TB, slot *shapeSlot, body []byte) (reports []AgentReport, err error, replayed bool) {
 	t.Helper()
-	before := slot.replays
 	n, err := snappyClaim(body, int(decodedLimit(1<<20)))
 	if err == nil {
-		reports, err = decodeWrite(body, n, slot)
+		reports, replayed, err = decodeWrite(body, n, slot)
 	}
-	replayed = slot.replays > before
 	want, wantErr := DecodeWrite(body, 1<<20)
 	sameRefusal(t, err, wantErr)
 	if err == nil && !reflect.DeepEqual(reports, want) {

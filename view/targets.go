@@ -84,32 +84,33 @@ func (p *agentInProgress) target(d *pushDecoder, metric string, site []byte, v f
 	if err != nil {
 		return err
 	}
-	d.note(seriesOp(metric, ""), i)
+	op := seriesOp(metric, nil)
+	d.note(op, i)
 	t := &p.targets[i]
 	if len(kind) > 0 && t.Kind.Value() != string(kind) {
 		t.Kind = p.internKind(kind)
 	}
-	readTargetSeries(t, metric, v)
+	readTargetSeries(t, op, v)
 	return nil
 }
 
 // readTargetSeries sets the field of t that one series carries; values outside what the
 // contract allows leave it as it was.
-func readTargetSeries(t *TargetReport, metric string, v float64) {
-	switch metric {
-	case contract.MetricTargetUp:
+func readTargetSeries(t *TargetReport, op shapeOp, v float64) {
+	switch op {
+	case opTargetUp:
 		if v == 0 || v == 1 {
 			t.Up = int8(v)
 		}
-	case contract.MetricProbeSuccess:
+	case opProbeSuccess:
 		if v == 0 || v == 1 {
 			t.OK = int8(v)
 		}
-	case contract.MetricProbeDuration:
+	case opProbeDuration:
 		if v >= 0 && !math.IsInf(v, 1) {
 			t.RTTMicros, t.HasRTT = uint32(min(math.Round(v*1e6), math.MaxUint32)), true
 		}
-	case contract.MetricTargetFailureReason:
+	case opReason:
 		if v >= 0 && v <= math.MaxUint8 && v == math.Trunc(v) {
 			t.Reason = uint8(v)
 		}

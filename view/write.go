@@ -212,7 +212,15 @@ func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
 		return nil, errBusy
 	}
 	defer func() { <-s.decodeSlots }()
-	return decodeWrite(body, n, connShapeSlot(r.Context()))
+	reports, replayed, err := decodeWrite(body, n, connShapeSlot(r.Context()))
+	if err == nil {
+		by := decodedInFull
+		if replayed {
+			by = decodedByShape
+		}
+		s.metrics.decoded.WithLabelValues(by).Inc()
+	}
+	return reports, err
 }
 
 // decodedLimit is the largest decoded push: max(1 MiB, 16 x max_body_bytes), and no more

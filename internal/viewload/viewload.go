@@ -45,13 +45,16 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/klauspost/compress/snappy"
+	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -119,15 +122,19 @@ type Result struct {
 	ErrorSample                  string        // the first error
 	ErrorKinds                   map[string]int64
 	PushesPerSecond              float64
-	Flips                        int             // flips scheduled
-	Verdicts                     int             // flips whose verdict arrived on /api/v1/events
-	SitesUp, SitesTotal          int             // sites the view had said up when the window began, of all
-	Warmup                       time.Duration   // from the first push to the window
-	Unexpected                   int             // verdict changes no flip asked for
-	UnexpectedSample             []string        // the first few of them, as site: from -> to
-	EventLatency                 []time.Duration // deciding push sent -> verdict on /api/v1/events
-	ResponseLatency              []time.Duration // deciding push sent -> its response
-	PushLatency                  []time.Duration // every periodic push: sent -> response (a sample)
+	Flips                        int           // flips scheduled
+	Verdicts                     int           // flips whose verdict arrived on /api/v1/events
+	SitesUp, SitesTotal          int           // sites the view had said up when the window began, of all
+	Warmup                       time.Duration // from the first push to the window
+	// DecodedByShape and DecodedInFull are the window's pushes the view read from the
+	// shape of the connection's previous push and those it decoded in full
+	// (edgeprobe_view_pushes_decoded_total); -1 when /metrics did not say.
+	DecodedByShape, DecodedInFull int64
+	Unexpected                    int             // verdict changes no flip asked for
+	UnexpectedSample              []string        // the first few of them, as site: from -> to
+	EventLatency                  []time.Duration // deciding push sent -> verdict on /api/v1/events
+	ResponseLatency               []time.Duration // deciding push sent -> its response
+	PushLatency                   []time.Duration // every periodic push: sent -> response (a sample)
 	// Lateness is, for the same sample of periodic pushes, how long after its slot the
 	// generator sent it: a generator short of CPU shows here rather than in the view's
 	// figures.
@@ -216,8 +223,8 @@ func (c Config) SitesNeeded() int {
 // simAgent is one simulated agent: its state and its WriteRequest, marshalled when the
 // state changes, whose samples' timestamps are rewritten in place before every push.
 type simAgent struct {
-	name   string
-	client *http.Client
+	name string
+	conn *pushConn
 
 	mu      sync.Mutex // held across a push: one push at a time, like the exporter's send loop
 	down    []bool     // per site
@@ -268,14 +275,17 @@ func (c *Config) deciding(n int) int {
 	return n
 }
 
-func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent {
+func newSimAgent(name string, group int, cfg *Config, start time.Time) (*simAgent, error) {
+	// One keep-alive connection per agent, as the exporter keeps, and its push timeout.
+	conn, err := newPushConn(cfg.URL, cfg.Token, config.DefaultPushTimeout)
+	if err != nil {
+		return nil, err
+	}
 	a := &simAgent{
 		name:  name,
+		conn:  conn,
 		down:  make([]bool, cfg.Sites),
 		since: make([]time.Time, cfg.Sites),
-		// One keep-alive connection per agent, as the exporter keeps, and its push timeout.
-		client: &http.Client{Timeout: config.DefaultPushTimeout, Transport: &http.Transport{
-			MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}},
 		req:   &prompb.WriteRequest{},
 		dirty: true,
 	}
@@ -322,7 +332,7 @@ func newSimAgent(name string, group int, cfg *Config, start time.Time) *simAgent
 		a.targetIdx = append(a.targetIdx, idx)
 		a.reasonIdx = append(a.reasonIdx, reasons)
 	}
-	return a
+	return a, nil
 }
 
 // setDown records that site i went down (or up) at now; the next push marshals anew.
@@ -347,7 +357,10 @@ func (a *simAgent) encode(now time.Time) error {
 			protowire.AppendVarint(a.raw[at:at], uint64(ms))
 		}
 	}
-	a.body = snappy.Encode(a.body[:cap(a.body)], a.raw)
+	// s2's snappy encoder at its fast level, not the exporter's better one
+	// (klauspost/compress/snappy.Encode): on these pushes it is 4 times as fast
+	// (8 against 30 µs), the block as small and as fast to decode.
+	a.body = s2.EncodeSnappy(a.body[:cap(a.body)], a.raw)
 	return nil
 }
 
@@ -427,32 +440,19 @@ func b2f(b bool) float64 {
 
 // push sends the current state; the caller holds a.mu. before runs just before the
 // request leaves (after encoding), for the deciding push's clock.
-func (a *simAgent) push(ctx context.Context, base, token string, before func()) error {
+func (a *simAgent) push(ctx context.Context, before func()) error {
 	if err := a.encode(time.Now()); err != nil {
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/write", bytes.NewReader(a.body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	req.Header.Set("User-Agent", "edgeprobe-viewload")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if before != nil {
 		before()
 	}
-	resp, err := a.client.Do(req)
+	code, msg, err := a.conn.post(ctx, a.body)
 	if err != nil {
 		return err
 	}
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return &statusError{agent: a.name, status: resp.Status, msg: string(bytes.TrimSpace(msg))}
+	if code/100 != 2 {
+		return &statusError{agent: a.name, status: strconv.Itoa(code) + " " + http.StatusText(code), msg: string(bytes.TrimSpace(msg))}
 	}
 	return nil
 }
@@ -543,13 +543,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	start := time.Now()
 	r := &run{cfg: cfg, pending: map[string]*pending{}, everUp: map[string]bool{}, allUp: make(chan struct{})}
 	for i := range cfg.Agents {
-		r.agents = append(r.agents, newSimAgent(fmt.Sprintf("load%04d", i), cfg.group(i), &cfg, start))
+		a, err := newSimAgent(fmt.Sprintf("load%04d", i), cfg.group(i), &cfg, start)
+		if err != nil {
+			return nil, err
+		}
+		r.agents = append(r.agents, a)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer func() {
 		for _, a := range r.agents {
-			a.client.CloseIdleConnections()
+			a.conn.close() // the agents' loops are done
 		}
 	}()
 
@@ -576,6 +580,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Window != nil {
 		cfg.Window(true)
 	}
+	shape0, full0 := r.decoded(ctx)
 	windowStart := time.Now()
 	r.window = windowStart
 	r.mu.Lock()
@@ -594,6 +599,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.counting.Store(false)
 	elapsed := time.Since(windowStart)
+	shape1, full1 := r.decoded(ctx)
 	if cfg.Window != nil {
 		cfg.Window(false)
 	}
@@ -632,7 +638,48 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.ErrorSample = *p
 	}
 	res.PushesPerSecond = float64(res.Pushes) / elapsed.Seconds()
+	res.DecodedByShape, res.DecodedInFull = -1, -1
+	if shape0 >= 0 && shape1 >= 0 {
+		res.DecodedByShape, res.DecodedInFull = shape1-shape0, full1-full0
+	}
 	return &res, nil
+}
+
+// decoded reads edgeprobe_view_pushes_decoded_total from the view's /metrics: pushes by
+// shape and in full, or -1 and -1.
+func (r *run) decoded(ctx context.Context) (byShape, inFull int64) {
+	byShape, inFull = -1, -1
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	if r.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil || families["edgeprobe_view_pushes_decoded_total"] == nil {
+		return
+	}
+	for _, m := range families["edgeprobe_view_pushes_decoded_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() != "by" {
+				continue
+			}
+			switch n := int64(m.GetCounter().GetValue()); l.GetValue() {
+			case "shape":
+				byShape = n
+			case "full":
+				inFull = n
+			}
+		}
+	}
+	return byShape, inFull
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -657,7 +704,7 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, slot time.Time) {
 		a.mu.Lock()
 		reads, starts := r.reading.Load(), r.readStarts.Load()
 		sent := time.Now()
-		err := a.push(ctx, r.cfg.URL, r.cfg.Token, nil)
+		err := a.push(ctx, nil)
 		took := time.Since(sent)
 		beside := reads > 0 || r.readStarts.Load() != starts
 		a.mu.Unlock()
@@ -823,7 +870,7 @@ func (r *run) flip(ctx context.Context, group, site int, down bool) {
 				r.mu.Unlock()
 			}
 		}
-		err := a.push(ctx, r.cfg.URL, r.cfg.Token, before)
+		err := a.push(ctx, before)
 		respAt := time.Now()
 		a.mu.Unlock()
 		if err != nil {
