@@ -124,7 +124,7 @@ type Result struct {
 	PushesPerSecond              float64
 	Flips                        int           // flips scheduled
 	Verdicts                     int           // flips whose verdict arrived on /api/v1/events
-	SitesUp, SitesTotal          int           // sites the view had said up when the window began, of all
+	SitesUp, SitesTotal          int           // sites up at once when the window began, of all
 	Warmup                       time.Duration // from the first push to the window
 	// DecodedByShape and DecodedInFull are the window's pushes the view read from the
 	// shape of the connection's previous push and those it decoded in full
@@ -499,7 +499,9 @@ type run struct {
 	mu         sync.Mutex
 	pending    map[string]*pending // by site
 	everUp     map[string]bool     // sites the view has said up
-	allUp      chan struct{}       // closed once every site is in everUp
+	upNow      map[string]bool     // sites whose latest verdict is up
+	allUp      chan struct{}       // closed once every site is up at once
+	allUpDone  bool
 	res        Result
 	measuring  atomic.Bool  // errors and latencies are recorded
 	counting   atomic.Bool  // pushes are counted: the window
@@ -530,10 +532,11 @@ func (r *run) fail(err error) {
 
 // Run plays cfg against the view for a warm-up and then the measured window of
 // cfg.Duration, then waits up to the verdict timeout for the last flips' verdicts, or
-// until ctx ends. The warm-up lasts one and a half intervals, and then until the view has
-// said every site up (at most warmupMax): on a loaded machine thousands of agents' first
-// pushes (a new connection each, every label new to the view) take longer than that,
-// and their sites' first up inside the window would read as verdicts no flip asked for.
+// until ctx ends. The warm-up lasts one and a half intervals, and then until every site
+// is up at once (at most warmupMax): on a loaded machine thousands of agents' first
+// pushes (a new connection each, every label new to the view, some refused busy) take
+// longer than that, some agents go stale before their next push gets through, and their
+// sites' up inside the window would read as verdicts no flip asked for.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
 	if err := cfg.Validate(); err != nil {
@@ -541,7 +544,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cfg.URL = strings.TrimRight(cfg.URL, "/")
 	start := time.Now()
-	r := &run{cfg: cfg, pending: map[string]*pending{}, everUp: map[string]bool{}, allUp: make(chan struct{})}
+	r := &run{cfg: cfg, pending: map[string]*pending{}, everUp: map[string]bool{}, upNow: map[string]bool{}, allUp: make(chan struct{})}
 	for i := range cfg.Agents {
 		a, err := newSimAgent(fmt.Sprintf("load%04d", i), cfg.group(i), &cfg, start)
 		if err != nil {
@@ -584,7 +587,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	windowStart := time.Now()
 	r.window = windowStart
 	r.mu.Lock()
-	r.res.SitesUp, r.res.SitesTotal, r.res.Warmup = len(r.everUp), cfg.SitesNeeded(), windowStart.Sub(first)
+	r.res.SitesUp, r.res.SitesTotal, r.res.Warmup = len(r.upNow), cfg.SitesNeeded(), windowStart.Sub(first)
 	r.mu.Unlock()
 	r.measuring.Store(true)
 	r.counting.Store(true)
@@ -917,9 +920,15 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 			firstUp := ev.To == view.VerdictUp && !r.everUp[ev.Site]
 			if firstUp {
 				r.everUp[ev.Site] = true
-				if len(r.everUp) == r.cfg.SitesNeeded() {
-					close(r.allUp)
-				}
+			}
+			if ev.To == view.VerdictUp {
+				r.upNow[ev.Site] = true
+			} else {
+				delete(r.upNow, ev.Site)
+			}
+			if !r.allUpDone && len(r.upNow) == r.cfg.SitesNeeded() {
+				r.allUpDone = true
+				close(r.allUp)
 			}
 			// An event read before the deciding push was sent is not its verdict (the
 			// site got there another way, its agents going stale), however late this
@@ -941,8 +950,8 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 	return ch, nil
 }
 
-// warmupMax bounds the wait for every site's first up; Result.SitesUp says whether it
-// came.
+// warmupMax bounds the wait for every site to be up at once; Result.SitesUp says
+// whether it came.
 const warmupMax = 30 * time.Second
 
 // flipStep says whether a verdict change is a step a flip passes through before its
