@@ -12,7 +12,7 @@ FUZZSHORTTIME ?= 12s
 # fuzzing. Failing inputs are minimized under the same bound.
 FUZZMINIMIZE  ?= 500x
 FUZZ_TARGETS  ?= ./probes:FuzzDNSReply ./probes:FuzzHTTPBody ./config:FuzzParse ./view:FuzzDecodeWrite ./view:FuzzDecodeShape ./view:FuzzPush \
-                 ./view:FuzzSnappyStrict ./view:FuzzHostAllowed ./view:FuzzSilence ./internal/tomlconf:FuzzWebConfigFiles \
+                 ./view:FuzzSnappyStrict ./view:FuzzHostAllowed ./view:FuzzSilence ./view:FuzzSiteViewJSON ./internal/tomlconf:FuzzWebConfigFiles \
                  ./failover:FuzzKeyFile
 
 VIEW_FUZZTIME ?= 30s

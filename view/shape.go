@@ -153,7 +153,7 @@ func (d *pushDecoder) seriesDone(samples int) {
 	if r == nil || !r.ok || samples == 0 {
 		return
 	}
-	if samples > 1 || r.n > math.MaxUint8 || r.slot > math.MaxUint16 || r.off > math.MaxUint32 {
+	if samples > 1 || r.n > math.MaxUint8 || r.slot > math.MaxUint16 || uint64(r.off) > math.MaxUint32 {
 		r.ok = false
 		return
 	}
