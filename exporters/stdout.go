@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/config"
+	"github.com/edgeprobe/edgeprobe/internal/jsonenc"
 	"github.com/edgeprobe/edgeprobe/internal/linequeue"
 )
 
@@ -197,9 +197,9 @@ func (s *Stdout) writeJSON(ev agent.Event) {
 	b := append(s.buf[:0], `{"time":"`...)
 	b = ev.Time.UTC().AppendFormat(b, jsonTime)
 	b = append(b, `","type":`...)
-	b = appendJSONString(b, typeName(ev.Type))
+	b = jsonenc.AppendString(b, typeName(ev.Type))
 	b = append(b, `,"agent":`...)
-	b = appendJSONString(b, ev.Agent)
+	b = jsonenc.AppendString(b, ev.Agent)
 	b = appendJSONField(b, "site", ev.Site)
 	b = appendJSONField(b, "target", ev.Target)
 	b = appendJSONField(b, "kind", string(ev.Kind))
@@ -212,7 +212,7 @@ func (s *Stdout) writeJSON(ev agent.Event) {
 			b = append(b, '"')
 		}
 		b = append(b, `,"rtt_seconds":`...)
-		b = appendJSONFloat(b, ev.Result.RTT.Seconds())
+		b = jsonenc.AppendFloat(b, ev.Result.RTT.Seconds())
 		b = appendJSONField(b, "reason", string(ev.Result.Reason))
 		b = appendJSONField(b, "detail", ev.Result.Detail)
 		if ev.Inconclusive {
@@ -224,7 +224,7 @@ func (s *Stdout) writeJSON(ev agent.Event) {
 		b = appendJSONField(b, "to", ev.To)
 		if ev.Detect > 0 {
 			b = append(b, `,"detect_seconds":`...)
-			b = appendJSONFloat(b, ev.Detect.Seconds())
+			b = jsonenc.AppendFloat(b, ev.Detect.Seconds())
 		}
 	}
 	b = append(b, "}\n"...)
@@ -240,80 +240,7 @@ func appendJSONField(b []byte, name, value string) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return appendJSONString(b, value)
-}
-
-// appendJSONFloat formats f as encoding/json does: the shortest representation, in
-// exponent form below 1e-6 and from 1e21, with a one-digit negative exponent.
-func appendJSONFloat(b []byte, f float64) []byte {
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString quotes s as encoding/json does, HTML-safe: <, > and & become \u escapes,
-// as do U+2028, U+2029 and control characters; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return jsonenc.AppendString(b, value)
 }
 
 // writeText writes one aligned line: time, event type, subject, what happened, details.
