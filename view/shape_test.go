@@ -1,10 +1,15 @@
 package view
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,4 +185,59 @@ func FuzzDecodeShape(f *testing.F) {
 		}
 		decodeShaped(t, slot, snappy.Encode(nil, raw))
 	})
+}
+
+// TestShapedPushesServed: a view served as `edgeprobe view` serves reads an agent's
+// repeated pushes on its keep-alive connection from their shape, and its verdicts follow
+// what they say: up, then lost once both witnesses push the site down.
+func TestShapedPushesServed(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Defaults()
+	base := serveView(t, cfg, Options{})
+	// One keep-alive connection an agent, as the exporter keeps: a connection that
+	// carries two agents' pushes in turn has a new shape every push.
+	clients := map[string]*http.Client{}
+	for _, a := range []string{"edge1", "edge2"} {
+		clients[a] = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		defer clients[a].CloseIdleConnections()
+	}
+	push := func(agent, state string, at time.Time) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, base+"/api/v1/write", bytes.NewReader(encodePushes(t,
+			agentPush{agent: agent, interval: 1, sites: map[string]string{"pangyo": state, "seoul": "up"}, since: at, at: at, targets: 2})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		setPushHeaders(req.Header)
+		resp, err := clients[agent].Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("push of %s: %s", agent, resp.Status)
+		}
+	}
+	now := time.Now()
+	for k, state := range []string{"up", "up", "up", "down", "down"} {
+		for _, a := range []string{"edge1", "edge2"} {
+			push(a, state, now.Add(time.Duration(k)*time.Millisecond))
+		}
+	}
+	doc := getSites(t, base)
+	if len(doc.Sites) != 2 || doc.Sites[0].Name != "pangyo" || doc.Sites[0].State != VerdictLost || doc.Sites[1].State != VerdictUp {
+		t.Fatalf("sites %+v, want pangyo lost and seoul up", doc.Sites)
+	}
+	text := metricsText(t, base)
+	var byShape, inFull float64
+	for _, l := range strings.Split(text, "\n") {
+		fmt.Sscanf(l, `edgeprobe_view_pushes_decoded_total{by="shape"} %g`, &byShape)
+		fmt.Sscanf(l, `edgeprobe_view_pushes_decoded_total{by="full"} %g`, &inFull)
+	}
+	// Each agent's first push, and its first down one, are decoded in full (a value of 0
+	// is left out of a sample: another shape); the others are read from their shapes.
+	if byShape != 6 || inFull != 4 {
+		t.Fatalf("pushes decoded by shape %v, in full %v: want 6 and 4", byShape, inFull)
+	}
 }
