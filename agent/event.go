@@ -72,7 +72,7 @@ type Event struct {
 	Detect time.Duration
 	Reason probes.Reason // for target changes to suspect/down: the failure reason
 	// Inconclusive marks an EventProbe failure the agent was too late to judge: it
-	// changed no state (docs/DESIGN.md, "Lateness").
+	// changed no state (docs/architecture.md, "Lateness").
 	Inconclusive bool
 	// Scheduler is set for EventScheduler. It is the agent's own: read it within
 	// Handle, do not keep it.

@@ -2,7 +2,7 @@ package agent
 
 import "time"
 
-// This file holds the agent's check on itself (docs/DESIGN.md, "Detection at the agent",
+// This file holds the agent's check on itself (docs/architecture.md, "Detection at the agent",
 // "Lateness"): how late the scheduler and the probes run against their due times, which
 // timed-out probes the agent was too late to judge, and whether it stays so late that it
 // is impaired. Like state.go it reads no clock and has no goroutines: Run hands it the

@@ -140,7 +140,7 @@ func (m *machine) observe(t *targetState, r probes.Result, now time.Time) []*tar
 // judge applies a finished probe as observe does, unless it is a blocking probe's
 // timeout (w is its window; zero for an async probe) that the agent was too late to judge
 // (selfCheck.inconclusive): then the sinks see it, marked, no state changes, and no
-// target is asked to probe (docs/DESIGN.md, "Lateness").
+// target is asked to probe (docs/architecture.md, "Lateness").
 func (m *machine) judge(c *selfCheck, t *targetState, r probes.Result, w window, now time.Time) (trigger []*targetState, inconclusive bool) {
 	if r.Reason == probes.ReasonTimeout && !w.deadline.IsZero() && c.inconclusive(w, r.Start, r.Start.Add(r.RTT)) {
 		m.emit(Event{Type: EventProbe, Time: now, Agent: m.agent, Site: t.target.Site,

@@ -38,7 +38,7 @@ type AgentConfig struct {
 	ConfirmInterval Duration `toml:"confirm_interval"` // re-probe spacing while suspect, default 100ms
 	FailThreshold   int      `toml:"fail_threshold"`   // consecutive failures to down, default 3
 	// LatenessAllowance is how late the agent may handle a probe's deadline and still
-	// judge its timeout (docs/DESIGN.md, "Lateness"); default 5ms, "0s" turns the guard off.
+	// judge its timeout (docs/architecture.md, "Lateness"); default 5ms, "0s" turns the guard off.
 	LatenessAllowance Duration          `toml:"lateness_allowance"`
 	ICMPMode          probes.ICMPMode   `toml:"icmp_mode"` // auto (default), raw, datagram
 	StateDir          string            `toml:"state_dir"` // default /var/lib/edgeprobe

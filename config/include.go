@@ -15,7 +15,7 @@ import (
 // that hold [[site]] entries and nothing else, so that sites can be added and removed by
 // dropping a file (config management, one file per datacenter) without touching the
 // agent's own settings. Patterns are filepath.Match globs, relative to agent.toml's
-// directory like every file name in it (docs/DESIGN.md, "Configuration"); a pattern
+// directory like every file name in it (docs/architecture.md, "Configuration"); a pattern
 // without wildcards names a file that must exist. Each file is decoded on its own, so
 // that its errors carry its own FILE:LINE, and its sites join the main file's in order:
 // the main file's first, then each pattern's files in name order. The agent re-reads

@@ -20,7 +20,7 @@ import (
 )
 
 // Defaults of the agent's settings. The scheduler's adaptive timeout and the detection
-// timings are tuned around these; change them only together with docs/DESIGN.md.
+// timings are tuned around these; change them only together with docs/architecture.md.
 const (
 	DefaultInterval        = time.Second
 	DefaultTimeoutMin      = 20 * time.Millisecond

@@ -2,7 +2,7 @@
 // series an agent sends by remote_write and on /metrics, their labels, and the states
 // their values stand for. The agent's exporters write them, the view reads them, the
 // load generator imitates them and the shipped Prometheus rules query them; each side
-// imports this one list instead of spelling the names again. docs/DESIGN.md describes
+// imports this one list instead of spelling the names again. docs/architecture.md describes
 // the contract for people and for receivers that are not edgeprobe.
 package contract
 
@@ -21,7 +21,7 @@ const (
 	// control targets fail: its own uplink is the likely cause.
 	MetricAgentIsolated = "edgeprobe_agent_isolated"
 	// MetricAgentImpaired is 1 while the agent is too late, for too long, to judge its own
-	// probes' timeouts (docs/DESIGN.md, "Lateness"; its own CPU starved): the view does
+	// probes' timeouts (docs/architecture.md, "Lateness"; its own CPU starved): the view does
 	// not count it as a witness.
 	MetricAgentImpaired = "edgeprobe_agent_impaired"
 	// MetricPushInterval is the agent's push interval in seconds: a receiver's measure of
@@ -50,7 +50,7 @@ const (
 	// keeps one series per target whose value changes; blackbox_exporter likewise reports
 	// the why of a probe as values (probe_http_status_code, probe_failed_due_to_regex),
 	// not as label values that change. Readers turn the code back into a name with
-	// FailureReasonName; docs/DESIGN.md's contract table lists the codes.
+	// FailureReasonName; docs/architecture.md's contract table lists the codes.
 	MetricTargetFailureReason = "edgeprobe_target_failure_reason"
 )
 

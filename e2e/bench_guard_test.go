@@ -14,7 +14,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
-// TestBenchDetectGuard measures what the lateness guard (docs/DESIGN.md, "Lateness")
+// TestBenchDetectGuard measures what the lateness guard (docs/architecture.md, "Lateness")
 // costs in detection time: two agents at the default settings, e0 with the guard (the
 // default lateness_allowance) and e1 without it ("0s"), probe the same two sites from
 // two edges, and every trial blackholes site a once for both, so that both meet the

@@ -2,7 +2,7 @@
 
 package e2e
 
-// The view acting on a verdict (docs/DESIGN.md, "Failover"), end to end with the real
+// The view acting on a verdict (docs/architecture.md, "Failover"), end to end with the real
 // binaries: three edges push to `edgeprobe view` on host "view", whose [[actions.dns]]
 // rewrites www.svc.test on Debian's named on host "dns" by signed RFC 2136 updates. Every
 // scenario reads the outcome where a client would see it, in named's answer, and checks

@@ -18,7 +18,7 @@ import (
 // answer that waited (its poller returns before the timers run), but a probe between two
 // steps (connected, request not yet written), or one of the backlog that starts at once
 // after the stop (late against its slot) and waits for a processor, meets its deadline
-// first. The agent must count such a timeout as inconclusive (docs/DESIGN.md, "Lateness")
+// first. The agent must count such a timeout as inconclusive (docs/architecture.md, "Lateness")
 // and let the probe's retry judge the target: at fail_threshold 1,
 // where one false timeout is a target down, no target may go down for a probe whose
 // window met a stop. It must also have measured itself late: a wake-up later than 0.1 s.

@@ -4,7 +4,7 @@ package e2e
 
 // A real authoritative server on the namespace network: Debian's BIND (`named`) in a host
 // namespace, serving one zone whose records the view's [[actions.dns]] rewrite by RFC 2136
-// updates (docs/DESIGN.md, "Failover"). The server itself is internal/testkit's
+// updates (docs/architecture.md, "Failover"). The server itself is internal/testkit's
 // StartNamed, which failover/named_test.go runs on loopback; here it runs in a namespace.
 
 import (

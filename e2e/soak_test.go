@@ -182,7 +182,7 @@ func TestSoak(t *testing.T) {
 		agents = append(agents, run)
 	}
 	// Every site up, from every agent, fresh; an agent that says it is impaired (too late
-	// to judge timeouts, docs/DESIGN.md, "Lateness") is no witness, which on a loaded
+	// to judge timeouts, docs/architecture.md, "Lateness") is no witness, which on a loaded
 	// machine happens for seconds at a time.
 	allUp := func(got map[string]siteVerdict) bool {
 		for _, s := range siteNames {

@@ -2,7 +2,7 @@
 
 package e2e
 
-// The verdict a failover may act on (docs/DESIGN.md, "Verdicts at the view" and "Acting
+// The verdict a failover may act on (docs/architecture.md, "Verdicts at the view" and "Acting
 // on a verdict"), with the real binaries on the namespace network: three edges in two
 // regions push to two views, one counting witnesses by agent and one by region. A
 // partial partition (two edges cut from a live site) is partitioned at the first view and

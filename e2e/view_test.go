@@ -16,7 +16,7 @@ import (
 // viewPort is where the view listens inside its namespace.
 const viewPort = 9470
 
-// siteVerdict is one entry of the view's GET /api/v1/sites (docs/DESIGN.md, "Verdicts at the view").
+// siteVerdict is one entry of the view's GET /api/v1/sites (docs/architecture.md, "Verdicts at the view").
 type siteVerdict struct {
 	Name      string `json:"name"`
 	State     string `json:"state"`
@@ -104,7 +104,7 @@ func neverLost(got map[string]siteVerdict) error {
 	return nil
 }
 
-// TestViewVerdicts runs the whole system as docs/DESIGN.md describes it: three edges push to a
+// TestViewVerdicts runs the whole system as docs/architecture.md describes it: three edges push to a
 // view in its own namespace. A site blackhole is a lost site at the view, then up again;
 // one edge's uplink cut loses nothing, and that edge stops counting as a witness.
 func TestViewVerdicts(t *testing.T) {

@@ -84,7 +84,7 @@ func (l *targetLabels) of(bits seriesBits) [][]byte {
 	return out
 }
 
-// Staleness markers (docs/DESIGN.md, "The push contract"). A series the last snapshot
+// Staleness markers (docs/architecture.md, "The push contract"). A series the last snapshot
 // carried and the next one does not (its target or site removed by a reload, a kind
 // changed, a target's state gone) would stay in a Prometheus-compatible receiver for its
 // lookback, 5 minutes by default, as if still reported. So the next snapshot sends each

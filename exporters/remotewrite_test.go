@@ -823,7 +823,7 @@ func TestRemoteWriteChangeStormCoalesced(t *testing.T) {
 }
 
 // TestRemoteWriteImpairedPushedAtOnce: turning impaired is a state change, pushed at once
-// and carried by every push after it (docs/DESIGN.md, "The push contract"); the lateness
+// and carried by every push after it (docs/architecture.md, "The push contract"); the lateness
 // report is not pushed.
 func TestRemoteWriteImpairedPushedAtOnce(t *testing.T) {
 	recv := startTestReceiver(t, nil)

@@ -26,7 +26,7 @@ const (
 )
 
 // Record is one line of the audit log: what was decided, why, what was done and what
-// came of it (docs/DESIGN.md, "Failover").
+// came of it (docs/architecture.md, "Failover").
 type Record struct {
 	Time     time.Time `json:"time"`
 	Site     string    `json:"site,omitempty"`

@@ -51,7 +51,7 @@ const (
 // Duration is a TOML duration string with a unit.
 type Duration = tomlconf.Duration
 
-// Config is the [actions] table of view.toml (docs/DESIGN.md, "Failover").
+// Config is the [actions] table of view.toml (docs/architecture.md, "Failover").
 type Config struct {
 	// DryRun decides and audits ("dry_run") but changes nothing and runs no runbook.
 	DryRun bool `toml:"dry_run"`

@@ -72,7 +72,7 @@ var (
 // WhoController is the Who of the controller's own decisions.
 const WhoController = "controller"
 
-// Controller acts on the verdicts of the sites that have actions (docs/DESIGN.md,
+// Controller acts on the verdicts of the sites that have actions (docs/architecture.md,
 // "Failover"). Its decisions read no clock: they happen at the times Update and Tick
 // pass in, so that tests drive it with explicit times; Run adds the timers. DNS updates
 // and runbooks run in goroutines of their own, so Update never waits for a server.

@@ -1,5 +1,5 @@
 // Package failover is the part of the central view that acts on a lost site
-// (docs/DESIGN.md, "Failover"): it rewrites DNS records by RFC 2136 dynamic update signed
+// (docs/architecture.md, "Failover"): it rewrites DNS records by RFC 2136 dynamic update signed
 // with TSIG, runs runbooks, and keeps the guard rails and the audit log around both.
 //
 // It exists apart from view/ because acting is a different trade from judging. The view

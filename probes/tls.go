@@ -94,7 +94,7 @@ func (kp *keyPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 }
 
 // loadKeyPair is tls.LoadX509KeyPair reading only regular files, without blocking and with
-// a size cap (docs/DESIGN.md, "Configuration"): a FIFO or a link to /dev/zero in place of a
+// a size cap (docs/architecture.md, "Configuration"): a FIFO or a link to /dev/zero in place of a
 // certificate must fail, not hang the prober or fill its memory.
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	certPEM, err := tomlconf.ReadFile(certFile)

@@ -18,7 +18,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
-// The view's wiring of the failover (docs/DESIGN.md, "Failover"; view/actions.go): its
+// The view's wiring of the failover (docs/architecture.md, "Failover"; view/actions.go): its
 // verdicts reach the controller, the API sits behind read and admin tokens, its metrics
 // are on /metrics, its alerts reach the notifiers. The actions are runbooks here, so no
 // name server is needed; the DNS actions are tested against BIND in failover/ and end to

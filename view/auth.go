@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// The view has three kinds of callers (docs/DESIGN.md, "Failover"; view/README.md):
+// The view has three kinds of callers (docs/architecture.md, "Failover"; view/README.md):
 // agents that push (tokens, agent_tokens), readers of the page and API (read_tokens,
 // open when none are set) and administrators who set silences and hold or release the
 // failover (admin_tokens; that API is off without them). Every token is a bearer token.

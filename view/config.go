@@ -232,7 +232,7 @@ type SilenceConfig struct {
 }
 
 // Damping is the delay a notifier (or action) waits before it acts on a loss and before
-// it resolves (docs/DESIGN.md, "Acting on a verdict").
+// it resolves (docs/architecture.md, "Acting on a verdict").
 type Damping struct {
 	LostFor    Duration `toml:"lost_for"`    // the loss must hold this long; default 0
 	RecoverFor Duration `toml:"recover_for"` // up this long before resolving; default 10s

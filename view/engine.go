@@ -12,7 +12,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/contract"
 )
 
-// Site verdicts (docs/DESIGN.md, "Verdicts at the view").
+// Site verdicts (docs/architecture.md, "Verdicts at the view").
 const (
 	VerdictUp          = "up"
 	VerdictDegraded    = "degraded"
@@ -541,7 +541,7 @@ func (e *Engine) evaluate(now time.Time) []Change {
 	return changes
 }
 
-// verdict applies the verdict rule (docs/DESIGN.md, "Verdicts at the view") to one site
+// verdict applies the verdict rule (docs/architecture.md, "Verdicts at the view") to one site
 // from its witness counts, first match wins. witnesses and down are counted in failure
 // domains when quorum_by is set, in agents otherwise.
 func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses, down int, detect *float64) {

@@ -14,7 +14,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
-// eventLog numbers verdict changes and keeps the last ones (docs/DESIGN.md, "Events"):
+// eventLog numbers verdict changes and keeps the last ones (docs/architecture.md, "Events"):
 // every change gets the next id, the last `size` stay in a ring for clients that
 // reconnect with Last-Event-ID and for /api/v1/events/history, and with a state
 // directory they are kept in events.jsonl so that a restarted view goes on numbering

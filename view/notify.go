@@ -23,7 +23,7 @@ import (
 )
 
 // A notifier tells people that a site is lost or partitioned, and that it is back. It
-// sends what its alerts assert (damped: docs/DESIGN.md, "Acting on a verdict") and keeps
+// sends what its alerts assert (damped: docs/architecture.md, "Acting on a verdict") and keeps
 // per site what it last delivered, not a queue of changes: a notification that failed,
 // or a silence that ended, is caught up by comparing the two, so the receiver always
 // ends in the current state, however many changes came and went while it was slow.

@@ -494,7 +494,7 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		}
 		if math.IsNaN(v) {
 			// A staleness marker: the agent ended the site's series (a reload removed
-			// it; docs/DESIGN.md, "The push contract"). No state, and no site: the push
+			// it; docs/architecture.md, "The push contract"). No state, and no site: the push
 			// still counts as one with site state, so the site leaves the agent's report.
 			if p.sites == nil {
 				p.sites = []namedSite{}

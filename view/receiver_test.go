@@ -310,7 +310,7 @@ func BenchmarkPush(b *testing.B) {
 
 // FuzzPush: whatever a push holds, an engine that applies what DecodeWrite accepts keeps
 // valid verdicts: every site's witness counts equal a count from scratch, its verdict is
-// the one the verdict rule (docs/DESIGN.md) gives for them, and the expiry heap is sound; a refused push
+// the one the verdict rule (docs/architecture.md) gives for them, and the expiry heap is sound; a refused push
 // changes nothing. Then every agent goes stale and every site turns unknown.
 func FuzzPush(f *testing.F) {
 	for _, seed := range fuzzSeeds(f) {

@@ -16,7 +16,7 @@ import (
 	"github.com/edgeprobe/edgeprobe/internal/tomlconf"
 )
 
-// Silence is one maintenance window (docs/DESIGN.md, "Acting on a verdict"): from Start
+// Silence is one maintenance window (docs/architecture.md, "Acting on a verdict"): from Start
 // to End the site keeps its verdict, marked silenced, and notifies and acts on nothing.
 type Silence struct {
 	ID      string    `json:"id"`

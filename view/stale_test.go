@@ -11,7 +11,7 @@ import (
 )
 
 // staleSite is the series an agent sends once for a site a reload removed: every series
-// of it with the staleness marker (docs/DESIGN.md, "The push contract").
+// of it with the staleness marker (docs/architecture.md, "The push contract").
 func staleSite(agent, site string, at time.Time) []*prompb.TimeSeries {
 	stale := math.Float64frombits(contract.StaleNaN)
 	var out []*prompb.TimeSeries

@@ -94,7 +94,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		// An agent with its own token speaks only with it: the shared tokens cannot
-		// push its series (docs/DESIGN.md, "Verdicts at the view": a witness is an
+		// push its series (docs/architecture.md, "Verdicts at the view": a witness is an
 		// agent, and one holder of a shared token must not be all of them).
 		for _, rep := range reports {
 			if s.hard.reserved[rep.Agent] {
@@ -135,7 +135,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkPushHeaders refuses what is not a remote_write 1.0 push by its headers
-// (docs/DESIGN.md, "The push contract"). The remote_write 1.0 specification has senders send Content-Encoding: snappy,
+// (docs/architecture.md, "The push contract"). The remote_write 1.0 specification has senders send Content-Encoding: snappy,
 // Content-Type: application/x-protobuf and X-Prometheus-Remote-Write-Version: 0.1.0,
 // and Prometheus, vmagent, the OpenTelemetry collector and exporters/remotewrite.go do.
 // Requiring them is also what keeps web pages out: a page on any origin may POST a

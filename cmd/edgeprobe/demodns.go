@@ -16,7 +16,7 @@ import (
 
 // The demo's authoritative name server: the primary of one zone (demo.), started in the
 // demo's process on loopback, which the demo's view rewrites by RFC 2136 dynamic updates
-// signed with TSIG, as it would a BIND primary (docs/DESIGN.md, "Failover"). It does what
+// signed with TSIG, as it would a BIND primary (docs/architecture.md, "Failover"). It does what
 // the view's updates need of a primary and no more: queries answered authoritatively,
 // and signed updates checked and applied whole or not at all (RFC 2136, section 3), with
 // the zone's serial moved only when an update changes something, as BIND does.

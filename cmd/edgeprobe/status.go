@@ -374,7 +374,7 @@ func (c *viewClient) watch(ctx context.Context, stdout, stderr io.Writer) int {
 	}
 }
 
-// watcher follows GET /api/v1/events (server-sent events, docs/DESIGN.md, "Events").
+// watcher follows GET /api/v1/events (server-sent events, docs/architecture.md, "Events").
 type watcher struct {
 	c         *viewClient
 	out, errs io.Writer

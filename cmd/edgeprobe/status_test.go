@@ -374,7 +374,7 @@ func TestStatusWatch(t *testing.T) {
 
 // TestStatusLastEventID: reconnecting after a stream that gave event ids sends the last
 // one as Last-Event-ID, and an `event: reset` makes the watcher re-read the sites and
-// print what changed (docs/DESIGN.md, "Events"). The view in this tree sends no ids yet,
+// print what changed (docs/architecture.md, "Events"). The view in this tree sends no ids yet,
 // so its events endpoint is played here from the design's protocol; the sites come from
 // the real view.
 func TestStatusLastEventID(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package damp is the damping of verdicts for everything that notifies or acts on them
-// (docs/DESIGN.md, "Acting on a verdict: damping and silences"). Verdicts stay immediate;
+// (docs/architecture.md, "Acting on a verdict: damping and silences"). Verdicts stay immediate;
 // a Damper turns one site's stream of verdicts into what a notifier or an action should
 // currently assert: nothing, "lost" or "partitioned". It fires lost once the verdict has
 // been lost without a break for LostFor, partitioned once it has been partitioned (or
@@ -22,7 +22,7 @@ const (
 	VerdictUp          = "up"
 )
 
-// DefaultRecoverFor is recover_for where a config leaves it out (docs/DESIGN.md, "Acting on a
+// DefaultRecoverFor is recover_for where a config leaves it out (docs/architecture.md, "Acting on a
 // verdict: damping and silences"); lost_for defaults to zero, a Damper's zero value.
 const DefaultRecoverFor = 10 * time.Second
 

@@ -5,7 +5,7 @@
 // starting a child process that dies with the test, and a BIND (named) test server
 // holding the TSIG keys of the failover tests. Each of these was once copied into
 // the tests of every package that used it, and the copies drifted (one median returned
-// the upper of the two middle values, one skip forgot CI); docs/DESIGN.md's "one rule,
+// the upper of the two middle values, one skip forgot CI); docs/architecture.md's "one rule,
 // one place" holds for tests too.
 //
 // testkit does not import the testing package. Its helpers take a TB, the few methods

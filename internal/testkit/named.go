@@ -20,7 +20,7 @@ import (
 	"github.com/miekg/dns"
 )
 
-// The TSIG keys every test BIND knows (docs/DESIGN.md, "Failover": updates are signed
+// The TSIG keys every test BIND knows (docs/architecture.md, "Failover": updates are signed
 // with TSIG): NamedUpdateKey may update the zone, NamedRefusedKey is known to the
 // server and granted nothing, so its updates are REFUSED.
 const (

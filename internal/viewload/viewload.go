@@ -27,7 +27,7 @@
 // group reports its own Sites sites, so that every site has that many witnesses. On a
 // schedule, a site goes down on all of its group's agents, one after the other (each
 // pushes its change at once, as a real agent does: the view says lost only once enough
-// witnesses agree, docs/DESIGN.md), and later comes back up. The deciding push is the
+// witnesses agree, docs/architecture.md), and later comes back up. The deciding push is the
 // one after which the view's rule says lost (a quorum down and at most max_up_fraction
 // still up), and on the way back the group's last; the verdict latency is from just
 // before it is sent to the verdict's arrival on the view's /api/v1/events stream, and,
@@ -265,7 +265,7 @@ func (c *Config) members(g int) (first, end int) {
 
 // deciding is how many of a group of n witnesses must report a site down before the
 // view's rule says lost: at least the quorum, and at most max_up_fraction of them still
-// up (docs/DESIGN.md, "Verdicts at the view"). Back up, all n must report it up.
+// up (docs/architecture.md, "Verdicts at the view"). Back up, all n must report it up.
 func (c *Config) deciding(n int) int {
 	for k := c.Quorum; k < n; k++ {
 		if float64(n-k) <= c.MaxUpFraction*float64(n) {

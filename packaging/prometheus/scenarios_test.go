@@ -127,7 +127,7 @@ func TestScenarioEngine(t *testing.T) {
 	}
 }
 
-// TestScenarios is the differential check (docs/DESIGN.md, "At scale: the same rule on
+// TestScenarios is the differential check (docs/architecture.md, "At scale: the same rule on
 // a TSDB"): every scenario's pushes go, through one tee, to the view's engine, to
 // Prometheus and to VictoriaMetrics with vmalert, each evaluating the rule file generated
 // for the scenario's settings; after each step all three must give every site the

@@ -125,7 +125,7 @@ func (tt *tee) errors() []string {
 }
 
 // simAgent is an agent of a scenario: its whole state, pushed as the agents' exporter
-// pushes it (the push contract, docs/DESIGN.md): the agent-wide series and each site's
+// pushes it (the push contract, docs/architecture.md): the agent-wide series and each site's
 // state set, every series carrying the agent's name and labels, every sample one time.
 type simAgent struct {
 	name     string
