@@ -487,8 +487,8 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 	if t := time.UnixMilli(ts); !r.HasSamples || t.After(r.SampleTime) {
 		r.SampleTime, r.HasSamples = t, true
 	}
-	switch metric := contractName(name); metric {
-	case contract.MetricSiteState, contract.MetricSiteStateChange, contract.MetricSiteDetect:
+	switch op := seriesOp(name, state); op {
+	case opStateUp, opStateDegraded, opStateDown, opStateUnknown, opStateBad, opChange, opDetect:
 		if len(site) == 0 {
 			return rejectf("bad_content", "series %s of agent %q has no site label", name, r.Agent)
 		}
@@ -506,20 +506,18 @@ func (d *pushDecoder) apply(i int, name, agent, site, state []byte, samples int,
 		if err != nil {
 			return err
 		}
-		op := seriesOp(metric, state)
 		d.note(op, slot)
 		if err := readSiteSeries(&p.sites[slot].rep, op, state, v); err != nil {
 			return rejectf("bad_content", "agent %q site %q: %v", r.Agent, site, err)
 		}
-	case contract.MetricAgentIsolated, contract.MetricAgentImpaired, contract.MetricPushInterval:
-		op := seriesOp(metric, nil)
+	case opIsolated, opImpaired, opInterval:
 		readAgentSeries(r, op, v)
 		if op == opIsolated {
 			r.Labels = d.agentLabels(r.Labels)
 		}
 		d.note(op, 0)
-	case contract.MetricTargetUp, contract.MetricProbeSuccess, contract.MetricProbeDuration, contract.MetricTargetFailureReason:
-		return p.target(d, metric, site, v, r.Agent)
+	case opTargetUp, opProbeSuccess, opProbeDuration, opReason:
+		return p.target(d, op, site, v, r.Agent)
 	}
 	return nil
 }
@@ -550,52 +548,31 @@ func (d *pushDecoder) agentLabels(m map[string]string) map[string]string {
 	return m
 }
 
-// contractName is the push contract's metric name that b spells, or "".
-func contractName(b []byte) string {
-	switch string(b) {
-	case contract.MetricSiteState:
-		return contract.MetricSiteState
-	case contract.MetricSiteStateChange:
-		return contract.MetricSiteStateChange
-	case contract.MetricSiteDetect:
-		return contract.MetricSiteDetect
-	case contract.MetricAgentIsolated:
-		return contract.MetricAgentIsolated
-	case contract.MetricAgentImpaired:
-		return contract.MetricAgentImpaired
-	case contract.MetricPushInterval:
-		return contract.MetricPushInterval
-	case contract.MetricTargetUp:
-		return contract.MetricTargetUp
-	case contract.MetricProbeSuccess:
-		return contract.MetricProbeSuccess
-	case contract.MetricProbeDuration:
-		return contract.MetricProbeDuration
-	case contract.MetricTargetFailureReason:
-		return contract.MetricTargetFailureReason
-	}
-	return ""
-}
-
 // reports finishes the push's reports, in the order their agents first appeared.
 func (d *pushDecoder) reports() []AgentReport {
 	out := make([]AgentReport, 0, len(d.agents))
 	for k := range d.agents {
 		p := &d.agents[k]
-		r := p.report
-		if p.sites != nil {
-			r.Sites = make(map[string]SiteReport, len(p.sites))
-			for _, s := range p.sites {
-				if s.rep.State == "" {
-					s.rep.State = siteUnknown
-				}
-				r.Sites[s.name] = s.rep
-			}
-		}
-		r.Targets = p.finishTargets()
-		out = append(out, r)
+		out = append(out, p.finish(p.targetIndex != nil))
 	}
 	return out
+}
+
+// finish is p's report: its sites (unknown where the push set no state) and its targets,
+// sorted if unsorted.
+func (p *agentInProgress) finish(unsorted bool) AgentReport {
+	r := p.report
+	if p.sites != nil {
+		r.Sites = make(map[string]SiteReport, len(p.sites))
+		for _, s := range p.sites {
+			if s.rep.State == "" {
+				s.rep.State = siteUnknown
+			}
+			r.Sites[s.name] = s.rep
+		}
+	}
+	r.Targets = p.finishTargets(unsorted)
+	return r
 }
 
 // readSiteSeries sets the field of sr that one of a site's series (op) carries; state

@@ -106,7 +106,7 @@ func reportsFrom(req *prompb.WriteRequest) ([]AgentReport, error) {
 				}
 				sr = SiteReport{Detect: -1}
 			}
-			if err := readSiteSeries(&sr, seriesOp(name, []byte(state)), []byte(state), v); err != nil {
+			if err := readSiteSeries(&sr, seriesOp([]byte(name), []byte(state)), []byte(state), v); err != nil {
 				return nil, rejectf("bad_content", "agent %q site %q: %v", agent, site, err)
 			}
 			r.Sites[site] = sr
@@ -174,6 +174,6 @@ func (ts *refTargets) add(agent, metric, site string, labels map[string]string, 
 	if kind != "" {
 		t.Kind = unique.Make(kind)
 	}
-	readTargetSeries(t, seriesOp(metric, nil), v)
+	readTargetSeries(t, seriesOp([]byte(metric), nil), v)
 	return nil
 }

@@ -355,9 +355,7 @@ func (s *Server) handleSites(w http.ResponseWriter, r *http.Request) {
 			silenced[sl.Site] = true
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	writeJSONHeader(w, http.StatusOK)
 	buf := append(make([]byte, 0, 64<<10), `{"sites":[`...)
 	first := true
 	err := s.engine.EachSites(now, func(chunk []SiteView) error {
@@ -492,12 +490,17 @@ func (s *Server) wakeLoop() {
 
 // writeJSON answers with v as JSON.
 func writeJSON(w http.ResponseWriter, log *slog.Logger, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
+	writeJSONHeader(w, code)
 	if err := json.NewEncoder(w).Encode(v); err != nil {
 		log.Debug("write response", "error", err)
 	}
+}
+
+// writeJSONHeader starts a JSON answer: its type, never cached.
+func writeJSONHeader(w http.ResponseWriter, code int) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
 }
 
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {

@@ -54,35 +54,38 @@ const (
 	opReason
 )
 
-// opMetric is the series an op reads.
-var opMetric = [...]string{
-	opStateUp: contract.MetricSiteState, opStateDegraded: contract.MetricSiteState,
-	opStateDown: contract.MetricSiteState, opStateUnknown: contract.MetricSiteState, opStateBad: contract.MetricSiteState,
-	opChange: contract.MetricSiteStateChange, opDetect: contract.MetricSiteDetect,
-	opIsolated: contract.MetricAgentIsolated, opImpaired: contract.MetricAgentImpaired,
-	opInterval: contract.MetricPushInterval,
-	opTargetUp: contract.MetricTargetUp, opProbeSuccess: contract.MetricProbeSuccess,
-	opProbeDuration: contract.MetricProbeDuration, opReason: contract.MetricTargetFailureReason,
-}
+// opState is the state a state op reads.
+var opState = [...]string{opStateUp: siteUp, opStateDegraded: siteDegraded, opStateDown: siteDown, opStateUnknown: siteUnknown}
 
-// opState is the state a state op reads; "" for the other ops.
-var opState = [...]string{opStateUp: siteUp, opStateDegraded: siteDegraded, opStateDown: siteDown, opStateUnknown: siteUnknown, opReason: ""}
-
-// seriesOp is the op of the push contract's series metric; state is a site state's
-// state label.
-func seriesOp(metric string, state []byte) shapeOp {
-	if metric == contract.MetricSiteState {
+// seriesOp is the op of the series named name: one of the push contract's, or opTime
+// for any other; state is a site state series' state label.
+func seriesOp(name, state []byte) shapeOp {
+	switch string(name) {
+	case contract.MetricSiteState:
 		for op := opStateUp; op <= opStateUnknown; op++ {
 			if opState[op] == string(state) {
 				return op
 			}
 		}
 		return opStateBad
-	}
-	for op := opChange; int(op) < len(opMetric); op++ {
-		if opMetric[op] == metric {
-			return op
-		}
+	case contract.MetricSiteStateChange:
+		return opChange
+	case contract.MetricSiteDetect:
+		return opDetect
+	case contract.MetricAgentIsolated:
+		return opIsolated
+	case contract.MetricAgentImpaired:
+		return opImpaired
+	case contract.MetricPushInterval:
+		return opInterval
+	case contract.MetricTargetUp:
+		return opTargetUp
+	case contract.MetricProbeSuccess:
+		return opProbeSuccess
+	case contract.MetricProbeDuration:
+		return opProbeDuration
+	case contract.MetricTargetFailureReason:
+		return opReason
 	}
 	return opTime
 }
@@ -104,11 +107,10 @@ type pushShape struct {
 	samples []shapeSample
 	agent   string
 	labels  map[string]string // the agent's own labels, nil when it sent no agent-wide series
-	sites   []string          // in the order the push named them
-	// hasSites: the push carried site series (the report's Sites is not nil).
-	hasSites bool
-	// targets in the order the push named them, with their names and kinds and no
-	// values; sortTargets: not in the report's order (finishTargets sorts them).
+	// sites and targets in the order the push named them, with their names (and
+	// targets' kinds) and no values, nil when it named none; sortTargets: not in the
+	// report's order (finishTargets sorts them).
+	sites       []namedSite
 	targets     []TargetReport
 	sortTargets bool
 }
@@ -173,13 +175,12 @@ func (d *pushDecoder) shape(raw []byte) *pushShape {
 		samples:     slices.Clone(r.samples),
 		agent:       p.report.Agent,
 		labels:      maps.Clone(p.report.Labels),
-		hasSites:    p.sites != nil,
 		sortTargets: p.targetIndex != nil,
 	}
 	if len(p.sites) > 0 {
-		sh.sites = make([]string, len(p.sites))
+		sh.sites = make([]namedSite, len(p.sites))
 		for i, s := range p.sites {
-			sh.sites[i] = s.name
+			sh.sites[i] = namedSite{name: s.name, rep: SiteReport{Detect: -1}}
 		}
 	}
 	if len(p.targets) > 0 {
@@ -199,9 +200,9 @@ func (d *pushDecoder) shape(raw []byte) *pushShape {
 // cost is about what sh keeps, in bytes.
 func (sh *pushShape) cost() int {
 	n := 256 + len(sh.agent) + len(sh.samples)*int(unsafe.Sizeof(shapeSample{})) +
-		len(sh.sites)*16 + len(sh.targets)*int(unsafe.Sizeof(TargetReport{}))
+		len(sh.sites)*int(unsafe.Sizeof(namedSite{})) + len(sh.targets)*int(unsafe.Sizeof(TargetReport{}))
 	for _, s := range sh.sites {
-		n += len(s)
+		n += len(s.name)
 	}
 	for k, v := range sh.labels {
 		n += 64 + len(k) + len(v)
@@ -226,12 +227,8 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 	if sh == nil || len(raw) != sh.size {
 		return nil, false, false
 	}
-	r := AgentReport{Agent: sh.agent}
-	sites := make([]SiteReport, len(sh.sites))
-	for i := range sites {
-		sites[i].Detect = -1
-	}
-	targets := slices.Clone(sh.targets)
+	p := agentInProgress{report: AgentReport{Agent: sh.agent}, sites: slices.Clone(sh.sites), targets: slices.Clone(sh.targets)}
+	r := &p.report
 	var latest int64 // ms
 	for _, s := range sh.samples {
 		v, ts, err := readSample(raw[s.off : int(s.off)+int(s.n)])
@@ -244,16 +241,16 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 		switch op := s.op; op {
 		case opTime:
 		case opStateUp, opStateDegraded, opStateDown, opStateUnknown, opStateBad, opChange, opDetect:
-			if math.IsNaN(v) || readSiteSeries(&sites[s.slot], op, nil, v) != nil {
+			if math.IsNaN(v) || readSiteSeries(&p.sites[s.slot].rep, op, nil, v) != nil {
 				return nil, false, false
 			}
 		case opIsolated, opImpaired, opInterval:
-			readAgentSeries(&r, op, v)
+			readAgentSeries(r, op, v)
 		default:
 			if math.IsNaN(v) {
 				return nil, false, false
 			}
-			readTargetSeries(&targets[s.slot], op, v)
+			readTargetSeries(&p.targets[s.slot], op, v)
 		}
 	}
 	if r.HasSamples {
@@ -263,22 +260,7 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 		return nil, false, true
 	}
 	r.Labels = maps.Clone(sh.labels)
-	if sh.hasSites {
-		r.Sites = make(map[string]SiteReport, len(sites))
-		for i, rep := range sites {
-			if rep.State == "" {
-				rep.State = siteUnknown
-			}
-			r.Sites[sh.sites[i]] = rep
-		}
-	}
-	if len(targets) > 0 {
-		if sh.sortTargets {
-			slices.SortFunc(targets, compareTargets)
-		}
-		r.Targets = targets
-	}
-	return []AgentReport{r}, true, true
+	return []AgentReport{p.finish(sh.sortTargets)}, true, true
 }
 
 // shapeSlot holds a connection's shape between its pushes.

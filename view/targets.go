@@ -60,7 +60,7 @@ func intern(b []byte) unique.Handle[string] { return unique.Make(string(b)) }
 // probe_duration_seconds or edgeprobe_target_failure_reason) in agent p's report. A
 // series without site (a control target's) or without target name belongs to no site's
 // detail, and a NaN (a staleness marker) says nothing; both are ignored.
-func (p *agentInProgress) target(d *pushDecoder, metric string, site []byte, v float64, agent string) error {
+func (p *agentInProgress) target(d *pushDecoder, op shapeOp, site []byte, v float64, agent string) error {
 	var name, kind []byte
 	for _, l := range d.labels {
 		switch string(l[0]) {
@@ -84,7 +84,6 @@ func (p *agentInProgress) target(d *pushDecoder, metric string, site []byte, v f
 	if err != nil {
 		return err
 	}
-	op := seriesOp(metric, nil)
 	d.note(op, i)
 	t := &p.targets[i]
 	if len(kind) > 0 && t.Kind.Value() != string(kind) {
@@ -117,9 +116,10 @@ func readTargetSeries(t *TargetReport, op shapeOp, v float64) {
 	}
 }
 
-// targetEntry finds (or adds) the target site/name in p's report: its index in p.targets. Agents push their
-// targets in order (site, then name, each target's series together), so the last entry
-// or a new one at the end is the rule; a push out of that order gets an index, once.
+// targetEntry finds (or adds) the target site/name in p's report: its index in p.targets.
+// Agents push their targets in order (site, then name, each target's series together), so
+// the last entry or a new one at the end is the rule; a push out of that order gets an
+// index, once.
 func (p *agentInProgress) targetEntry(site, name []byte, agent string) (int, error) {
 	n := len(p.targets)
 	if n > 0 {
@@ -187,13 +187,14 @@ func (p *agentInProgress) internKind(b []byte) unique.Handle[string] {
 	return intern(b)
 }
 
-// finishTargets is p's targets as the report keeps them: sorted, in a slice of their
+// finishTargets is p's targets as the report keeps them: sorted (unsorted says they
+// came out of order), in a slice of their
 // exact size (the engine holds it until the agent's next push).
-func (p *agentInProgress) finishTargets() []TargetReport {
+func (p *agentInProgress) finishTargets(unsorted bool) []TargetReport {
 	if len(p.targets) == 0 {
 		return nil
 	}
-	if p.targetIndex != nil {
+	if unsorted {
 		slices.SortFunc(p.targets, compareTargets)
 	}
 	if spare := cap(p.targets) - len(p.targets); spare > len(p.targets)/8 {
