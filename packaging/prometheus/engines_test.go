@@ -302,7 +302,15 @@ type promSample struct {
 
 // instant runs an instant query at now.
 func (b *backend) instant(q string) ([]promSample, error) {
+	return b.instantAt(q, time.Time{})
+}
+
+// instantAt is instant evaluated at at (now when zero).
+func (b *backend) instantAt(q string, at time.Time) ([]promSample, error) {
 	v := url.Values{"query": {q}}
+	if !at.IsZero() {
+		v.Set("time", strconv.FormatFloat(float64(at.UnixMilli())/1e3, 'f', 3, 64))
+	}
 	u := b.query + "/api/v1/query?" + v.Encode()
 	if b.extra != "" {
 		u += "&" + b.extra
@@ -387,11 +395,28 @@ func (b *backend) firing() (map[string]bool, error) {
 	return out, nil
 }
 
+// stateSetHolds is checkStateSet over the evaluations from from to to, asked again until
+// it holds or limit has passed: the recordings of the evaluations just before to reach a
+// backend fed by remote_write (vmalert's) through a flush, and until then an evaluation
+// can show only some of its verdicts. What it finds at the limit is the answer.
+func (b *backend) stateSetHolds(siteRE string, from, to time.Time, verdicts []string, limit time.Duration) (int, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		n, err := b.checkStateSet(siteRE, from, to, verdicts)
+		if err == nil || time.Now().After(deadline) {
+			return n, err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // checkStateSet reads every recorded sample of the verdict state set of the sites
-// matching siteRE over the last window and requires, per site and evaluation, all the
-// verdicts with values summing to exactly 1. It returns how many evaluations it checked.
-func (b *backend) checkStateSet(siteRE string, window time.Duration, verdicts []string) (int, error) {
-	res, err := b.instant(fmt.Sprintf(`edgeprobe:site_verdict{site=~%q}[%ds]`, siteRE, int(window.Seconds())+1))
+// matching siteRE evaluated from from to to and requires, per site and evaluation, all
+// the verdicts with values summing to exactly 1. It returns how many evaluations it
+// checked.
+func (b *backend) checkStateSet(siteRE string, from, to time.Time, verdicts []string) (int, error) {
+	window := int(to.Sub(from).Seconds()) + 1
+	res, err := b.instantAt(fmt.Sprintf(`edgeprobe:site_verdict{site=~%q}[%ds]`, siteRE, window), to)
 	if err != nil {
 		return 0, err
 	}

@@ -161,9 +161,9 @@ func TestRulesEndToEnd(t *testing.T) {
 	if errs := tt.errors(); len(errs) > 0 {
 		t.Errorf("pushes refused: %v", errs)
 	}
-	time.Sleep(2 * time.Second) // vmalert's last recordings reach VictoriaMetrics through a flush
+	end := time.Now()
 	for _, b := range st.backends {
-		if _, err := b.checkStateSet(siteRE(prefix), time.Since(began), view.Verdicts); err != nil {
+		if _, err := b.stateSetHolds(siteRE(prefix), began, end, view.Verdicts, settleLimit); err != nil {
 			t.Error(err)
 		}
 	}

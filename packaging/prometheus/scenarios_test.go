@@ -304,10 +304,9 @@ func runScenario(t *testing.T, name string, sc *scenario, st *stack) {
 	if errs := tt.errors(); len(errs) > 0 {
 		t.Errorf("pushes refused: %v", errs)
 	}
-	// The recordings of the last evaluations reach VictoriaMetrics through a flush.
-	time.Sleep(2 * time.Second)
+	end := time.Now()
 	for _, b := range st.backends {
-		n, err := b.checkStateSet(siteRE(name), time.Since(start), view.Verdicts)
+		n, err := b.stateSetHolds(siteRE(name), start, end, view.Verdicts, settleLimit)
 		if err != nil {
 			t.Error(err)
 		}
