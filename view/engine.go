@@ -100,6 +100,13 @@ type AgentView struct {
 	Domain   string `json:"domain,omitempty"` // the quorum_by label's value
 }
 
+// agentSite is an agent's report on a site, with the site's record: a push moves the
+// agent's counts at its sites without looking them up by name.
+type agentSite struct {
+	SiteReport
+	site *siteRecord
+}
+
 type agentRecord struct {
 	name       string
 	lastPush   time.Time // arrival, on the view's clock
@@ -108,7 +115,7 @@ type agentRecord struct {
 	impaired   bool
 	domain     string // failure domain: the quorum_by label's value, or the agent's own
 	domainSet  bool   // the agent carries the quorum_by label
-	sites      map[string]SiteReport
+	sites      map[string]agentSite
 	targets    []TargetReport // the latest push's (targets.go)
 	sampleTime time.Time
 
@@ -228,8 +235,8 @@ func addDomain(m map[string]int, domain string, sign int) {
 // count adds (sign 1) or removes (sign -1) a's reports from its sites' witness counts,
 // if a counts, and queues those sites for evaluation.
 func (e *Engine) count(a *agentRecord, sign int) {
-	for name, r := range a.sites {
-		s := e.sites[name]
+	for _, r := range a.sites {
+		s := r.site
 		e.touch(s)
 		if !a.counted {
 			continue
@@ -267,23 +274,64 @@ func (e *Engine) know(s *siteRecord, a *agentRecord, domain string, sign int) {
 	e.touch(s)
 }
 
-// relist moves a from the sites it reported, in oldDomain, to sites, in its domain now.
-// A site in both stays as it is unless the domain changed: a push that says what the
-// last one said costs no map operations.
-func (e *Engine) relist(a *agentRecord, oldDomain string, sites map[string]SiteReport) {
+// relist moves a, reporting sites in oldDomain, to its domain now.
+func (e *Engine) relist(a *agentRecord, oldDomain string) {
+	for _, r := range a.sites {
+		e.know(r.site, a, oldDomain, -1)
+		e.know(r.site, a, a.domain, 1)
+	}
+}
+
+// resite makes sites, the push's, a's sites (copied: the caller may reuse its map), a in
+// its domain now. A site in both stays as it is unless the domain changed: a push that
+// says what the last one said costs no map operations beyond the copy. A state not
+// changed keeps the time the view first saw it.
+func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteReport, now time.Time) {
 	moved := a.domain != oldDomain
-	for name := range a.sites {
-		if _, still := sites[name]; !still || moved {
-			e.know(e.sites[name], a, oldDomain, -1)
-		}
-	}
-	for name := range sites {
-		if _, was := a.sites[name]; !was || moved {
-			e.know(e.sites[name], a, a.domain, 1)
-		}
-	}
 	e.reports += len(sites) - len(a.sites)
-	a.sites = sites
+	if a.sites == nil {
+		a.sites = make(map[string]agentSite, len(sites))
+	}
+	for name, r := range a.sites {
+		_, still := sites[name]
+		if !still || moved {
+			e.know(r.site, a, oldDomain, -1)
+		}
+		if !still {
+			delete(a.sites, name)
+		}
+	}
+	for name, sr := range sites {
+		old, was := a.sites[name]
+		if was && old.State == sr.State {
+			sr.seen = old.seen
+		} else {
+			sr.seen = now
+		}
+		if !was {
+			if old.site = e.sites[name]; old.site == nil {
+				old.site = e.addSite(name, now)
+			}
+		}
+		a.sites[name] = agentSite{sr, old.site}
+		if !was || moved {
+			e.know(old.site, a, a.domain, 1)
+		}
+	}
+}
+
+// retarget makes targets, the push's, a's targets, copied into the slice a keeps when it
+// fits them without wasting much of it.
+func (e *Engine) retarget(a *agentRecord, targets []TargetReport) {
+	e.reports += len(targets) - len(a.targets)
+	switch n := len(targets); {
+	case n == 0:
+		a.targets = nil
+	case cap(a.targets) >= n && cap(a.targets) <= n+n/8:
+		a.targets = append(a.targets[:0], targets...)
+	default:
+		a.targets = slices.Clone(targets)
+	}
 }
 
 // expireDue takes the agents whose deadline is not after now out of the witness counts.
@@ -347,6 +395,11 @@ func (e *Engine) Fits(reports []AgentReport) error {
 				delta -= len(a.sites)
 			}
 			for name := range r.Sites {
+				if a != nil {
+					if _, kept := a.sites[name]; kept {
+						continue
+					}
+				}
 				if e.sites[name] != nil || seen[name] {
 					continue
 				}
@@ -377,7 +430,8 @@ func (e *Engine) Fits(reports []AgentReport) error {
 
 // Apply records reports that arrived at now and returns the verdicts that changed.
 // It also returns how many reports were ignored (see ignore): they neither refresh the
-// agent nor change its state.
+// agent nor change its state. It keeps copies of what it keeps: the reports' maps and
+// slices are the caller's again when it returns.
 func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, ignored int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -405,27 +459,15 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			a.domain, a.domainSet = e.domainOf(a.name, r.Labels)
 		}
 		if r.Sites != nil {
-			for name, sr := range r.Sites {
-				if old, ok := a.sites[name]; ok && old.State == sr.State {
-					sr.seen = old.seen
-				} else {
-					sr.seen = now
-				}
-				r.Sites[name] = sr
-				if e.sites[name] == nil {
-					e.addSite(name, now)
-				}
-			}
-			e.relist(a, oldDomain, r.Sites)
+			e.resite(a, oldDomain, r.Sites, now)
 		} else if a.domain != oldDomain {
-			e.relist(a, oldDomain, a.sites)
+			e.relist(a, oldDomain)
 		}
 		if r.Sites != nil || r.Targets != nil {
-			e.reports += len(r.Targets) - len(a.targets)
-			a.targets = r.Targets
+			e.retarget(a, r.Targets)
 		}
-		for name := range a.sites {
-			e.sites[name].lastReported = now
+		for _, r := range a.sites {
+			r.site.lastReported = now
 		}
 		a.counted = !a.isolated && !a.impaired
 		e.count(a, 1)
@@ -439,13 +481,14 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 	return e.evaluate(now), ignored
 }
 
-func (e *Engine) addSite(name string, now time.Time) {
+func (e *Engine) addSite(name string, now time.Time) *siteRecord {
 	s := &siteRecord{name: name, state: VerdictUnknown, since: now, agents: map[*agentRecord]struct{}{}}
 	if e.quorumBy != "" {
 		s.witnessDomains, s.downDomains, s.knownDomains = map[string]int{}, map[string]int{}, map[string]int{}
 	}
 	e.sites[name] = s
 	e.counts[VerdictUnknown]++
+	return s
 }
 
 // Expire takes the agents that stopped pushing by now out of the witnesses and returns
@@ -477,8 +520,8 @@ func (e *Engine) Forget(now time.Time) []Change {
 			e.count(a, -1)
 			a.counted = false
 		}
-		for site := range a.sites {
-			e.know(e.sites[site], a, a.domain, -1)
+		for _, r := range a.sites {
+			e.know(r.site, a, a.domain, -1)
 		}
 		e.reports -= len(a.sites) + len(a.targets)
 		delete(e.agents, name)
@@ -569,8 +612,8 @@ func (e *Engine) verdict(s *siteRecord, now time.Time) (state string, witnesses,
 	// Only a change needs the witnesses' reports themselves.
 	reports := make([]SiteReport, 0, agents)
 	for a := range s.agents {
-		if r, ok := a.sites[s.name]; ok && e.witness(a, r) {
-			reports = append(reports, r)
+		if r, ok := a.sites[s.name]; ok && e.witness(a, r.SiteReport) {
+			reports = append(reports, r.SiteReport)
 		}
 	}
 	previous := s.lastCalm

@@ -219,3 +219,48 @@ func siteNamed(t *testing.T, e *Engine, name string) SiteView {
 	t.Fatalf("no site %q", name)
 	return SiteView{}
 }
+
+// TestApplyKeepsCopies: the engine keeps copies of a report's sites and targets, so a
+// decoder may reuse its map and slice for the next push (shape.go does): whatever the
+// caller writes into them after Apply changes nothing the engine says.
+func TestApplyKeepsCopies(t *testing.T) {
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}})
+	sites := map[string]string{"pangyo": "up", "seoul": "up"}
+	a, b := report("a", false, sites), report("b", false, sites)
+	a.Targets = []TargetReport{newTargetReport(intern([]byte("pangyo")), intern([]byte("gw")))}
+	a.Targets[0].Up = 1
+	e.Apply([]AgentReport{a, b}, t0)
+	// The caller's next push, written into the same map and slice.
+	for _, r := range []AgentReport{a, b} {
+		r.Sites["pangyo"] = SiteReport{State: siteDown, Detect: -1}
+		delete(r.Sites, "seoul")
+		r.Sites["busan"] = SiteReport{State: siteDown, Detect: -1}
+	}
+	a.Targets[0].Up = 0
+	for _, name := range []string{"pangyo", "seoul"} {
+		if s := siteNamed(t, e, name); s.State != VerdictUp || s.Witnesses != 2 {
+			t.Errorf("%s: %s with %d witnesses after the caller reused its maps, want up with 2", name, s.State, s.Witnesses)
+		}
+	}
+	for _, s := range e.Sites(t0) {
+		if s.Name == "busan" {
+			t.Errorf("busan, written into a map after Apply, is on the board: %+v", s)
+		}
+	}
+	d, _ := e.SiteTargets("pangyo", t0)
+	for _, ag := range d.Agents {
+		if ag.Name == "a" && (len(ag.Targets) != 1 || ag.Targets[0].Up == nil || !*ag.Targets[0].Up) {
+			t.Errorf("a's target at pangyo after the caller reused its slice: %+v, want up", ag.Targets)
+		}
+	}
+	// The same maps, applied again, are the agents' new word.
+	later := t0.Add(100 * time.Millisecond)
+	a.SampleTime, b.SampleTime = later, later
+	e.Apply([]AgentReport{a, b}, later)
+	if s := siteNamed(t, e, "pangyo"); s.State != VerdictLost {
+		t.Errorf("pangyo after both pushed it down: %s, want lost", s.State)
+	}
+	if s := siteNamed(t, e, "seoul"); len(s.Agents) != 0 {
+		t.Errorf("seoul, dropped by both agents, still lists %+v", s.Agents)
+	}
+}
