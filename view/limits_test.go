@@ -379,7 +379,7 @@ func TestDecodeSkipsAbandonedPush(t *testing.T) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/api/v1/write", nil)
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.decode(req, body)
+		_, err := s.decode(req, body, nil)
 		done <- err
 	}()
 	cancel()
@@ -394,7 +394,7 @@ func TestDecodeSkipsAbandonedPush(t *testing.T) {
 	}
 	// With a slot free, a push whose sender waits is decoded.
 	<-s.decodeSlots
-	reps, err := s.decode(httptest.NewRequest(http.MethodPost, "/api/v1/write", nil), body)
+	reps, err := s.decode(httptest.NewRequest(http.MethodPost, "/api/v1/write", nil), body, nil)
 	if err != nil || len(reps) != 1 || reps[0].Agent != "a" {
 		t.Fatalf("decode with a free slot: %v, %d reports", err, len(reps))
 	}

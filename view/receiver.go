@@ -100,7 +100,8 @@ func snappyClaim(body []byte, limit int) (int, error) {
 //
 // slot, when not nil, holds the shape of the connection's previous push (shape.go): a
 // push of that shape is read from its samples alone, and one decoded in full leaves its
-// own shape there; replayed says which it was.
+// own shape there; replayed says which it was. The caller holds slot's lock for as long
+// as it reads the reports: a replayed report lives in the shape, until its next push.
 func decodeWrite(body []byte, n int, slot *shapeSlot) (reports []AgentReport, replayed bool, err error) {
 	bufp := rawPool.Get().(*[]byte)
 	defer func() {
@@ -115,11 +116,10 @@ func decodeWrite(body []byte, n int, slot *shapeSlot) (reports []AgentReport, re
 	if err != nil {
 		return nil, false, rejectf("bad_snappy", "decode snappy block: %v", err)
 	}
-	if slot == nil || !slot.mu.TryLock() { // TryLock: HTTP/2 streams of one connection
+	if slot == nil {
 		reports, _, err := decodeWriteRequest(raw, int64(n)+reportSlack, false)
 		return reports, false, err
 	}
-	defer slot.mu.Unlock()
 	reports, ok, touched := slot.shape.replay(raw)
 	if ok {
 		return reports, true, nil
@@ -242,6 +242,7 @@ type agentInProgress struct {
 	// (targets.go).
 	targets     []TargetReport
 	targetIndex map[targetKey]int
+	siteMap     map[string]SiteReport // if not nil, what finish fills (cleared) as the report's Sites
 }
 
 type namedSite struct {
@@ -563,7 +564,10 @@ func (d *pushDecoder) reports() []AgentReport {
 func (p *agentInProgress) finish(unsorted bool) AgentReport {
 	r := p.report
 	if p.sites != nil {
-		r.Sites = make(map[string]SiteReport, len(p.sites))
+		if r.Sites = p.siteMap; r.Sites == nil {
+			r.Sites = make(map[string]SiteReport, len(p.sites))
+		}
+		clear(r.Sites)
 		for _, s := range p.sites {
 			if s.rep.State == "" {
 				s.rep.State = siteUnknown

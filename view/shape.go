@@ -113,6 +113,9 @@ type pushShape struct {
 	sites       []namedSite
 	targets     []TargetReport
 	sortTargets bool
+	// what replay fills: the report's map of sites, and the report
+	siteMap map[string]SiteReport
+	out     [1]AgentReport
 }
 
 // shapeRecorder notes, while a push is decoded in full, what its series meant.
@@ -180,14 +183,14 @@ func (d *pushDecoder) shape(raw []byte) *pushShape {
 	if len(p.sites) > 0 {
 		sh.sites = make([]namedSite, len(p.sites))
 		for i, s := range p.sites {
-			sh.sites[i] = namedSite{name: s.name, rep: SiteReport{Detect: -1}}
+			sh.sites[i] = namedSite{name: s.name}
 		}
+		sh.siteMap = make(map[string]SiteReport, len(sh.sites))
 	}
 	if len(p.targets) > 0 {
 		sh.targets = make([]TargetReport, len(p.targets))
 		for i, t := range p.targets {
-			sh.targets[i] = newTargetReport(t.Site, t.Name)
-			sh.targets[i].Kind = t.Kind
+			sh.targets[i] = TargetReport{Site: t.Site, Name: t.Name, Kind: t.Kind}
 		}
 	}
 	if sh.cost() > maxShapeBytes {
@@ -197,10 +200,10 @@ func (d *pushDecoder) shape(raw []byte) *pushShape {
 	return sh
 }
 
-// cost is about what sh keeps, in bytes.
+// cost is about what sh keeps, in bytes: its sites twice, as a list and as the map.
 func (sh *pushShape) cost() int {
 	n := 256 + len(sh.agent) + len(sh.samples)*int(unsafe.Sizeof(shapeSample{})) +
-		len(sh.sites)*int(unsafe.Sizeof(namedSite{})) + len(sh.targets)*int(unsafe.Sizeof(TargetReport{}))
+		2*len(sh.sites)*int(unsafe.Sizeof(namedSite{})) + len(sh.targets)*int(unsafe.Sizeof(TargetReport{}))
 	for _, s := range sh.sites {
 		n += len(s.name)
 	}
@@ -223,11 +226,24 @@ func (sh *pushShape) hash(raw []byte) uint64 {
 // raw may have been changed (touched) and must be decoded again before it is read in
 // full. A sample whose value would change the push's meaning (NaN, a state the set
 // cannot hold) also answers false: the full decoding says what it means.
+//
+// The report is read into the shape's own sites, targets and map, their values reset
+// first: it is good until the shape's next replay, which is why the slot stays locked
+// while its reports are in use (decodeWrite).
 func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool) {
 	if sh == nil || len(raw) != sh.size {
 		return nil, false, false
 	}
-	p := agentInProgress{report: AgentReport{Agent: sh.agent}, sites: slices.Clone(sh.sites), targets: slices.Clone(sh.targets)}
+	for i := range sh.sites {
+		sh.sites[i].rep = SiteReport{Detect: -1}
+	}
+	for i := range sh.targets {
+		t := &sh.targets[i]
+		kind := t.Kind
+		*t = newTargetReport(t.Site, t.Name)
+		t.Kind = kind
+	}
+	p := agentInProgress{report: AgentReport{Agent: sh.agent}, sites: sh.sites, targets: sh.targets, siteMap: sh.siteMap}
 	r := &p.report
 	var latest int64 // ms
 	for _, s := range sh.samples {
@@ -259,8 +275,12 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 	if sh.hash(raw) != sh.sum {
 		return nil, false, true
 	}
-	r.Labels = maps.Clone(sh.labels)
-	return []AgentReport{p.finish(sh.sortTargets)}, true, true
+	r.Labels = sh.labels
+	if sh.sortTargets {
+		p.targets = slices.Clone(p.targets) // sorted by finish; the slots keep the push's order
+	}
+	sh.out[0] = p.finish(sh.sortTargets)
+	return sh.out[:], true, true
 }
 
 // shapeSlot holds a connection's shape between its pushes.

@@ -66,7 +66,17 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusBadRequest, "read", "read body: "+err.Error())
 		return
 	}
-	reports, err := s.decode(r, body)
+	// The connection's shape slot (shape.go), unless another of its HTTP/2 streams holds
+	// it: held until the reports it may give have been applied.
+	slot := connShapeSlot(r.Context())
+	if slot != nil {
+		if slot.mu.TryLock() {
+			defer slot.mu.Unlock()
+		} else {
+			slot = nil
+		}
+	}
+	reports, err := s.decode(r, body, slot)
 	putBody(body)
 	release()
 	if errors.Is(err, errBusy) {
@@ -192,7 +202,7 @@ func (s *Server) takeBodyMemory(r *http.Request, charge int64) (release func(), 
 // by that size), taken before the buffer is allocated; and in one of the decode slots,
 // which bound the CPU that decoding takes, unless its sender is gone before one is free
 // (errBusy).
-func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
+func (s *Server) decode(r *http.Request, body []byte, slot *shapeSlot) ([]AgentReport, error) {
 	n, err := snappyClaim(body, s.decodedLimit())
 	if err != nil {
 		return nil, err
@@ -212,7 +222,7 @@ func (s *Server) decode(r *http.Request, body []byte) ([]AgentReport, error) {
 		return nil, errBusy
 	}
 	defer func() { <-s.decodeSlots }()
-	reports, replayed, err := decodeWrite(body, n, connShapeSlot(r.Context()))
+	reports, replayed, err := decodeWrite(body, n, slot)
 	if err == nil {
 		by := decodedInFull
 		if replayed {
