@@ -396,7 +396,8 @@ type faultAgent struct {
 	done    chan struct{}
 	waitErr error
 
-	started time.Time // with its monotonic reading, to notice a step of the wall clock
+	started time.Time           // with its monotonic reading, to notice a step of the wall clock
+	clock   *testkit.ClockWatch // pauses of the machine and steps of its clock, as this process saw them
 
 	mu      sync.Mutex
 	probes  map[string][]probeLine // by site/target, in the order of the lines
@@ -418,7 +419,8 @@ func startFaultAgent(t testing.TB, cfg faultConfig) *faultAgent {
 	if err := os.WriteFile(path, file.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeLine{}, started: time.Now()}
+	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeLine{}, started: time.Now(),
+		clock: testkit.WatchClock(t, 10*time.Millisecond, clockGapLeast)}
 	a.cmd = exec.Command(binary, "agent", "--config", path)
 	// Pipes of this test's own rather than StdoutPipe: StartPinned (the agent dies with
 	// the test process) waits for the agent as soon as it exits, and Wait closes
@@ -718,9 +720,19 @@ type probeTiming struct {
 	longest         time.Duration
 	maxLate         time.Duration // of a start behind its slot (testkit.GridSlots)
 	gridChecked     bool          // slots are checked: no probe failed in the window
+	gaps            []testkit.ClockGap
 	// Examples of what must not happen.
 	undercount, overlaps, doubled, skipped, long []string
+	// What a gap of the clock explains (clockGapLeast), with the gap: logged.
+	excused []string
 }
+
+// clockGapLeast: a pause of the machine, or a step of its clock, of this much or more
+// is one the agent could not have made up for (testkit.WatchClock). Spacings across such a
+// gap are judged without it and the grid is checked on each side of it. This test
+// process saw one: the agent, a separate process, may have been stalled by it too; a
+// stall of the agent alone, which these tests are for, is not excused.
+const clockGapLeast = 200 * time.Millisecond
 
 // readPast says whether every target's probe lines reach a start at or after t.
 func (a *faultAgent) readPast(t time.Time) bool {
@@ -745,6 +757,23 @@ func (a *faultAgent) timing(from, to time.Time) probeTiming {
 			*list = append(*list, fmt.Sprintf(format, args...))
 		}
 	}
+	pt.gaps = a.clock.Gaps(from.Add(-interval), to.Add(interval))
+	// across is the wall-clock time of the gaps between lo and hi, and whether there are any.
+	across := func(lo, hi time.Time) (time.Duration, bool) {
+		var d time.Duration
+		found := false
+		for _, g := range pt.gaps {
+			if g.Overlaps(lo, hi) {
+				d, found = d+max(0, g.Span()), true
+			}
+		}
+		return d, found
+	}
+	// The slots a gap took away from every target.
+	lostSlots := 0
+	for _, g := range pt.gaps {
+		lostSlots += int(max(0, g.Span())/interval) + 1
+	}
 	var devs []time.Duration
 	starts := map[string][]time.Time{}
 	for target, ps := range a.probes {
@@ -762,18 +791,30 @@ func (a *faultAgent) timing(from, to time.Time) probeTiming {
 			if prev != nil {
 				at := p.start.Format("15:04:05.000")
 				if p.start.Before(prev.done) {
-					example(&pt.overlaps, "%s at %s: started %v before the previous probe's result (at %s)",
+					list := &pt.overlaps
+					if _, crossed := across(p.start, prev.done); crossed {
+						list = &pt.excused
+					}
+					example(list, "%s at %s: started %v before the previous probe's result (at %s)",
 						target, at, prev.done.Sub(p.start), prev.done.Format("15:04:05.000"))
 				}
 				spacing := p.start.Sub(prev.start)
-				dev := (spacing - interval).Abs()
-				devs = append(devs, dev)
-				if dev > pt.max {
-					pt.max, pt.worst = dev, target+" at "+at
-				}
 				pt.shortest, pt.longest = min(pt.shortest, spacing), max(pt.longest, spacing)
-				if spacing > spacingCeil*interval {
-					example(&pt.long, "%s at %s: %v after the previous probe", target, at, spacing)
+				if lost, crossed := across(prev.start, p.start); crossed {
+					list := &pt.excused
+					if spacing-lost > spacingCeil*interval {
+						list = &pt.long
+					}
+					example(list, "%s at %s: %v after the previous probe, %v of it a clock gap", target, at, spacing, lost)
+				} else {
+					dev := (spacing - interval).Abs()
+					devs = append(devs, dev)
+					if dev > pt.max {
+						pt.max, pt.worst = dev, target+" at "+at
+					}
+					if spacing > spacingCeil*interval {
+						example(&pt.long, "%s at %s: %v after the previous probe", target, at, spacing)
+					}
 				}
 			}
 			prev = p
@@ -781,23 +822,36 @@ func (a *faultAgent) timing(from, to time.Time) probeTiming {
 		n := len(starts[target])
 		pt.probes += n
 		pt.fewest, pt.most = min(pt.fewest, n), max(pt.most, n)
-		if n < pt.expected-1 {
+		if n < pt.expected-1-lostSlots {
 			example(&pt.undercount, "%s: %d probes", target, n)
 		}
 	}
 	// A failed probe sets off probes off the grid (its target's confirm re-probes, the
 	// rest of its site at once, a witness of every other site): the grid is checked only
-	// over windows without a failure, which on loopback are nearly all.
+	// over windows without a failure, which on loopback are nearly all. A clock gap
+	// breaks the grid in two (a pause moves the agent's slots by its length, a step moves
+	// the lines' times): each side is checked alone.
 	pt.gridChecked = pt.failed == 0
 	if pt.gridChecked {
 		for target, st := range starts {
-			g := testkit.GridSlots(st, interval)
-			pt.maxLate = max(pt.maxLate, g.MaxLate)
-			if g.Doubled > 0 {
-				example(&pt.doubled, "%s: %d slots", target, g.Doubled)
+			var doubled, skipped int
+			var late time.Duration
+			for lo, k := 0, 1; k <= len(st); k++ {
+				if k < len(st) {
+					if _, crossed := across(st[k-1], st[k]); !crossed {
+						continue
+					}
+				}
+				g := testkit.GridSlots(st[lo:k], interval)
+				doubled, skipped, late = doubled+g.Doubled, skipped+g.Skipped, max(late, g.MaxLate)
+				lo = k
 			}
-			if g.Skipped > 0 {
-				example(&pt.skipped, "%s: %d slots (a start up to %v late)", target, g.Skipped, g.MaxLate)
+			pt.maxLate = max(pt.maxLate, late)
+			if doubled > 0 {
+				example(&pt.doubled, "%s: %d slots", target, doubled)
+			}
+			if skipped > 0 {
+				example(&pt.skipped, "%s: %d slots (a start up to %v late)", target, skipped, late)
 			}
 		}
 	}
@@ -821,10 +875,18 @@ func (pt probeTiming) String() string {
 	if pt.gridChecked {
 		grid = pt.maxLate.Round(time.Microsecond).String()
 	}
-	return fmt.Sprintf("%d targets, %d probes (%d to %d per target, %d expected; %d failed); |spacing - %v| over %d spacings: p50 %v, p99 %v, max %v (%s); spacings %v to %v; latest start behind its slot %s",
+	gaps := "none"
+	if len(pt.gaps) > 0 {
+		var list []string
+		for _, g := range pt.gaps {
+			list = append(list, g.String())
+		}
+		gaps = strings.Join(list, ", ")
+	}
+	return fmt.Sprintf("%d targets, %d probes (%d to %d per target, %d expected; %d failed); |spacing - %v| over %d spacings: p50 %v, p99 %v, max %v (%s); spacings %v to %v; latest start behind its slot %s; clock gaps (pauses of %v or more, steps) %s",
 		pt.targets, pt.probes, pt.fewest, pt.most, pt.expected, pt.failed, pt.interval, pt.spacings,
 		pt.p50.Round(time.Microsecond), pt.p99.Round(time.Microsecond), pt.max.Round(time.Microsecond), pt.worst,
-		pt.shortest.Round(time.Microsecond), pt.longest.Round(time.Microsecond), grid)
+		pt.shortest.Round(time.Microsecond), pt.longest.Round(time.Microsecond), grid, clockGapLeast, gaps)
 }
 
 // problems lists what must not happen, on any machine, however loaded.
@@ -849,7 +911,9 @@ func (pt probeTiming) problems() []string {
 // skipped (testkit.GridSlots), no spacing over two intervals. A late start shortens the
 // next spacing by as much, because the slots stay on their grid, so these hold while the
 // agent is never late by a whole interval; on a shared 2-core machine beside two busy
-// loops it was late by up to 310 ms, and a test must survive that. The jitter
+// loops it was late by up to 310 ms, and a test must survive that. A pause of the whole
+// machine or a step of its clock, which this process sees too, is not the agent's: the
+// spacings across it are judged without it (clockGapLeast) and logged. The jitter
 // (|spacing - interval|) is logged, not asserted; `make bench-faults` prints it for each
 // fault beside a control run.
 func (a *faultAgent) checkTiming(what string, from, to time.Time) probeTiming {
@@ -867,6 +931,9 @@ func (a *faultAgent) checkTiming(what string, from, to time.Time) probeTiming {
 	step := time.Now().Round(0).Sub(a.started.Round(0)) - time.Since(a.started)
 	a.t.Logf("probe timing %s: %s; load average %s; wall clock stepped by %v since the agent started",
 		what, pt, strings.TrimSpace(string(load)), step.Round(time.Millisecond))
+	if len(pt.excused) > 0 {
+		a.t.Logf("probing %s: judged without the clock gaps they span:\n    %s", what, strings.Join(pt.excused, "\n    "))
+	}
 	for _, p := range pt.problems() {
 		a.t.Errorf("probing %s: %s", what, p)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -347,6 +348,64 @@ func TestGridSlots(t *testing.T) {
 	} {
 		if got := GridSlots(tc.starts, i); got != tc.want {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestWatchClockSeesAPause(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("stops this process with a child's kill -STOP")
+	}
+	w := WatchClock(t, 5*time.Millisecond, 200*time.Millisecond)
+	before := time.Now()
+	// A child stops this whole process for 600 ms, as a paused machine would.
+	out, err := exec.Command("sh", "-c", "kill -STOP $PPID; sleep 0.6; kill -CONT $PPID").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh: %v: %s", err, out)
+	}
+	time.Sleep(50 * time.Millisecond) // the watcher's next sample
+	gaps := w.Gaps(before, time.Now())
+	var paused time.Duration
+	for _, g := range gaps {
+		paused = max(paused, g.Ran)
+		if g.Step().Abs() > 100*time.Millisecond {
+			t.Errorf("%v: the wall clock did not step", g)
+		}
+	}
+	// The stop lasts the child's sleep; the watcher may split it, but not shrink it far.
+	if paused < 400*time.Millisecond {
+		t.Errorf("longest gap %v over a 600 ms stop (gaps %v)", paused, gaps)
+	}
+	if g := w.Gaps(before.Add(-time.Hour), before.Add(-time.Minute)); len(g) != 0 {
+		t.Errorf("gaps before the stop: %v", g)
+	}
+}
+
+func TestClockGap(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 7, 59, 10, 0, time.UTC)
+	s := time.Second
+	pause := ClockGap{From: t0, To: t0.Add(8 * s), Ran: 8 * s}
+	ahead := ClockGap{From: t0, To: t0.Add(8 * s), Ran: 10 * time.Millisecond}
+	back := ClockGap{From: t0, To: t0.Add(-3600 * s), Ran: 10 * time.Millisecond}
+	for _, tc := range []struct {
+		g        ClockGap
+		step     time.Duration
+		from, to time.Time
+		overlaps bool
+	}{
+		{pause, 0, t0.Add(-s), t0.Add(9 * s), true},
+		{pause, 0, t0.Add(s), t0.Add(2 * s), true},
+		{pause, 0, t0.Add(9 * s), t0.Add(10 * s), false},
+		{pause, 0, t0.Add(-2 * s), t0.Add(-s), false},
+		{ahead, 8*s - 10*time.Millisecond, t0.Add(7 * s), t0.Add(9 * s), true},
+		{back, -3600*s - 10*time.Millisecond, t0.Add(-10 * s), t0.Add(-9 * s), true},
+		{back, -3600*s - 10*time.Millisecond, t0.Add(s), t0.Add(2 * s), false},
+	} {
+		if got := tc.g.Step(); got != tc.step {
+			t.Errorf("%v: step %v, want %v", tc.g, got, tc.step)
+		}
+		if got := tc.g.Overlaps(tc.from, tc.to); got != tc.overlaps {
+			t.Errorf("%v overlaps [%s, %s]: %v, want %v", tc.g, tc.from.Format("15:04:05"), tc.to.Format("15:04:05"), got, tc.overlaps)
 		}
 	}
 }
