@@ -100,6 +100,12 @@ type AgentView struct {
 	Domain   string `json:"domain,omitempty"` // the quorum_by label's value
 }
 
+// siteAgent is an agent that reports a site, and the state it reports (siteRecord.byName).
+type siteAgent struct {
+	a     *agentRecord
+	state string
+}
+
 // agentSite is an agent's report on a site, with the site's record: a push moves the
 // agent's counts at its sites without looking them up by name.
 type agentSite struct {
@@ -145,6 +151,12 @@ type siteRecord struct {
 	// on every push and expiry, so a verdict costs the same with 3 agents or 3000.
 	agents                map[*agentRecord]struct{}
 	upN, degradedN, downN int
+	// byName is agents sorted by name, with the state each reports, for readers: nil
+	// after an agent came or went or its state here changed, and rebuilt by the next
+	// reader. A board is read far more often than that happens, and a read of 20,000
+	// sites sorted every site's agents and looked up every agent's report anew.
+	byName []siteAgent
+	gone   bool // forgotten: no longer in the engine's sites
 	// With quorum_by, the same by failure domain: domain -> agents in it that count
 	// (witnesses, down witnesses) or report the site at all (known).
 	witnessDomains, downDomains, knownDomains map[string]int
@@ -178,6 +190,10 @@ type Engine struct {
 	expiry  expiryHeap    // fresh agents by deadline
 	touched []*siteRecord // sites to evaluate, reused between calls
 	counts  map[string]int
+	// sorted is every site by name for readers, nil after a site came or went; the
+	// first reader after that builds a new slice (a reader holding the old one between
+	// its steps is not disturbed), and a forgotten site in it is marked gone.
+	sorted []*siteRecord
 }
 
 // NewEngine makes an engine with the verdict settings of cfg.
@@ -268,6 +284,7 @@ func (e *Engine) know(s *siteRecord, a *agentRecord, domain string, sign int) {
 	} else {
 		delete(s.agents, a)
 	}
+	s.byName = nil
 	if e.quorumBy != "" {
 		addDomain(s.knownDomains, domain, sign)
 	}
@@ -307,6 +324,9 @@ func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteR
 			sr.seen = old.seen
 		} else {
 			sr.seen = now
+			if was {
+				old.site.byName = nil
+			}
 		}
 		if !was {
 			if old.site = e.sites[name]; old.site == nil {
@@ -487,6 +507,7 @@ func (e *Engine) addSite(name string, now time.Time) *siteRecord {
 		s.witnessDomains, s.downDomains, s.knownDomains = map[string]int{}, map[string]int{}, map[string]int{}
 	}
 	e.sites[name] = s
+	e.sorted = nil
 	e.counts[VerdictUnknown]++
 	return s
 }
@@ -539,6 +560,7 @@ func (e *Engine) Forget(now time.Time) []Change {
 		changes = append(changes, Change{Site: name, From: s.state, To: VerdictForgotten, Time: now})
 		e.counts[s.state]--
 		delete(e.sites, name)
+		s.gone, e.sorted = true, nil
 	}
 	return changes
 }
@@ -698,18 +720,21 @@ func (e *Engine) Sites(now time.Time) []SiteView {
 // lists) that the next call reuses. It stops at fn's first error and returns it.
 func (e *Engine) EachSites(now time.Time, fn func([]SiteView) error) error {
 	e.mu.Lock()
-	names := make([]string, 0, len(e.sites))
-	for n := range e.sites {
-		names = append(names, n)
+	if e.sorted == nil {
+		e.sorted = make([]*siteRecord, 0, len(e.sites))
+		for _, s := range e.sites {
+			e.sorted = append(e.sorted, s)
+		}
+		slices.SortFunc(e.sorted, func(x, y *siteRecord) int { return strings.Compare(x.name, y.name) })
 	}
+	sites := e.sorted
 	e.mu.Unlock()
-	sort.Strings(names)
-	chunk := make([]SiteView, 0, min(siteChunk, len(names)))
-	for i := 0; i < len(names); i += siteChunk {
+	chunk := make([]SiteView, 0, min(siteChunk, len(sites)))
+	for i := 0; i < len(sites); i += siteChunk {
 		chunk = chunk[:0]
 		e.mu.Lock()
-		for _, name := range names[i:min(i+siteChunk, len(names))] {
-			if s := e.sites[name]; s != nil {
+		for _, s := range sites[i:min(i+siteChunk, len(sites))] {
+			if !s.gone {
 				chunk = chunk[:len(chunk)+1]
 				e.viewInto(&chunk[len(chunk)-1], s, now)
 			}
@@ -748,15 +773,21 @@ func (e *Engine) viewInto(v *SiteView, s *siteRecord, now time.Time) {
 	}
 	*v = SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
 		Agents: slices.Grow(agents, len(s.agents)), DetectSeconds: s.detect}
-	for a := range s.agents {
-		r := a.sites[s.name]
-		av := AgentView{Name: a.name, State: r.State, Isolated: a.isolated, Impaired: a.impaired, Stale: !e.fresh(a, now)}
+	if s.byName == nil {
+		s.byName = make([]siteAgent, 0, len(s.agents))
+		for a := range s.agents {
+			s.byName = append(s.byName, siteAgent{a, a.sites[s.name].State})
+		}
+		slices.SortFunc(s.byName, func(x, y siteAgent) int { return strings.Compare(x.a.name, y.a.name) })
+	}
+	for _, sa := range s.byName {
+		a := sa.a
+		av := AgentView{Name: a.name, State: sa.state, Isolated: a.isolated, Impaired: a.impaired, Stale: !e.fresh(a, now)}
 		if a.domainSet {
 			av.Domain = a.domain
 		}
 		v.Agents = append(v.Agents, av)
 	}
-	slices.SortFunc(v.Agents, func(x, y AgentView) int { return strings.Compare(x.Name, y.Name) })
 }
 
 // Counts returns how many sites have each verdict, and how many known agents are fresh

@@ -390,7 +390,30 @@ func checkEngine(t *testing.T, e *Engine, now time.Time) {
 			t.Fatalf("agent %s in the heap %v, fresh %v", a.name, a.heapIdx >= 0, e.fresh(a, now))
 		}
 	}
+	if e.sorted != nil {
+		if len(e.sorted) != len(e.sites) {
+			t.Fatalf("the sites by name list %d sites, the engine has %d", len(e.sorted), len(e.sites))
+		}
+		for i, s := range e.sorted {
+			if e.sites[s.name] != s || s.gone || i > 0 && e.sorted[i-1].name >= s.name {
+				t.Fatalf("the sites by name at %d: %s (gone %v) not the engine's, or out of order", i, s.name, s.gone)
+			}
+		}
+	}
 	for name, s := range e.sites {
+		if s.byName != nil {
+			if len(s.byName) != len(s.agents) {
+				t.Fatalf("site %s lists %d agents by name, has %d", name, len(s.byName), len(s.agents))
+			}
+			for i, sa := range s.byName {
+				if _, in := s.agents[sa.a]; !in || i > 0 && s.byName[i-1].a.name >= sa.a.name {
+					t.Fatalf("site %s's agents by name at %d: %s not its agent, or out of order", name, i, sa.a.name)
+				}
+				if want := sa.a.sites[name].State; sa.state != want {
+					t.Fatalf("site %s's agents by name: %s reports %q, kept as %q", name, sa.a.name, want, sa.state)
+				}
+			}
+		}
 		known, up, degraded, down := 0, 0, 0, 0
 		knownDom, witnessDom, downDom := map[string]bool{}, map[string]bool{}, map[string]bool{}
 		for _, a := range e.agents {
