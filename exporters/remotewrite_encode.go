@@ -2,7 +2,6 @@ package exporters
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math"
 	"slices"
 	"sort"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/edgeprobe/edgeprobe/agent"
 	"github.com/edgeprobe/edgeprobe/contract"
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 	"github.com/edgeprobe/edgeprobe/probes"
 )
 
@@ -287,24 +287,7 @@ func (e *snapEncoder) encode(s *promState, pushInterval float64, ms int64) []byt
 	e.collect(s, pushInterval)
 	raw := e.raw[:0]
 	for _, ser := range e.series {
-		// Sample: value (fixed64, omitted when +0 as proto3 does) and timestamp (varint).
-		sample := protowire.SizeTag(2) + protowire.SizeVarint(uint64(ms))
-		bits := math.Float64bits(ser.value)
-		if bits != 0 {
-			sample += protowire.SizeTag(1) + protowire.SizeFixed64()
-		}
-		size := len(ser.labels) + protowire.SizeTag(2) + protowire.SizeBytes(sample)
-		raw = protowire.AppendTag(raw, 1, protowire.BytesType) // WriteRequest.timeseries
-		raw = protowire.AppendVarint(raw, uint64(size))
-		raw = append(raw, ser.labels...)
-		raw = protowire.AppendTag(raw, 2, protowire.BytesType) // TimeSeries.samples
-		raw = protowire.AppendVarint(raw, uint64(sample))
-		if bits != 0 {
-			raw = protowire.AppendTag(raw, 1, protowire.Fixed64Type)
-			raw = binary.LittleEndian.AppendUint64(raw, bits)
-		}
-		raw = protowire.AppendTag(raw, 2, protowire.VarintType)
-		raw = protowire.AppendVarint(raw, uint64(ms))
+		raw, _ = prompb.AppendTimeSeries(raw, ser.labels, ser.value, ms)
 	}
 	e.raw = raw
 	if n := snappy.MaxEncodedLen(len(raw)); cap(e.compressed) < n {

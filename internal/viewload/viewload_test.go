@@ -1,12 +1,17 @@
 package viewload
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/edgeprobe/edgeprobe/exporters/prompb"
 	"github.com/edgeprobe/edgeprobe/internal/testkit"
 	"github.com/edgeprobe/edgeprobe/view"
 )
@@ -80,4 +85,68 @@ func TestLoopbackOnly(t *testing.T) {
 			t.Errorf("%+v: error %v, want one containing %q", tt.cfg, err, tt.want)
 		}
 	}
+}
+
+// TestPushBytes: what a simulated agent sends is proto.Marshal's bytes for its series,
+// and what the view decodes from it is the state the agent was given, before and after a
+// site goes down and with the timestamps restamped in place.
+func TestPushBytes(t *testing.T) {
+	cfg := Config{URL: "http://127.0.0.1:1", Agents: 1, Sites: 3, Targets: 2, Interval: time.Second, Witnesses: 1}
+	start := time.UnixMilli(1_800_000_000_000)
+	a, err := newSimAgent("load00000", 0, &cfg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(at time.Time, down int) {
+		t.Helper()
+		if err := a.encode(at); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := snappy.Decode(nil, a.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req prompb.WriteRequest
+		if err := proto.Unmarshal(raw, &req); err != nil {
+			t.Fatal(err)
+		}
+		again, err := proto.MarshalOptions{Deterministic: true}.Marshal(&req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(raw, again) {
+			t.Fatalf("the push (%d bytes) is not proto.Marshal's bytes for its own series (%d bytes)", len(raw), len(again))
+		}
+		for _, ts := range req.Timeseries {
+			if len(ts.Samples) != 1 || ts.Samples[0].Timestamp != a.lastMs {
+				t.Fatalf("series %v: samples %v, want one at %d", ts.Labels, ts.Samples, a.lastMs)
+			}
+		}
+		reports, err := view.DecodeWrite(a.body, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reports) != 1 || len(reports[0].Sites) != cfg.Sites {
+			t.Fatalf("reports %+v, want one agent of %d sites", reports, cfg.Sites)
+		}
+		for i := range cfg.Sites {
+			want := "up"
+			if i == down {
+				want = "down"
+			}
+			if got := reports[0].Sites[siteName(0, i)].State; got != want {
+				t.Errorf("at %d: site %d is %q, want %q", at.UnixMilli(), i, got, want)
+			}
+		}
+		if got := reports[0].SampleTime.UnixMilli(); got != a.lastMs {
+			t.Errorf("sample time %d, want %d", got, a.lastMs)
+		}
+	}
+	check(start, -1)
+	check(start.Add(time.Second), -1) // restamped in place
+	a.setDown(1, true, start.Add(1500*time.Millisecond))
+	check(start.Add(2*time.Second), 1)
+	check(start.Add(3*time.Second), 1)
+	a.setDown(1, false, start.Add(3500*time.Millisecond))
+	check(start.Add(4*time.Second), -1)
 }

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -55,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	selfProfile := fs.String("load-cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	writeConfig := fs.Bool("write-config", true, "with --view: give the view a config raising max_connections and max_sites where the agents need more (false for a view that predates those keys)")
 	viewCPUs := fs.String("view-cpus", "", "with --view: run the view on these `CPUs` only (taskset -c LIST); pin the generator with taskset itself")
+	loadNice := fs.Int("load-nice", 0, "run the load generator at this `niceness` (0 to 19) once the view has started, so that on a machine the two share the view has the CPU when it wants it, as when its agents are elsewhere")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -128,8 +130,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	if *loadNice != 0 {
+		if err := renice(*loadNice); err != nil {
+			fmt.Fprintln(stderr, "viewload: --load-nice:", err)
+			return 2
+		}
+	}
 	var selfBefore, selfAfter testkit.Proc
-	var loadBefore, loadAfter string
+	var machineBefore, machineAfter machine
 	inner := cfg.Window
 	cfg.Window = func(begin bool) {
 		if inner != nil {
@@ -137,10 +145,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if begin {
 			selfBefore, _ = testkit.ReadProc(os.Getpid())
-			loadBefore = loadAverage()
+			machineBefore = readMachine()
 		} else {
 			selfAfter, _ = testkit.ReadProc(os.Getpid())
-			loadAfter = loadAverage()
+			machineAfter = readMachine()
 		}
 	}
 	if *selfProfile != "" {
@@ -169,14 +177,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "viewload: the view exited with %v; stderr:\n%s", err, viewErr.String())
 		}
 	}
-	report(stdout, res, before, after, selfBefore, selfAfter, loadBefore, loadAfter)
+	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadNice)
 	if res.Errors > 0 || res.Verdicts < res.Flips {
 		return 1
 	}
 	return 0
 }
 
-func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, loadBefore, loadAfter string) {
+func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadNice int) {
 	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push, %d witnesses a site), window %.1f s (then %.1f s for the last verdicts)\n\n",
 		r.Agents, r.Sites, r.SeriesPerPush, r.Witnesses, r.Elapsed.Seconds(), r.Drain.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -194,14 +202,23 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		cpu, wait := a.CPU-b.CPU, a.RunDelay-b.RunDelay
 		return fmt.Sprintf("waited for a CPU %.2f s (%.0f%% of its CPU time)", wait.Seconds(), 100*wait.Seconds()/max(cpu.Seconds(), 1e-3))
 	}
-	row("load average (1 min)", loadBefore+" at the start, "+loadAfter+" at the end")
+	row("load average (1 min)", machineBefore.load+" at the start, "+machineAfter.load+" at the end")
+	if total := machineAfter.total - machineBefore.total; total > 0 && machineAfter.total > machineBefore.total {
+		// On a virtual machine the host may run something else on its CPUs: the time it
+		// took is steal, and the two processes here had that much less to share.
+		row("CPU time stolen by the host", fmt.Sprintf("%.1f%% of the machine's CPU time over the window", 100*float64(machineAfter.steal-machineBefore.steal)/float64(total)))
+	}
 	if after.CPU > 0 {
 		cpu := after.CPU - before.CPU
 		row("view CPU", fmt.Sprintf("%.2f cores (%.2f s user+sys), %s a push; %s", cpu.Seconds()/secs, cpu.Seconds(), perPush(cpu), waited(before, after)))
 		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20)))
 	}
 	self := selfAfter.CPU - selfBefore.CPU
-	row("load generator CPU", fmt.Sprintf("%.2f cores, %s a push; %s", self.Seconds()/secs, perPush(self), waited(selfBefore, selfAfter)))
+	gen := "load generator CPU"
+	if loadNice != 0 {
+		gen += fmt.Sprintf(" (nice %d)", loadNice)
+	}
+	row(gen, fmt.Sprintf("%.2f cores, %s a push; %s", self.Seconds()/secs, perPush(self), waited(selfBefore, selfAfter)))
 	row("warm-up", fmt.Sprintf("%.1f s, then %d of %d sites up", r.Warmup.Seconds(), r.SitesUp, r.SitesTotal))
 	row("pushes", fmt.Sprintf("%d (%.0f/s); periodic ones due %d, slots missed %d", r.Pushes, r.PushesPerSecond, r.Due, r.Missed))
 	errs := fmt.Sprint(r.Errors)
@@ -282,12 +299,38 @@ func viewConfig(cfg viewload.Config) string {
 }
 
 // loadAverage is the machine's 1-minute load average, from /proc/loadavg.
-func loadAverage() string {
+// machine is what the report says of the machine at the start and end of the window:
+// the 1-minute load average, and from /proc/stat's cpu line the time stolen by the host
+// (its eighth value) and all time, in clock ticks (zero where /proc/stat is not).
+type machine struct {
+	load         string
+	steal, total uint64
+}
+
+func readMachine() machine {
+	m := machine{load: "?"}
 	b, err := os.ReadFile("/proc/loadavg")
 	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
+		m.load = f[0]
 	}
-	return "?"
+	b, err = os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	if f := strings.Fields(line); err == nil && len(f) >= 9 && f[0] == "cpu" {
+		for i, v := range f[1:] {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return machine{load: m.load}
+			}
+			// guest and guest_nice (the ninth and tenth) are already in user and nice.
+			if i < 8 {
+				m.total += n
+			}
+			if i == 7 {
+				m.steal = n
+			}
+		}
+	}
+	return m
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
@@ -314,4 +357,27 @@ func waitUp(ctx context.Context, base string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.New("the view did not answer " + base + "/api/v1/sites within 10 s")
+}
+
+// renice sets the niceness of every thread of this process. Linux keeps a niceness per
+// thread, and a thread the Go runtime starts later inherits it from the one that
+// starts it; the view, started before, keeps its own.
+func renice(nice int) error {
+	if nice < 0 || nice > 19 {
+		return fmt.Errorf("niceness %d: want 0 to 19", nice)
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("setpriority of thread %d: %w", tid, err)
+		}
+	}
+	return nil
 }
