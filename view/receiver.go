@@ -98,7 +98,7 @@ func snappyClaim(body []byte, limit int) (int, error) {
 // the moment the block would write more, or fewer. klauspost/compress's snappy.Decode
 // also takes the S2 extensions, whose repeat codes let 28 bytes expand to 64 MiB; its
 // DecodeStrict does not, but is pure Go, where the reference decodes in assembly on
-// amd64 and arm64: 9 against 15 µs for a push of 20 sites (BenchmarkSnappyDecode).
+// amd64 and arm64: 9 against 14 µs for a push of 20 sites (BenchmarkSnappyDecode).
 // FuzzSnappyStrict holds the two to the same blocks.
 //
 // slot, when not nil, holds the shape of the connection's previous push (shape.go): a

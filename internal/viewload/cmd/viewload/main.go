@@ -203,7 +203,8 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		return fmt.Sprintf("waited for a CPU %.2f s (%.0f%% of its CPU time)", wait.Seconds(), 100*wait.Seconds()/max(cpu.Seconds(), 1e-3))
 	}
 	row("load average (1 min)", machineBefore.load+" at the start, "+machineAfter.load+" at the end")
-	if total := machineAfter.total - machineBefore.total; total > 0 && machineAfter.total > machineBefore.total {
+	if machineAfter.total > machineBefore.total {
+		total := machineAfter.total - machineBefore.total
 		// On a virtual machine the host may run something else on its CPUs: the time it
 		// took is steal, and the two processes here had that much less to share.
 		row("CPU time stolen by the host", fmt.Sprintf("%.1f%% of the machine's CPU time over the window", 100*float64(machineAfter.steal-machineBefore.steal)/float64(total)))
