@@ -396,8 +396,7 @@ type faultAgent struct {
 	done    chan struct{}
 	waitErr error
 
-	started time.Time           // with its monotonic reading, to notice a step of the wall clock
-	clock   *testkit.ClockWatch // pauses of the machine and steps of its clock, as this process saw them
+	clock *testkit.ClockWatch // pauses of the machine and steps of its clock, as this process saw them
 
 	mu      sync.Mutex
 	probes  map[string][]probeLine // by site/target, in the order of the lines
@@ -419,7 +418,7 @@ func startFaultAgent(t testing.TB, cfg faultConfig) *faultAgent {
 	if err := os.WriteFile(path, file.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeLine{}, started: time.Now(),
+	a := &faultAgent{t: t, cfg: cfg, done: make(chan struct{}), probes: map[string][]probeLine{},
 		clock: testkit.WatchClock(t, 10*time.Millisecond, clockGapLeast)}
 	a.cmd = exec.Command(binary, "agent", "--config", path)
 	// Pipes of this test's own rather than StdoutPipe: StartPinned (the agent dies with
@@ -926,11 +925,9 @@ func (a *faultAgent) checkTiming(what string, from, to time.Time) probeTiming {
 	}
 	pt := a.timing(from, to)
 	load, _ := os.ReadFile("/proc/loadavg")
-	// The probe lines carry wall-clock times: a step of the system clock (another test
-	// on the machine setting it) moves them, and the spacings with them.
-	step := time.Now().Round(0).Sub(a.started.Round(0)) - time.Since(a.started)
-	a.t.Logf("probe timing %s: %s; load average %s; wall clock stepped by %v since the agent started",
-		what, pt, strings.TrimSpace(string(load)), step.Round(time.Millisecond))
+	// The probe lines carry wall-clock times: a step of the system clock moves them, and
+	// the spacings with them; pt lists the steps and pauses the clock watch saw.
+	a.t.Logf("probe timing %s: %s; load average %s", what, pt, strings.TrimSpace(string(load)))
 	if len(pt.excused) > 0 {
 		a.t.Logf("probing %s: judged without the clock gaps they span:\n    %s", what, strings.Join(pt.excused, "\n    "))
 	}
