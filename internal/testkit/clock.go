@@ -51,11 +51,13 @@ type ClockWatch struct {
 func WatchClock(tb TB, tick, least time.Duration) *ClockWatch {
 	w := &ClockWatch{}
 	stop, done := make(chan struct{}), make(chan struct{})
+	// The first reading is taken here, not by the goroutine: one that had not run yet
+	// when the process stopped would read the clock first after it, and miss the gap.
+	prev := time.Now()
+	t := time.NewTicker(tick)
 	go func() {
 		defer close(done)
-		t := time.NewTicker(tick)
 		defer t.Stop()
-		prev := time.Now()
 		for {
 			select {
 			case <-stop:
