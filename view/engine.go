@@ -87,6 +87,9 @@ type SiteView struct {
 	Agents        []AgentView `json:"agents"`
 	DetectSeconds *float64    `json:"detect_seconds,omitempty"`
 	Silenced      bool        `json:"silenced"`
+
+	// agentsJSON, when set, is Agents as JSON, and appendJSON writes it instead.
+	agentsJSON []byte
 }
 
 // AgentView is one agent's report on a site. Stale is set only for agents that stopped
@@ -156,6 +159,10 @@ type siteRecord struct {
 	// reader. A board is read far more often than that happens, and a read of 20,000
 	// sites sorted every site's agents and looked up every agent's report anew.
 	byName []siteAgent
+	// answer is the JSON of the agents in the answer of GET /api/v1/sites (answerInto):
+	// nil when byName is, or when what the site shows of one of its agents changed
+	// (reshow); never changed once built, so a reader may hold it past the lock.
+	answer []byte
 	gone   bool // forgotten: no longer in the engine's sites
 	// With quorum_by, the same by failure domain: domain -> agents in it that count
 	// (witnesses, down witnesses) or report the site at all (known).
@@ -170,8 +177,9 @@ type siteRecord struct {
 // Its cost per push is that of the pushing agent's sites, not of every agent: each site
 // keeps its witness counts, a push moves its agent's contribution, and the agents' stale
 // deadlines sit in a heap, so an expiry touches only the sites of the agent that expired.
-// Readers (Sites) copy the state in steps of siteChunk sites, so that a board of 200,000
-// sites never holds a push up for longer than one step.
+// Readers (Sites) copy the state in steps of at most siteChunk sites or agentChunk
+// agents' entries, so that a board of 200,000 sites, or of 10,000 agents a site, never
+// holds a push up for longer than one step.
 type Engine struct {
 	quorum        Quorum
 	quorumBy      string
@@ -194,6 +202,8 @@ type Engine struct {
 	// first reader after that builds a new slice (a reader holding the old one between
 	// its steps is not disturbed), and a forgotten site in it is marked gone.
 	sorted []*siteRecord
+	// scratch is the view answerInto builds a site's JSON from, under the lock.
+	scratch SiteView
 }
 
 // NewEngine makes an engine with the verdict settings of cfg.
@@ -236,6 +246,24 @@ func (e *Engine) touch(s *siteRecord) {
 	if !s.touched {
 		s.touched = true
 		e.touched = append(e.touched, s)
+	}
+}
+
+// agentShown is what a site's answer shows of an agent beside its state there and its
+// failure domain (AgentView; a new domain re-knows the agent at its sites, which drops
+// their answers): a change of it drops the answers its sites keep (reshow).
+type agentShown struct{ isolated, impaired, stale bool }
+
+// shown is a's agentShown; a is stale when it is out of the expiry heap, which an
+// Apply or Expire at now makes the same as !fresh(a, now).
+func (a *agentRecord) shown() agentShown {
+	return agentShown{isolated: a.isolated, impaired: a.impaired, stale: a.heapIdx < 0}
+}
+
+// reshow drops the answers that a's sites keep.
+func (a *agentRecord) reshow() {
+	for _, r := range a.sites {
+		r.site.answer = nil
 	}
 }
 
@@ -284,7 +312,7 @@ func (e *Engine) know(s *siteRecord, a *agentRecord, domain string, sign int) {
 	} else {
 		delete(s.agents, a)
 	}
-	s.byName = nil
+	s.byName, s.answer = nil, nil
 	if e.quorumBy != "" {
 		addDomain(s.knownDomains, domain, sign)
 	}
@@ -325,7 +353,7 @@ func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteR
 		} else {
 			sr.seen = now
 			if was {
-				old.site.byName = nil
+				old.site.byName, old.site.answer = nil, nil
 			}
 		}
 		if !was {
@@ -360,6 +388,7 @@ func (e *Engine) expireDue(now time.Time) {
 		a := heap.Pop(&e.expiry).(*agentRecord)
 		e.count(a, -1)
 		a.counted = false
+		a.reshow() // stale now
 	}
 }
 
@@ -468,6 +497,7 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 		}
 		// Only the sites this agent reports, now or before, can change with its push.
 		e.count(a, -1)
+		shown := a.shown()
 		a.lastPush = now
 		a.sampleTime = r.SampleTime
 		a.isolated, a.impaired = r.Isolated, r.Impaired
@@ -496,6 +526,9 @@ func (e *Engine) Apply(reports []AgentReport, now time.Time) (changes []Change, 
 			heap.Fix(&e.expiry, a.heapIdx)
 		} else {
 			heap.Push(&e.expiry, a)
+		}
+		if a.shown() != shown {
+			a.reshow()
 		}
 	}
 	return e.evaluate(now), ignored
@@ -696,11 +729,17 @@ func detectDelay(state string, reports []SiteReport, previous, now time.Time) *f
 	return &d
 }
 
-// siteChunk is how many sites a reader copies per hold of the engine's lock.
-const siteChunk = 512
+// siteChunk and agentChunk bound what a reader copies per hold of the engine's lock: up
+// to siteChunk sites, and no further site once agentChunk agents' entries are copied. A
+// site is always copied whole, so that it is consistent in itself; 512 sites of 10,000
+// agents each would hold pushes up for the copy of five million entries.
+const (
+	siteChunk  = 512
+	agentChunk = 4096
+)
 
 // Sites is the current verdict of every site, sorted by name, each with its agents
-// sorted by name. It copies the state siteChunk sites at a time, so pushes are applied
+// sorted by name. It copies the state a few sites at a time (eachStep), so pushes are applied
 // between the steps: each site is consistent in itself, the list is the state of a few
 // milliseconds rather than of one instant.
 func (e *Engine) Sites(now time.Time) []SiteView {
@@ -716,9 +755,23 @@ func (e *Engine) Sites(now time.Time) []SiteView {
 }
 
 // EachSites is Sites a chunk at a time, for an answer written as it is copied: fn gets
-// up to siteChunk sites, copied under one hold of the lock, in a slice (and agent
+// the sites of one step, copied under one hold of the lock, in a slice (and agent
 // lists) that the next call reuses. It stops at fn's first error and returns it.
 func (e *Engine) EachSites(now time.Time, fn func([]SiteView) error) error {
+	return e.eachStep(now, e.viewInto, fn)
+}
+
+// eachAnswer is EachSites for the answer of GET /api/v1/sites: each site's agents come
+// as their JSON (agentsJSON, Agents left empty), which the site keeps until they change.
+// A board of 20,000 sites changes a few sites a second and is read every second, and
+// copying and writing every agent entry anew was most of a read's cost.
+func (e *Engine) eachAnswer(now time.Time, fn func([]SiteView) error) error {
+	return e.eachStep(now, e.answerInto, fn)
+}
+
+// eachStep walks the sites in name order, in steps bounded by siteChunk and
+// agentChunk, filling a view of each under one hold of the lock a step.
+func (e *Engine) eachStep(now time.Time, fill func(*SiteView, *siteRecord, time.Time), fn func([]SiteView) error) error {
 	e.mu.Lock()
 	if e.sorted == nil {
 		e.sorted = make([]*siteRecord, 0, len(e.sites))
@@ -730,13 +783,15 @@ func (e *Engine) EachSites(now time.Time, fn func([]SiteView) error) error {
 	sites := e.sorted
 	e.mu.Unlock()
 	chunk := make([]SiteView, 0, min(siteChunk, len(sites)))
-	for i := 0; i < len(sites); i += siteChunk {
+	for i := 0; i < len(sites); {
 		chunk = chunk[:0]
+		agents := 0
 		e.mu.Lock()
-		for _, s := range sites[i:min(i+siteChunk, len(sites))] {
-			if !s.gone {
+		for ; i < len(sites) && len(chunk) < siteChunk && agents < agentChunk; i++ {
+			if s := sites[i]; !s.gone {
 				chunk = chunk[:len(chunk)+1]
-				e.viewInto(&chunk[len(chunk)-1], s, now)
+				fill(&chunk[len(chunk)-1], s, now)
+				agents += len(s.agents)
 			}
 		}
 		e.mu.Unlock()
@@ -788,6 +843,25 @@ func (e *Engine) viewInto(v *SiteView, s *siteRecord, now time.Time) {
 		}
 		v.Agents = append(v.Agents, av)
 	}
+}
+
+// answerInto copies s's own fields into v and its agents as the JSON of the answer,
+// reusing the JSON s keeps; e.mu is held. The kept JSON is exact while no fresh agent is
+// past its deadline: an agent turns stale in the JSON when Expire takes it out, and in
+// the time between its deadline and that Expire (a few milliseconds; the server calls
+// Expire at every deadline) the JSON is built anew on every read instead.
+func (e *Engine) answerInto(v *SiteView, s *siteRecord, now time.Time) {
+	b := s.answer
+	exact := len(e.expiry) == 0 || now.Before(e.expiry[0].deadline)
+	if b == nil || !exact {
+		e.viewInto(&e.scratch, s, now)
+		b = appendAgentsJSON(make([]byte, 0, 2+agentJSONGuess*len(s.agents)), e.scratch.Agents)
+		if exact {
+			s.answer = b
+		}
+	}
+	*v = SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
+		DetectSeconds: s.detect, agentsJSON: b}
 }
 
 // Counts returns how many sites have each verdict, and how many known agents are fresh

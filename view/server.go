@@ -358,7 +358,7 @@ func (s *Server) handleSites(w http.ResponseWriter, r *http.Request) {
 	writeJSONHeader(w, http.StatusOK)
 	buf := append(make([]byte, 0, 64<<10), `{"sites":[`...)
 	first := true
-	err := s.engine.EachSites(now, func(chunk []SiteView) error {
+	err := s.engine.eachAnswer(now, func(chunk []SiteView) error {
 		for i := range chunk {
 			chunk[i].Silenced = silenced[chunk[i].Name]
 			if !first {

@@ -37,17 +37,13 @@ func (v *SiteView) appendJSON(b []byte) []byte {
 	b = append(b, `,"up":`...)
 	b = strconv.AppendInt(b, int64(v.Up), 10)
 	b = append(b, `,"agents":`...)
-	if v.Agents == nil {
+	switch {
+	case v.agentsJSON != nil:
+		b = append(b, v.agentsJSON...)
+	case v.Agents == nil:
 		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range v.Agents {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = v.Agents[i].appendJSON(b)
-		}
-		b = append(b, ']')
+	default:
+		b = appendAgentsJSON(b, v.Agents)
 	}
 	if v.DetectSeconds != nil {
 		b = append(b, `,"detect_seconds":`...)
@@ -56,6 +52,21 @@ func (v *SiteView) appendJSON(b []byte) []byte {
 	b = append(b, `,"silenced":`...)
 	b = strconv.AppendBool(b, v.Silenced)
 	return append(b, '}')
+}
+
+// agentJSONGuess is about the bytes of one agent's entry, to size a site's JSON.
+const agentJSONGuess = 64
+
+// appendAgentsJSON appends agents as a JSON array, [] when empty.
+func appendAgentsJSON(b []byte, agents []AgentView) []byte {
+	b = append(b, '[')
+	for i := range agents {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = agents[i].appendJSON(b)
+	}
+	return append(b, ']')
 }
 
 func (a *AgentView) appendJSON(b []byte) []byte {

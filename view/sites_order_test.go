@@ -1,6 +1,7 @@
 package view
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -103,4 +104,127 @@ func TestSitesReadWhileForgotten(t *testing.T) {
 		t.Fatalf("after: %d sites, want only new", len(got))
 	}
 	checkEngine(t, e, later)
+}
+
+// TestSitesReadStepsByAgents: a read of sites with many agents each stops a step once it
+// has copied agentChunk agents' entries, so a push is applied between the steps; every
+// site still comes whole and in order, and a push between the steps shows in the sites
+// not yet copied.
+func TestSitesReadStepsByAgents(t *testing.T) {
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}, MaxUpFraction: DefaultMaxUpFraction})
+	per := agentChunk/2 + 1 // two sites pass agentChunk
+	var reports []AgentReport
+	for i := range per {
+		reports = append(reports, report(fmt.Sprintf("edge%05d", i), false, map[string]string{"a": "up", "b": "up", "c": "up", "d": "up"}))
+	}
+	e.Apply(reports, t0)
+	var names []string
+	var steps []int
+	e.EachSites(t0, func(chunk []SiteView) error {
+		steps = append(steps, len(chunk))
+		for _, v := range chunk {
+			names = append(names, v.Name)
+			if len(v.Agents) != per {
+				t.Errorf("site %s read with %d agents, want %d", v.Name, len(v.Agents), per)
+			}
+			if v.Name == "d" && v.State != VerdictLost {
+				t.Errorf("site d is %s, want lost: the push between the steps is not in it", v.State)
+			}
+		}
+		if len(steps) == 1 {
+			var down []AgentReport
+			for _, r := range reports {
+				r.Sites = map[string]SiteReport{"a": {State: "up", Detect: -1}, "b": {State: "up", Detect: -1},
+					"c": {State: "up", Detect: -1}, "d": {State: "down", Detect: -1}}
+				down = append(down, r)
+			}
+			e.Apply(down, t0)
+		}
+		return nil
+	})
+	if !slices.Equal(steps, []int{2, 2}) || !slices.Equal(names, []string{"a", "b", "c", "d"}) {
+		t.Fatalf("read %v in steps of %v sites, want a..d in steps of [2 2]", names, steps)
+	}
+	checkEngine(t, e, t0)
+}
+
+// answerJSON is the answer of GET /api/v1/sites that eachAnswer gives at now, without
+// silences.
+func answerJSON(e *Engine, now time.Time) []byte {
+	b := []byte(`{"sites":[`)
+	first := true
+	e.eachAnswer(now, func(chunk []SiteView) error {
+		for i := range chunk {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = chunk[i].appendJSON(b)
+		}
+		return nil
+	})
+	return append(b, "]}"...)
+}
+
+// TestSitesAnswerKept: the agents' JSON that the sites keep between reads is what
+// encoding/json writes of the engine built from scratch, at every step of agents coming,
+// changing state, isolation, impairment and failure domain, going stale (with and
+// without an Expire since) and being forgotten.
+func TestSitesAnswerKept(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}, QuorumBy: "region", MaxUpFraction: DefaultMaxUpFraction,
+		ForgetAfter: Duration{Duration: time.Minute}})
+	now := t0
+	states := []string{"up", "down", "degraded"}
+	kept := 0
+	for step := range 2000 {
+		switch rng.IntN(20) {
+		case 0: // a minute passes: the agents that stopped pushing are forgotten
+			now = now.Add(40 * time.Second)
+			e.Forget(now)
+		case 1, 2: // time passes past some agents' deadlines, with no Expire yet
+			now = now.Add(time.Duration(rng.IntN(4000)) * time.Millisecond)
+		case 3:
+			e.Expire(now)
+		default:
+			sites := map[string]string{}
+			for range rng.IntN(6) {
+				sites[fmt.Sprintf("site%02d", rng.IntN(12))] = states[rng.IntN(len(states))]
+			}
+			r := report(fmt.Sprintf("edge%d", rng.IntN(8)), rng.IntN(5) == 0, sites)
+			r.Impaired = rng.IntN(6) == 0
+			if region := rng.IntN(4); region > 0 {
+				r.Labels = map[string]string{"region": fmt.Sprint("r", region)}
+			}
+			if rng.IntN(8) == 0 {
+				r.Sites = nil // a push without site series: the agent's sites stay
+			}
+			now = now.Add(time.Duration(rng.IntN(1500)) * time.Millisecond)
+			r.SampleTime = now
+			e.Apply([]AgentReport{r}, now)
+		}
+		if rng.IntN(3) == 0 {
+			continue
+		}
+		want, err := json.Marshal(struct {
+			Sites []SiteView `json:"sites"`
+		}{sitesFromScratch(e, now)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := answerJSON(e, now); string(got) != strings.Replace(string(want), `"sites":null`, `"sites":[]`, 1) {
+			t.Fatalf("step %d: answer\n%s\nwant\n%s", step, got, want)
+		}
+		for _, s := range e.sites {
+			if s.answer != nil {
+				kept++
+			}
+		}
+		if len(e.expiry) == 0 || now.Before(e.expiry[0].deadline) {
+			checkEngine(t, e, now) // which holds only with no agent past its deadline
+		}
+	}
+	if kept == 0 {
+		t.Fatal("no site kept its answer between reads: the test covers nothing")
+	}
 }
