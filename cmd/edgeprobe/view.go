@@ -22,6 +22,7 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "", "`address` to serve on (default "+view.DefaultListen+", or listen in the config)")
 	configPath := fs.String("config", "", "view configuration `file` (TOML); optional")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to `file`, for diagnosis")
+	memProfile := fs.String("memprofile", "", "write a heap profile (pprof) to `file` when the view stops, for diagnosis")
 	allowUnauth := fs.Bool("allow-unauthenticated", false, "listen beyond loopback without tokens or client certificates (allow_unauthenticated in the config): anyone who reaches the view can push verdicts")
 	if status, done := parseFlags(fs, args, stdout); done {
 		return status
@@ -77,10 +78,29 @@ func cmdView(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	err = srv.ListenAndServe(ctx)
+	if *memProfile != "" {
+		// The profile is the heap as of the last collection, which ran under the load
+		// just ended.
+		if perr := writeHeapProfile(*memProfile); perr != nil {
+			logger.Error("heap profile", "error", perr)
+		}
+	}
 	srv.FlushEvents(flushGrace)
 	if err != nil {
 		logger.Error("view stopped", "error", err)
 		return exitFailure
 	}
 	return exitOK
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
