@@ -134,7 +134,12 @@ type Result struct {
 	UnexpectedSample              []string        // the first few of them, as site: from -> to
 	EventLatency                  []time.Duration // deciding push sent -> verdict on /api/v1/events
 	ResponseLatency               []time.Duration // deciding push sent -> its response
-	PushLatency                   []time.Duration // every periodic push: sent -> response (a sample)
+	// DecideLatency is deciding push sent -> the time the view stamped on the verdict
+	// (its clock when it applied the push, the same machine's): EventLatency less the
+	// wait for the engine's lock, the event's way out and the generator's own wait to
+	// read it. The rest is the push's wait to be read and decoded.
+	DecideLatency []time.Duration
+	PushLatency   []time.Duration // every periodic push: sent -> response (a sample)
 	// Lateness is, for the same sample of periodic pushes, how long after its slot the
 	// generator sent it: a generator short of CPU shows here rather than in the view's
 	// figures.
@@ -883,7 +888,10 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				}
 				return
 			}
-			var ev struct{ Site, From, To string }
+			var ev struct {
+				Site, From, To string
+				Time           time.Time
+			}
 			if json.Unmarshal([]byte(e.Data), &ev) != nil {
 				continue
 			}
@@ -908,6 +916,7 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				p.seen = true
 				r.res.Verdicts++
 				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
+				r.res.DecideLatency = append(r.res.DecideLatency, ev.Time.Sub(p.sent))
 				delete(r.pending, ev.Site)
 			} else if r.measuring.Load() && !flipStep(ev.To) && !firstUp {
 				r.res.Unexpected++

@@ -53,6 +53,16 @@ func TestSmoke(t *testing.T) {
 	if res.Flips < 8 || res.Verdicts != res.Flips {
 		t.Errorf("%d flips, %d verdicts seen: want at least 8 flips and a verdict for each", res.Flips, res.Verdicts)
 	}
+	// Every verdict seen carries the view's time: sent -> decided is measured for each,
+	// after the push was sent and no later than the event was read.
+	if len(res.DecideLatency) != res.Verdicts {
+		t.Errorf("%d decision times for %d verdicts", len(res.DecideLatency), res.Verdicts)
+	}
+	for i, d := range res.DecideLatency {
+		if d <= 0 || d > res.EventLatency[i] {
+			t.Errorf("verdict %d decided %v after its push, read %v after it: the view's time is not the verdict's", i, d, res.EventLatency[i])
+		}
+	}
 	if res.SitesTotal != 10*20 || res.SitesUp != res.SitesTotal {
 		t.Errorf("%d of %d sites up after a warm-up of %v, want all of the 200 sites (10 groups of 10 agents, 20 sites each)", res.SitesUp, res.SitesTotal, res.Warmup)
 	}

@@ -243,6 +243,7 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(testkit.Percentile(ds, 50)), ms(testkit.Percentile(ds, 99)), ms(testkit.Percentile(ds, 100)), len(ds))
 	}
 	row("deciding push -> SSE verdict", lat(r.EventLatency))
+	row("deciding push -> the view's decision", lat(r.DecideLatency))
 	for _, path := range []string{"/api/v1/sites", "/", "/metrics"} {
 		if ds := r.ReadLatency[path]; len(ds) > 0 {
 			row("read "+path, lat(ds))
