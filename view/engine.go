@@ -826,8 +826,8 @@ func (e *Engine) viewInto(v *SiteView, s *siteRecord, now time.Time) {
 	if agents == nil {
 		agents = make([]AgentView, 0, len(s.agents)) // [] in JSON, never null
 	}
-	*v = SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
-		Agents: slices.Grow(agents, len(s.agents)), DetectSeconds: s.detect}
+	*v = siteOwn(s)
+	v.Agents = slices.Grow(agents, len(s.agents))
 	if s.byName == nil {
 		s.byName = make([]siteAgent, 0, len(s.agents))
 		for a := range s.agents {
@@ -860,8 +860,14 @@ func (e *Engine) answerInto(v *SiteView, s *siteRecord, now time.Time) {
 			s.answer = b
 		}
 	}
-	*v = SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
-		DetectSeconds: s.detect, agentsJSON: b}
+	*v = siteOwn(s)
+	v.agentsJSON = b
+}
+
+// siteOwn is the view of s without its agents; e.mu is held.
+func siteOwn(s *siteRecord) SiteView {
+	return SiteView{Name: s.name, State: s.state, Since: s.since, Witnesses: s.witnesses, Down: s.down, Up: s.upN,
+		DetectSeconds: s.detect}
 }
 
 // Counts returns how many sites have each verdict, and how many known agents are fresh
