@@ -14,7 +14,7 @@ import (
 // another timestamp stays true for any stamp, and so does a copy between bytes that are
 // no timestamp's; the literal bytes that are timestamps are the ones to rewrite. A block
 // where some copy joins a timestamp byte with another byte (a chance match of the
-// encoder) cannot be restamped, and the caller compresses every push (ok false).
+// encoder) cannot be restamped (ok false), and is compressed anew for every push.
 type stampedBlock struct {
 	block []byte
 	at    []int32 // offsets in block of the literal bytes that are timestamp bytes
@@ -23,7 +23,9 @@ type stampedBlock struct {
 }
 
 // build compresses raw, whose timestamps of tsLen bytes each start at tsAt, and finds
-// the timestamp bytes in the block.
+// the timestamp bytes in the block. It uses s2's snappy encoder at its fast level, not
+// the exporter's better one (klauspost/compress/snappy.Encode): on these pushes it is 4
+// times as fast (8 against 30 µs), the block as small and as fast to decode.
 func (b *stampedBlock) build(raw []byte, tsAt []int, tsLen int) {
 	b.block = s2.EncodeSnappy(b.block[:cap(b.block)], raw)
 	b.at, b.nth, b.ok = b.at[:0], b.nth[:0], false
@@ -97,9 +99,17 @@ func (b *stampedBlock) build(raw []byte, tsAt []int, tsLen int) {
 	b.ok = pos == len(raw)
 }
 
-// stamp rewrites the block's timestamps to ms, whose varint must be as long as the one
-// the block was built with.
-func (b *stampedBlock) stamp(ms int64) {
+// stamp sets the block's timestamps to ms, whose varint must be as long as the one the
+// block was built with. A block that cannot be restamped is compressed anew from raw,
+// whose timestamps (at tsAt) are rewritten first.
+func (b *stampedBlock) stamp(ms int64, raw []byte, tsAt []int) {
+	if !b.ok {
+		for _, at := range tsAt {
+			protowire.AppendVarint(raw[at:at], uint64(ms))
+		}
+		b.block = s2.EncodeSnappy(b.block[:cap(b.block)], raw)
+		return
+	}
 	var v [binary.MaxVarintLen64]byte
 	protowire.AppendVarint(v[:0], uint64(ms))
 	for k, at := range b.at {

@@ -110,7 +110,7 @@ func TestPushBytes(t *testing.T) {
 	check := func(at time.Time, down int) {
 		t.Helper()
 		a.encode(at)
-		raw, err := snappy.Decode(nil, a.body)
+		raw, err := snappy.Decode(nil, a.block.block)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func TestPushBytes(t *testing.T) {
 				t.Fatalf("series %v: samples %v, want one at %d", ts.Labels, ts.Samples, a.lastMs)
 			}
 		}
-		reports, err := view.DecodeWrite(a.body, 1<<20)
+		reports, err := view.DecodeWrite(a.block.block, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
