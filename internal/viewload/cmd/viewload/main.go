@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -56,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	selfProfile := fs.String("load-cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	writeConfig := fs.Bool("write-config", true, "with --view: give the view a config raising max_connections and max_sites where the agents need more (false for a view that predates those keys)")
 	viewCPUs := fs.String("view-cpus", "", "with --view: run the view on these `CPUs` only (taskset -c LIST); pin the generator with taskset itself")
+	loadProcs := fs.Int("load-procs", 1, "run the load generator's Go code on this many `processors` (GOMAXPROCS) once the view has started: its agents mostly wait on sockets, and a second processor costs more CPU in waking and parking threads than it brings")
 	loadNice := fs.Int("load-nice", 0, "run the load generator at this `niceness` (0 to 19) once the view has started, so that on a machine the two share the view has the CPU when it wants it, as when its agents are elsewhere")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -130,6 +132,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	if *loadProcs < 1 {
+		fmt.Fprintln(stderr, "viewload: --load-procs: want 1 or more")
+		return 2
+	}
+	runtime.GOMAXPROCS(*loadProcs)
 	if *loadNice != 0 {
 		if err := renice(*loadNice); err != nil {
 			fmt.Fprintln(stderr, "viewload: --load-nice:", err)
@@ -177,14 +184,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "viewload: the view exited with %v; stderr:\n%s", err, viewErr.String())
 		}
 	}
-	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadNice)
+	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadProcs, *loadNice)
 	if res.Errors > 0 || res.Verdicts < res.Flips {
 		return 1
 	}
 	return 0
 }
 
-func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadNice int) {
+func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadProcs, loadNice int) {
 	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push, %d witnesses a site), window %.1f s (then %.1f s for the last verdicts)\n\n",
 		r.Agents, r.Sites, r.SeriesPerPush, r.Witnesses, r.Elapsed.Seconds(), r.Drain.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -215,10 +222,11 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20)))
 	}
 	self := selfAfter.CPU - selfBefore.CPU
-	gen := "load generator CPU"
+	gen := fmt.Sprintf("load generator CPU (GOMAXPROCS %d", loadProcs)
 	if loadNice != 0 {
-		gen += fmt.Sprintf(" (nice %d)", loadNice)
+		gen += fmt.Sprintf(", nice %d", loadNice)
 	}
+	gen += ")"
 	row(gen, fmt.Sprintf("%.2f cores, %s a push; %s", self.Seconds()/secs, perPush(self), waited(selfBefore, selfAfter)))
 	row("warm-up", fmt.Sprintf("%.1f s, then %d of %d sites up", r.Warmup.Seconds(), r.SitesUp, r.SitesTotal))
 	row("pushes", fmt.Sprintf("%d (%.0f/s); periodic ones due %d, slots missed %d", r.Pushes, r.PushesPerSecond, r.Due, r.Missed))
