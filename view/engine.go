@@ -609,13 +609,15 @@ func (e *Engine) NextExpiry(now time.Time) time.Time {
 	return e.expiry[0].deadline
 }
 
-// evaluate recomputes the verdicts of the queued sites, in name order.
+// evaluate recomputes the verdicts of the queued sites and returns the changes in name
+// order. A site's verdict depends on that site alone, so the sites are evaluated in the
+// order they were queued and only the changes, rarely more than one, are sorted: sorting
+// the 20 sites a push touches was a third of the cost of evaluating them.
 func (e *Engine) evaluate(now time.Time) []Change {
 	var changes []Change
-	slices.SortFunc(e.touched, func(x, y *siteRecord) int { return strings.Compare(x.name, y.name) })
 	for _, s := range e.touched {
 		s.touched = false
-		if e.sites[s.name] != s {
+		if s.gone {
 			continue // forgotten meanwhile
 		}
 		state, witnesses, down, detect := e.verdict(s, now)
@@ -636,6 +638,9 @@ func (e *Engine) evaluate(now time.Time) []Change {
 	}
 	clear(e.touched)
 	e.touched = e.touched[:0]
+	if len(changes) > 1 {
+		slices.SortFunc(changes, func(x, y Change) int { return strings.Compare(x.Site, y.Site) })
+	}
 	return changes
 }
 

@@ -273,6 +273,9 @@ func BenchmarkApplyPush(b *testing.B) {
 	b.Run("Flip", func(b *testing.B) {
 		e.Apply([]AgentReport{decode("edge0001", "down")}, at)
 		down, up := decode("edge0000", "down"), decode("edge0000", "up")
+		// The function may run more than once on e (-count): start from edge0000 up,
+		// whatever the run before left.
+		e.Apply([]AgentReport{up}, at)
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
