@@ -1,6 +1,7 @@
 package view
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -177,6 +178,31 @@ func TestSitesSorted(t *testing.T) {
 	if ag := sites[2].Agents; len(ag) != 2 || ag[0].Name != "alpha" || ag[1].Name != "zeta" {
 		t.Errorf("seoul agents %+v, want alpha then zeta", ag)
 	}
+}
+
+// TestChangesInNameOrder: the verdict changes of one Apply or Expire come in site name
+// order, however the sites were queued (an agent's sites are a map); events and
+// notifications keep that order.
+func TestChangesInNameOrder(t *testing.T) {
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}})
+	down := map[string]string{}
+	for i := range 40 {
+		down[fmt.Sprintf("site%02d", (i*17)%40)] = "down"
+	}
+	sorted := func(c []Change, what string) {
+		t.Helper()
+		if len(c) != len(down) {
+			t.Fatalf("%s: %d changes, want %d", what, len(c), len(down))
+		}
+		for i := 1; i < len(c); i++ {
+			if c[i-1].Site >= c[i].Site {
+				t.Fatalf("%s: change %d is %s after %s: want name order", what, i, c[i].Site, c[i-1].Site)
+			}
+		}
+	}
+	c, _ := e.Apply([]AgentReport{report("a", false, down), report("b", false, down)}, t0)
+	sorted(c, "both agents report every site down")
+	sorted(e.Expire(t0.Add(3*time.Second)), "both agents stale")
 }
 
 // TestSiteDroppedFromPushes: an agent whose pushes stop carrying a site (a reload removed
