@@ -66,6 +66,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "viewload: give exactly one of --view BINARY or --url URL")
 		return 2
 	}
+	if *loadProcs < 1 {
+		fmt.Fprintln(stderr, "viewload: --load-procs: want 1 or more")
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -131,10 +135,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 				after = s
 			}
 		}
-	}
-	if *loadProcs < 1 {
-		fmt.Fprintln(stderr, "viewload: --load-procs: want 1 or more")
-		return 2
 	}
 	runtime.GOMAXPROCS(*loadProcs)
 	if *loadNice != 0 {
