@@ -133,6 +133,7 @@ type Result struct {
 	Unexpected                    int             // verdict changes no flip asked for
 	UnexpectedSample              []string        // the first few of them, as site: from -> to
 	EventLatency                  []time.Duration // deciding push sent -> verdict on /api/v1/events
+	EventSent                     []time.Time     // when each of those deciding pushes was sent
 	ResponseLatency               []time.Duration // deciding push sent -> its response
 	// DecideLatency is deciding push sent -> the time the view stamped on the verdict
 	// (its clock when it applied the push, the same machine's): EventLatency less the
@@ -140,6 +141,7 @@ type Result struct {
 	// read it. The rest is the push's wait to be read and decoded.
 	DecideLatency []time.Duration
 	PushLatency   []time.Duration // every periodic push: sent -> response (a sample)
+	PushSent      []time.Time     // when each push of that sample was sent
 	// Lateness is, for the same sample of periodic pushes, how long after its slot the
 	// generator sent it: a generator short of CPU shows here rather than in the view's
 	// figures.
@@ -697,6 +699,7 @@ func (r *run) agentLoop(ctx context.Context, a *simAgent, slot time.Time) {
 			if r.pushes.Add(1)%10 == 0 {
 				r.mu.Lock()
 				r.res.PushLatency = append(r.res.PushLatency, took)
+				r.res.PushSent = append(r.res.PushSent, sent)
 				r.res.Lateness = append(r.res.Lateness, sent.Sub(slot))
 				if r.cfg.ReadEvery > 0 {
 					r.phase(sent, beside, took)
@@ -913,6 +916,7 @@ func (r *run) follow(ctx context.Context) (done <-chan struct{}, err error) {
 				p.seen = true
 				r.res.Verdicts++
 				r.res.EventLatency = append(r.res.EventLatency, e.Arrived.Sub(p.sent))
+				r.res.EventSent = append(r.res.EventSent, p.sent)
 				r.res.DecideLatency = append(r.res.DecideLatency, ev.Time.Sub(p.sent))
 				delete(r.pending, ev.Site)
 			} else if r.measuring.Load() && !flipStep(ev.To) && !firstUp {

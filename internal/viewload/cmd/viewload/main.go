@@ -75,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var view *exec.Cmd
 	var viewErr bytes.Buffer
+	var viewStarted, windowBegan, windowEnded time.Time
 	var before, after testkit.Proc
 	if *viewBin != "" {
 		addr, err := freePort()
@@ -108,6 +109,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		view = exec.Command(bin, viewArgs...)
 		view.Stderr = &viewErr // the event log (stdout) goes to /dev/null
+		// The runtime's line on each collection (gc.go) lets the report tell the pushes
+		// that met one from the rest.
+		view.Env = append(os.Environ(), "GODEBUG="+withGCTrace(os.Getenv("GODEBUG")))
+		viewStarted = time.Now()
 		if err := view.Start(); err != nil {
 			fmt.Fprintln(stderr, "viewload: start the view:", err)
 			return 1
@@ -153,9 +158,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if begin {
 			selfBefore, _ = testkit.ReadProc(os.Getpid())
 			machineBefore = readMachine()
+			windowBegan = time.Now()
 		} else {
 			selfAfter, _ = testkit.ReadProc(os.Getpid())
 			machineAfter = readMachine()
+			windowEnded = time.Now()
 		}
 	}
 	if *selfProfile != "" {
@@ -184,14 +191,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "viewload: the view exited with %v; stderr:\n%s", err, viewErr.String())
 		}
 	}
-	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadProcs, *loadNice)
+	var gcs []collection
+	if view != nil {
+		gcs = within(parseGCTrace(viewErr.String(), viewStarted), windowBegan, windowEnded)
+	}
+	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadProcs, *loadNice, view != nil, gcs)
 	if res.Errors > 0 || res.Verdicts < res.Flips {
 		return 1
 	}
 	return 0
 }
 
-func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadProcs, loadNice int) {
+// report writes what the run measured; gcs are the view's collections in the window,
+// known (traced) when it started the view itself.
+func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadProcs, loadNice int, traced bool, gcs []collection) {
 	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push, %d witnesses a site), window %.1f s (then %.1f s for the last verdicts)\n\n",
 		r.Agents, r.Sites, r.SeriesPerPush, r.Witnesses, r.Elapsed.Seconds(), r.Drain.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -220,6 +233,9 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		cpu := after.CPU - before.CPU
 		row("view CPU", fmt.Sprintf("%.2f cores (%.2f s user+sys), %s a push; %s", cpu.Seconds()/secs, cpu.Seconds(), perPush(cpu), waited(before, after)))
 		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20)))
+		if traced {
+			row("view garbage collections", gcSummary(gcs, r.Elapsed, cpu))
+		}
 	}
 	self := selfAfter.CPU - selfBefore.CPU
 	gen := fmt.Sprintf("load generator CPU (GOMAXPROCS %d", loadProcs)
@@ -229,7 +245,11 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 	gen += ")"
 	row(gen, fmt.Sprintf("%.2f cores, %s a push; %s", self.Seconds()/secs, perPush(self), waited(selfBefore, selfAfter)))
 	row("warm-up", fmt.Sprintf("%.1f s, then %d of %d sites up", r.Warmup.Seconds(), r.SitesUp, r.SitesTotal))
-	row("pushes", fmt.Sprintf("%d (%.0f/s); periodic ones due %d, slots missed %d", r.Pushes, r.PushesPerSecond, r.Due, r.Missed))
+	pushes := fmt.Sprintf("%d (%.0f/s); periodic ones due %d, slots missed %d", r.Pushes, r.PushesPerSecond, r.Due, r.Missed)
+	if r.DecodedByShape >= 0 {
+		pushes += fmt.Sprintf("; the view decoded %d by their shape, %d in full", r.DecodedByShape, r.DecodedInFull)
+	}
+	row("pushes", pushes)
 	errs := fmt.Sprint(r.Errors)
 	if len(r.ErrorKinds) > 0 {
 		var kinds []string
@@ -251,6 +271,11 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(testkit.Percentile(ds, 50)), ms(testkit.Percentile(ds, 99)), ms(testkit.Percentile(ds, 100)), len(ds))
 	}
 	row("deciding push -> SSE verdict", lat(r.EventLatency))
+	if traced {
+		in, out := splitByGC(gcs, r.EventSent, r.EventLatency)
+		row(fmt.Sprintf("  sent in a collection or the %v after", gcShadow), lat(in))
+		row("  sent at other times", lat(out))
+	}
 	row("deciding push -> the view's decision", lat(r.DecideLatency))
 	for _, path := range []string{"/api/v1/sites", "/", "/metrics"} {
 		if ds := r.ReadLatency[path]; len(ds) > 0 {
@@ -259,6 +284,11 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 	}
 	row("deciding push -> its response", lat(r.ResponseLatency))
 	row("any push -> response (1 in 10)", lat(r.PushLatency))
+	if traced {
+		in, out := splitByGC(gcs, r.PushSent, r.PushLatency)
+		row(fmt.Sprintf("  sent in a collection or the %v after", gcShadow), lat(in))
+		row("  sent at other times", lat(out))
+	}
 	row("push sent after its slot (1 in 10)", lat(r.Lateness))
 	if len(r.PushPhases) > 0 {
 		row("push -> response, no read under way", phases(r.PushPhases, false))
