@@ -164,9 +164,12 @@ func checkPushHeaders(h http.Header) (code int, reason, msg string) {
 	if ce := h.Get("Content-Encoding"); !strings.EqualFold(ce, "snappy") {
 		return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content encoding %q is not supported: %s", ce, want)
 	}
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/x-protobuf" || (params["proto"] != "" && params["proto"] != "prometheus.WriteRequest") {
-		return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content type %q is not supported: %s", ct, want)
+	// The exporters' own value is matched as it is; any other is parsed.
+	if ct != "application/x-protobuf" {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/x-protobuf" || (params["proto"] != "" && params["proto"] != "prometheus.WriteRequest") {
+			return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("content type %q is not supported: %s", ct, want)
+		}
 	}
 	if v := h.Get("X-Prometheus-Remote-Write-Version"); !strings.HasPrefix(v, "0.1.") {
 		return http.StatusUnsupportedMediaType, "unsupported", fmt.Sprintf("X-Prometheus-Remote-Write-Version %q is not supported: %s", v, want)
@@ -216,10 +219,16 @@ func (s *Server) decode(r *http.Request, body []byte, slot *shapeSlot) ([]AgentR
 	// decoded: under more load than the view has CPU for, decoding it would only take
 	// a slot from a push whose sender still waits. Its agent's next push carries its
 	// whole state again.
+	// A free slot is taken without asking for the request's Done channel, which
+	// net/http makes on the first call: one allocation a push fewer.
 	select {
 	case s.decodeSlots <- struct{}{}:
-	case <-r.Context().Done():
-		return nil, errBusy
+	default:
+		select {
+		case s.decodeSlots <- struct{}{}:
+		case <-r.Context().Done():
+			return nil, errBusy
+		}
 	}
 	defer func() { <-s.decodeSlots }()
 	reports, replayed, err := decodeWrite(body, n, slot)
@@ -240,37 +249,65 @@ func (s *Server) decodedLimit() int {
 	return int(min(decodedLimit(s.cfg.MaxBodyBytes), s.hard.decoding.size/2))
 }
 
-// bodyPool keeps the buffers of ordinary pushes (up to pooledBody bytes) between requests.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, pooledBody); return &b }}
+// bodyPools keep the buffers of ordinary pushes between requests, one pool per size
+// class: minPooledBody bytes, and each class twice the one before, up to maxPooledBody.
+// A body takes a buffer of the smallest class that holds it, so a push of a few KiB
+// does not hold 64 KiB while it waits for a decode slot: at 10,000 agents a backlog of
+// pushes held a hundred MiB of such buffers, and refilled the pool after every
+// collection (view/README.md, "Performance").
+var bodyPools [bodyClasses]sync.Pool
 
-const pooledBody = 64 << 10
+const (
+	minPooledBody = 4 << 10
+	maxPooledBody = 64 << 10
+	bodyClasses   = 5 // 4, 8, 16, 32 and 64 KiB
+)
+
+// bodyClass is the class of the smallest pooled buffer that holds n bytes, or -1 when
+// n is more than maxPooledBody.
+func bodyClass(n int64) int {
+	for c, size := 0, int64(minPooledBody); c < bodyClasses; c, size = c+1, size*2 {
+		if n <= size {
+			return c
+		}
+	}
+	return -1
+}
+
+func getBody(n int64) []byte {
+	c := bodyClass(n)
+	if c < 0 {
+		return make([]byte, n)
+	}
+	if b, ok := bodyPools[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, minPooledBody<<c)
+}
+
+// putBody gives a buffer of getBody back to its class's pool; one of another size
+// (read whole, without a length) is left to the collector.
+func putBody(b []byte) {
+	if c := bodyClass(int64(cap(b))); c >= 0 && cap(b) == minPooledBody<<c {
+		b = b[:0]
+		bodyPools[c].Put(&b)
+	}
+}
 
 // readBody reads a push's body of at most limit bytes into a buffer of exactly the size
 // the request announces (a pooled one when it is small), or growing up to limit when it
-// announces none.
+// announces none. A body of an announced length, which the caller has checked against
+// limit, cannot run past it: net/http stops it at that length.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	rd := http.MaxBytesReader(w, r.Body, limit)
-	var buf []byte
-	switch n := r.ContentLength; {
-	case n >= 0 && n <= pooledBody:
-		buf = (*bodyPool.Get().(*[]byte))[:n]
-	case n >= 0:
-		buf = make([]byte, n)
-	default:
-		return io.ReadAll(rd)
+	if r.ContentLength < 0 {
+		return io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	}
-	if _, err := io.ReadFull(rd, buf); err != nil {
+	buf := getBody(r.ContentLength)
+	if _, err := io.ReadFull(r.Body, buf); err != nil {
 		putBody(buf)
 		return nil, err
 	}
 	return buf, nil
-}
-
-func putBody(b []byte) {
-	if cap(b) == pooledBody {
-		b = b[:0]
-		bodyPool.Put(&b)
-	}
 }
 
 // busy answers a push that found no memory within budgetWait.

@@ -130,11 +130,15 @@ type Result struct {
 	// shape of the connection's previous push and those it decoded in full
 	// (edgeprobe_view_pushes_decoded_total); -1 when /metrics did not say.
 	DecodedByShape, DecodedInFull int64
-	Unexpected                    int             // verdict changes no flip asked for
-	UnexpectedSample              []string        // the first few of them, as site: from -> to
-	EventLatency                  []time.Duration // deciding push sent -> verdict on /api/v1/events
-	EventSent                     []time.Time     // when each of those deciding pushes was sent
-	ResponseLatency               []time.Duration // deciding push sent -> its response
+	// Allocated is the bytes the view allocated over the window
+	// (go_memstats_alloc_bytes_total), -1 when /metrics did not say: what sets how
+	// often it collects garbage.
+	Allocated        int64
+	Unexpected       int             // verdict changes no flip asked for
+	UnexpectedSample []string        // the first few of them, as site: from -> to
+	EventLatency     []time.Duration // deciding push sent -> verdict on /api/v1/events
+	EventSent        []time.Time     // when each of those deciding pushes was sent
+	ResponseLatency  []time.Duration // deciding push sent -> its response
 	// DecideLatency is deciding push sent -> the time the view stamped on the verdict
 	// (its clock when it applied the push, the same machine's): EventLatency less the
 	// wait for the engine's lock, the event's way out and the generator's own wait to
@@ -558,7 +562,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Window != nil {
 		cfg.Window(true)
 	}
-	shape0, full0 := r.decoded(ctx)
+	m0 := r.viewMetrics(ctx)
 	windowStart := time.Now()
 	r.window = windowStart
 	r.mu.Lock()
@@ -577,7 +581,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.counting.Store(false)
 	elapsed := time.Since(windowStart)
-	shape1, full1 := r.decoded(ctx)
+	m1 := r.viewMetrics(ctx)
 	if cfg.Window != nil {
 		cfg.Window(false)
 	}
@@ -616,33 +620,42 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.ErrorSample = *p
 	}
 	res.PushesPerSecond = float64(res.Pushes) / elapsed.Seconds()
-	res.DecodedByShape, res.DecodedInFull = -1, -1
-	if shape0 >= 0 && shape1 >= 0 {
-		res.DecodedByShape, res.DecodedInFull = shape1-shape0, full1-full0
+	res.DecodedByShape, res.DecodedInFull, res.Allocated = -1, -1, -1
+	if m0.byShape >= 0 && m1.byShape >= 0 {
+		res.DecodedByShape, res.DecodedInFull = m1.byShape-m0.byShape, m1.inFull-m0.inFull
+	}
+	if m0.allocated >= 0 && m1.allocated >= 0 {
+		res.Allocated = m1.allocated - m0.allocated
 	}
 	return &res, nil
 }
 
-// decoded reads edgeprobe_view_pushes_decoded_total from the view's /metrics: pushes by
-// shape and in full, or -1 and -1.
-func (r *run) decoded(ctx context.Context) (byShape, inFull int64) {
-	byShape, inFull = -1, -1
+// counters is what the window's report takes from the view's /metrics: the pushes it
+// decoded by shape and in full (edgeprobe_view_pushes_decoded_total) and the bytes it
+// allocated (go_memstats_alloc_bytes_total); -1 where /metrics did not say.
+type counters struct{ byShape, inFull, allocated int64 }
+
+func (r *run) viewMetrics(ctx context.Context) counters {
+	c := counters{-1, -1, -1}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.cfg.URL+"/metrics", nil)
 	if err != nil {
-		return
+		return c
 	}
 	if r.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return
+		return c
 	}
 	defer resp.Body.Close()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil || families["edgeprobe_view_pushes_decoded_total"] == nil {
-		return
+	if err != nil {
+		return c
+	}
+	if f := families["go_memstats_alloc_bytes_total"]; f != nil && len(f.GetMetric()) == 1 {
+		c.allocated = int64(f.GetMetric()[0].GetCounter().GetValue())
 	}
 	for _, m := range families["edgeprobe_view_pushes_decoded_total"].GetMetric() {
 		for _, l := range m.GetLabel() {
@@ -651,13 +664,13 @@ func (r *run) decoded(ctx context.Context) (byShape, inFull int64) {
 			}
 			switch n := int64(m.GetCounter().GetValue()); l.GetValue() {
 			case "shape":
-				byShape = n
+				c.byShape = n
 			case "full":
-				inFull = n
+				c.inFull = n
 			}
 		}
 	}
-	return byShape, inFull
+	return c
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

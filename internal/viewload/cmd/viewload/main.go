@@ -233,6 +233,9 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 		cpu := after.CPU - before.CPU
 		row("view CPU", fmt.Sprintf("%.2f cores (%.2f s user+sys), %s a push; %s", cpu.Seconds()/secs, cpu.Seconds(), perPush(cpu), waited(before, after)))
 		row("view RSS", fmt.Sprintf("%.1f MiB at the end, %.1f MiB peak", float64(after.RSS)/(1<<20), float64(after.HWM)/(1<<20)))
+		if r.Allocated >= 0 && r.Pushes > 0 {
+			row("view allocated", fmt.Sprintf("%.1f MB/s, %.2f KB a push", float64(r.Allocated)/1e6/secs, float64(r.Allocated)/1e3/float64(r.Pushes)))
+		}
 		if traced {
 			row("view garbage collections", gcSummary(gcs, r.Elapsed, cpu))
 		}
