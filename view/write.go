@@ -250,7 +250,7 @@ func (s *Server) decodedLimit() int {
 }
 
 // bodyPools keep the buffers of ordinary pushes between requests, one pool per size
-// class: minPooledBody bytes, and each class twice the one before, up to maxPooledBody.
+// class: minPooledBody bytes, and each of the bodyClasses twice the one before (64 KiB).
 // A body takes a buffer of the smallest class that holds it, so a push of a few KiB
 // does not hold 64 KiB while it waits for a decode slot: at 10,000 agents a backlog of
 // pushes held a hundred MiB of such buffers, and refilled the pool after every
@@ -259,12 +259,11 @@ var bodyPools [bodyClasses]sync.Pool
 
 const (
 	minPooledBody = 4 << 10
-	maxPooledBody = 64 << 10
 	bodyClasses   = 5 // 4, 8, 16, 32 and 64 KiB
 )
 
 // bodyClass is the class of the smallest pooled buffer that holds n bytes, or -1 when
-// n is more than maxPooledBody.
+// n is more than the largest class.
 func bodyClass(n int64) int {
 	for c, size := 0, int64(minPooledBody); c < bodyClasses; c, size = c+1, size*2 {
 		if n <= size {
