@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -149,7 +148,7 @@ func gcSummary(cs []collection, window time.Duration, viewCPU time.Duration) str
 		share = fmt.Sprintf(", %.1f%% of the view's", 100*total.Seconds()/viewCPU.Seconds())
 	}
 	return fmt.Sprintf("%d (one every %.1f s), live heap p50 %d MB; each: %s from start to end of mark p50, max %s; CPU p50 %s (assist %s, background %s); %.2f s CPU in all%s",
-		len(cs), window.Seconds()/float64(len(cs)), slices.Sorted(slices.Values(lives))[len(lives)/2],
+		len(cs), window.Seconds()/float64(len(cs)), testkit.Median(lives),
 		ms(testkit.Median(clocks)), ms(testkit.Percentile(clocks, 100)),
 		ms(testkit.Median(cpus)), ms(testkit.Median(assists)), ms(testkit.Median(backgrounds)),
 		total.Seconds(), share)

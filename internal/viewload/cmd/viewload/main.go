@@ -273,12 +273,16 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 	lat := func(ds []time.Duration) string {
 		return fmt.Sprintf("p50 %s  p99 %s  max %s  (n=%d)", ms(testkit.Percentile(ds, 50)), ms(testkit.Percentile(ds, 99)), ms(testkit.Percentile(ds, 100)), len(ds))
 	}
-	row("deciding push -> SSE verdict", lat(r.EventLatency))
-	if traced {
-		in, out := splitByGC(gcs, r.EventSent, r.EventLatency)
-		row(fmt.Sprintf("  sent in a collection or the %v after", gcShadow), lat(in))
-		row("  sent at other times", lat(out))
+	// byGC writes the rows that split latencies by the view's collections, when known.
+	byGC := func(sent []time.Time, ds []time.Duration) {
+		if traced {
+			in, out := splitByGC(gcs, sent, ds)
+			row(fmt.Sprintf("  sent in a collection or the %v after", gcShadow), lat(in))
+			row("  sent at other times", lat(out))
+		}
 	}
+	row("deciding push -> SSE verdict", lat(r.EventLatency))
+	byGC(r.EventSent, r.EventLatency)
 	row("deciding push -> the view's decision", lat(r.DecideLatency))
 	for _, path := range []string{"/api/v1/sites", "/", "/metrics"} {
 		if ds := r.ReadLatency[path]; len(ds) > 0 {
@@ -287,11 +291,7 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 	}
 	row("deciding push -> its response", lat(r.ResponseLatency))
 	row("any push -> response (1 in 10)", lat(r.PushLatency))
-	if traced {
-		in, out := splitByGC(gcs, r.PushSent, r.PushLatency)
-		row(fmt.Sprintf("  sent in a collection or the %v after", gcShadow), lat(in))
-		row("  sent at other times", lat(out))
-	}
+	byGC(r.PushSent, r.PushLatency)
 	row("push sent after its slot (1 in 10)", lat(r.Lateness))
 	if len(r.PushPhases) > 0 {
 		row("push -> response, no read under way", phases(r.PushPhases, false))
