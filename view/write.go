@@ -265,13 +265,15 @@ const (
 // bodyClass is the class of the smallest pooled buffer that holds n bytes, or -1 when
 // n is more than the largest class.
 func bodyClass(n int64) int {
-	for c, size := 0, int64(minPooledBody); c < bodyClasses; c, size = c+1, size*2 {
-		if n <= size {
+	for c := range bodyClasses {
+		if n <= int64(bodyClassSize(c)) {
 			return c
 		}
 	}
 	return -1
 }
+
+func bodyClassSize(c int) int { return minPooledBody << c }
 
 func getBody(n int64) []byte {
 	c := bodyClass(n)
@@ -281,13 +283,13 @@ func getBody(n int64) []byte {
 	if b, ok := bodyPools[c].Get().(*[]byte); ok {
 		return (*b)[:n]
 	}
-	return make([]byte, n, minPooledBody<<c)
+	return make([]byte, n, bodyClassSize(c))
 }
 
 // putBody gives a buffer of getBody back to its class's pool; one of another size
 // (read whole, without a length) is left to the collector.
 func putBody(b []byte) {
-	if c := bodyClass(int64(cap(b))); c >= 0 && cap(b) == minPooledBody<<c {
+	if c := bodyClass(int64(cap(b))); c >= 0 && cap(b) == bodyClassSize(c) {
 		b = b[:0]
 		bodyPools[c].Put(&b)
 	}
