@@ -338,16 +338,6 @@ func (p *fpProc) logTail() string {
 	return string(b)
 }
 
-// fpFreePort returns a loopback port that was free a moment ago.
-func fpFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func fpWrite(e *fpEnv, name, text string) (string, error) {
 	path := filepath.Join(e.dir, name)
 	return path, os.WriteFile(path, []byte(text), 0o644)
@@ -356,7 +346,7 @@ func fpWrite(e *fpEnv, name, text string) (string, error) {
 // fpEdgeprobe starts the agent: ICMP targets only, or the mixed set, 1 s interval,
 // JSON state changes on stdout (a file) and the Prometheus exporter on loopback.
 func fpEdgeprobe(e *fpEnv, mode string, mixed bool) (*fpRun, error) {
-	port, err := fpFreePort()
+	port, err := testkit.ReservePort(testkit.IPv4Loopback)
 	if err != nil {
 		return nil, err
 	}
@@ -424,7 +414,7 @@ func fpEdgeprobe(e *fpEnv, mode string, mixed bool) (*fpRun, error) {
 // fpSmokeping starts Debian's smokeping_prober on the ICMP targets at a 1 s interval.
 // --privileged selects raw sockets; without it pro-bing uses ping sockets.
 func fpSmokeping(e *fpEnv, privileged bool) (*fpRun, error) {
-	port, err := fpFreePort()
+	port, err := testkit.ReservePort(testkit.IPv4Loopback)
 	if err != nil {
 		return nil, err
 	}
@@ -487,16 +477,13 @@ const fpBlackboxModules = `modules:
 // label must be the target: left as the exporter's address, every target's series would
 // be the same series and Prometheus would drop nearly all samples as duplicates.
 func fpBlackbox(e *fpEnv, mixed bool) (*fpRun, error) {
-	bbPort, err := fpFreePort()
+	bbPort, err := testkit.ReservePort(testkit.IPv4Loopback)
 	if err != nil {
 		return nil, err
 	}
-	promPort, err := fpFreePort()
+	promPort, err := testkit.ReservePort(testkit.IPv4Loopback)
 	if err != nil {
 		return nil, err
-	}
-	if promPort == bbPort {
-		return nil, errors.New("the same free port twice")
 	}
 	bbConf, err := fpWrite(e, "blackbox.yml", fpBlackboxModules)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // TestBinariesRun runs every packaged binary, the ARM ones under Debian's qemu-user-static
@@ -101,13 +103,7 @@ func tcpServer(t *testing.T) (open, closed string) {
 			c.Close()
 		}
 	}()
-	gone, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed = gone.Addr().String()
-	gone.Close()
-	return ln.Addr().String(), closed
+	return ln.Addr().String(), testkit.FreePort(t, "tcp")
 }
 
 // dnsServer answers A queries for site.edgeprobe.test. and NXDOMAIN for anything else.

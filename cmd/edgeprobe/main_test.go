@@ -161,17 +161,6 @@ func TestCheckQuiet(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback address where nothing listens.
-func closedPort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // startDNS runs a miekg/dns server on 127.0.0.1 that answers every A question.
 func startDNS(t *testing.T) string {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -203,7 +192,7 @@ func TestProbe(t *testing.T) {
 	}
 	defer tcp.Close()
 	dnsAddr := startDNS(t)
-	closed := closedPort(t)
+	closed := testkit.FreePort(t, "tcp")
 
 	tests := []struct {
 		name   string
@@ -436,7 +425,7 @@ func TestAgentPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	metrics := closedPort(t)
+	metrics := testkit.FreePort(t, "tcp")
 	config := filepath.Join(t.TempDir(), "agent.toml")
 	text := agentConfig("first", l.Addr().String()) + fmt.Sprintf("\n[exporters.prometheus]\nlisten = %q\n", metrics)
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/snappy"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // Secrets planted in an agent's config, each where a config can hold one inline or in
@@ -65,7 +67,7 @@ func TestSecretsNotShown(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(planted["bearer token (file)"]+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	metrics := closedPort(t)
+	metrics := testkit.FreePort(t, "tcp")
 	withCreds := func(base, pw, key string) string {
 		return strings.Replace(base, "http://", "http://edge:"+pw+"@", 1) + "/api/v1/write?api_key=" + key
 	}
@@ -101,11 +103,11 @@ url = %q
 push_interval = "200ms"
 `, strings.Replace(target.URL, "http://", "http://probe:"+planted["password in an HTTP target URL"]+"@", 1)+"/health?api_key="+planted["api_key in an HTTP target URL"],
 		planted["HTTP target header value"],
-		"http://probe:"+planted["password in an HTTP target URL"]+"@"+closedPort(t)+"/health?api_key="+planted["api_key in an HTTP target URL"],
+		"http://probe:"+planted["password in an HTTP target URL"]+"@"+testkit.FreePort(t, "tcp")+"/health?api_key="+planted["api_key in an HTTP target URL"],
 		metrics,
 		withCreds(recv.URL, planted["password in a remote_write URL"], planted["api_key in a remote_write URL"]),
 		planted["remote_write header value"], tokenFile,
-		withCreds("http://"+closedPort(t), planted["password of a refused remote_write"], planted["api_key of a refused remote_write (URL)"]))
+		withCreds("http://"+testkit.FreePort(t, "tcp"), planted["password of a refused remote_write"], planted["api_key of a refused remote_write (URL)"]))
 	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

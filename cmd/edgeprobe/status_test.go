@@ -179,7 +179,7 @@ func TestStatusNoView(t *testing.T) {
 	if r.status != 3 || !strings.Contains(r.stdout, "the view knows no site") {
 		t.Errorf("empty view: status %d, stdout %q; want 3 and a note", r.status, r.stdout)
 	}
-	addr := closedPort(t)
+	addr := testkit.FreePort(t, "tcp")
 	r = runBinary(t, 10*time.Second, "status", "--view", "http://"+addr)
 	want := "edgeprobe status: cannot reach the view at http://" + addr + ": dial tcp " + addr + ": connect: connection refused\n"
 	if r.status != 4 || r.stderr != want || r.stdout != "" {

@@ -127,7 +127,7 @@ func TestAgentStdoutStalled(t *testing.T) {
 // killed by SIGPIPE; it counts the lines it could not write on /metrics, says so on
 // stderr and stops cleanly.
 func TestAgentStdoutClosed(t *testing.T) {
-	metrics := freeAddr(t)
+	metrics := testkit.FreePort(t, "tcp")
 	cmd, r, stderr := startWithPipe(t, stdoutAgentConfig(t, metrics))
 	r.Close()
 	exited := make(chan error, 1)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,7 +35,7 @@ func TestViewRefusesOpenListen(t *testing.T) {
 // far end); the view is not killed by SIGPIPE but goes on deciding, counts the lines it
 // could not write and still stops cleanly on SIGTERM.
 func TestViewSurvivesClosedStdout(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreePort(t, "tcp")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -103,16 +102,6 @@ func stopCleanly(t *testing.T, what string, cmd *exec.Cmd, exited <-chan error, 
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s still running 10 s after SIGTERM", what)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // waitHTTP waits until url answers 200.

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -156,7 +155,7 @@ func StartNamed(tb TB, opts NamedOptions) *Named {
 		port := opts.Port
 		if port == 0 {
 			var err error
-			if port, err = freeUDPTCP(addr); err != nil {
+			if port, err = ReservePort(addr); err != nil {
 				tb.Fatalf("testkit: a port for named: %v", err)
 			}
 		}
@@ -388,22 +387,4 @@ func (s *Named) logTail() string {
 		l = "..." + l[len(l)-namedLogTail:]
 	}
 	return l
-}
-
-// freeUDPTCP is a port of addr free for both UDP and TCP at this moment.
-func freeUDPTCP(addr netip.Addr) (int, error) {
-	for range 20 {
-		u, err := net.ListenPacket("udp4", netip.AddrPortFrom(addr, 0).String())
-		if err != nil {
-			return 0, err
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		t, err := net.Listen("tcp4", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
-		u.Close()
-		if err == nil {
-			t.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no port of %s free for both UDP and TCP in 20 tries", addr)
 }

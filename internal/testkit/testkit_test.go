@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -407,5 +408,74 @@ func TestClockGap(t *testing.T) {
 		if got := tc.g.Overlaps(tc.from, tc.to); got != tc.overlaps {
 			t.Errorf("%v overlaps [%s, %s]: %v, want %v", tc.g, tc.from.Format("15:04:05"), tc.to.Format("15:04:05"), got, tc.overlaps)
 		}
+	}
+}
+
+// TestReservePort: ports reserved in this process and in another one running beside it
+// never coincide, lie below the ephemeral range, and can be listened on.
+func TestReservePort(t *testing.T) {
+	if os.Getenv("TESTKIT_RESERVE_CHILD") != "" {
+		// The other process: reserve ports and print them, while the parent holds its own.
+		// It starts where the parent started, so that without the hold it would get the
+		// parent's ports.
+		from, _ := strconv.Atoi(os.Getenv("TESTKIT_RESERVE_CHILD"))
+		lo, _ := reservableRange()
+		reserved.mu.Lock()
+		reserved.next = from - lo
+		reserved.mu.Unlock()
+		for range 200 {
+			port, err := ReservePort(IPv4Loopback)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Println("port", port)
+		}
+		return
+	}
+	_, hi := reservableRange()
+	mine := map[int]bool{}
+	first := 0
+	for range 200 {
+		port, err := ReservePort(IPv4Loopback)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mine[port] {
+			t.Fatalf("port %d reserved twice in one process", port)
+		}
+		if port >= hi {
+			t.Errorf("port %d is in the ephemeral range (from %d)", port, hi)
+		}
+		mine[port] = true
+		if first == 0 {
+			first = port
+		}
+	}
+	addr := FreePort(t, "tcp")
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on the reserved %s: %v", addr, err)
+	}
+	l.Close()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReservePort$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "TESTKIT_RESERVE_CHILD="+strconv.Itoa(first))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the other process: %v\n%s", err, out)
+	}
+	theirs := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		var port int
+		if _, err := fmt.Sscanf(line, "port %d", &port); err != nil {
+			continue
+		}
+		theirs++
+		if mine[port] {
+			t.Errorf("port %d reserved by both processes", port)
+		}
+	}
+	if theirs != 200 {
+		t.Errorf("the other process printed %d ports, want 200:\n%s", theirs, out)
 	}
 }

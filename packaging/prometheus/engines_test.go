@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeprobe/edgeprobe/internal/testkit"
 )
 
 // The rule engines the tests run: Debian's Prometheus (a remote_write receiver that
@@ -124,7 +125,7 @@ func startPrometheus(binary, dir, rules string) (*backend, error) {
 	if err := os.WriteFile(config, fmt.Appendf(nil, "global:\n  evaluation_interval: 1s\nrule_files:\n  - %s\n", rules), 0o600); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := testkit.FreeLoopback()
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +164,7 @@ var (
 )
 
 func startVictoriaMetrics(vmBinary, vmalertBinary, dir, rules string) (*backend, error) {
-	addr, err := freeAddr()
+	addr, err := testkit.FreeLoopback()
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +185,7 @@ func startVictoriaMetrics(vmBinary, vmalertBinary, dir, rules string) (*backend,
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	procs = append(procs, &proc{name: "notifier", stopFn: notifier.Close})
-	alertAddr, err := freeAddr()
+	alertAddr, err := testkit.FreeLoopback()
 	if err != nil {
 		return nil, err
 	}
@@ -266,15 +267,6 @@ func (p *proc) waitReady(u string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // logTail dumps the engines' logs into a failed test's output.

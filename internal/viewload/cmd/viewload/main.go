@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -78,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var viewStarted, windowBegan, windowEnded time.Time
 	var before, after testkit.Proc
 	if *viewBin != "" {
-		addr, err := freePort()
+		addr, err := testkit.FreeLoopback()
 		if err != nil {
 			fmt.Fprintln(stderr, "viewload:", err)
 			return 1
@@ -377,15 +376,6 @@ func readMachine() machine {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	return addr, ln.Close()
-}
 
 func waitUp(ctx context.Context, base string) error {
 	deadline := time.Now().Add(10 * time.Second)
