@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.ReadEvery, "read-every", 0, "read /api/v1/sites, / and /metrics this often during the window (0: never)")
 	fs.DurationVar(&cfg.ReadPhase, "read-phase", 5*time.Second, "with --read-every: read only in every second phase this long, to compare pushes with and without reads")
 	cpuProfile := fs.String("cpuprofile", "", "with --view: have the view write a CPU profile to `file`")
+	memProfile := fs.String("memprofile", "", "with --view: have the view write a heap profile to `file` when it stops")
 	selfProfile := fs.String("load-cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	writeConfig := fs.Bool("write-config", true, "with --view: give the view a config raising max_connections and max_sites where the agents need more (false for a view that predates those keys)")
 	viewCPUs := fs.String("view-cpus", "", "with --view: run the view on these `CPUs` only (taskset -c LIST); pin the generator with taskset itself")
@@ -100,6 +101,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if *cpuProfile != "" {
 			viewArgs = append(viewArgs, "--cpuprofile", *cpuProfile)
+		}
+		if *memProfile != "" {
+			viewArgs = append(viewArgs, "--memprofile", *memProfile)
 		}
 		bin := *viewBin
 		if *viewCPUs != "" {
@@ -192,18 +196,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var gcs []collection
 	if view != nil {
-		gcs = within(parseGCTrace(viewErr.String(), viewStarted), windowBegan, windowEnded)
+		gcs = parseGCTrace(viewErr.String(), viewStarted)
 	}
-	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadProcs, *loadNice, view != nil, gcs)
+	report(stdout, res, before, after, selfBefore, selfAfter, machineBefore, machineAfter, *loadProcs, *loadNice, view != nil,
+		gcs, within(gcs, windowBegan, windowEnded))
 	if res.Errors > 0 || res.Verdicts < res.Flips {
 		return 1
 	}
 	return 0
 }
 
-// report writes what the run measured; gcs are the view's collections in the window,
-// known (traced) when it started the view itself.
-func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadProcs, loadNice int, traced bool, gcs []collection) {
+// report writes what the run measured; gcs are the view's collections and inWindow those
+// that began in the window, known (traced) when it started the view itself. Pushes are
+// split by all of them: one that began just before the window shadows its first second.
+func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfter testkit.Proc, machineBefore, machineAfter machine, loadProcs, loadNice int, traced bool, gcs, inWindow []collection) {
 	fmt.Fprintf(w, "\nview under load: %d agents x %d sites (%d series a push, %d witnesses a site), window %.1f s (then %.1f s for the last verdicts)\n\n",
 		r.Agents, r.Sites, r.SeriesPerPush, r.Witnesses, r.Elapsed.Seconds(), r.Drain.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -236,7 +242,7 @@ func report(w io.Writer, r *viewload.Result, before, after, selfBefore, selfAfte
 			row("view allocated", fmt.Sprintf("%.1f MB/s, %.2f KB a push", float64(r.Allocated)/1e6/secs, float64(r.Allocated)/1e3/float64(r.Pushes)))
 		}
 		if traced {
-			row("view garbage collections", gcSummary(gcs, r.Elapsed, cpu))
+			row("view garbage collections", gcSummary(inWindow, r.Elapsed, cpu))
 		}
 	}
 	self := selfAfter.CPU - selfBefore.CPU
