@@ -478,6 +478,9 @@ func TestFailoverNoUpdate(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.dns.waitA("named to answer the primary address again", svcName, recoverFor+failoverTimeout, f.primary)
+		// named answers as soon as it applied the update; the view records the failback
+		// when the answer reaches it, and only then is the site primary again.
+		v.waitState("a", failover.StatePrimary, failoverTimeout)
 		expectOnly(t, "a real loss", v.audit(), "failover/failover", "failback/failback")
 		f.dns.expectZone("after a real loss and its recovery", serial+2, svcName, f.primary)
 	})
