@@ -80,10 +80,12 @@ bench-rules:
 
 # Then the push p99 while readers list 200,000 sites, and the heap per target the view
 # keeps at 10,000 agents x 20 sites x 2 targets (once: it builds them all).
-## view-bench: decoding one 20-site push, applying it to 1000 agents, both, reads beside pushes, heap per target
+## view-bench: decoding one 20-site push, applying it to 1000 and 10,000 agents, both, reads beside pushes, heap per target, the collector's cost at 10,000 agents
 view-bench:
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkDecodePush|BenchmarkApplyPush|BenchmarkPush|BenchmarkApplyDuringReads' -benchmem -benchtime 2s ./view/
 	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkTargetMemory' -benchtime 1x ./view/
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkApplyAtLoad' -benchmem -benchtime 200000x ./view/
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkMarkLiveHeap' -benchtime 9x ./view/
 
 # VIEW_AGENTS agents x VIEW_SITES sites pushing every second for VIEW_DURATION to an
 # `edgeprobe view` started as its own process on loopback, while readers fetch the sites
