@@ -337,17 +337,17 @@ func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteR
 	if a.sites == nil {
 		a.sites = make(map[string]agentSite, len(sites))
 	}
-	for name, r := range a.sites {
-		_, still := sites[name]
-		if !still || moved {
-			e.know(r.site, a, oldDomain, -1)
-		}
-		if !still {
-			delete(a.sites, name)
-		}
+	kept, before := 0, len(a.sites)
+	if moved {
+		// Every site leaves the old domain before any joins the new one.
+		e.unsite(a, oldDomain, sites, true)
+		before = len(a.sites)
 	}
 	for name, sr := range sites {
 		old, was := a.sites[name]
+		if was {
+			kept++
+		}
 		if was && old.State == sr.State {
 			sr.seen = old.seen
 		} else {
@@ -364,6 +364,24 @@ func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteR
 		a.sites[name] = agentSite{sr, old.site}
 		if !was || moved {
 			e.know(old.site, a, a.domain, 1)
+		}
+	}
+	// Only a push that did not keep every site a had takes some away.
+	if kept < before {
+		e.unsite(a, oldDomain, sites, false)
+	}
+}
+
+// unsite takes out of a's sites those that sites, the push's, no longer has, and with all
+// of them from the sites' agents in oldDomain.
+func (e *Engine) unsite(a *agentRecord, oldDomain string, sites map[string]SiteReport, all bool) {
+	for name, r := range a.sites {
+		_, still := sites[name]
+		if !still || all {
+			e.know(r.site, a, oldDomain, -1)
+		}
+		if !still {
+			delete(a.sites, name)
 		}
 	}
 }
@@ -431,32 +449,17 @@ func (e *ErrFull) Error() string { return e.What + " (" + e.Limit + ")" }
 func (e *Engine) Fits(reports []AgentReport) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	agents, sites, delta := 0, 0, 0
-	var seen map[string]bool
+	agents, pushed, delta := 0, 0, 0
 	for _, r := range reports {
 		a := e.agents[r.Agent]
 		if a == nil {
 			agents++
 		}
 		if r.Sites != nil {
+			pushed += len(r.Sites)
 			delta += len(r.Sites)
 			if a != nil {
 				delta -= len(a.sites)
-			}
-			for name := range r.Sites {
-				if a != nil {
-					if _, kept := a.sites[name]; kept {
-						continue
-					}
-				}
-				if e.sites[name] != nil || seen[name] {
-					continue
-				}
-				if seen == nil {
-					seen = map[string]bool{}
-				}
-				seen[name] = true
-				sites++
 			}
 		}
 		if r.Sites != nil || r.Targets != nil {
@@ -465,6 +468,11 @@ func (e *Engine) Fits(reports []AgentReport) error {
 				delta -= len(a.targets)
 			}
 		}
+	}
+	// Which sites are new matters only where they could pass max_sites.
+	sites := 0
+	if e.maxSites > 0 && len(e.sites)+pushed > e.maxSites {
+		sites = e.newSites(reports)
 	}
 	switch {
 	case e.maxAgents > 0 && agents > 0 && len(e.agents)+agents > e.maxAgents:
@@ -475,6 +483,26 @@ func (e *Engine) Fits(reports []AgentReport) error {
 		return &ErrFull{"max_reports", fmt.Sprintf("the view keeps %d site and target reports, and %d more would pass max_reports %d", e.reports, delta, e.maxReports)}
 	}
 	return nil
+}
+
+// newSites counts the sites that reports name and the engine does not keep. A site an
+// agent keeps is always one the engine keeps (Forget drops only sites no agent reports).
+func (e *Engine) newSites(reports []AgentReport) int {
+	n := 0
+	var seen map[string]bool
+	for _, r := range reports {
+		for name := range r.Sites {
+			if e.sites[name] != nil || seen[name] {
+				continue
+			}
+			if seen == nil {
+				seen = map[string]bool{}
+			}
+			seen[name] = true
+			n++
+		}
+	}
+	return n
 }
 
 // Apply records reports that arrived at now and returns the verdicts that changed.
