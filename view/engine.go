@@ -372,8 +372,9 @@ func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteR
 	}
 }
 
-// unsite takes out of a's sites those that sites, the push's, no longer has, and with all
-// of them from the sites' agents in oldDomain.
+// unsite drops from a's sites those that the push's sites no longer name, and takes a
+// (in oldDomain) out of those sites' agents; with all, out of the agents of every site
+// a keeps, as a move to another failure domain needs.
 func (e *Engine) unsite(a *agentRecord, oldDomain string, sites map[string]SiteReport, all bool) {
 	for name, r := range a.sites {
 		_, still := sites[name]
