@@ -104,7 +104,7 @@ func snappyClaim(body []byte, limit int) (int, error) {
 // slot, when not nil, holds the shape of the connection's previous push (shape.go): a
 // push of that shape is read from its samples alone, and one decoded in full leaves its
 // own shape there; replayed says which it was. The caller holds slot's lock for as long
-// as it reads the reports: a replayed report lives in the shape, until its next push.
+// as it reads the reports, and releases it after: a replayed report lives in the slot.
 func decodeWrite(body []byte, n int, slot *shapeSlot) (reports []AgentReport, replayed bool, err error) {
 	bufp := rawPool.Get().(*[]byte)
 	defer func() {
@@ -123,7 +123,7 @@ func decodeWrite(body []byte, n int, slot *shapeSlot) (reports []AgentReport, re
 		reports, _, err := decodeWriteRequest(raw, int64(n)+reportSlack, false)
 		return reports, false, err
 	}
-	reports, ok, touched := slot.shape.replay(raw)
+	reports, ok, touched := slot.replay(raw)
 	if ok {
 		return reports, true, nil
 	}

@@ -100,23 +100,37 @@ type shapeSample struct {
 	slot uint16
 }
 
-// pushShape is the shape of one accepted push of one agent.
+// pushShape is the shape of one accepted push of one agent. It keeps what the push
+// named, and no values: a connection's shape lives as long as its connection, 10,000 of
+// them at 10,000 agents, and every byte of them with pointers is marked by every
+// collection (view/README.md, "What the collector marks"). What a replay reads goes to a
+// replayed, which a push holds only while it is applied.
 type pushShape struct {
 	size    int
 	sum     uint64
 	samples []shapeSample
 	agent   string
 	labels  map[string]string // the agent's own labels, nil when it sent no agent-wide series
-	// sites and targets in the order the push named them, with their names (and
-	// targets' kinds) and no values, nil when it named none; sortTargets: not in the
-	// report's order (finishTargets sorts them).
-	sites       []namedSite
+	// sites and targets in the order the push named them: the sites' names, the targets'
+	// site, name and kind; nil when it named none. sortTargets: not in the report's order
+	// (finishTargets sorts them).
+	sites       []string
 	targets     []TargetReport
 	sortTargets bool
-	// what replay fills: the report's map of sites, and the report
+}
+
+// replayed is what a replay reads a push into: the sites and targets with their values,
+// the report's map of sites, and the report. Pushes take one from replayedPool for as
+// long as their reports are in use (shapeSlot.release), so there are as many as pushes
+// being decoded and applied at once, not one a connection.
+type replayed struct {
+	sites   []namedSite
+	targets []TargetReport
 	siteMap map[string]SiteReport
 	out     [1]AgentReport
 }
+
+var replayedPool = sync.Pool{New: func() any { return new(replayed) }}
 
 // shapeRecorder notes, while a push is decoded in full, what its series meant.
 type shapeRecorder struct {
@@ -181,11 +195,10 @@ func (d *pushDecoder) shape(raw []byte) *pushShape {
 		sortTargets: p.targetIndex != nil,
 	}
 	if len(p.sites) > 0 {
-		sh.sites = make([]namedSite, len(p.sites))
+		sh.sites = make([]string, len(p.sites))
 		for i, s := range p.sites {
-			sh.sites[i] = namedSite{name: s.name}
+			sh.sites[i] = s.name
 		}
-		sh.siteMap = make(map[string]SiteReport, len(sh.sites))
 	}
 	if len(p.targets) > 0 {
 		sh.targets = make([]TargetReport, len(p.targets))
@@ -200,12 +213,13 @@ func (d *pushDecoder) shape(raw []byte) *pushShape {
 	return sh
 }
 
-// cost is about what sh keeps, in bytes: its sites twice, as a list and as the map.
+// cost is about what sh keeps and a replay of it reads into, in bytes: its sites twice
+// (a list with values and the map), its targets once, its samples and names.
 func (sh *pushShape) cost() int {
 	n := 256 + len(sh.agent) + len(sh.samples)*int(unsafe.Sizeof(shapeSample{})) +
 		2*len(sh.sites)*int(unsafe.Sizeof(namedSite{})) + len(sh.targets)*int(unsafe.Sizeof(TargetReport{}))
 	for _, s := range sh.sites {
-		n += len(s.name)
+		n += len(s)
 	}
 	for k, v := range sh.labels {
 		n += 64 + len(k) + len(v)
@@ -221,29 +235,40 @@ func (sh *pushShape) hash(raw []byte) uint64 {
 	return maphash.Bytes(shapeSeed, raw)
 }
 
-// replay reads raw as a push of shape sh: its reports, and true, when raw has sh's size,
-// every sample reads as one and raw's other bytes hash as sh's did; otherwise false, and
-// raw may have been changed (touched) and must be decoded again before it is read in
-// full. A sample whose value would change the push's meaning (NaN, a state the set
-// cannot hold) also answers false: the full decoding says what it means.
+// replay reads raw as a push of shape sh into rd: its reports, and true, when raw has
+// sh's size, every sample reads as one and raw's other bytes hash as sh's did; otherwise
+// false, and raw may have been changed (touched) and must be decoded again before it is
+// read in full. A sample whose value would change the push's meaning (NaN, a state the
+// set cannot hold) also answers false: the full decoding says what it means.
 //
-// The report is read into the shape's own sites, targets and map, their values reset
-// first: it is good until the shape's next replay, which is why the slot stays locked
-// while its reports are in use (decodeWrite).
-func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool) {
+// The reports live in rd, until its next replay: the slot that holds rd stays locked
+// while they are in use (decodeWrite, shapeSlot.release).
+func (sh *pushShape) replay(raw []byte, rd *replayed) (reports []AgentReport, ok, touched bool) {
 	if sh == nil || len(raw) != sh.size {
 		return nil, false, false
 	}
-	for i := range sh.sites {
-		sh.sites[i].rep = SiteReport{Detect: -1}
+	rd.sites = rd.sites[:0]
+	for _, name := range sh.sites {
+		rd.sites = append(rd.sites, namedSite{name: name, rep: SiteReport{Detect: -1}})
 	}
-	for i := range sh.targets {
-		t := &sh.targets[i]
-		kind := t.Kind
-		*t = newTargetReport(t.Site, t.Name)
-		t.Kind = kind
+	rd.targets = rd.targets[:0]
+	for _, t := range sh.targets {
+		tr := newTargetReport(t.Site, t.Name)
+		tr.Kind = t.Kind
+		rd.targets = append(rd.targets, tr)
 	}
-	p := agentInProgress{report: AgentReport{Agent: sh.agent}, sites: sh.sites, targets: sh.targets, siteMap: sh.siteMap}
+	if rd.siteMap == nil && len(rd.sites) > 0 {
+		rd.siteMap = make(map[string]SiteReport, len(rd.sites))
+	}
+	// The targets without spare room: finishTargets would copy them to let go of it,
+	// but they are rd's, and the engine copies them anyway.
+	p := agentInProgress{report: AgentReport{Agent: sh.agent}, sites: rd.sites, targets: slices.Clip(rd.targets), siteMap: rd.siteMap}
+	if len(rd.sites) == 0 {
+		p.sites, p.siteMap = nil, nil
+	}
+	if len(rd.targets) == 0 {
+		p.targets = nil
+	}
 	r := &p.report
 	var latest int64 // ms
 	for _, s := range sh.samples {
@@ -276,17 +301,41 @@ func (sh *pushShape) replay(raw []byte) (reports []AgentReport, ok, touched bool
 		return nil, false, true
 	}
 	r.Labels = sh.labels
-	if sh.sortTargets {
-		p.targets = slices.Clone(p.targets) // sorted by finish; the slots keep the push's order
-	}
-	sh.out[0] = p.finish(sh.sortTargets)
-	return sh.out[:], true, true
+	rd.out[0] = p.finish(sh.sortTargets) // may sort rd.targets: the next replay refills them
+	return rd.out[:], true, true
 }
 
-// shapeSlot holds a connection's shape between its pushes.
+// shapeSlot holds a connection's shape between its pushes, and while a push is decoded
+// and applied, what a replay read it into.
 type shapeSlot struct {
 	mu    sync.Mutex
 	shape *pushShape
+	read  *replayed
+}
+
+// replay is the slot's shape's replay of raw, into the slot's replayed.
+func (s *shapeSlot) replay(raw []byte) (reports []AgentReport, ok, touched bool) {
+	if s.shape == nil {
+		return nil, false, false
+	}
+	if s.read == nil {
+		s.read = replayedPool.Get().(*replayed)
+	}
+	return s.shape.replay(raw, s.read)
+}
+
+// release unlocks the slot once the reports of its push are no longer read, and gives
+// what a replay read them into back to the pool, without the names it points to.
+func (s *shapeSlot) release() {
+	if rd := s.read; rd != nil {
+		s.read = nil
+		clear(rd.siteMap)
+		clear(rd.sites)
+		clear(rd.targets)
+		rd.out = [1]AgentReport{}
+		replayedPool.Put(rd)
+	}
+	s.mu.Unlock()
 }
 
 type shapeSlotKey struct{}

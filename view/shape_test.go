@@ -126,6 +126,42 @@ func TestShapeReplay(t *testing.T) {
 	}
 }
 
+// TestShapeReplayPooled: what a replay reads into goes back to a pool once its push is
+// applied and serves the next push on any connection, so connections of other shapes
+// (more sites or fewer, targets or none, a degraded site) that take turns each still
+// decode exactly as in full, and a slot keeps nothing of a replay once released.
+func TestShapeReplayPooled(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_000)
+	few := map[string]string{"pangyo": "degraded", "gasan": "up", "seoul": "down"}
+	pushes := []agentPush{
+		{agent: "edge1", interval: 1, sites: benchSites(), since: at, detect: 0.3, targets: 2},
+		{agent: "edge2", interval: 1, sites: few, since: at, detect: 1.5},
+		{agent: "edge3", interval: 1, sites: few, targets: 4, labels: []string{"rack", "r1"}},
+		{agent: "edge4", interval: 1, isolated: true},
+	}
+	slots := make([]*shapeSlot, len(pushes))
+	for i := range slots {
+		slots[i] = new(shapeSlot)
+	}
+	for round := range 4 {
+		for i, p := range pushes {
+			p.at = at.Add(time.Duration(round) * time.Second)
+			slots[i].mu.Lock()
+			_, err, replayed := decodeShaped(t, slots[i], encodePushes(t, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if replayed != (round > 0) {
+				t.Errorf("%s's push %d: replayed %v, want %v", p.agent, round, replayed, round > 0)
+			}
+			slots[i].release()
+			if slots[i].read != nil {
+				t.Fatalf("%s's slot keeps what its replay read after release", p.agent)
+			}
+		}
+	}
+}
+
 // TestShapeBound: a push whose shape would take more than maxShapeBytes keeps none.
 func TestShapeBound(t *testing.T) {
 	sites := map[string]string{}

@@ -71,7 +71,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	slot := connShapeSlot(r.Context())
 	if slot != nil {
 		if slot.mu.TryLock() {
-			defer slot.mu.Unlock()
+			defer slot.release()
 		} else {
 			slot = nil
 		}
