@@ -337,12 +337,11 @@ func (e *Engine) resite(a *agentRecord, oldDomain string, sites map[string]SiteR
 	if a.sites == nil {
 		a.sites = make(map[string]agentSite, len(sites))
 	}
-	kept, before := 0, len(a.sites)
 	if moved {
 		// Every site leaves the old domain before any joins the new one.
 		e.unsite(a, oldDomain, sites, true)
-		before = len(a.sites)
 	}
+	kept, before := 0, len(a.sites)
 	for name, sr := range sites {
 		old, was := a.sites[name]
 		if was {
