@@ -33,12 +33,8 @@ func loadEngine(b *testing.B, now time.Time) (*Engine, []*shapeSlot, [][]AgentRe
 		for push := range 2 { // the first is decoded in full, the second by its shape
 			at := now.Add(time.Duration(push) * time.Second)
 			body := encodePushes(b, agentPush{agent: fmt.Sprintf("agent-%05d", a), interval: 1, sites: sites, since: now, detect: 1, at: at, targets: 2})
-			n, err := snappyClaim(body, int(decodedLimit(1<<20)))
-			if err != nil {
-				b.Fatal(err)
-			}
 			slots[a].mu.Lock() // as handleWrite holds it, until the reports are applied
-			r, replayed, err := decodeWrite(body, n, slots[a])
+			r, err, replayed := decodeShaped(b, slots[a], body)
 			if err != nil {
 				b.Fatal(err)
 			}

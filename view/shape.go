@@ -244,7 +244,7 @@ func (sh *pushShape) hash(raw []byte) uint64 {
 // The reports live in rd, until its next replay: the slot that holds rd stays locked
 // while they are in use (decodeWrite, shapeSlot.release).
 func (sh *pushShape) replay(raw []byte, rd *replayed) (reports []AgentReport, ok, touched bool) {
-	if sh == nil || len(raw) != sh.size {
+	if len(raw) != sh.size {
 		return nil, false, false
 	}
 	rd.sites = rd.sites[:0]
