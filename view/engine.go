@@ -449,14 +449,14 @@ func (e *ErrFull) Error() string { return e.What + " (" + e.Limit + ")" }
 func (e *Engine) Fits(reports []AgentReport) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	agents, pushed, delta := 0, 0, 0
+	agents, unknown, delta := 0, 0, 0
 	for _, r := range reports {
 		a := e.agents[r.Agent]
 		if a == nil {
 			agents++
 		}
 		if r.Sites != nil {
-			pushed += len(r.Sites)
+			unknown += unknownTo(a, r.Sites)
 			delta += len(r.Sites)
 			if a != nil {
 				delta -= len(a.sites)
@@ -469,9 +469,10 @@ func (e *Engine) Fits(reports []AgentReport) error {
 			}
 		}
 	}
-	// Which sites are new matters only where they could pass max_sites.
+	// Which sites are new matters only where those the agents do not report yet could
+	// pass max_sites: a view kept full by the same agents does not look its sites up.
 	sites := 0
-	if e.maxSites > 0 && len(e.sites)+pushed > e.maxSites {
+	if e.maxSites > 0 && len(e.sites)+unknown > e.maxSites {
 		sites = e.newSites(reports)
 	}
 	switch {
@@ -483,6 +484,21 @@ func (e *Engine) Fits(reports []AgentReport) error {
 		return &ErrFull{"max_reports", fmt.Sprintf("the view keeps %d site and target reports, and %d more would pass max_reports %d", e.reports, delta, e.maxReports)}
 	}
 	return nil
+}
+
+// unknownTo counts the sites of a push that agent a (nil: a new one) does not report
+// yet: at most this many are new to the engine (newSites says why).
+func unknownTo(a *agentRecord, sites map[string]SiteReport) int {
+	if a == nil {
+		return len(sites)
+	}
+	n := 0
+	for name := range sites {
+		if _, ok := a.sites[name]; !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // newSites counts the sites that reports name and the engine does not keep. A site an

@@ -205,3 +205,46 @@ func TestEngineBounds(t *testing.T) {
 		t.Errorf("%d reports counted, want 4 (c: s1; d: s1, s2, s3)", e.reports)
 	}
 }
+
+// TestEngineFullOfSites: at max_sites, agents may still push any site the engine keeps,
+// their own or another agent's, and a push naming one more is refused.
+func TestEngineFullOfSites(t *testing.T) {
+	e := NewEngine(&Config{Quorum: Quorum{N: 2}, MaxUpFraction: DefaultMaxUpFraction, MaxSites: 2})
+	push := func(agent string, sites ...string) error {
+		t.Helper()
+		m := map[string]string{}
+		for _, s := range sites {
+			m[s] = "up"
+		}
+		rs := []AgentReport{report(agent, false, m)}
+		rs[0].SampleTime = t0
+		if err := e.Fits(rs); err != nil {
+			return err
+		}
+		e.Apply(rs, t0)
+		return nil
+	}
+	for _, p := range []struct {
+		agent string
+		sites []string
+		full  bool
+	}{
+		{"a", []string{"s1"}, false},
+		{"b", []string{"s2"}, false}, // the engine is full
+		{"a", []string{"s1"}, false},
+		{"a", []string{"s2"}, false},       // a site of b's, new to a
+		{"b", []string{"s1", "s2"}, false}, // and one of a's, new to b
+		{"a", []string{"s2", "s3"}, true},
+		{"c", []string{"s1"}, false},
+		{"c", []string{"s4"}, true},
+	} {
+		err := push(p.agent, p.sites...)
+		var full *ErrFull
+		if got := errors.As(err, &full) && full.Limit == "max_sites"; got != p.full || (!p.full && err != nil) {
+			t.Fatalf("%s pushing %v: %v, want refused for max_sites %v", p.agent, p.sites, err, p.full)
+		}
+	}
+	if got := len(e.Sites(t0)); got != 2 {
+		t.Errorf("%d sites kept, want 2", got)
+	}
+}
