@@ -1,7 +1,6 @@
 package view
 
 import (
-	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -191,13 +190,14 @@ func (b *budget) release(n int64) {
 type connLimit struct {
 	max int
 
-	mu      sync.Mutex
-	open    int
-	closed  bool
-	waiting map[http.ConnState]*list.List // StateNew, StateIdle: *waitingConn, oldest first
-	elems   map[*limitedConn]waitingAt
-	changed chan struct{} // a connection closed or the listener did
-	evicted atomic.Uint64
+	mu     sync.Mutex
+	open   int
+	closed bool
+	// The connections without a request in progress, oldest first: those that have
+	// not sent one yet (StateNew) and those between requests (StateIdle).
+	fresh, idle connList
+	changed     chan struct{} // a connection closed or the listener did
+	evicted     atomic.Uint64
 }
 
 // Grace before a connection without a request in progress may be closed for room.
@@ -206,24 +206,36 @@ const (
 	idleGrace = 5 * time.Second
 )
 
-type waitingConn struct {
-	c     *limitedConn
-	since time.Time
+// connList is a list of connections linked through themselves, so that the ConnState
+// hook, called twice a push, neither allocates nor looks a connection up.
+type connList struct{ front, back *limitedConn }
+
+func (ls *connList) pushBack(c *limitedConn) {
+	c.list, c.prev, c.next = ls, ls.back, nil
+	if ls.back != nil {
+		ls.back.next = c
+	} else {
+		ls.front = c
+	}
+	ls.back = c
 }
 
-// waitingAt is where a connection is in the lists.
-type waitingAt struct {
-	state http.ConnState
-	e     *list.Element
+func (ls *connList) remove(c *limitedConn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		ls.front = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		ls.back = c.prev
+	}
+	c.list, c.prev, c.next = nil, nil, nil
 }
 
 func newConnLimit(max int) *connLimit {
-	return &connLimit{
-		max:     max,
-		waiting: map[http.ConnState]*list.List{http.StateNew: list.New(), http.StateIdle: list.New()},
-		elems:   map[*limitedConn]waitingAt{},
-		changed: make(chan struct{}, 1),
-	}
+	return &connLimit{max: max, changed: make(chan struct{}, 1)}
 }
 
 // listener wraps ln so that it holds to the cap.
@@ -266,16 +278,18 @@ func (l *connLimit) room() error {
 		now := time.Now()
 		wait := idleGrace
 		var victim *limitedConn
-		for state, grace := range map[http.ConnState]time.Duration{http.StateNew: newGrace, http.StateIdle: idleGrace} {
-			e := l.waiting[state].Front()
-			if e == nil {
+		for _, w := range [...]struct {
+			ls    *connList
+			grace time.Duration
+		}{{&l.fresh, newGrace}, {&l.idle, idleGrace}} {
+			c := w.ls.front
+			if c == nil {
 				continue
 			}
-			w := e.Value.(*waitingConn)
-			if left := w.since.Add(grace).Sub(now); left > 0 {
+			if left := c.since.Add(w.grace).Sub(now); left > 0 {
 				wait = min(wait, left)
 			} else if victim == nil {
-				victim = w.c
+				victim = c
 			}
 		}
 		if victim != nil {
@@ -321,9 +335,8 @@ func (l *connLimit) release() {
 }
 
 func (l *connLimit) forgetLocked(c *limitedConn) {
-	if at, ok := l.elems[c]; ok {
-		l.waiting[at.state].Remove(at.e)
-		delete(l.elems, c)
+	if c.list != nil {
+		c.list.remove(c)
 	}
 }
 
@@ -331,6 +344,11 @@ type limitedConn struct {
 	net.Conn
 	l    *connLimit
 	once sync.Once
+	// Under l.mu: the list the connection is in (nil: none, a request is in progress
+	// or it closed), since when, and its neighbours there.
+	list       *connList
+	since      time.Time
+	prev, next *limitedConn
 }
 
 func (c *limitedConn) Close() error {
@@ -357,9 +375,17 @@ func (l *connLimit) track(nc net.Conn, state http.ConnState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.forgetLocked(c)
-	if ls := l.waiting[state]; ls != nil {
-		l.elems[c] = waitingAt{state, ls.PushBack(&waitingConn{c: c, since: time.Now()})}
+	var ls *connList
+	switch state {
+	case http.StateNew:
+		ls = &l.fresh
+	case http.StateIdle:
+		ls = &l.idle
+	default:
+		return
 	}
+	c.since = time.Now()
+	ls.pushBack(c)
 }
 
 func (l *connLimit) count() int {

@@ -205,6 +205,80 @@ func TestConnectionCap(t *testing.T) {
 	}
 }
 
+// TestConnectionCapVictims: at the cap, the connection closed for room is the one that
+// has dawdled longest before its first request, and only when none has, the one idle
+// longest between requests; a connection with a request in progress is never closed.
+func TestConnectionCapVictims(t *testing.T) {
+	l := newConnLimit(3)
+	conns := map[string]*limitedConn{}
+	closed := map[string]chan struct{}{}
+	for _, name := range []string{"new", "idle", "busy"} {
+		if err := l.room(); err != nil {
+			t.Fatal(err)
+		}
+		ours, theirs := net.Pipe()
+		t.Cleanup(func() { theirs.Close() })
+		conns[name] = &limitedConn{Conn: ours, l: l}
+		closed[name] = make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, theirs)
+			close(closed[name])
+		}()
+	}
+	l.track(conns["idle"], http.StateNew)
+	l.track(conns["idle"], http.StateActive)
+	l.track(conns["idle"], http.StateIdle)
+	l.track(conns["new"], http.StateNew)
+	l.track(conns["busy"], http.StateNew)
+	l.track(conns["busy"], http.StateActive)
+	past := func(name string) {
+		l.mu.Lock()
+		conns[name].since = time.Now().Add(-time.Minute)
+		l.mu.Unlock()
+		l.signal()
+	}
+	past("idle")
+	past("new")
+	gone := map[string]bool{}
+	for _, want := range []string{"new", "idle"} {
+		if err := l.room(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-closed[want]:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the view made room without closing %q", want)
+		}
+		gone[want] = true
+		for name, c := range closed {
+			select {
+			case <-c:
+				if !gone[name] {
+					t.Fatalf("making room closed %q too", name)
+				}
+			default:
+			}
+		}
+	}
+	// Only "busy" is left, in the middle of a request: room waits until it is idle.
+	got := make(chan error, 1)
+	go func() { got <- l.room() }()
+	select {
+	case err := <-got:
+		t.Fatalf("room with every connection busy: %v, want a wait", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	l.track(conns["busy"], http.StateIdle)
+	past("busy")
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	<-closed["busy"]
+	if l.fresh != (connList{}) || l.idle != (connList{}) || l.count() != 3 {
+		t.Errorf("lists %+v %+v, %d open, want both empty and 3 open", l.fresh, l.idle, l.count())
+	}
+}
+
 // forgedDown is a push of 40 agents that do not exist reporting site p down: beside two
 // honest agents reporting it up, enough to make it lost if it were accepted.
 func forgedDown(t *testing.T) []byte {
