@@ -50,6 +50,7 @@ type hardening struct {
 
 	bodies, large, decoding *budget
 	conns                   *connLimit
+	pushes                  atomic.Pointer[pushConns] // of the Serve under way (pushconn.go)
 	rejects                 *rejectLog
 	events                  *linequeue.Queue
 }
@@ -365,6 +366,9 @@ func (c *limitedConn) Close() error {
 // track is the http.Server's ConnState hook: it keeps the lists of connections without a
 // request in progress, the ones that may be closed to make room.
 func (l *connLimit) track(nc net.Conn, state http.ConnState) {
+	if rc, ok := nc.(*returnedConn); ok {
+		nc = rc.Conn
+	}
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
@@ -405,7 +409,8 @@ var (
 	evictedDesc      = prometheus.NewDesc("edgeprobe_view_connections_evicted_total", "Connections without a request in progress closed to make room under max_connections.", nil, nil)
 	pushMemoryDesc   = prometheus.NewDesc("edgeprobe_view_push_memory_bytes", "Bytes of max_push_memory held by pushes, by use (bodies being read, bodies being decoded).", []string{"use"}, nil)
 	logDroppedDesc   = prometheus.NewDesc("edgeprobe_view_log_dropped_total", "Event log lines dropped because stdout was not read fast enough or failed.", nil, nil)
-	hardeningMetrics = []*prometheus.Desc{connsDesc, evictedDesc, pushMemoryDesc, logDroppedDesc}
+	takenDesc        = prometheus.NewDesc("edgeprobe_view_connections_taken", "Open connections whose pushes the view reads itself, taken over from net/http after an accepted push.", nil, nil)
+	hardeningMetrics = []*prometheus.Desc{connsDesc, evictedDesc, pushMemoryDesc, logDroppedDesc, takenDesc}
 )
 
 // Describe and Collect make the defences' counters part of the view's /metrics.
@@ -421,4 +426,5 @@ func (h *hardening) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pushMemoryDesc, prometheus.GaugeValue, float64(h.bodies.used.Load()), "bodies")
 	ch <- prometheus.MustNewConstMetric(pushMemoryDesc, prometheus.GaugeValue, float64(h.decoding.used.Load()), "decoding")
 	ch <- prometheus.MustNewConstMetric(logDroppedDesc, prometheus.CounterValue, float64(h.events.Dropped()))
+	ch <- prometheus.MustNewConstMetric(takenDesc, prometheus.GaugeValue, float64(h.pushes.Load().count()))
 }

@@ -221,10 +221,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       s.opts.ReadTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ConnContext:       withShapeSlot,
+		ConnContext:       connContext,
 	}
 	ln = s.serve(srv, ln)
+	pushes := newPushConns(srv, ln.Addr())
+	s.hard.pushes.Store(pushes)
+	srv.BaseContext = func(net.Listener) context.Context { return context.WithValue(ctx, pushConnsKey{}, pushes) }
 	runDone := make(chan struct{})
 	go func() {
 		s.Run(ctx)
@@ -238,10 +240,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+		pushes.stop()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = srv.Shutdown(shutdownCtx)
 		cancel()
 	}
+	pushes.stop()
+	pushes.Close()
+	pushes.wait()
 	<-runDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -141,6 +141,9 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+	if s.takeOver(w, r) {
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
