@@ -330,13 +330,12 @@ func (pc *pushConn) serve(h pushHead, start time.Time) bool {
 	clear(pc.resp.header)
 	pc.resp.code, pc.resp.body = 0, pc.resp.body[:0]
 	pc.handler.ServeHTTP(&pc.resp, r)
-	gone := ctx.end()
+	if ctx.end() {
+		return false // its sender is gone
+	}
 	// A body the handler did not read (a push refused by its head) is not skipped: the
 	// connection closes, as net/http closes one whose unread body is large.
-	keep := !gone && !h.close && pc.body.n == 0
-	if gone {
-		return false
-	}
+	keep := !h.close && pc.body.n == 0
 	return pc.resp.write(pc, !keep) == nil && keep
 }
 

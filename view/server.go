@@ -240,11 +240,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		pushes.stop()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = srv.Shutdown(shutdownCtx)
 		cancel()
 	}
+	// Taken connections are the view's own: Shutdown neither knows nor waits for them.
 	pushes.stop()
 	pushes.Close()
 	pushes.wait()
