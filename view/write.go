@@ -50,14 +50,13 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		charge = r.ContentLength
 	}
 	charge = max(charge, minBodyCharge)
-	release, err := s.takeBodyMemory(r, charge)
-	if err != nil {
+	if err := s.takeBodyMemory(r, charge); err != nil {
 		s.busy(w)
 		return
 	}
 	body, err := readBody(w, r, limit)
 	if err != nil {
-		release()
+		s.releaseBodyMemory(charge)
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.reject(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body exceeds max_body_bytes %d", limit))
@@ -78,7 +77,7 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 	}
 	reports, err := s.decode(r, body, slot)
 	putBody(body)
-	release()
+	s.releaseBodyMemory(charge)
 	if errors.Is(err, errBusy) {
 		s.busy(w)
 		return
@@ -181,26 +180,28 @@ func checkPushHeaders(h http.Header) (code int, reason, msg string) {
 }
 
 // takeBodyMemory takes charge bytes of the bodies' budget (and, for a large body, of
-// the large bodies' share) for r's body; release gives them back.
-func (s *Server) takeBodyMemory(r *http.Request, charge int64) (release func(), err error) {
+// the large bodies' share) for r's body; releaseBodyMemory gives them back.
+func (s *Server) takeBodyMemory(r *http.Request, charge int64) error {
 	h := s.hard
 	if charge > smallBody {
 		if err := h.large.acquire(r.Context(), charge); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := h.bodies.acquire(r.Context(), charge); err != nil {
 		if charge > smallBody {
 			h.large.release(charge)
 		}
-		return nil, err
+		return err
 	}
-	return func() {
-		h.bodies.release(charge)
-		if charge > smallBody {
-			h.large.release(charge)
-		}
-	}, nil
+	return nil
+}
+
+func (s *Server) releaseBodyMemory(charge int64) {
+	s.hard.bodies.release(charge)
+	if charge > smallBody {
+		s.hard.large.release(charge)
+	}
 }
 
 // decode decodes a push within the decoding budget: twice the decoded size the snappy
