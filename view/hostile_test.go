@@ -30,7 +30,7 @@ import (
 // internal/viewattack plays the same attacks against a view binary and measures them.
 
 // serveHostile runs a view like serveView and returns it too, for its insides.
-func serveHostile(t *testing.T, cfg *Config, opts Options, tune func(*Server)) (*Server, string) {
+func serveHostile(t testing.TB, cfg *Config, opts Options, tune func(*Server)) (*Server, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -95,12 +95,12 @@ func (p *pushConns) Addr() net.Addr { return p.addr }
 // takeOver answers the push r with 204 and serves its connection's next pushes, when the
 // connection may be taken over; false leaves w to the caller.
 func (s *Server) takeOver(w http.ResponseWriter, r *http.Request) bool {
-	p, _ := r.Context().Value(pushConnsKey{}).(*pushConns)
-	if p == nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || r.ContentLength < 0 || r.Context().Value(returnedKey{}) != nil {
+	hj, ok := w.(http.Hijacker) // not on a taken connection: its answers are not net/http's
+	if !ok {
 		return false
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
+	p, _ := r.Context().Value(pushConnsKey{}).(*pushConns)
+	if p == nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close || r.ContentLength < 0 || r.Context().Value(returnedKey{}) != nil {
 		return false
 	}
 	header := w.Header().Clone() // what the handlers before this one set (the web config's headers)
@@ -113,15 +113,12 @@ func (s *Server) takeOver(w http.ResponseWriter, r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	pc := &pushConn{
-		s: s, p: p, handler: p.srv.Handler, c: c, br: brw.Reader,
-		base:   context.WithoutCancel(r.Context()),
-		header: http.Header{},
-		tmpl: http.Request{
-			Method: http.MethodPost, URL: &url.URL{Path: writePath}, RequestURI: writePath,
-			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: r.RemoteAddr, TLS: r.TLS,
-		},
-	}
+	pc := &pushConn{s: s, p: p, handler: p.srv.Handler, c: c, br: brw.Reader, header: http.Header{}}
+	pc.ctx = pushCtx{values: context.WithoutCancel(r.Context()), slot: connShapeSlot(r.Context()), pc: pc}
+	pc.tmpl = (&http.Request{
+		Method: http.MethodPost, URL: &url.URL{Path: writePath}, RequestURI: writePath,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: r.RemoteAddr, TLS: r.TLS,
+	}).WithContext(&pc.ctx)
 	pc.resp.header = header
 	pc.resp.code = http.StatusNoContent
 	p.taken[pc] = struct{}{}
@@ -202,13 +199,16 @@ type pushConn struct {
 	handler http.Handler
 	c       net.Conn      // what Hijack gave: the connection, or its TLS layer
 	br      *bufio.Reader // net/http's reader of c, with what it read ahead
-	base    context.Context
-	tmpl    http.Request // what every request on the connection has in common
-	header  http.Header  // the request's, reused: no handler keeps it
-	names   headCache
-	body    pushBody
-	resp    pushResponse
-	out     []byte
+	// Every push on the connection is served with the same context, request and
+	// header, reset for each: no handler keeps any of them once it has answered.
+	ctx    pushCtx
+	tmpl   *http.Request // what every request on the connection has in common
+	req    http.Request
+	header http.Header
+	names  headCache
+	body   pushBody
+	resp   pushResponse
+	out    []byte
 
 	mu       sync.Mutex
 	idle     bool // waiting for a request
@@ -320,17 +320,15 @@ func (pc *pushConn) next() (kind int, h pushHead, start time.Time) {
 // serve hands a push to the handler and writes its answer; false closes the connection.
 func (pc *pushConn) serve(h pushHead, start time.Time) bool {
 	pc.c.SetReadDeadline(start.Add(pc.s.opts.ReadTimeout))
-	ctx := &pushCtx{Context: pc.base, pc: pc}
-	pc.body = pushBody{br: pc.br, ctx: ctx, n: h.contentLength}
-	if h.contentLength == 0 {
-		ctx.bodyRead = true
-	}
-	r := pc.tmpl.WithContext(ctx)
+	pc.ctx.begin(h.contentLength == 0)
+	pc.body = pushBody{br: pc.br, ctx: &pc.ctx, n: h.contentLength}
+	pc.req = *pc.tmpl
+	r := &pc.req
 	r.Header, r.Host, r.ContentLength, r.Close, r.Body = pc.header, h.host, h.contentLength, h.close, &pc.body
 	clear(pc.resp.header)
 	pc.resp.code, pc.resp.body = 0, pc.resp.body[:0]
 	pc.handler.ServeHTTP(&pc.resp, r)
-	if ctx.end() {
+	if pc.ctx.end() {
 		return false // its sender is gone
 	}
 	// A body the handler did not read (a push refused by its head) is not skipped: the
@@ -505,20 +503,33 @@ func (b *pushBody) Read(p []byte) (int, error) {
 
 func (b *pushBody) Close() error { return nil }
 
-// pushCtx is a push's context on a taken connection: the connection's values (its
-// shape slot), done when its sender goes away. As net/http does, it watches for that
-// from the end of the body until the push is answered, and only once asked (Done):
-// the pushes that wait for memory or a decode slot.
+// pushCtx is the context of the pushes on a taken connection: the connection's values,
+// done when its sender goes away while a push is served. As net/http does, it watches
+// for that from the end of a push's body until the push is answered, and only once
+// asked (Done): by the pushes that wait for memory or a decode slot. Unlike net/http's,
+// it is the connection's: it is not done once a push is answered, only when its sender
+// is gone, and the connection closes then.
 type pushCtx struct {
-	context.Context
-	pc *pushConn
+	values context.Context // the connection's, without net/http's cancellation
+	slot   *shapeSlot      // looked up on every push, so kept apart from values
+	pc     *pushConn
 
 	mu       sync.Mutex
-	done     chan struct{}
-	err      error
+	done     chan struct{} // made when first asked
+	gone     bool          // the sender went away; done is closed
+	asked    bool          // Done was called during this push
 	bodyRead bool
-	aborted  bool
-	watching chan struct{} // closed when the watch ends
+	aborted  bool          // the push is answered: the watch's end is not the sender's
+	watching chan struct{} // closed when this push's watch ends
+}
+
+func (c *pushCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+func (c *pushCtx) Value(key any) any {
+	if _, ok := key.(shapeSlotKey); ok {
+		return c.slot
+	}
+	return c.values.Value(key)
 }
 
 func (c *pushCtx) Done() <-chan struct{} {
@@ -526,11 +537,10 @@ func (c *pushCtx) Done() <-chan struct{} {
 	defer c.mu.Unlock()
 	if c.done == nil {
 		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
-		} else if c.bodyRead {
-			c.watchLocked()
-		}
+	}
+	c.asked = true
+	if c.bodyRead && c.watching == nil && !c.gone {
+		c.watchLocked()
 	}
 	return c.done
 }
@@ -538,42 +548,44 @@ func (c *pushCtx) Done() <-chan struct{} {
 func (c *pushCtx) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
+	if c.gone {
+		return context.Canceled
+	}
+	return nil
+}
+
+// begin readies the context for the next push; bodyRead says it has no body to read.
+func (c *pushCtx) begin(bodyRead bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked, c.bodyRead, c.aborted, c.watching = false, bodyRead, false, nil
 }
 
 func (c *pushCtx) bodyDone() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.bodyRead = true
-	if c.done != nil && c.watching == nil && c.err == nil {
+	if c.asked && c.watching == nil && !c.gone {
 		c.watchLocked()
 	}
 }
 
 func (c *pushCtx) watchLocked() {
-	c.watching = make(chan struct{})
+	watching := make(chan struct{})
+	c.watching = watching
 	go func() {
-		defer close(c.watching)
+		defer close(watching)
 		_, err := c.pc.br.Peek(1)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if err != nil && !c.aborted {
-			c.cancelLocked()
+		if err != nil && !c.aborted && !c.gone {
+			c.gone = true
+			close(c.done)
 		}
 	}()
 }
 
-func (c *pushCtx) cancelLocked() {
-	if c.err == nil {
-		c.err = context.Canceled
-		if c.done != nil {
-			close(c.done)
-		}
-	}
-}
-
-// end stops the watch once the push is answered and says whether the sender went away;
-// the context is done from then on, as net/http's is after its handler returns.
+// end stops the watch once the push is answered and says whether the sender went away.
 func (c *pushCtx) end() (gone bool) {
 	c.mu.Lock()
 	watching := c.watching
@@ -586,9 +598,7 @@ func (c *pushCtx) end() (gone bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	gone = c.err != nil
-	c.cancelLocked()
-	return gone
+	return c.gone
 }
 
 // pushResponse is the answer to a push on a taken connection, written once the handler

@@ -20,12 +20,12 @@ import (
 // rawConn is a client that writes requests by hand and reads their answers, on one
 // connection.
 type rawConn struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	br *bufio.Reader
 }
 
-func dialRaw(t *testing.T, base string) *rawConn {
+func dialRaw(t testing.TB, base string) *rawConn {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
@@ -287,4 +287,130 @@ func FuzzPushHead(f *testing.F) {
 			t.Fatalf("%q: read header %v; net/http reads %v", b, header, req.Header)
 		}
 	})
+}
+
+// TestPushConnectionSenderGone: a push on a taken connection that waits for a decode
+// slot is decoded once one is free while its sender waits, and the connection serves
+// its next push; when its sender goes away while it waits, it is not decoded, its
+// memory is given back and the connection closes.
+func TestPushConnectionSenderGone(t *testing.T) {
+	cfg := &Config{Quorum: Quorum{N: 1}}
+	cfg.Defaults()
+	s, base := serveHostile(t, cfg, Options{}, nil)
+	host := strings.TrimPrefix(base, "http://")
+	push := func(state string) string {
+		body := encodePushes(t, agentPush{agent: "a1", interval: 1, sites: map[string]string{"s1": state}})
+		return pushHeadText(host, len(body)) + string(body)
+	}
+	rc := dialRaw(t, base)
+	for _, state := range []string{"up", "up"} { // the second one on the taken connection
+		if a := rc.do(push(state)); a.code != http.StatusNoContent || a.closed {
+			t.Fatalf("push: %d (closed %v), want 204 on a kept connection", a.code, a.closed)
+		}
+	}
+	if got := takenCount(t, base); got != "1" {
+		t.Fatalf("edgeprobe_view_connections_taken %s, want 1", got)
+	}
+	// The test holds every decode slot but those it frees; a failure frees them all,
+	// so that the view can stop.
+	held := 0
+	hold := func() { s.decodeSlots <- struct{}{}; held++ }
+	free := func() { <-s.decodeSlots; held-- }
+	t.Cleanup(func() {
+		for held > 0 {
+			free()
+		}
+	})
+	for range cap(s.decodeSlots) {
+		hold()
+	}
+	waiting := func() bool { return s.hard.decoding.used.Load() > 0 } // charged before the slot wait
+	send := func(req string) {
+		rc.c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(rc.c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	send(push("down"))
+	waitFor(t, 10*time.Second, "the push to wait for a decode slot", waiting)
+	free()
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil || resp.StatusCode != http.StatusNoContent || resp.Close {
+		t.Fatalf("the push that waited for a slot: %v %v, want 204 on a kept connection", resp, err)
+	}
+	if got := agentState(s, "a1", "s1"); got != "down" {
+		t.Fatalf("a1 reports s1 %q after the push that waited, want down", got)
+	}
+	if a := rc.do(push("up")); a.code != http.StatusNoContent || a.closed {
+		t.Fatalf("the push after: %d (closed %v), want 204 on a kept connection", a.code, a.closed)
+	}
+	if got := agentState(s, "a1", "s1"); got != "up" {
+		t.Fatalf("a1 reports s1 %q after the next push, want up", got)
+	}
+
+	hold()
+	send(push("down"))
+	waitFor(t, 10*time.Second, "the push to wait for a decode slot", waiting)
+	rc.c.Close()
+	waitFor(t, 10*time.Second, "the push of a sender gone to give its memory back", func() bool { return !waiting() })
+	waitFor(t, 10*time.Second, "the connection of a sender gone to close", func() bool { return s.hard.pushes.Load().count() == 0 })
+	if got := agentState(s, "a1", "s1"); got != "up" {
+		t.Errorf("a1 reports s1 %q: the push of a sender gone was applied", got)
+	}
+	wantMetric(t, metricsText(t, base), `edgeprobe_view_pushes_rejected_total{reason="busy"} 1`)
+	if n := len(s.decodeSlots); n != cap(s.decodeSlots) {
+		t.Errorf("decode slots held: %d, want all %d (the test's)", n, cap(s.decodeSlots))
+	}
+}
+
+// BenchmarkPushConnection sends an agent's push of 20 sites over one kept connection and
+// reads its answer: the view's whole work for a push, from the socket to the answer
+// (make view-bench). "taken" is a connection the view took over; "net/http" one it
+// handed back, which net/http serves. Their allocations differ by what a taken
+// connection saves on each push.
+func BenchmarkPushConnection(b *testing.B) {
+	for _, name := range []string{"taken", "net/http"} {
+		b.Run(name, func(b *testing.B) {
+			cfg := &Config{Quorum: Quorum{N: 1}, PushRate: 1e9, PushBurst: 1 << 30} // one agent, pushing as fast as it can
+			cfg.Defaults()
+			s, base := serveHostile(b, cfg, Options{}, nil)
+			host := strings.TrimPrefix(base, "http://")
+			body := encodePushes(b, agentPush{agent: "edge0000", interval: 1, sites: benchSites(), targets: 2})
+			push := pushHeadText(host, len(body)) + string(body)
+			rc := dialRaw(b, base)
+			if a := rc.do(push); a.code != http.StatusNoContent {
+				b.Fatalf("push: %d", a.code)
+			}
+			if name == "net/http" {
+				if a := rc.do("GET /api/v1/sites HTTP/1.1\r\nHost: " + host + "\r\n\r\n"); a.code != http.StatusOK || a.closed {
+					b.Fatalf("the read: %d (closed %v), want 200 on a kept connection", a.code, a.closed)
+				}
+			}
+			if got, want := s.hard.pushes.Load().count(), map[string]int{"taken": 1, "net/http": 0}[name]; got != want {
+				b.Fatalf("%d connections taken over, want %d", got, want)
+			}
+			// The answers are read by hand, so that the client allocates nothing.
+			answer, pushBytes := make([]byte, 0, 512), []byte(push)
+			rc.c.SetDeadline(time.Time{})
+			b.SetBytes(int64(len(push)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := rc.c.Write(pushBytes); err != nil {
+					b.Fatal(err)
+				}
+				answer = answer[:0]
+				for !bytes.HasSuffix(answer, []byte("\r\n\r\n")) {
+					c, err := rc.br.ReadByte()
+					if err != nil {
+						b.Fatal(err)
+					}
+					answer = append(answer, c)
+				}
+				if !bytes.HasPrefix(answer, []byte("HTTP/1.1 204 ")) {
+					b.Fatalf("answer %q, want 204", answer)
+				}
+			}
+		})
+	}
 }
