@@ -539,9 +539,7 @@ func (c *pushCtx) Done() <-chan struct{} {
 		c.done = make(chan struct{})
 	}
 	c.asked = true
-	if c.bodyRead && c.watching == nil && !c.gone {
-		c.watchLocked()
-	}
+	c.watchLocked()
 	return c.done
 }
 
@@ -565,12 +563,17 @@ func (c *pushCtx) bodyDone() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.bodyRead = true
-	if c.asked && c.watching == nil && !c.gone {
-		c.watchLocked()
-	}
+	c.watchLocked()
 }
 
+// watchLocked starts the watch for the sender going away once the push has asked for
+// it and its body is read, until the push is answered: a Done called later (by a
+// goroutine of context.WithTimeout's, say) starts none, as the connection's reader is
+// then the next request's.
 func (c *pushCtx) watchLocked() {
+	if !c.asked || !c.bodyRead || c.aborted || c.gone || c.watching != nil {
+		return
+	}
 	watching := make(chan struct{})
 	c.watching = watching
 	go func() {

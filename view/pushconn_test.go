@@ -364,6 +364,47 @@ func TestPushConnectionSenderGone(t *testing.T) {
 	}
 }
 
+// TestPushCtxLateDone: a Done called after a push is answered (by a goroutine that
+// context.WithTimeout started for a wait of the push) starts no watch for the sender,
+// since the connection's reader is the next request's by then; a Done during the next
+// push does, once its body is read, and the push's end stops it.
+func TestPushCtxLateDone(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	pc := &pushConn{c: server, br: bufio.NewReader(server)}
+	pc.ctx = pushCtx{values: context.Background(), pc: pc}
+	ctx := &pc.ctx
+	watching := func() chan struct{} {
+		ctx.mu.Lock()
+		defer ctx.mu.Unlock()
+		return ctx.watching
+	}
+	// A push that never waits: no watch, and none after its end.
+	ctx.begin(false)
+	ctx.bodyDone()
+	if ctx.end() {
+		t.Fatal("a push without a watch ended with its sender gone")
+	}
+	ctx.Done() // late: the push is answered
+	if watching() != nil {
+		t.Fatal("a Done after the push's end started a watch beside the next request's read")
+	}
+	// The next push asks: its watch starts once its body is read, and its end stops it.
+	ctx.begin(false)
+	ctx.Done()
+	if watching() != nil {
+		t.Fatal("a watch started before the body was read")
+	}
+	ctx.bodyDone()
+	if watching() == nil {
+		t.Fatal("a Done during the push started no watch once its body was read")
+	}
+	if ctx.end() || ctx.Err() != nil {
+		t.Fatalf("the push's end took the stopped watch for its sender going away (Err %v)", ctx.Err())
+	}
+}
+
 // BenchmarkPushConnection sends an agent's push of 20 sites over one kept connection and
 // reads its answer: the view's whole work for a push, from the socket to the answer
 // (make view-bench). "taken" is a connection the view took over; "net/http" one it
