@@ -48,6 +48,12 @@ func pushHeadText(host string, n int, extra ...string) string {
 	return b.String()
 }
 
+// a1Push is a push by agent a1 of site s1 in state, to host.
+func a1Push(t testing.TB, host, state string) string {
+	body := encodePushes(t, agentPush{agent: "a1", interval: 1, sites: map[string]string{"s1": state}})
+	return pushHeadText(host, len(body)) + string(body)
+}
+
 type rawAnswer struct {
 	code   int
 	header http.Header
@@ -55,13 +61,19 @@ type rawAnswer struct {
 	closed bool // the view closed the connection after it
 }
 
-// do sends req and reads its answer; an answer whose connection the view closes says so.
-func (rc *rawConn) do(req string) rawAnswer {
+// send writes req, giving it and its answer 20 s.
+func (rc *rawConn) send(req string) {
 	rc.t.Helper()
 	rc.c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(rc.c, req); err != nil {
 		rc.t.Fatalf("write: %v", err)
 	}
+}
+
+// do sends req and reads its answer; an answer whose connection the view closes says so.
+func (rc *rawConn) do(req string) rawAnswer {
+	rc.t.Helper()
+	rc.send(req)
 	resp, err := http.ReadResponse(rc.br, nil)
 	if err != nil {
 		rc.t.Fatalf("read the answer to %.60q: %v", req, err)
@@ -100,10 +112,7 @@ func TestPushConnectionTakenOver(t *testing.T) {
 	s, base := serveHostile(t, cfg, Options{}, nil)
 	host := strings.TrimPrefix(base, "http://")
 	rc := dialRaw(t, base)
-	push := func(state string) string {
-		body := encodePushes(t, agentPush{agent: "a1", interval: 1, sites: map[string]string{"s1": state}})
-		return pushHeadText(host, len(body)) + string(body)
-	}
+	push := func(state string) string { return a1Push(t, host, state) }
 	if a := rc.do(push("up")); a.code != http.StatusNoContent || a.closed {
 		t.Fatalf("first push: %d (closed %v), want 204 on a kept connection", a.code, a.closed)
 	}
@@ -298,10 +307,7 @@ func TestPushConnectionSenderGone(t *testing.T) {
 	cfg.Defaults()
 	s, base := serveHostile(t, cfg, Options{}, nil)
 	host := strings.TrimPrefix(base, "http://")
-	push := func(state string) string {
-		body := encodePushes(t, agentPush{agent: "a1", interval: 1, sites: map[string]string{"s1": state}})
-		return pushHeadText(host, len(body)) + string(body)
-	}
+	push := func(state string) string { return a1Push(t, host, state) }
 	rc := dialRaw(t, base)
 	for _, state := range []string{"up", "up"} { // the second one on the taken connection
 		if a := rc.do(push(state)); a.code != http.StatusNoContent || a.closed {
@@ -325,14 +331,8 @@ func TestPushConnectionSenderGone(t *testing.T) {
 		hold()
 	}
 	waiting := func() bool { return s.hard.decoding.used.Load() > 0 } // charged before the slot wait
-	send := func(req string) {
-		rc.c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := io.WriteString(rc.c, req); err != nil {
-			t.Fatal(err)
-		}
-	}
 
-	send(push("down"))
+	rc.send(push("down"))
 	waitFor(t, 10*time.Second, "the push to wait for a decode slot", waiting)
 	free()
 	resp, err := http.ReadResponse(rc.br, nil)
@@ -350,7 +350,7 @@ func TestPushConnectionSenderGone(t *testing.T) {
 	}
 
 	hold()
-	send(push("down"))
+	rc.send(push("down"))
 	waitFor(t, 10*time.Second, "the push to wait for a decode slot", waiting)
 	rc.c.Close()
 	waitFor(t, 10*time.Second, "the push of a sender gone to give its memory back", func() bool { return !waiting() })
