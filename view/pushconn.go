@@ -581,7 +581,7 @@ func (c *pushCtx) watchLocked() {
 		_, err := c.pc.br.Peek(1)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if err != nil && !c.aborted && !c.gone {
+		if err != nil && !c.aborted { // only a watch sets gone, and one runs at a time
 			c.gone = true
 			close(c.done)
 		}
